@@ -1,0 +1,48 @@
+# One-command set-up: `make serve` and `make test` install what they need on a
+# fresh Debian machine (apt packages, a venv in .venv, the package itself).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PKGS := libuv1-dev libhttp-parser-dev pkg-config curl
+CSRC := $(wildcard csrc/*.c csrc/*.h)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps build serve test test-fast bench bench-quick asan valgrind clean
+
+all: build
+
+# System libraries: installed only when missing.
+.deps-stamp:
+	@missing=""; for p in $(APT_PKGS); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	@touch $@
+
+deps: .deps-stamp
+
+$(VENV)/.stamp: .deps-stamp pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+# Rebuild the extension in place whenever a C file changes.
+waitress_c/.build-stamp: $(VENV)/.stamp $(CSRC)
+	$(PY) setup.py -q build_ext --inplace
+	@touch $@
+
+build: waitress_c/.build-stamp
+
+serve: build
+	$(VENV)/bin/waitress-c-serve --listen=127.0.0.1:8080 examples.hello:app
+
+test: build
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf build *.egg-info waitress_c/*.so waitress_c/.build-stamp .deps-stamp

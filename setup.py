@@ -1,0 +1,84 @@
+"""Build the one C extension, waitress_c._core, against the system libuv and
+http-parser.  Neither library is vendored: a missing one stops the build with
+the name of the Debian package that provides it."""
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+
+from setuptools import Extension, setup
+
+APT_HINT = (
+    "waitress_c needs the system libuv and http-parser.  On Debian/Ubuntu:\n"
+    "    apt-get install libuv1-dev libhttp-parser-dev pkg-config\n"
+)
+
+HTTP_PARSER_LIBDIRS = [
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/usr/local/lib",
+]
+
+
+def fail(why):
+    sys.stderr.write("\nerror: %s\n\n%s\n" % (why, APT_HINT))
+    sys.exit(1)
+
+
+def pkg_config(*args):
+    if shutil.which("pkg-config") is None:
+        fail("pkg-config was not found")
+    try:
+        out = subprocess.check_output(["pkg-config"] + list(args) + ["libuv"])
+    except subprocess.CalledProcessError:
+        fail("pkg-config cannot find libuv (libuv1-dev)")
+    return out.decode().split()
+
+
+def find_http_parser():
+    incdirs = ["/usr/include", "/usr/local/include"]
+    if not any(os.path.exists(os.path.join(d, "http_parser.h")) for d in incdirs):
+        fail("http_parser.h was not found (libhttp-parser-dev)")
+    for d in HTTP_PARSER_LIBDIRS:
+        if glob.glob(os.path.join(d, "libhttp_parser.so*")):
+            return
+    fail("libhttp_parser.so was not found (libhttp-parser-dev)")
+
+
+def extension():
+    cflags = pkg_config("--cflags")
+    libs = pkg_config("--libs")
+    find_http_parser()
+    extra_compile = cflags + [
+        "-std=c11",
+        "-D_GNU_SOURCE",
+        "-Wall",
+        "-Wextra",
+        "-Wno-unused-parameter",
+        "-Wno-missing-field-initializers",
+        "-fvisibility=hidden",
+        "-O2",
+    ]
+    if os.environ.get("WC_WERROR"):
+        extra_compile.append("-Werror")
+    if os.environ.get("WC_DEBUG"):
+        extra_compile += ["-O0", "-g3", "-UNDEBUG"]
+    if os.environ.get("WC_SANITIZE"):
+        extra_compile += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"]
+    extra_link = list(libs) + ["-lhttp_parser"]
+    if os.environ.get("WC_SANITIZE"):
+        extra_link += ["-fsanitize=address,undefined"]
+    return Extension(
+        "waitress_c._core",
+        sources=sorted(glob.glob("csrc/*.c")),
+        depends=sorted(glob.glob("csrc/*.h")),
+        extra_compile_args=extra_compile,
+        extra_link_args=extra_link,
+    )
+
+
+setup(ext_modules=[extension()])
