@@ -44,5 +44,12 @@ serve: build
 test: build
 	$(PY) -m pytest -q tests
 
+# Benchmarks: waitress_c side by side with its peers, each from its own venv.
+bench: build
+	$(PY) benchmarks/run.py
+
+bench-quick: build
+	$(PY) benchmarks/run.py --quick
+
 clean:
 	rm -rf build *.egg-info waitress_c/*.so waitress_c/.build-stamp .deps-stamp
