@@ -1,0 +1,654 @@
+"""Adjustments: every tunable setting of the server, converted and checked.
+
+``OPTIONS`` below is the single description of the 34 settings waitress
+calls adjustments: name, converter, default, command-line value name,
+help section and help text.  ``Adjustments(**kw)`` (what ``serve()``,
+``create_server()`` and PasteDeploy use), the ``waitress-c-serve`` flags and
+``--help`` (``runner.py``) and the reference in ``docs/configuration.rst``
+(``docs/gen_options.py``) are all generated from it.
+
+Values may be given as Python values or as strings (command line, ini
+files); each goes through its option's converter, with the same results and
+the same errors as waitress.
+"""
+
+from __future__ import annotations
+
+import getopt
+import socket
+import warnings
+from typing import Any, Callable, Iterable, NamedTuple
+
+__all__ = [
+    "Adjustments",
+    "OPTIONS",
+    "Option",
+    "TRUSTABLE_PROXY_HEADERS",
+    "as_socket_list",
+    "asbool",
+    "aslist",
+    "asoctal",
+    "asset",
+    "slash_fixed_str",
+    "str_iftruthy",
+]
+
+# The header names trusted_proxy_headers may contain, lowercased.
+TRUSTABLE_PROXY_HEADERS = (
+    "forwarded",
+    "x-forwarded-by",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-proto",
+)
+
+_TRUTHY = frozenset(("t", "true", "y", "yes", "on", "1"))
+
+
+# -- converters ----------------------------------------------------------
+
+
+def asbool(value: Any) -> bool:
+    """True for ``t, true, y, yes, on, 1`` (any case, surrounding blanks
+    ignored); a bool is returned as is; ``None`` and anything else is
+    False (never an error)."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in _TRUTHY
+
+
+def aslist(value: str | Iterable[str]) -> list[str]:
+    """Split a string on line breaks, then each line on blanks; split each
+    item of any other iterable on blanks.  Commas are not separators."""
+    if isinstance(value, str):
+        value = value.splitlines()
+    words: list[str] = []
+    for item in value:
+        words.extend(item.split())
+    return words
+
+
+def asset(value: str | Iterable[str]) -> set[str]:
+    """``aslist`` as a set."""
+    return set(aslist(value))
+
+
+def asoctal(value: str) -> int:
+    """Read an octal string (``"600"``, ``"0600"``, ``"0o600"``).  Like
+    waitress, an int is refused (``int()`` raises TypeError)."""
+    return int(value, 8)
+
+
+def slash_fixed_str(value: str) -> str:
+    """Empty stays empty; anything else becomes one leading slash followed
+    by the value without its leading and trailing slashes."""
+    value = value.strip()
+    if not value:
+        return value
+    return "/" + value.strip("/")
+
+
+def str_iftruthy(value: Any) -> str | None:
+    """``str(value)``, or None for a false value (``''``, ``None``, 0)."""
+    return str(value) if value else None
+
+
+def as_socket_list(value: Iterable[Any]) -> list[socket.socket]:
+    """Keep the ``socket.socket`` items, silently drop everything else."""
+    return [item for item in value if isinstance(item, socket.socket)]
+
+
+# -- the table -------------------------------------------------------------
+
+STANDARD = "Standard options"
+TUNING = "Tuning options"
+
+
+class Option(NamedTuple):
+    """One adjustment.
+
+    ``metavar`` is the name of the value in ``--name=METAVAR``; boolean
+    options (converter ``asbool``) have none and get ``--name`` and
+    ``--no-name`` instead.  ``shown_default`` is how the default is written
+    in the help and the docs.  ``legacy`` marks the options accepted only
+    for compatibility with waitress: they have no effect.
+    """
+
+    name: str
+    convert: Callable[[Any], Any]
+    default: Any
+    metavar: str | None
+    section: str
+    help: str
+    shown_default: str
+    legacy: bool = False
+
+    @property
+    def flag(self) -> str:
+        """The command-line flag, e.g. ``--recv-bytes``."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def is_bool(self) -> bool:
+        return self.convert is asbool
+
+
+# A paragraph of a help text that starts with four spaces is printed as it
+# is (examples); the others are re-wrapped.
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "host", str, "0.0.0.0", "ADDR", STANDARD,
+        "Host name or IP address to listen on; 0.0.0.0 means every IPv4 "
+        "address of this machine.  Setting host or port (even to its "
+        "default value) makes the server listen on exactly HOST:PORT.  "
+        "May not be combined with listen, sockets or unix_socket.",
+        "0.0.0.0",
+    ),
+    Option(
+        "port", int, 8080, "PORT", STANDARD,
+        "TCP port to listen on, as a number (service names are only "
+        "understood inside listen).  May not be combined with listen, "
+        "sockets or unix_socket.",
+        "8080",
+    ),
+    Option(
+        "ipv4", asbool, True, None, STANDARD,
+        "Accept IPv4 addresses when the listen entries are resolved.  "
+        "With --no-ipv4, *:PORT listens on the IPv6 wildcard only.",
+        "on",
+    ),
+    Option(
+        "ipv6", asbool, True, None, STANDARD,
+        "Accept IPv6 addresses when the listen entries are resolved.  "
+        "With --no-ipv6, *:PORT listens on the IPv4 wildcard only.  IPv6 "
+        "sockets are always IPv6-only (IPV6_V6ONLY).",
+        "on",
+    ),
+    Option(
+        "listen", aslist, ["0.0.0.0:8080"], "ip:port", STANDARD,
+        "Where to listen: HOST:PORT, [IPV6-ADDRESS]:PORT, or *:PORT for "
+        "every interface (IPv4 and IPv6).  PORT may be a service name such "
+        "as http; without one, port's value is used.  A host name that "
+        "resolves to several addresses gives one socket per address, and "
+        "duplicate addresses are dropped.  Repeat the flag (or, in an ini "
+        "file or from Python, separate the entries with blanks) to listen "
+        "on several sockets.  May not be combined with host, port, sockets "
+        "or unix_socket.  Examples:\n\n"
+        "    --listen=127.0.0.1:8080\n"
+        "    --listen=[::1]:8080\n"
+        "    --listen=*:8080\n"
+        "    --listen=localhost:http",
+        "0.0.0.0:8080",
+    ),
+    Option(
+        "threads", int, 4, "INT", TUNING,
+        "Number of worker threads that run the application.",
+        "4",
+    ),
+    Option(
+        "trusted_proxy", str_iftruthy, None, "IP", STANDARD,
+        "Address of the reverse proxy whose proxy headers are believed.  "
+        "It is compared as a string with the peer address; '*' trusts every "
+        "peer, and 'localhost' is the peer address of a Unix socket "
+        "connection.",
+        "none",
+    ),
+    Option(
+        "trusted_proxy_count", int, None, "INT", STANDARD,
+        "How many proxies in front of this server are trusted: that many "
+        "of the last entries of X-Forwarded-For, X-Forwarded-Host and "
+        "Forwarded are used, the earliest of them giving the client.  "
+        "Requires trusted_proxy.",
+        "1",
+    ),
+    Option(
+        "trusted_proxy_headers", asset, set(), "LIST", STANDARD,
+        "Blank-separated list of the proxy headers believed from the "
+        "trusted proxy: x-forwarded-for, x-forwarded-host, "
+        "x-forwarded-proto, x-forwarded-port, x-forwarded-by, or forwarded "
+        "(RFC 7239, which excludes all the others).  Requires "
+        "trusted_proxy.  If trusted_proxy is set without this option, "
+        "x-forwarded-proto alone is believed and a DeprecationWarning is "
+        "issued.",
+        "none",
+    ),
+    Option(
+        "log_untrusted_proxy_headers", asbool, False, None, STANDARD,
+        "Log a warning naming the untrusted proxy headers each time some "
+        "are removed from a request.",
+        "off",
+    ),
+    Option(
+        "clear_untrusted_proxy_headers", asbool, True, None, STANDARD,
+        "Remove the proxy headers that are not trusted (Forwarded, "
+        "X-Forwarded-For, -Host, -Proto, -Port, -By) from the WSGI environ, "
+        "so that the application never sees a forged one.",
+        "on",
+    ),
+    Option(
+        "url_scheme", str, "http", "STR", STANDARD,
+        "Value of wsgi.url_scheme, unless a trusted proxy header sets it.",
+        "http",
+    ),
+    Option(
+        "url_prefix", slash_fixed_str, "", "STR", STANDARD,
+        "Path the application is mounted at.  It becomes SCRIPT_NAME "
+        "(written with one leading slash and no trailing one) on every "
+        "request, and is removed from the front of PATH_INFO when the path "
+        "is the prefix or starts with the prefix and a slash.",
+        "empty",
+    ),
+    Option(
+        "backlog", int, 1024, "INT", TUNING,
+        "Number of connections the kernel queues before they are accepted "
+        "(the argument of listen()).",
+        "1024",
+    ),
+    Option(
+        "recv_bytes", int, 8192, "INT", TUNING,
+        "Largest number of bytes read from a connection at a time.",
+        "8192",
+    ),
+    Option(
+        "send_bytes", int, 1, "INT", TUNING,
+        "Deprecated since waitress 1.3, and ignored: setting it only "
+        "issues a DeprecationWarning.",
+        "1",
+        legacy=True,
+    ),
+    Option(
+        "outbuf_overflow", int, 1048576, "INT", TUNING,
+        "Response bytes waiting to be sent on a connection are kept in "
+        "memory up to this many bytes, and in a temporary file beyond.",
+        "1048576 (1 MiB)",
+    ),
+    Option(
+        "outbuf_high_watermark", int, 16777216, "INT", TUNING,
+        "When more response bytes than this are waiting to be sent on a "
+        "connection, the application thread that writes more waits until "
+        "the client has read enough of them.",
+        "16777216 (16 MiB)",
+    ),
+    Option(
+        "inbuf_overflow", int, 524288, "INT", TUNING,
+        "Request bodies are kept in memory up to this many bytes, and in a "
+        "temporary file beyond.",
+        "524288 (512 KiB)",
+    ),
+    Option(
+        "connection_limit", int, 100, "INT", TUNING,
+        "Largest number of client connections open at once.  Further "
+        "connections are not refused: they wait in the backlog until one "
+        "closes.  Unlike waitress, the listening sockets do not count.",
+        "100",
+    ),
+    Option(
+        "cleanup_interval", int, 30, "INT", TUNING,
+        "Seconds between two looks for idle connections (see "
+        "channel_timeout).",
+        "30",
+    ),
+    Option(
+        "channel_timeout", int, 120, "INT", TUNING,
+        "Seconds a connection may stay idle (nothing received, nothing "
+        "sent, no request being served) before it is closed.",
+        "120",
+    ),
+    Option(
+        "log_socket_errors", asbool, True, None, TUNING,
+        "Log errors on client connections (a client that goes away early, "
+        "a failed accept()) with their tracebacks.",
+        "on",
+    ),
+    Option(
+        "max_request_header_size", int, 262144, "INT", TUNING,
+        "Largest size of the request line and headers together; a larger "
+        "request gets 431 Request Header Fields Too Large.",
+        "262144 (256 KiB)",
+    ),
+    Option(
+        "max_request_body_size", int, 1073741824, "INT", TUNING,
+        "Largest request body; a larger one gets 413 Request Entity Too "
+        "Large.",
+        "1073741824 (1 GiB)",
+    ),
+    Option(
+        "expose_tracebacks", asbool, False, None, TUNING,
+        "Send the traceback of an exception raised by the application in "
+        "the body of the 500 response.  For debugging only: it shows the "
+        "application's internals to every client.",
+        "off",
+    ),
+    Option(
+        "ident", str_iftruthy, "waitress_c", "STR", STANDARD,
+        "Server identity: the value of the Server response header, of "
+        "SERVER_SOFTWARE and of the '(generated by ...)' line of error "
+        "pages.  An empty value sends no Server header.",
+        "waitress_c",
+    ),
+    Option(
+        "asyncore_loop_timeout", int, 1, "INT", TUNING,
+        "Accepted for compatibility with waitress, where it is the "
+        "select() timeout; it has no effect on waitress_c's event loop.",
+        "1",
+        legacy=True,
+    ),
+    Option(
+        "asyncore_use_poll", asbool, False, None, TUNING,
+        "Accepted for compatibility with waitress, where it chooses poll() "
+        "over select(); it has no effect: waitress_c's event loop (libuv) "
+        "has no limit on descriptor numbers.",
+        "off",
+        legacy=True,
+    ),
+    Option(
+        "unix_socket", str, None, "PATH", STANDARD,
+        "Listen on a Unix domain socket at this path instead of TCP.  A "
+        "stale socket file at the path is removed first (any other kind of "
+        "file is left alone); the socket file is not removed at shutdown.  "
+        "May not be combined with host, port, listen or sockets.",
+        "none",
+    ),
+    Option(
+        "unix_socket_perms", asoctal, 0o600, "PERMS", STANDARD,
+        "Permissions, in octal, given to the Unix socket file once it is "
+        "bound.",
+        "600",
+    ),
+    Option(
+        "sockets", as_socket_list, [], "SOCKETS", STANDARD,
+        "Sockets that are already bound, for example by systemd socket "
+        "activation, to listen on instead of creating any.  They must be "
+        "all TCP or all Unix stream sockets, and the server does not close "
+        "them.  Python only: items that are not socket.socket objects are "
+        "dropped, so a value given on the command line or in an ini file "
+        "means no sockets.  May not be combined with host, port, listen "
+        "or unix_socket.",
+        "none",
+    ),
+    Option(
+        "channel_request_lookahead", int, 0, "INT", TUNING,
+        "How many further requests are read from a connection while one "
+        "of its requests is being served.  Above 0, a client that "
+        "disconnects is noticed while the application runs: "
+        "environ['waitress.client_disconnected']() becomes true.",
+        "0",
+    ),
+    Option(
+        "server_name", str, "waitress.invalid", "NAME", STANDARD,
+        "Value of SERVER_NAME, unless a trusted X-Forwarded-Host or "
+        "Forwarded header sets it.",
+        "waitress.invalid",
+    ),
+)
+
+OPTION_MAP: dict[str, Option] = {opt.name: opt for opt in OPTIONS}
+
+
+# -- the class -------------------------------------------------------------
+
+
+class Adjustments:
+    """The converted and checked settings of one server.
+
+    After construction every option is an attribute holding its converted
+    value, with these changes: ``listen`` is the list of resolved
+    ``(family, socktype, proto, sockaddr)`` tuples to bind;
+    ``trusted_proxy_count`` is an int (1 unless given);
+    ``trusted_proxy_headers`` is a set of lowercase header names.
+    """
+
+    # One annotation per option, for type checkers; the values are set from
+    # OPTIONS below the class (tests check that both name the same options).
+    host: str
+    port: int
+    ipv4: bool
+    ipv6: bool
+    listen: list[Any]
+    threads: int
+    trusted_proxy: str | None
+    trusted_proxy_count: int
+    trusted_proxy_headers: set[str]
+    log_untrusted_proxy_headers: bool
+    clear_untrusted_proxy_headers: bool
+    url_scheme: str
+    url_prefix: str
+    backlog: int
+    recv_bytes: int
+    send_bytes: int
+    outbuf_overflow: int
+    outbuf_high_watermark: int
+    inbuf_overflow: int
+    connection_limit: int
+    cleanup_interval: int
+    channel_timeout: int
+    log_socket_errors: bool
+    max_request_header_size: int
+    max_request_body_size: int
+    expose_tracebacks: bool
+    ident: str | None
+    asyncore_loop_timeout: int
+    asyncore_use_poll: bool
+    unix_socket: str | None
+    unix_socket_perms: int
+    sockets: list[socket.socket]
+    channel_request_lookahead: int
+    server_name: str
+
+    # Options set on every accepted TCP connection, as (level, name, value).
+    # Not an adjustment: passing it to the constructor is an error.
+    socket_options: list[tuple[int, int, int]] = [
+        (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+    ]
+
+    def __init__(self, **kw: Any) -> None:
+        check_exclusive(kw)
+        if "send_bytes" in kw:
+            warnings.warn(
+                "send_bytes will be removed in a future release",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        # Instances get their own copies of the mutable defaults.
+        self.listen = list(OPTION_MAP["listen"].default)
+        self.trusted_proxy_headers = set()
+        self.sockets = []
+        for name, value in kw.items():
+            opt = OPTION_MAP.get(name)
+            if opt is None:
+                raise ValueError("Unknown adjustment %r" % name)
+            setattr(self, name, opt.convert(value))
+
+        if "host" in kw or "port" in kw:
+            self.listen = ["%s:%s" % (self.host, self.port)]
+        self.listen = resolve_listen(
+            self.listen, self.port, enabled_family(self.ipv4, self.ipv6)
+        )
+        self._check_proxy_settings()
+        self.check_sockets(self.sockets)
+
+    def _check_proxy_settings(self) -> None:
+        if self.trusted_proxy_count is not None and self.trusted_proxy is None:
+            raise ValueError(
+                "trusted_proxy_count has no meaning without setting "
+                "trusted_proxy"
+            )
+        if self.trusted_proxy_count is None:
+            self.trusted_proxy_count = 1
+
+        if self.trusted_proxy_headers and self.trusted_proxy is None:
+            raise ValueError(
+                "trusted_proxy_headers has no meaning without setting "
+                "trusted_proxy"
+            )
+        if self.trusted_proxy_headers:
+            headers = {name.lower() for name in self.trusted_proxy_headers}
+            unknown = headers.difference(TRUSTABLE_PROXY_HEADERS)
+            if unknown:
+                raise ValueError(
+                    "Received unknown trusted_proxy_headers value (%s) "
+                    "expected one of %s"
+                    % (", ".join(sorted(unknown)),
+                       ", ".join(TRUSTABLE_PROXY_HEADERS))
+                )
+            if "forwarded" in headers and len(headers) > 1:
+                raise ValueError(
+                    "The Forwarded proxy header and the "
+                    "X-Forwarded-{By,Host,Proto,Port,For} headers are "
+                    "mutually exclusive. Can't trust both!"
+                )
+            self.trusted_proxy_headers = headers
+        elif self.trusted_proxy is not None:
+            warnings.warn(
+                "No proxy headers were marked as trusted, but trusted_proxy "
+                "was set. Implicitly trusting X-Forwarded-Proto for "
+                "backwards compatibility. This will be removed in future "
+                "versions of waitress.",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            self.trusted_proxy_headers = {"x-forwarded-proto"}
+
+    @classmethod
+    def parse_args(cls, argv: list[str]) -> tuple[dict[str, Any], list[str]]:
+        """Read command-line arguments the way ``waitress-serve`` does.
+
+        Returns ``(kw, args)``: ``kw`` maps option names to the strings to
+        pass to the constructor, plus the runner's own ``help`` and
+        ``call`` (bools) and ``app`` (str or None); ``args`` are the
+        positional arguments.  ``--name`` / ``--no-name`` give ``"true"`` /
+        ``"false"``; repeated ``--listen`` values are joined with spaces.
+        Raises ``getopt.GetoptError`` (prefixes of long options are
+        accepted, as with getopt).
+        """
+        long_opts = ["help", "call", "app="]
+        for opt in OPTIONS:
+            flag = opt.flag[2:]
+            if opt.is_bool:
+                long_opts += [flag, "no-" + flag]
+            else:
+                long_opts.append(flag + "=")
+        kw: dict[str, Any] = {"help": False, "call": False, "app": None}
+        opts, args = getopt.getopt(argv, "", long_opts)
+        for flag, value in opts:
+            name = flag[2:].replace("-", "_")
+            if name in ("help", "call"):
+                kw[name] = True
+            elif name == "app":
+                kw[name] = value
+            elif name == "listen":
+                kw[name] = ("%s %s" % (kw.get(name, ""), value)).strip()
+            elif name.startswith("no_"):
+                kw[name[3:]] = "false"
+            elif OPTION_MAP[name].is_bool:
+                kw[name] = "true"
+            else:
+                kw[name] = value
+        return kw, args
+
+    @classmethod
+    def check_sockets(cls, sockets: Iterable[socket.socket]) -> None:
+        """Refuse anything but stream sockets, and a mix of TCP and Unix."""
+        inet = unix = other = False
+        for sock in sockets:
+            if sock.type != socket.SOCK_STREAM:
+                other = True
+            elif sock.family in (socket.AF_INET, socket.AF_INET6):
+                inet = True
+            elif sock.family == getattr(socket, "AF_UNIX", None):
+                unix = True
+            else:
+                other = True
+        if inet and unix:
+            raise ValueError("Internet and UNIX sockets may not be mixed.")
+        if other:
+            raise ValueError(
+                "Only Internet or UNIX stream sockets may be used."
+            )
+
+
+for _opt in OPTIONS:
+    setattr(Adjustments, _opt.name, _opt.default)
+del _opt
+
+
+# -- helpers ---------------------------------------------------------------
+
+
+def check_exclusive(kw: dict[str, Any]) -> None:
+    """Refuse the combinations of host/port, listen, sockets and
+    unix_socket that cannot work together (given at all, whatever the
+    value)."""
+    host_or_port = "host" in kw or "port" in kw
+    if "listen" in kw and host_or_port:
+        raise ValueError("host or port may not be set if listen is set.")
+    if "listen" in kw and "sockets" in kw:
+        raise ValueError("socket may not be set if listen is set.")
+    if "sockets" in kw and host_or_port:
+        raise ValueError("host or port may not be set if sockets is set.")
+    if "sockets" in kw and "unix_socket" in kw:
+        raise ValueError("unix_socket may not be set if sockets is set")
+    if "unix_socket" in kw and host_or_port:
+        raise ValueError("unix_socket may not be set if host or port is set")
+    if "unix_socket" in kw and "listen" in kw:
+        raise ValueError("unix_socket may not be set if listen is set")
+
+
+def enabled_family(ipv4: bool, ipv6: bool) -> int:
+    """The address family to give getaddrinfo for these two switches."""
+    if not ipv4 and not socket.has_ipv6:
+        raise ValueError(
+            "IPv4 is disabled but IPv6 is not available. Cowardly refusing "
+            "to start."
+        )
+    if ipv4 and not ipv6:
+        return socket.AF_INET
+    if ipv6 and not ipv4:
+        return socket.AF_INET6
+    return socket.AF_UNSPEC
+
+
+def split_listen_entry(entry: str, default_port: int) -> tuple[str | None, str]:
+    """``(host, port)`` of one listen entry: split on the last colon unless
+    that colon is inside brackets, brackets removed, ``*`` meaning None."""
+    host, colon, port = entry.rpartition(":")
+    if not colon or "]" in port:
+        host, port = entry, str(default_port)
+    if "[" in host and "]" in host:
+        host = host.lstrip("[").rstrip("]")
+    return (None if host == "*" else host), port
+
+
+def resolve_listen(
+    entries: Iterable[str], default_port: int, family: int
+) -> list[tuple[int, int, int, Any]]:
+    """Resolve listen entries to ``(family, socktype, proto, sockaddr)``.
+
+    An address already seen (ignoring an IPv6 zone index) is dropped,
+    except with port 0, where each entry is a different socket.
+    """
+    resolved = []
+    seen = set()
+    for entry in entries:
+        host, port = split_listen_entry(entry, default_port)
+        try:
+            infos = socket.getaddrinfo(
+                host,
+                port,
+                family,
+                socket.SOCK_STREAM,
+                socket.IPPROTO_TCP,
+                socket.AI_PASSIVE,
+            )
+        except (OSError, UnicodeError, ValueError, TypeError) as exc:
+            raise ValueError("Invalid host/port specified.") from exc
+        for fam, socktype, proto, _, sockaddr in infos:
+            key = (sockaddr[0].split("%", 1)[0], sockaddr[1])
+            if sockaddr[1] != 0 and key in seen:
+                continue
+            seen.add(key)
+            resolved.append((fam, socktype, proto, sockaddr))
+    return resolved
