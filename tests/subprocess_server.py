@@ -47,7 +47,11 @@ def write_app(directory, name="cliapp"):
 
 
 class Server:
-    def __init__(self, args, cwd, timeout=20.0):
+    """A server process, started and ready once ``ready`` (a regex) shows in
+    its output; with the default, ``host`` and ``port`` are the first
+    address it logged."""
+
+    def __init__(self, args, cwd, ready=SERVING, timeout=20.0):
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             args,
@@ -59,9 +63,9 @@ class Server:
         )
         self.output = b""
         self.host = self.port = None
-        self._wait_for_listen(timeout)
+        self._wait_for(ready, timeout)
 
-    def _wait_for_listen(self, timeout):
+    def _wait_for(self, ready, timeout):
         deadline = time.monotonic() + timeout
         sel = selectors.DefaultSelector()
         sel.register(self.proc.stderr, selectors.EVENT_READ)
@@ -74,9 +78,10 @@ class Server:
                         sel.unregister(key.fileobj)
                         continue
                     self.output += chunk
-                match = SERVING.search(self.output.decode("utf-8", "replace"))
+                match = ready.search(self.output.decode("utf-8", "replace"))
                 if match:
-                    self.host, self.port = match.group(1), int(match.group(2))
+                    if ready is SERVING:
+                        self.host, self.port = match.group(1), int(match.group(2))
                     return
                 if self.proc.poll() is not None and not sel.get_map():
                     break
