@@ -642,3 +642,20 @@ def test_getaddrinfo_called_as_waitress_does(monkeypatch):
 )
 def test_split_listen_entry(entry, expected):
     assert adjmod.split_listen_entry(entry, 8080) == expected
+
+
+# -- docs ------------------------------------------------------------------------
+
+
+def test_docs_option_reference_is_up_to_date():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parent.parent / "docs" / "gen_options.py"
+    spec = importlib.util.spec_from_file_location("gen_options", path)
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert gen.main(["--check"]) == 0
+    page = path.with_name("configuration.rst").read_text()
+    for opt in OPTIONS:
+        assert "\n``%s``\n" % opt.name in page
