@@ -188,7 +188,18 @@ SETTINGS = [
         "log_untrusted": True,
     },
     {"trusted_proxy": "*", "trusted_proxy_headers": {"x-forwarded-proto"}},
+    # 0 trusts every hop (a slice from -0), as in waitress
+    {
+        "trusted_proxy": "*",
+        "trusted_proxy_count": 0,
+        "trusted_proxy_headers": set(ALL_X.split()),
+    },
     {"trusted_proxy": "*", "trusted_proxy_headers": {"forwarded"}},
+    {
+        "trusted_proxy": "*",
+        "trusted_proxy_count": 0,
+        "trusted_proxy_headers": {"forwarded"},
+    },
     {
         "trusted_proxy": "*",
         "trusted_proxy_count": 2,
