@@ -544,7 +544,10 @@ def test_no_proxy_header_costs_well_under_a_microsecond():
             best = min(best, (time.perf_counter() - start) / n)
         return best
 
-    assert per_call(wrapped) - per_call(app) < 1e-6
+    # Under a sanitizer or valgrind everything is slower: the bound is also
+    # relative to one plain Python call (waitress's own costs about 16).
+    bare = per_call(app)
+    assert per_call(wrapped) - bare < max(1e-6, 8 * bare)
 
 
 # -- pieces ------------------------------------------------------------------------
