@@ -1,0 +1,760 @@
+/* channel.c: one client connection.  Reads and parses requests, queues
+ * complete ones for the worker pool in order, writes responses, keeps the
+ * connection alive or closes it.
+ *
+ * GIL map: nothing here touches Python.  Functions named on_* and the
+ * wc_channel_* functions not marked "worker side" run on the loop thread.
+ * The worker-side ones (wc_channel_send, _send_file, _wait_drained, _kick,
+ * _disconnected) run on worker threads, with or without the GIL, and never
+ * block on the client: they write with MSG_DONTWAIT and leave the rest to
+ * the loop.  All fd writes happen under ch->lock; only the loop closes.
+ */
+#include "wc.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Pause reading when this many complete requests, or this many bytes of
+ * them, wait behind the running one (pipelining / lookahead backlog). */
+#define PENDING_MAX 32
+#define SENDFILE_STEP (1 << 20)
+
+static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+static void on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void on_write(uv_write_t *req, int status);
+static void on_close(uv_handle_t *h);
+static void feed(wc_channel_t *ch, const char *p, size_t n);
+static void maybe_close(wc_channel_t *ch);
+static void pause_reading(wc_channel_t *ch);
+static void resume_reading(wc_channel_t *ch);
+
+uint64_t
+wc_now_ms(void)
+{
+    return uv_hrtime() / 1000000;
+}
+
+static int
+pending_limit(const wc_channel_t *ch)
+{
+    int la = ch->srv->cfg.lookahead;
+    return la > PENDING_MAX ? la : PENDING_MAX;
+}
+
+int
+wc_channel_accept(wc_server_t *srv, uv_stream_t *server, int index)
+{
+    wc_listener_t *ls = &srv->listeners[index];
+    wc_channel_t *ch = calloc(1, sizeof(*ch));
+    int rv;
+
+    if (ch == NULL)
+        return UV_ENOMEM;
+    ch->srv = srv;
+    ch->listener = index;
+    atomic_init(&ch->refs, 1);
+    atomic_init(&ch->last_activity, wc_now_ms());
+    if (ls->is_unix)
+        rv = uv_pipe_init(&srv->loop, &ch->h.pipe, 0);
+    else
+        rv = uv_tcp_init(&srv->loop, &ch->h.tcp);
+    if (rv < 0) {
+        free(ch);
+        return rv;
+    }
+    ch->h.handle.data = ch;
+    pthread_mutex_init(&ch->lock, NULL);
+    pthread_cond_init(&ch->drained, NULL);
+    /* From here the handle is live: errors go through close. */
+    ch->next = srv->channels;
+    if (srv->channels)
+        srv->channels->prev = ch;
+    srv->channels = ch;
+    srv->nchannels++;
+
+    rv = uv_accept(server, &ch->h.stream);
+    if (rv < 0)
+        goto error;
+    uv_fileno(&ch->h.handle, &ch->fd);
+    if (ls->is_unix) {
+        strcpy(ch->remote_addr, "localhost");
+        strcpy(ch->remote_port, "None");
+    } else {
+        struct sockaddr_storage ss;
+        int len = sizeof(ss);
+        uv_tcp_nodelay(&ch->h.tcp, 1);
+        rv = uv_tcp_getpeername(&ch->h.tcp, (struct sockaddr *)&ss, &len);
+        if (rv < 0)
+            goto error;   /* the client is already gone */
+        if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            uv_ip6_name(a, ch->remote_addr, sizeof(ch->remote_addr));
+            snprintf(ch->remote_port, sizeof(ch->remote_port), "%u",
+                     ntohs(a->sin6_port));
+        } else {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            uv_ip4_name(a, ch->remote_addr, sizeof(ch->remote_addr));
+            snprintf(ch->remote_port, sizeof(ch->remote_port), "%u",
+                     ntohs(a->sin_port));
+        }
+    }
+    rv = uv_read_start(&ch->h.stream, on_alloc, on_read);
+    if (rv < 0)
+        goto error;
+    ch->reading = 1;
+    return 0;
+
+error:
+    wc_channel_close(ch);
+    return rv;
+}
+
+static void
+on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf)
+{
+    wc_channel_t *ch = h->data;
+    /* One read buffer per loop: on_read consumes it before the next read. */
+    buf->base = ch->srv->readbuf;
+    buf->len = sizeof(ch->srv->readbuf);
+}
+
+static void
+on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    wc_channel_t *ch = s->data;
+
+    if (nread > 0) {
+        atomic_store_explicit(&ch->last_activity, wc_now_ms(),
+                              memory_order_relaxed);
+        if (!ch->stop_parsing)
+            feed(ch, buf->base, (size_t)nread);
+        return;
+    }
+    if (nread == 0)
+        return;
+    if (nread != UV_EOF) {
+        if (ch->srv->cfg.log_socket_errors && nread != UV_ECONNRESET)
+            wc_server_log(ch->srv, 40, "Socket error: %s",
+                          uv_strerror((int)nread));
+        wc_channel_close(ch);
+        return;
+    }
+    /* EOF: serve what was fully received, then close.  A request cut off
+     * half-way is dropped. */
+    ch->eof = 1;
+    uv_read_stop(s);
+    ch->reading = 0;
+    ch->stop_parsing = 1;
+    pthread_mutex_lock(&ch->lock);
+    ch->saw_eof = 1;
+    pthread_mutex_unlock(&ch->lock);
+    wc_request_free(ch->req);
+    ch->req = NULL;
+    maybe_close(ch);
+}
+
+/* Hand a complete request to the channel's queue; the first one in an idle
+ * channel becomes a task. */
+static void
+queue_request(wc_channel_t *ch, wc_request_t *r)
+{
+    int push = 0;
+    pthread_mutex_lock(&ch->lock);
+    if (ch->close_when_flushed || ch->broken) {
+        pthread_mutex_unlock(&ch->lock);
+        wc_request_free(r);
+        return;
+    }
+    if (ch->pend_tail)
+        ch->pend_tail->next = r;
+    else
+        ch->pend_head = r;
+    ch->pend_tail = r;
+    ch->npending++;
+    ch->continue_wanted = 0;
+    if (!ch->busy) {
+        ch->busy = 1;
+        atomic_fetch_add(&ch->refs, 1);
+        push = 1;
+    }
+    int backlog = ch->npending > pending_limit(ch);
+    pthread_mutex_unlock(&ch->lock);
+    if (push)
+        wc_dispatch_push(ch->srv, ch);
+    if (backlog)
+        pause_reading(ch);
+}
+
+/* Report an error as a pseudo-request: it is answered in order, after the
+ * requests before it, and nothing after it is read. */
+static void
+fail_request(wc_channel_t *ch)
+{
+    wc_request_t *r = ch->req;
+    ch->req = NULL;
+    ch->stop_parsing = 1;
+    pause_reading(ch);
+    queue_request(ch, r);
+}
+
+static void
+send_continue(wc_channel_t *ch)
+{
+    pthread_mutex_lock(&ch->lock);
+    if (!ch->busy && ch->npending == 0 && ch->out.bytes == 0
+        && !ch->writing) {
+        if (wc_outq_append(&ch->out, continue_line,
+                           sizeof(continue_line) - 1) < 0)
+            ch->broken = 1;
+    } else {
+        ch->continue_wanted = 1;   /* the worker sends it once idle */
+    }
+    pthread_mutex_unlock(&ch->lock);
+    wc_channel_flush(ch);
+}
+
+/* Find the end of the head in new bytes.  Every LF must follow a CR (a
+ * bare LF is refused at once, not waited on).  Returns the bytes of p that
+ * belong to the head, and sets *complete. */
+static size_t
+scan_head(wc_channel_t *ch, const char *p, size_t n, int *complete)
+{
+    wc_request_t *r = ch->req;
+    const wc_config_t *cfg = &ch->srv->cfg;
+    size_t used = 0;
+    *complete = 0;
+
+    /* Empty lines before a request are ignored (RFC 9112 2.2). */
+    if (r->head.len == 0) {
+        while (used < n && (p[used] == '\r' || p[used] == '\n'))
+            used++;
+        if (used == n)
+            return used;
+    }
+    while (used < n) {
+        const char *s = p + used;
+        const char *lf = memchr(s, '\n', n - used);
+        size_t take = lf ? (size_t)(lf - s) + 1 : n - used;
+        if (r->head.len + take >= cfg->max_header) {
+            snprintf(r->detail_buf, sizeof(r->detail_buf),
+                     "exceeds max_header of %zu", cfg->max_header);
+            wc_request_error(r, 431, r->detail_buf);
+            return used + take;
+        }
+        if (wc_buf_append(&r->head, s, take) < 0) {
+            wc_request_error(r, 500, "Out of memory");
+            return used + take;
+        }
+        used += take;
+        if (lf == NULL)
+            break;
+        size_t end = r->head.len;
+        if (end < 2 || r->head.data[end - 2] != '\r') {
+            wc_request_error(r, 400, ch->line_start == 0
+                             ? "Bare CR or LF found in HTTP message"
+                             : "Bare CR or LF found in header line");
+            return used;
+        }
+        if (end - ch->line_start == 2) {
+            *complete = 1;
+            return used;
+        }
+        ch->line_start = end;
+    }
+    return used;
+}
+
+static void
+feed(wc_channel_t *ch, const char *p, size_t n)
+{
+    const wc_config_t *cfg = &ch->srv->cfg;
+
+    while (n > 0 && !ch->stop_parsing) {
+        wc_request_t *r = ch->req;
+        size_t used = 0;
+        int complete = 0;
+
+        if (r == NULL) {
+            r = ch->req = wc_request_new(cfg->inbuf_overflow);
+            if (r == NULL) {
+                wc_server_log(ch->srv, 40, "Out of memory: connection "
+                                           "dropped");
+                wc_channel_close(ch);
+                return;
+            }
+            ch->pstate = WC_PARSE_HEAD;
+            ch->line_start = 0;
+        }
+        switch (ch->pstate) {
+        case WC_PARSE_HEAD:
+            used = scan_head(ch, p, n, &complete);
+            if (r->error_status) {
+                fail_request(ch);
+                return;
+            }
+            if (!complete)
+                break;
+            wc_parse_head(r, cfg);
+            if (r->error_status) {
+                fail_request(ch);
+                return;
+            }
+            if (r->chunked)
+                ch->pstate = WC_PARSE_CHUNKED;
+            else if (r->body_remaining > 0)
+                ch->pstate = WC_PARSE_BODY;
+            else
+                goto done;
+            break;
+        case WC_PARSE_BODY:
+            used = n < r->body_remaining ? n : (size_t)r->body_remaining;
+            if (wc_spool_write(&r->body, p, used) < 0) {
+                wc_request_error(r, 500, "Could not store the request body");
+                fail_request(ch);
+                return;
+            }
+            r->body_remaining -= used;
+            if (r->body_remaining == 0)
+                goto done;
+            break;
+        case WC_PARSE_CHUNKED:
+            used = wc_chunked_feed(r, p, n, &complete, cfg);
+            if (r->error_status) {
+                fail_request(ch);
+                return;
+            }
+            if (complete)
+                goto done;
+            break;
+        }
+        p += used;
+        n -= used;
+        continue;
+done:
+        p += used;
+        n -= used;
+        ch->req = NULL;
+        if (!r->keep_alive || r->close_after)
+            ch->stop_parsing = 1;   /* nothing after it is served */
+        queue_request(ch, r);
+    }
+    /* A body is still to come: 100 Continue if the client waits for it. */
+    if (ch->req && ch->pstate != WC_PARSE_HEAD && ch->req->expect_continue) {
+        ch->req->expect_continue = 0;
+        send_continue(ch);
+    }
+}
+
+static void
+pause_reading(wc_channel_t *ch)
+{
+    if (ch->reading && !ch->closing) {
+        uv_read_stop(&ch->h.stream);
+        ch->reading = 0;
+        pthread_mutex_lock(&ch->lock);
+        ch->read_paused = 1;
+        pthread_mutex_unlock(&ch->lock);
+    }
+}
+
+static void
+resume_reading(wc_channel_t *ch)
+{
+    if (!ch->reading && ch->read_paused && !ch->stop_parsing && !ch->eof
+        && !ch->closing) {
+        pthread_mutex_lock(&ch->lock);
+        ch->read_paused = 0;
+        pthread_mutex_unlock(&ch->lock);
+        if (uv_read_start(&ch->h.stream, on_alloc, on_read) == 0)
+            ch->reading = 1;
+    }
+}
+
+/* Close once everything owed is written, if the channel must close. */
+static void
+maybe_close(wc_channel_t *ch)
+{
+    if (ch->closing)
+        return;
+    pthread_mutex_lock(&ch->lock);
+    int idle = !ch->busy && ch->npending == 0 && ch->out.bytes == 0
+               && !ch->writing;
+    int broken = ch->broken;
+    int must = ch->close_when_flushed || ch->eof
+               || (ch->srv->stopping && ch->req == NULL);
+    pthread_mutex_unlock(&ch->lock);
+    if (broken || (idle && must))
+        wc_channel_close(ch);
+}
+
+/* Write what the queue holds: synchronously while the socket takes it,
+ * then through uv_write, which waits for POLLOUT.  File segments go out
+ * with sendfile(2); when the socket is full, the next block is read into
+ * memory and queued as a uv_write instead. */
+void
+wc_channel_flush(wc_channel_t *ch)
+{
+    struct iovec iov[WC_IOV_MAX];
+    uv_buf_t bufs[WC_IOV_MAX];
+
+    if (ch->closing)
+        return;
+    pthread_mutex_lock(&ch->lock);
+    while (!ch->writing && !ch->broken && ch->out.head) {
+        size_t total;
+        int n = wc_outq_iov(&ch->out, iov, WC_IOV_MAX, &total);
+        if (n == 0 && ch->out.head && ch->out.head->fd >= 0) {
+            wc_seg_t *s = ch->out.head;
+            size_t left = s->len - s->off;
+            off_t off = s->file_off;
+            size_t step = left < SENDFILE_STEP ? left : SENDFILE_STEP;
+            ssize_t w = step ? sendfile(ch->fd, s->fd, &off, step) : 0;
+            if (w > 0 || step == 0) {
+                wc_outq_consume(&ch->out, step ? (size_t)w : 0);
+                if (step == 0)
+                    continue;
+                continue;
+            }
+            if (w == 0) {
+                /* The file is shorter than promised: cut the response. */
+                ch->broken = 1;
+                break;
+            }
+            if (errno != EAGAIN && errno != EINTR) {
+                ch->broken = 1;
+                break;
+            }
+            /* Socket full: queue the next block from memory. */
+            char *blk = malloc(65536);
+            if (blk == NULL) {
+                ch->broken = 1;
+                break;
+            }
+            size_t want = left < 65536 ? left : 65536;
+            ssize_t r = pread(s->fd, blk, want, s->file_off);
+            if (r <= 0) {
+                free(blk);
+                ch->broken = 1;
+                break;
+            }
+            /* The block is written from blk; the segment advances when
+             * the write completes (on_write consumes wlen). */
+            ch->wlen = (size_t)r;
+            ch->wreq.data = blk;
+            bufs[0] = uv_buf_init(blk, (unsigned)r);
+            if (uv_write(&ch->wreq, &ch->h.stream, bufs, 1, on_write) < 0) {
+                free(blk);
+                ch->broken = 1;
+                break;
+            }
+            ch->writing = 1;
+            break;
+        }
+        if (n == 0)
+            break;
+        struct msghdr mh = {0};
+        mh.msg_iov = iov;
+        mh.msg_iovlen = (size_t)n;
+        ssize_t w = sendmsg(ch->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN) {
+                ch->broken = 1;
+                break;
+            }
+            w = 0;
+        }
+        wc_outq_consume(&ch->out, (size_t)w);
+        if ((size_t)w == total)
+            continue;
+        /* The socket is full: let libuv wait for POLLOUT. */
+        n = wc_outq_iov(&ch->out, iov, WC_IOV_MAX, &total);
+        for (int i = 0; i < n; i++)
+            bufs[i] = uv_buf_init(iov[i].iov_base, (unsigned)iov[i].iov_len);
+        ch->wlen = total;
+        ch->wreq.data = NULL;
+        if (uv_write(&ch->wreq, &ch->h.stream, bufs, (unsigned)n,
+                     on_write) < 0) {
+            ch->broken = 1;
+            break;
+        }
+        ch->writing = 1;
+    }
+    atomic_store_explicit(&ch->last_activity, wc_now_ms(),
+                          memory_order_relaxed);
+    if (ch->parked && (ch->broken || ch->out.bytes
+                       <= ch->srv->cfg.outbuf_high_watermark))
+        pthread_cond_broadcast(&ch->drained);
+    pthread_mutex_unlock(&ch->lock);
+    maybe_close(ch);
+}
+
+static void
+on_write(uv_write_t *req, int status)
+{
+    wc_channel_t *ch = WC_CONTAINER_OF(req, wc_channel_t, wreq);
+    free(req->data);   /* a file block, or NULL */
+    req->data = NULL;
+    pthread_mutex_lock(&ch->lock);
+    ch->writing = 0;
+    if (status < 0)
+        ch->broken = 1;
+    else
+        wc_outq_consume(&ch->out, ch->wlen);
+    ch->wlen = 0;
+    pthread_mutex_unlock(&ch->lock);
+    if (status == UV_ECANCELED)
+        return;   /* closing */
+    wc_channel_flush(ch);
+}
+
+/* The loop's side of a kick: a worker queued output, finished, wants the
+ * connection closed, or has room for more pipelined requests. */
+void
+wc_channel_kicked(wc_channel_t *ch)
+{
+    pthread_mutex_lock(&ch->lock);
+    ch->kicked = 0;
+    int want_read = ch->want_read;
+    int closing = ch->close_when_flushed;
+    ch->want_read = 0;
+    pthread_mutex_unlock(&ch->lock);
+    if (!ch->closing) {
+        if (closing && !ch->stop_parsing) {
+            ch->stop_parsing = 1;
+            pause_reading(ch);
+            wc_request_free(ch->req);
+            ch->req = NULL;
+        }
+        if (want_read)
+            resume_reading(ch);
+        wc_channel_flush(ch);
+    }
+    wc_channel_unref(ch);
+}
+
+/* Graceful: finish the running request, then close.  Hard: close now. */
+void
+wc_channel_stop(wc_channel_t *ch, int hard)
+{
+    if (ch->closing)
+        return;
+    if (hard) {
+        wc_channel_close(ch);
+        return;
+    }
+    ch->stop_parsing = 1;
+    pause_reading(ch);
+    pthread_mutex_lock(&ch->lock);
+    ch->close_when_flushed = 1;
+    pthread_mutex_unlock(&ch->lock);
+    wc_request_free(ch->req);
+    ch->req = NULL;
+    maybe_close(ch);
+}
+
+void
+wc_channel_close(wc_channel_t *ch)
+{
+    if (ch->closing)
+        return;
+    ch->closing = 1;
+    pthread_mutex_lock(&ch->lock);
+    ch->broken = 1;
+    wc_request_t *r = ch->pend_head;
+    /* A queued task still holds the channel: it finds `broken` and drops
+     * its requests; here we drop the ones nobody holds. */
+    if (!ch->busy) {
+        ch->pend_head = ch->pend_tail = NULL;
+        ch->npending = 0;
+    } else {
+        r = NULL;
+    }
+    if (ch->parked)
+        pthread_cond_broadcast(&ch->drained);
+    pthread_mutex_unlock(&ch->lock);
+    while (r) {
+        wc_request_t *next = r->next;
+        wc_request_free(r);
+        r = next;
+    }
+    wc_request_free(ch->req);
+    ch->req = NULL;
+    if (ch->prev)
+        ch->prev->next = ch->next;
+    else
+        ch->srv->channels = ch->next;
+    if (ch->next)
+        ch->next->prev = ch->prev;
+    ch->prev = ch->next = NULL;
+    uv_close(&ch->h.handle, on_close);
+}
+
+static void
+on_close(uv_handle_t *h)
+{
+    wc_channel_t *ch = h->data;
+    wc_server_t *srv = ch->srv;
+    srv->nchannels--;
+    wc_channel_unref(ch);
+    wc_server_channel_closed(srv);
+}
+
+/* Drop one reference; the last one frees.  The loop's reference is only
+ * dropped in on_close, so memory never outlives a live handle. */
+void
+wc_channel_unref(wc_channel_t *ch)
+{
+    if (atomic_fetch_sub(&ch->refs, 1) != 1)
+        return;
+    wc_request_t *r = ch->pend_head;
+    while (r) {
+        wc_request_t *next = r->next;
+        wc_request_free(r);
+        r = next;
+    }
+    wc_outq_free(&ch->out);
+    pthread_mutex_destroy(&ch->lock);
+    pthread_cond_destroy(&ch->drained);
+    free(ch);
+}
+
+/* ---- worker side ----------------------------------------------------------
+ * Called by workers, GIL held or not.  ch->lock serializes them with the
+ * loop's writes and close. */
+
+/* Caller holds ch->lock.  Ask the loop to look at this channel. */
+void
+wc_channel_kick(wc_channel_t *ch)
+{
+    if (ch->kicked)
+        return;
+    ch->kicked = 1;
+    atomic_fetch_add(&ch->refs, 1);
+    wc_server_t *srv = ch->srv;
+    pthread_mutex_lock(&srv->qlock);
+    ch->kick_next = srv->kick_head;
+    srv->kick_head = ch;
+    pthread_mutex_unlock(&srv->qlock);
+    uv_async_send(&srv->async);
+}
+
+/* Send the iovecs: straight to the socket when nothing is queued before
+ * them, the rest copied into the output queue for the loop.  Returns 0, or
+ * UV_EPIPE when the client is gone. */
+int
+wc_channel_send(wc_channel_t *ch, struct iovec *iov, int n)
+{
+    pthread_mutex_lock(&ch->lock);
+    int rv = wc_channel_send_locked(ch, iov, n);
+    pthread_mutex_unlock(&ch->lock);
+    return rv;
+}
+
+/* The same, with ch->lock held by the caller. */
+int
+wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, int n)
+{
+    int rv = 0;
+    if (ch->broken) {
+        rv = UV_EPIPE;
+        goto done;
+    }
+    int i = 0;
+    if (ch->out.head == NULL && !ch->writing) {
+        struct msghdr mh = {0};
+        mh.msg_iov = iov;
+        mh.msg_iovlen = (size_t)n;
+        ssize_t w;
+        do {
+            w = sendmsg(ch->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        } while (w < 0 && errno == EINTR);
+        if (w < 0) {
+            if (errno != EAGAIN) {
+                ch->broken = 1;
+                wc_channel_kick(ch);
+                rv = UV_EPIPE;
+                goto done;
+            }
+            w = 0;
+        }
+        atomic_store_explicit(&ch->last_activity, wc_now_ms(),
+                              memory_order_relaxed);
+        size_t left = (size_t)w;
+        while (i < n && left >= iov[i].iov_len) {
+            left -= iov[i].iov_len;
+            i++;
+        }
+        if (i < n) {
+            iov[i].iov_base = (char *)iov[i].iov_base + left;
+            iov[i].iov_len -= left;
+        }
+    }
+    if (i < n) {
+        for (; i < n; i++) {
+            if (wc_outq_append(&ch->out, iov[i].iov_base,
+                               iov[i].iov_len) < 0) {
+                ch->broken = 1;
+                rv = UV_ENOMEM;
+                break;
+            }
+        }
+        wc_channel_kick(ch);
+    }
+done:
+    return rv;
+}
+
+/* Queue `n` bytes of `fd` from `off` for sendfile by the loop.  The fd is
+ * closed when sent if close_fd. */
+int
+wc_channel_send_file(wc_channel_t *ch, int fd, off_t off, uint64_t n,
+                     int close_fd)
+{
+    int rv = 0;
+    pthread_mutex_lock(&ch->lock);
+    if (ch->broken)
+        rv = UV_EPIPE;
+    else if ((rv = wc_outq_append_file(&ch->out, fd, off, n, close_fd)) == 0)
+        wc_channel_kick(ch);
+    pthread_mutex_unlock(&ch->lock);
+    if (rv < 0 && close_fd)
+        close(fd);
+    return rv;
+}
+
+/* Block (the caller has released the GIL) while the output queue is over
+ * the high watermark.  Returns 0, or UV_EPIPE when the client is gone. */
+int
+wc_channel_wait_drained(wc_channel_t *ch)
+{
+    int rv = 0;
+    uint64_t hwm = ch->srv->cfg.outbuf_high_watermark;
+    pthread_mutex_lock(&ch->lock);
+    while (!ch->broken && ch->out.bytes > hwm) {
+        ch->parked = 1;
+        pthread_cond_wait(&ch->drained, &ch->lock);
+        ch->parked = 0;
+    }
+    if (ch->broken)
+        rv = UV_EPIPE;
+    pthread_mutex_unlock(&ch->lock);
+    return rv;
+}
+
+int
+wc_channel_disconnected(wc_channel_t *ch)
+{
+    pthread_mutex_lock(&ch->lock);
+    int gone = ch->broken
+               || (ch->saw_eof && ch->srv->cfg.lookahead > 0);
+    pthread_mutex_unlock(&ch->lock);
+    return gone;
+}

@@ -1,0 +1,246 @@
+/* dispatch.c: the task queue and the worker pool.
+ *
+ * A task is a channel with at least one complete request.  The loop pushes
+ * it (lock, append, signal a parked worker, unlock); a worker takes it and
+ * serves that channel's requests strictly in order, then goes idle or
+ * re-queues the channel at the tail so one pipelining client cannot starve
+ * the others.
+ *
+ * GIL map: wc_dispatch_push runs on the loop thread, no GIL.  The worker
+ * main loop runs on a Python thread with its own thread state for life: it
+ * holds the GIL only while it serves tasks, and drains every queued task
+ * before it lets the GIL go.  qlock and ch->lock are leaf locks: no holder
+ * ever waits for the GIL, so taking them with the GIL held cannot deadlock.
+ */
+#include "wc.h"
+
+#include <string.h>
+
+#define BATCH 16
+
+static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+void
+wc_dispatch_push(wc_server_t *srv, wc_channel_t *ch)
+{
+    pthread_mutex_lock(&srv->qlock);
+    ch->task_next = NULL;
+    if (srv->task_tail)
+        srv->task_tail->task_next = ch;
+    else
+        srv->task_head = ch;
+    srv->task_tail = ch;
+    srv->ntasks++;
+    if (srv->ntasks > srv->idle_workers && srv->ntasks > srv->depth_warn)
+        srv->depth_warn = srv->ntasks;
+    if (srv->idle_workers > 0)
+        pthread_cond_signal(&srv->qcond);
+    pthread_mutex_unlock(&srv->qlock);
+}
+
+/* qlock held. */
+static wc_channel_t *
+pop_task(wc_server_t *srv)
+{
+    wc_channel_t *ch = srv->task_head;
+    if (ch) {
+        srv->task_head = ch->task_next;
+        if (srv->task_head == NULL)
+            srv->task_tail = NULL;
+        srv->ntasks--;
+    }
+    return ch;
+}
+
+/* qlock held.  Take the queued log lines, and the queue depth to report
+ * (at most once a second: waitress's warning on every task is noise). */
+static wc_logmsg_t *
+take_logs(wc_server_t *srv, int *depth)
+{
+    wc_logmsg_t *m = srv->log_head;
+    srv->log_head = srv->log_tail = NULL;
+    *depth = 0;
+    if (srv->depth_warn) {
+        uint64_t now = wc_now_ms();
+        if (now - srv->depth_logged_ms >= 1000) {
+            *depth = srv->depth_warn;
+            srv->depth_logged_ms = now;
+        }
+        srv->depth_warn = 0;
+    }
+    return m;
+}
+
+/* GIL held.  Emit the loop's log lines on the waitress_c loggers. */
+static void
+emit_logs(ServerObject *so, wc_logmsg_t *m, int depth)
+{
+    while (m) {
+        wc_logmsg_t *next = m->next;
+        PyObject *r = PyObject_CallMethod(so->logger, "log", "is", m->level,
+                                          m->text);
+        if (r == NULL)
+            PyErr_WriteUnraisable(so->logger);
+        Py_XDECREF(r);
+        free(m);
+        m = next;
+    }
+    if (depth) {
+        PyObject *r = PyObject_CallMethod(so->qlogger, "warning", "si",
+                                          "Task queue depth is %d", depth);
+        if (r == NULL)
+            PyErr_WriteUnraisable(so->qlogger);
+        Py_XDECREF(r);
+    }
+}
+
+void
+wc_dispatch_drain_logs(wc_server_t *srv, PyObject *logger, PyObject *qlogger)
+{
+    int depth;
+    pthread_mutex_lock(&srv->qlock);
+    wc_logmsg_t *m = take_logs(srv, &depth);
+    pthread_mutex_unlock(&srv->qlock);
+    emit_logs((ServerObject *)srv->owner, m, depth);
+}
+
+static void
+drop_pending(wc_channel_t *ch)
+{
+    wc_request_t *r = ch->pend_head;
+    ch->pend_head = ch->pend_tail = NULL;
+    ch->npending = 0;
+    while (r) {
+        wc_request_t *next = r->next;
+        wc_request_free(r);
+        r = next;
+    }
+}
+
+/* GIL held.  Serve a channel's queued requests in order. */
+static void
+serve_channel(wc_worker_t *w, wc_channel_t *ch)
+{
+    wc_server_t *srv = ch->srv;
+    int limit = srv->cfg.lookahead > 32 ? srv->cfg.lookahead : 32;
+
+    for (int i = 0; i < BATCH; i++) {
+        pthread_mutex_lock(&ch->lock);
+        wc_request_t *req = ch->pend_head;
+        if (req == NULL || ch->broken || ch->close_when_flushed) {
+            /* Going idle. */
+            if (ch->broken || ch->close_when_flushed)
+                drop_pending(ch);
+            ch->busy = 0;
+            if (ch->continue_wanted && !ch->broken) {
+                struct iovec iov = {(void *)continue_line,
+                                    sizeof(continue_line) - 1};
+                ch->continue_wanted = 0;
+                if (wc_channel_send_locked(ch, &iov, 1) < 0)
+                    ch->broken = 1;
+            }
+            if (ch->broken || ch->close_when_flushed || ch->saw_eof
+                || ch->read_paused || atomic_load(&srv->stopping))
+                wc_channel_kick(ch);
+            pthread_mutex_unlock(&ch->lock);
+            wc_channel_unref(ch);
+            return;
+        }
+        ch->pend_head = req->next;
+        if (ch->pend_head == NULL)
+            ch->pend_tail = NULL;
+        ch->npending--;
+        if (ch->read_paused && ch->npending <= limit / 2 && !ch->want_read) {
+            ch->want_read = 1;
+            wc_channel_kick(ch);
+        }
+        pthread_mutex_unlock(&ch->lock);
+        req->next = NULL;
+
+        int close = 0;
+        if (req->error_status) {
+            wc_wsgi_error_response(w, ch, req->version ? req->version : 10,
+                                   req->error_status, req->error_detail,
+                                   strlen(req->error_detail));
+            close = 1;
+        } else {
+            wc_wsgi_serve(w, ch, req, &close);
+        }
+        wc_request_free(req);
+        if (close) {
+            pthread_mutex_lock(&ch->lock);
+            ch->close_when_flushed = 1;
+            drop_pending(ch);
+            ch->busy = 0;
+            wc_channel_kick(ch);
+            pthread_mutex_unlock(&ch->lock);
+            wc_channel_unref(ch);
+            return;
+        }
+    }
+    /* Fairness: back to the tail, still busy, still referenced. */
+    wc_dispatch_push(srv, ch);
+}
+
+/* qlock held: is there anything for a worker? */
+static int
+has_work(wc_server_t *srv)
+{
+    return srv->task_head || srv->log_head || srv->depth_warn;
+}
+
+PyObject *
+wc_dispatch_worker_main(PyObject *server)
+{
+    ServerObject *so = (ServerObject *)server;
+    wc_server_t *srv = so->srv;
+    wc_worker_t w;
+    memset(&w, 0, sizeof(w));
+    w.server = server;
+
+    PyThreadState *ts = PyEval_SaveThread();
+    pthread_mutex_lock(&srv->qlock);
+    srv->workers_started++;
+    for (;;) {
+        while (!has_work(srv) && !srv->workers_stop) {
+            srv->idle_workers++;
+            pthread_cond_wait(&srv->qcond, &srv->qlock);
+            srv->idle_workers--;
+        }
+        if (!has_work(srv))
+            break;      /* workers_stop and nothing left */
+        int depth;
+        wc_channel_t *ch = pop_task(srv);
+        wc_logmsg_t *logs = take_logs(srv, &depth);
+        pthread_mutex_unlock(&srv->qlock);
+
+        PyEval_RestoreThread(ts);
+        for (;;) {
+            if (logs || depth)
+                emit_logs(so, logs, depth);
+            if (ch)
+                serve_channel(&w, ch);
+            /* Next task without letting the GIL go, unless the queue lock
+             * is busy: then release the GIL before blocking on it. */
+            if (pthread_mutex_trylock(&srv->qlock) != 0) {
+                ts = PyEval_SaveThread();
+                pthread_mutex_lock(&srv->qlock);
+                break;
+            }
+            ch = pop_task(srv);
+            logs = take_logs(srv, &depth);
+            if (ch == NULL && logs == NULL && depth == 0) {
+                ts = PyEval_SaveThread();
+                break;
+            }
+            pthread_mutex_unlock(&srv->qlock);
+        }
+    }
+    srv->live_workers--;
+    if (srv->live_workers == 0 && srv->running)
+        uv_async_send(&srv->async);     /* the loop waits for this */
+    pthread_mutex_unlock(&srv->qlock);
+    PyEval_RestoreThread(ts);
+    wc_buf_free(&w.out);
+    Py_RETURN_NONE;
+}

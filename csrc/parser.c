@@ -1,0 +1,791 @@
+/* parser.c: turns bytes into wc_request_t.  The only file that includes
+ * http_parser.h.
+ *
+ * http-parser 2.9 (Debian's build is the lax one) tokenizes the header
+ * section and checks Content-Length / Transfer-Encoding framing; on top of
+ * it we apply what RFC 9112 requires and it lets through: CRLF only, no
+ * obs-fold, token field names, no CTLs in values, a strict request line,
+ * exactly one Host on HTTP/1.1, no duplicate Content-Length / Content-Type,
+ * digits-only Content-Length, Transfer-Encoding only "chunked", no
+ * Transfer-Encoding on HTTP/1.0.  Chunked bodies are decoded here, not by
+ * http-parser, whose lax chunk parser swallows bad framing.
+ *
+ * GIL map: loop thread, no GIL.  Nothing here touches Python.
+ */
+#include "wc.h"
+
+#include <http_parser.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_CHUNK_EXT 4096
+
+/* tchar per RFC 9110 5.6.2 */
+static const unsigned char tchar[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1,
+    ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1,
+    ['`'] = 1, ['|'] = 1, ['~'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1,
+    ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1,
+    ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1,
+    ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
+    ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,
+    ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1,
+    ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,
+    ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1,
+};
+
+static int
+is_vchar_or_obs(unsigned char c)
+{
+    return (c > 0x20 && c != 0x7f);
+}
+
+static int
+ieq(const char *a, size_t alen, const char *lit)
+{
+    size_t n = strlen(lit);
+    if (alen != n)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)a[i];
+        if (c >= 'A' && c <= 'Z')
+            c += 32;
+        if (c != (unsigned char)lit[i])
+            return 0;
+    }
+    return 1;
+}
+
+static http_parser_settings hp_settings;
+
+static int
+on_headers_complete(http_parser *p)
+{
+    /* Stop here: bodies are framed by us. */
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+void
+wc_parser_global_init(void)
+{
+    /* We bound the head ourselves (max_request_header_size) before it
+     * reaches http-parser, whose limit is process-global. */
+    http_parser_set_max_header_size(0x7fffffff);
+    memset(&hp_settings, 0, sizeof(hp_settings));
+    hp_settings.on_headers_complete = on_headers_complete;
+}
+
+wc_request_t *
+wc_request_new(size_t inbuf_overflow)
+{
+    wc_request_t *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    r->content_length = -1;
+    r->version = 0;
+    wc_spool_init(&r->body, inbuf_overflow);
+    return r;
+}
+
+void
+wc_request_free(wc_request_t *r)
+{
+    if (r == NULL)
+        return;
+    wc_buf_free(&r->head);
+    free(r->headers);
+    wc_spool_free(&r->body);
+    free(r);
+}
+
+void
+wc_request_error(wc_request_t *r, int status, const char *detail)
+{
+    if (r->error_status)
+        return;     /* the first error wins */
+    r->error_status = status;
+    r->error_detail = detail;
+}
+
+static void
+request_errorf(wc_request_t *r, int status, const char *fmt, const char *arg,
+               size_t alen)
+{
+    if (r->error_status)
+        return;
+    if (alen > 80)
+        alen = 80;
+    snprintf(r->detail_buf, sizeof(r->detail_buf), fmt, (int)alen, arg);
+    r->error_status = status;
+    r->error_detail = r->detail_buf;
+}
+
+static int
+add_header(wc_request_t *r, const char *name, size_t nlen, const char *value,
+           size_t vlen)
+{
+    if (r->nheaders == r->headers_cap) {
+        uint32_t cap = r->headers_cap ? r->headers_cap * 2 : 16;
+        wc_header_t *h = realloc(r->headers, cap * sizeof(*h));
+        if (h == NULL)
+            return -1;
+        r->headers = h;
+        r->headers_cap = cap;
+    }
+    wc_header_t *h = &r->headers[r->nheaders++];
+    h->name = name;
+    h->name_len = (uint32_t)nlen;
+    h->value = value;
+    h->value_len = (uint32_t)vlen;
+    return 0;
+}
+
+/* Parse "METHOD SP target SP HTTP/d.d".  Returns 0 or sets an error. */
+static int
+parse_request_line(wc_request_t *r, const char *p, size_t n)
+{
+    const char *end = p + n;
+    const char *s = p;
+    int lower = 0;
+
+    while (p < end && tchar[(unsigned char)*p]) {
+        if (*p >= 'a' && *p <= 'z')
+            lower = 1;
+        p++;
+    }
+    if (p == s || p == end || *p != ' ') {
+        wc_request_error(r, 400, "Start line is invalid");
+        return -1;
+    }
+    if (lower) {
+        request_errorf(r, 400, "Malformed HTTP method \"%.*s\"", s,
+                       (size_t)(p - s));
+        return -1;
+    }
+    r->method = s;
+    r->method_len = (uint32_t)(p - s);
+    s = ++p;
+    while (p < end && *p != ' ') {
+        unsigned char c = (unsigned char)*p;
+        if (c >= 0x80) {
+            wc_request_error(r, 400, "Bad URI");
+            return -1;
+        }
+        if (c <= 0x20 || c == 0x7f) {
+            wc_request_error(r, 400, "Start line is invalid");
+            return -1;
+        }
+        p++;
+    }
+    if (p == s) {
+        wc_request_error(r, 400, "Start line is invalid");
+        return -1;
+    }
+    r->target = s;
+    r->target_len = (uint32_t)(p - s);
+    if (p == end) {
+        /* "GET /": the HTTP/0.9 form, which RFC 9112 does not serve. */
+        wc_request_error(r, 400, "Start line is invalid");
+        return -1;
+    }
+    p++;
+    /* Tolerate trailing whitespace after the version, as waitress does. */
+    while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    if (end - p != 8 || memcmp(p, "HTTP/", 5) != 0 || p[5] < '0'
+        || p[5] > '9' || p[6] != '.' || p[7] < '0' || p[7] > '9') {
+        wc_request_error(r, 400, "Start line is invalid");
+        return -1;
+    }
+    int v = (p[5] - '0') * 10 + (p[7] - '0');
+    if (v != 10 && v != 11) {
+        r->version = 10;  /* answer in a version the client can read */
+        wc_request_error(r, 505, "HTTP version not supported");
+        return -1;
+    }
+    r->version = v;
+    return 0;
+}
+
+static int
+parse_target(wc_request_t *r)
+{
+    const char *t = r->target;
+    size_t n = r->target_len;
+    if (t[0] == '/') {
+        const char *q = memchr(t, '?', n);
+        const char *f = memchr(t, '#', n);
+        if (f && q && f < q)
+            q = NULL;
+        const char *pend = q ? q : (f ? f : t + n);
+        r->path = t;
+        r->path_len = (uint32_t)(pend - t);
+        if (q) {
+            const char *qend = f ? f : t + n;
+            r->query = q + 1;
+            r->query_len = (uint32_t)(qend - q - 1);
+        }
+        return 0;
+    }
+    if (n == 1 && t[0] == '*') {
+        if (!(r->method_len == 7 && memcmp(r->method, "OPTIONS", 7) == 0)) {
+            wc_request_error(r, 400, "Bad URI");
+            return -1;
+        }
+        r->path = t;
+        r->path_len = 1;
+        return 0;
+    }
+    int is_connect = r->method_len == 7 && memcmp(r->method, "CONNECT", 7) == 0;
+    struct http_parser_url u;
+    http_parser_url_init(&u);
+    if (http_parser_parse_url(t, n, is_connect, &u) != 0
+        || !(u.field_set & (1 << UF_HOST))) {
+        wc_request_error(r, 400, "Bad URI");
+        return -1;
+    }
+    if (is_connect) {
+        r->authority = t;
+        r->authority_len = (uint32_t)n;
+        r->path = t;
+        r->path_len = (uint32_t)n;
+        return 0;
+    }
+    /* absolute-form: the authority replaces Host (RFC 9112 3.2.2). */
+    uint16_t hoff = u.field_data[UF_HOST].off;
+    uint16_t hend = hoff + u.field_data[UF_HOST].len;
+    if (u.field_set & (1 << UF_PORT))
+        hend = u.field_data[UF_PORT].off + u.field_data[UF_PORT].len;
+    if (hoff > 0 && t[hoff - 1] == '[')
+        hoff--;
+    if (hend < n && t[hend] == ']')
+        hend++;
+    r->authority = t + hoff;
+    r->authority_len = hend - hoff;
+    if (u.field_set & (1 << UF_PATH)) {
+        r->path = t + u.field_data[UF_PATH].off;
+        r->path_len = u.field_data[UF_PATH].len;
+    } else {
+        r->path = "/";
+        r->path_len = 1;
+    }
+    if (u.field_set & (1 << UF_QUERY)) {
+        r->query = t + u.field_data[UF_QUERY].off;
+        r->query_len = u.field_data[UF_QUERY].len;
+    }
+    return 0;
+}
+
+/* Split a comma list and call back for each trimmed, non-empty element. */
+typedef int (*elem_cb)(wc_request_t *r, const char *p, size_t n, void *arg);
+
+static int
+for_each_elem(wc_request_t *r, const char *p, size_t n, elem_cb cb, void *arg)
+{
+    const char *end = p + n;
+    while (p < end) {
+        const char *c = memchr(p, ',', (size_t)(end - p));
+        const char *e = c ? c : end;
+        const char *a = p, *b = e;
+        while (a < b && (*a == ' ' || *a == '\t'))
+            a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+            b--;
+        if (b > a && cb(r, a, (size_t)(b - a), arg) < 0)
+            return -1;
+        p = c ? c + 1 : end;
+    }
+    return 0;
+}
+
+static int
+connection_token(wc_request_t *r, const char *p, size_t n, void *arg)
+{
+    int *flags = arg;
+    if (ieq(p, n, "close"))
+        *flags |= 1;
+    else if (ieq(p, n, "keep-alive"))
+        *flags |= 2;
+    return 0;
+}
+
+static int
+te_coding(wc_request_t *r, const char *p, size_t n, void *arg)
+{
+    int *chunked = arg;
+    if (!ieq(p, n, "chunked")) {
+        wc_request_error(r, 501, "Transfer-Encoding requested is not "
+                                 "supported.");
+        return -1;
+    }
+    if (*chunked) {
+        wc_request_error(r, 501, "Transfer-Encoding is invalid. Multiple "
+                                 "chunked encodings requested.");
+        return -1;
+    }
+    *chunked = 1;
+    return 0;
+}
+
+/* Our own pass over the header lines: RFC 9112 field syntax, collected
+ * into r->headers with OWS trimmed.  `p` starts after the request line. */
+static int
+scan_fields(wc_request_t *r, const char *p, const char *end)
+{
+    while (p < end) {
+        const char *eol = memchr(p, '\r', (size_t)(end - p));
+        if (eol == NULL || eol + 1 >= end || eol[1] != '\n') {
+            request_errorf(r, 400, "Bare CR or LF found in header line "
+                                   "\"%.*s\"", p,
+                           eol ? (size_t)(eol - p) : (size_t)(end - p));
+            return -1;
+        }
+        if (eol == p)
+            return 0;   /* the empty line */
+        if (*p == ' ' || *p == '\t') {
+            /* obs-fold (RFC 9112 5.2) or whitespace before the first
+             * field (2.2): both rejected. */
+            request_errorf(r, 400, "Malformed header line \"%.*s\"", p,
+                           (size_t)(eol - p));
+            return -1;
+        }
+        const char *name = p;
+        while (p < eol && tchar[(unsigned char)*p])
+            p++;
+        if (p == name || p == eol || *p != ':') {
+            wc_request_error(r, 400, "Invalid header");
+            return -1;
+        }
+        size_t nlen = (size_t)(p - name);
+        p++;
+        while (p < eol && (*p == ' ' || *p == '\t'))
+            p++;
+        const char *val = p;
+        for (; p < eol; p++) {
+            unsigned char c = (unsigned char)*p;
+            if (!is_vchar_or_obs(c) && c != ' ' && c != '\t') {
+                wc_request_error(r, 400, "Invalid header");
+                return -1;
+            }
+        }
+        const char *vend = eol;
+        while (vend > val && (vend[-1] == ' ' || vend[-1] == '\t'))
+            vend--;
+        if (memchr(name, '_', nlen) == NULL) {
+            if (add_header(r, name, nlen, val, (size_t)(vend - val)) < 0) {
+                wc_request_error(r, 500, "Out of memory");
+                return -1;
+            }
+        }
+        p = eol + 2;
+    }
+    return 0;
+}
+
+static int
+parse_content_length(wc_request_t *r, const wc_header_t *h,
+                     const wc_config_t *cfg)
+{
+    uint64_t v = 0;
+    int big = 0;
+    if (h->value_len == 0) {
+        wc_request_error(r, 400, "Content-Length is invalid");
+        return -1;
+    }
+    for (uint32_t i = 0; i < h->value_len; i++) {
+        unsigned char c = (unsigned char)h->value[i];
+        if (c < '0' || c > '9') {
+            wc_request_error(r, 400, "Content-Length is invalid");
+            return -1;
+        }
+        if (v > (UINT64_MAX - 9) / 10)
+            big = 1;
+        else
+            v = v * 10 + (c - '0');
+    }
+    if (big || v >= cfg->max_body) {
+        snprintf(r->detail_buf, sizeof(r->detail_buf),
+                 "exceeds max_body of %llu",
+                 (unsigned long long)cfg->max_body);
+        wc_request_error(r, 413, r->detail_buf);
+        return -1;
+    }
+    r->content_length = (int64_t)v;
+    return 0;
+}
+
+/* Feed the header section to http-parser behind a fixed request line (our
+ * own parser owns the request line: http-parser refuses methods it does not
+ * know, which waitress serves).  Its verdict on framing is a second check. */
+static int
+http_parser_check(wc_request_t *r, const char *fields, size_t n)
+{
+    static const char line[] = "GET / HTTP/1.1\r\n";
+    http_parser hp;
+    http_parser_init(&hp, HTTP_REQUEST);
+    http_parser_execute(&hp, &hp_settings, line, sizeof(line) - 1);
+    http_parser_execute(&hp, &hp_settings, fields, n);
+    /* Paused by on_headers_complete, or it did not accept the section. */
+    if (HTTP_PARSER_ERRNO(&hp) != HPE_PAUSED) {
+        wc_request_error(r, 400, "Invalid header");
+        return -1;
+    }
+    if (r->content_length >= 0
+        && (uint64_t)r->content_length != hp.content_length) {
+        wc_request_error(r, 400, "Content-Length is invalid");
+        return -1;
+    }
+    if (r->chunked != !!(hp.flags & F_CHUNKED)) {
+        wc_request_error(r, 400, "Invalid header");
+        return -1;
+    }
+    return 0;
+}
+
+void
+wc_parse_head(wc_request_t *r, const wc_config_t *cfg)
+{
+    const char *p = r->head.data;
+    const char *end = p + r->head.len;
+    const char *eol = memchr(p, '\r', r->head.len);
+
+    if (eol == NULL || eol[1] != '\n') {
+        wc_request_error(r, 400, "Bare CR or LF found in HTTP message");
+        return;
+    }
+    if (parse_request_line(r, p, (size_t)(eol - p)) < 0)
+        return;
+    if (parse_target(r) < 0)
+        return;
+    const char *fields = eol + 2;
+    if (scan_fields(r, fields, end) < 0)
+        return;
+
+    int nhost = 0, conn = 0, chunked = 0;
+    const wc_header_t *cl = NULL, *ct = NULL;
+    for (uint32_t i = 0; i < r->nheaders; i++) {
+        const wc_header_t *h = &r->headers[i];
+        switch (h->name_len) {
+        case 4:
+            if (ieq(h->name, 4, "host") && ++nhost > 1) {
+                request_errorf(r, 400, "Duplicate header: %.*s", h->name, 4);
+                return;
+            }
+            break;
+        case 6:
+            if (ieq(h->name, 6, "expect") && ieq(h->value, h->value_len,
+                                                 "100-continue"))
+                r->expect_continue = r->version == 11;
+            break;
+        case 10:
+            if (ieq(h->name, 10, "connection"))
+                for_each_elem(r, h->value, h->value_len, connection_token,
+                              &conn);
+            break;
+        case 12:
+            if (ieq(h->name, 12, "content-type")) {
+                if (ct) {
+                    request_errorf(r, 400, "Duplicate header: %.*s", h->name,
+                                   12);
+                    return;
+                }
+                ct = h;
+            }
+            break;
+        case 14:
+            if (ieq(h->name, 14, "content-length")) {
+                if (cl) {
+                    request_errorf(r, 400, "Duplicate header: %.*s", h->name,
+                                   14);
+                    return;
+                }
+                cl = h;
+            }
+            break;
+        case 17:
+            if (ieq(h->name, 17, "transfer-encoding")) {
+                r->has_te = 1;
+                if (r->version == 10) {
+                    /* RFC 9112 6.1: faulty framing on 1.0; never let a
+                     * chunked body be read as the next request. */
+                    wc_request_error(r, 400, "Transfer-Encoding is not "
+                                             "allowed in HTTP/1.0 requests");
+                    r->close_after = 1;
+                    return;
+                }
+                if (for_each_elem(r, h->value, h->value_len, te_coding,
+                                  &chunked) < 0)
+                    return;
+            }
+            break;
+        }
+    }
+    if (r->has_te && !chunked) {
+        wc_request_error(r, 501, "Transfer-Encoding requested is not "
+                                 "supported.");
+        return;
+    }
+    if (cl && r->has_te) {
+        /* RFC 9112 6.1: reject, and close whatever we answer. */
+        r->close_after = 1;
+        wc_request_error(r, 400, "Content-Length and Transfer-Encoding "
+                                 "are both present");
+        return;
+    }
+    if (r->version == 11 && nhost == 0 && r->authority == NULL) {
+        wc_request_error(r, 400, "No Host header in an HTTP/1.1 request");
+        return;
+    }
+    r->chunked = chunked;
+    if (cl && parse_content_length(r, cl, cfg) < 0)
+        return;
+    if (http_parser_check(r, fields, (size_t)(end - fields)) < 0)
+        return;
+
+    if (r->version == 11)
+        r->keep_alive = !(conn & 1);
+    else
+        r->keep_alive = (conn & 2) && !(conn & 1);
+    if (r->content_length > 0)
+        r->body_remaining = (uint64_t)r->content_length;
+}
+
+/* ---- chunked bodies ------------------------------------------------------ */
+
+enum {
+    CK_SIZE = 0,
+    CK_SIZE_WS,
+    CK_EXT_PRE_NAME,
+    CK_EXT_NAME,
+    CK_EXT_POST_NAME,
+    CK_EXT_PRE_VAL,
+    CK_EXT_TOKEN,
+    CK_EXT_QUOTED,
+    CK_EXT_QESC,
+    CK_EXT_POST_VAL,
+    CK_SIZE_LF,
+    CK_DATA,
+    CK_DATA_CR,
+    CK_DATA_LF,
+    CK_TR_START,
+    CK_TR_LINE,
+    CK_TR_LF,
+    CK_TR_END_LF,
+};
+
+static int
+hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+size_t
+wc_chunked_feed(wc_request_t *r, const char *buf, size_t n, int *done,
+                const wc_config_t *cfg)
+{
+    wc_chunker_t *k = &r->chunker;
+    const char *p = buf, *end = buf + n;
+    *done = 0;
+
+#define FAIL(msg)                              \
+    do {                                       \
+        wc_request_error(r, 400, msg);         \
+        goto out;                              \
+    } while (0)
+
+    while (p < end) {
+        unsigned char c = (unsigned char)*p;
+        if (k->state >= CK_EXT_PRE_NAME && k->state <= CK_EXT_POST_VAL
+            && ++k->ext_len > MAX_CHUNK_EXT)
+            FAIL("Invalid chunk extension");
+        switch (k->state) {
+        case CK_SIZE: {
+            int h = hexval(c);
+            if (h >= 0) {
+                if (++k->digits > 16)
+                    FAIL("Invalid chunk size");
+                k->size = (k->size << 4) | (uint64_t)h;
+                break;
+            }
+            if (k->digits == 0)
+                FAIL("Invalid chunk size");
+            if (c == '\r')
+                k->state = CK_SIZE_LF;
+            else if (c == ';')
+                k->state = CK_EXT_PRE_NAME;
+            else if (c == ' ' || c == '\t')
+                k->state = CK_SIZE_WS;
+            else
+                FAIL("Invalid chunk size");
+            break;
+        }
+        case CK_SIZE_WS:
+            if (c == ';')
+                k->state = CK_EXT_PRE_NAME;
+            else if (c == '\r')
+                k->state = CK_SIZE_LF;
+            else if (c != ' ' && c != '\t')
+                FAIL("Invalid chunk size");
+            break;
+        case CK_EXT_PRE_NAME:
+            if (c == ' ' || c == '\t')
+                break;
+            if (c == '\r') {    /* "20;" is accepted, as waitress does */
+                k->state = CK_SIZE_LF;
+                break;
+            }
+            if (!tchar[c])
+                FAIL("Invalid chunk extension");
+            k->state = CK_EXT_NAME;
+            break;
+        case CK_EXT_NAME:
+            if (tchar[c])
+                break;
+            /* fall through */
+        case CK_EXT_POST_NAME:
+            if (c == ' ' || c == '\t')
+                k->state = CK_EXT_POST_NAME;
+            else if (c == '=')
+                k->state = CK_EXT_PRE_VAL;
+            else if (c == ';')
+                k->state = CK_EXT_PRE_NAME;
+            else if (c == '\r')
+                k->state = CK_SIZE_LF;
+            else
+                FAIL("Invalid chunk extension");
+            break;
+        case CK_EXT_PRE_VAL:
+            if (c == ' ' || c == '\t')
+                break;
+            if (c == '"')
+                k->state = CK_EXT_QUOTED;
+            else if (tchar[c])
+                k->state = CK_EXT_TOKEN;
+            else
+                FAIL("Invalid chunk extension");
+            break;
+        case CK_EXT_TOKEN:
+            if (tchar[c])
+                break;
+            /* fall through */
+        case CK_EXT_POST_VAL:
+            if (c == ' ' || c == '\t')
+                k->state = CK_EXT_POST_VAL;
+            else if (c == ';')
+                k->state = CK_EXT_PRE_NAME;
+            else if (c == '\r')
+                k->state = CK_SIZE_LF;
+            else
+                FAIL("Invalid chunk extension");
+            break;
+        case CK_EXT_QUOTED:
+            if (c == '"')
+                k->state = CK_EXT_POST_VAL;
+            else if (c == '\\')
+                k->state = CK_EXT_QESC;
+            else if (c < 0x20 ? c != '\t' : c == 0x7f)
+                FAIL("Invalid chunk extension");
+            break;
+        case CK_EXT_QESC:
+            if (c < 0x20 ? c != '\t' : c == 0x7f)
+                FAIL("Invalid chunk extension");
+            k->state = CK_EXT_QUOTED;
+            break;
+        case CK_SIZE_LF:
+            if (c != '\n')
+                FAIL("Invalid chunk size");
+            k->digits = 0;
+            k->ext_len = 0;
+            k->state = k->size == 0 ? CK_TR_START : CK_DATA;
+            if (k->size >= cfg->max_body
+                || r->body.len + k->size >= cfg->max_body) {
+                snprintf(r->detail_buf, sizeof(r->detail_buf),
+                         "exceeds max_body of %llu",
+                         (unsigned long long)cfg->max_body);
+                wc_request_error(r, 413, r->detail_buf);
+                goto out;
+            }
+            break;
+        case CK_DATA: {
+            size_t take = (size_t)(end - p);
+            if (take > k->size)
+                take = (size_t)k->size;
+            if (wc_spool_write(&r->body, p, take) < 0) {
+                wc_request_error(r, 500, "Could not store the request "
+                                         "body");
+                goto out;
+            }
+            k->size -= take;
+            p += take;
+            if (k->size == 0)
+                k->state = CK_DATA_CR;
+            continue;
+        }
+        case CK_DATA_CR:
+            if (c != '\r')
+                FAIL("Chunk not properly terminated");
+            k->state = CK_DATA_LF;
+            break;
+        case CK_DATA_LF:
+            if (c != '\n')
+                FAIL("Chunk not properly terminated");
+            k->state = CK_SIZE;
+            break;
+        case CK_TR_START:
+            if (c == '\r') {
+                k->state = CK_TR_END_LF;
+                break;
+            }
+            if (!tchar[c])
+                FAIL("Invalid trailer");
+            k->state = CK_TR_LINE;
+            break;
+        case CK_TR_LINE:
+            if (c == '\r')
+                k->state = CK_TR_LF;
+            else if (c < 0x20 ? c != '\t' : c == 0x7f)
+                FAIL("Invalid trailer");
+            break;
+        case CK_TR_LF:
+            if (c != '\n')
+                FAIL("Invalid trailer");
+            k->state = CK_TR_START;
+            break;
+        case CK_TR_END_LF:
+            if (c != '\n')
+                FAIL("Invalid trailer");
+            p++;
+            *done = 1;
+            goto out;
+        }
+        if (k->state >= CK_TR_START && ++k->trailer_len >= cfg->max_header) {
+            snprintf(r->detail_buf, sizeof(r->detail_buf),
+                     "exceeds max_header of %zu", cfg->max_header);
+            wc_request_error(r, 431, r->detail_buf);
+            goto out;
+        }
+        p++;
+    }
+out:
+#undef FAIL
+    r->raw_body += (uint64_t)(p - buf);
+    if (!r->error_status && r->raw_body >= cfg->max_body) {
+        snprintf(r->detail_buf, sizeof(r->detail_buf),
+                 "exceeds max_body of %llu",
+                 (unsigned long long)cfg->max_body);
+        wc_request_error(r, 413, r->detail_buf);
+    }
+    return (size_t)(p - buf);
+}

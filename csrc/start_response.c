@@ -1,0 +1,232 @@
+/* start_response.c: the start_response callable handed to the app, and
+ * the write() callable it returns.  Enforces PEP 3333's rules with
+ * waitress's messages: str status and headers, no CR/LF (header
+ * injection), no hop-by-hop headers, a second call only with exc_info.
+ *
+ * GIL map: worker threads, GIL held.
+ */
+#include "wc.h"
+
+#include <string.h>
+
+static const char *const hop_by_hop[] = {
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+    "te", "trailer", "transfer-encoding", "upgrade", NULL,
+};
+
+static int
+has_crlf(PyObject *s)
+{
+    return PyUnicode_FindChar(s, '\r', 0, PY_SSIZE_T_MAX, 1) >= 0
+           || PyUnicode_FindChar(s, '\n', 0, PY_SSIZE_T_MAX, 1) >= 0;
+}
+
+/* Compare a str with a lowercase ASCII literal, case-insensitively. */
+static int
+ieq_ascii(PyObject *s, const char *lit)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    if ((size_t)n != strlen(lit))
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ_CHAR(s, i);
+        if (c >= 'A' && c <= 'Z')
+            c += 32;
+        if (c != (Py_UCS4)(unsigned char)lit[i])
+            return 0;
+    }
+    return 1;
+}
+
+/* Check the app's headers and note Content-Length / Server / Date.
+ * Returns a new list of (str, str) tuples, or NULL with an exception. */
+static PyObject *
+check_headers(StartResponseObject *sr, PyObject *headers)
+{
+    if (!PyList_Check(headers)) {
+        PyErr_Format(PyExc_AssertionError, "headers must be a list, not "
+                     "%.80s", Py_TYPE(headers)->tp_name);
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    sr->content_length = -1;
+    sr->has_server = sr->has_date = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers); i++) {
+        PyObject *t = PyList_GET_ITEM(headers, i);
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2) {
+            PyErr_Format(PyExc_AssertionError, "Header %R is not a "
+                         "(name, value) tuple", t);
+            goto error;
+        }
+        PyObject *name = PyTuple_GET_ITEM(t, 0);
+        PyObject *value = PyTuple_GET_ITEM(t, 1);
+        if (!PyUnicode_Check(name)) {
+            PyErr_Format(PyExc_AssertionError, "Header name %R is not a "
+                         "string in %R", name, t);
+            goto error;
+        }
+        if (!PyUnicode_Check(value)) {
+            PyErr_Format(PyExc_AssertionError, "Header value %R is not a "
+                         "string in %R", value, t);
+            goto error;
+        }
+        if (has_crlf(value)) {
+            PyErr_SetString(PyExc_ValueError, "carriage return/line feed "
+                            "character present in header value");
+            goto error;
+        }
+        if (has_crlf(name)) {
+            PyErr_SetString(PyExc_ValueError, "carriage return/line feed "
+                            "character present in header name");
+            goto error;
+        }
+        for (int k = 0; hop_by_hop[k]; k++) {
+            if (ieq_ascii(name, hop_by_hop[k])) {
+                PyErr_Format(PyExc_AssertionError, "%U is a \"hop-by-hop\" "
+                             "header; it cannot be used by a WSGI "
+                             "application (see PEP 3333)", name);
+                goto error;
+            }
+        }
+        if (ieq_ascii(name, "content-length")) {
+            PyObject *n = PyLong_FromUnicodeObject(value, 10);
+            if (n == NULL)
+                goto error;
+            long long v = PyLong_AsLongLong(n);
+            Py_DECREF(n);
+            if (v == -1 && PyErr_Occurred())
+                goto error;
+            if (v < 0) {
+                PyErr_SetString(PyExc_ValueError, "negative Content-Length");
+                goto error;
+            }
+            sr->content_length = v;
+        } else if (ieq_ascii(name, "server")) {
+            sr->has_server = 1;
+        } else if (ieq_ascii(name, "date")) {
+            sr->has_date = 1;
+        }
+        PyObject *pair = PyTuple_Pack(2, name, value);
+        if (pair == NULL || PyList_Append(out, pair) < 0) {
+            Py_XDECREF(pair);
+            goto error;
+        }
+        Py_DECREF(pair);
+    }
+    return out;
+
+error:
+    Py_DECREF(out);
+    return NULL;
+}
+
+static PyObject *
+sr_call(StartResponseObject *sr, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"status", "headers", "exc_info", NULL};
+    PyObject *status, *headers, *exc_info = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O:start_response", kwlist,
+                                     &status, &headers, &exc_info))
+        return NULL;
+    if (!sr->active) {
+        PyErr_SetString(PyExc_RuntimeError, "start_response called after "
+                        "the request was finished");
+        return NULL;
+    }
+    if (exc_info != Py_None) {
+        if (sr->headers_sent) {
+            /* PEP 3333: too late to change anything; re-raise. */
+            if (!PyTuple_Check(exc_info) || PyTuple_GET_SIZE(exc_info) < 2) {
+                PyErr_SetString(PyExc_TypeError, "exc_info must be a "
+                                "(type, value, traceback) tuple");
+                return NULL;
+            }
+            PyObject *v = PyTuple_GET_ITEM(exc_info, 1);
+            PyErr_SetObject((PyObject *)Py_TYPE(v), v);
+            return NULL;
+        }
+    } else if (sr->called) {
+        PyErr_SetString(PyExc_AssertionError, "start_response called a "
+                        "second time without providing exc_info.");
+        return NULL;
+    }
+    if (!PyUnicode_Check(status)) {
+        PyErr_Format(PyExc_AssertionError, "status %R is not a string",
+                     status);
+        return NULL;
+    }
+    if (has_crlf(status)) {
+        PyErr_SetString(PyExc_ValueError, "carriage return/line feed "
+                        "character present in status");
+        return NULL;
+    }
+    PyObject *checked = check_headers(sr, headers);
+    if (checked == NULL)
+        return NULL;
+    Py_INCREF(status);
+    Py_XSETREF(sr->status, status);
+    Py_XSETREF(sr->headers, checked);
+    sr->called = 1;
+    return PyObject_GetAttrString((PyObject *)sr, "write");
+}
+
+static PyObject *
+sr_write(StartResponseObject *sr, PyObject *data)
+{
+    if (!sr->active) {
+        PyErr_SetString(PyExc_RuntimeError, "write() called after the "
+                        "request was finished");
+        return NULL;
+    }
+    if (!sr->called) {
+        PyErr_SetString(PyExc_RuntimeError, "start_response was not called "
+                        "before body written");
+        return NULL;
+    }
+    Py_buffer view;
+    if (!PyBytes_Check(data)) {
+        PyErr_Format(PyExc_TypeError, "write() argument must be bytes, not "
+                     "%.80s", Py_TYPE(data)->tp_name);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    int rv = wc_response_write(sr, view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    if (rv < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static void
+sr_dealloc(StartResponseObject *sr)
+{
+    PyTypeObject *tp = Py_TYPE(sr);
+    Py_XDECREF(sr->status);
+    Py_XDECREF(sr->headers);
+    PyObject_Free(sr);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef sr_methods[] = {
+    {"write", (PyCFunction)sr_write, METH_O,
+     "write(data): send body bytes now (PEP 3333's write callable)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot sr_slots[] = {
+    {Py_tp_call, sr_call},
+    {Py_tp_methods, sr_methods},
+    {Py_tp_dealloc, sr_dealloc},
+    {Py_tp_doc, "start_response(status, headers, exc_info=None)"},
+    {0, NULL},
+};
+
+PyType_Spec wc_start_response_spec = {
+    .name = "waitress_c._core.StartResponse",
+    .basicsize = sizeof(StartResponseObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = sr_slots,
+};

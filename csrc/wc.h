@@ -1,0 +1,419 @@
+/* wc.h: the one internal header of waitress_c._core.
+ *
+ * Forward typedefs, the structs that more than one file touches, and every
+ * cross-file prototype.  Thread and GIL rules are stated per field group;
+ * docs/design.rst draws the whole picture.
+ *
+ * Two error domains, never mixed: loop-side functions (no GIL) return 0 or a
+ * negative UV_E* / -errno; functions that need the GIL return NULL / -1 with
+ * a Python exception set.
+ */
+#ifndef WC_H
+#define WC_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+#include <uv.h>
+
+#define WC_CONTAINER_OF(ptr, type, field) \
+    ((type *)((char *)(ptr) - offsetof(type, field)))
+
+#define WC_WUR __attribute__((warn_unused_result))
+
+/* Marks on prototypes, as psycopg does: what the caller must know. */
+#define WC_RAISES_NEG   /* returns -1 with an exception set */
+#define WC_BORROWED     /* returns a borrowed reference */
+
+#define WC_READ_SIZE 65536
+#define WC_IOV_MAX 64
+
+typedef struct wc_buf_s wc_buf_t;
+typedef struct wc_spool_s wc_spool_t;
+typedef struct wc_seg_s wc_seg_t;
+typedef struct wc_outq_s wc_outq_t;
+typedef struct wc_header_s wc_header_t;
+typedef struct wc_request_s wc_request_t;
+typedef struct wc_chunker_s wc_chunker_t;
+typedef struct wc_channel_s wc_channel_t;
+typedef struct wc_listener_s wc_listener_t;
+typedef struct wc_config_s wc_config_t;
+typedef struct wc_server_s wc_server_t;
+typedef struct wc_worker_s wc_worker_t;
+typedef struct wc_logmsg_s wc_logmsg_t;
+
+/* ---- buffer.c: plain growable bytes, body spool, output queue ---------- */
+
+struct wc_buf_s {
+    char *data;
+    size_t len;
+    size_t cap;
+};
+
+int wc_buf_reserve(wc_buf_t *b, size_t extra) WC_WUR;
+int wc_buf_append(wc_buf_t *b, const void *p, size_t n) WC_WUR;
+int wc_buf_appendf(wc_buf_t *b, const char *fmt, ...) WC_WUR
+    __attribute__((format(printf, 2, 3)));
+void wc_buf_free(wc_buf_t *b);
+
+/* A request body: in memory up to `overflow` bytes, then in an unlinked
+ * temp file.  Written by the loop thread, then owned by one worker. */
+struct wc_spool_s {
+    wc_buf_t mem;
+    int fd;             /* -1 while in memory */
+    uint64_t len;
+    size_t overflow;
+};
+
+void wc_spool_init(wc_spool_t *s, size_t overflow);
+int wc_spool_write(wc_spool_t *s, const char *p, size_t n) WC_WUR;
+void wc_spool_free(wc_spool_t *s);
+
+/* Output segments: workers append at the tail, the loop consumes the head;
+ * both under the channel lock.  A segment's data never moves, so a
+ * uv_write may point into it while a worker appends behind. */
+struct wc_seg_s {
+    wc_seg_t *next;
+    size_t off;         /* consumed (written) bytes */
+    size_t len;         /* filled bytes */
+    size_t cap;
+    int fd;             /* >= 0: a file segment sent with sendfile */
+    int close_fd;       /* close fd when the segment is done */
+    off_t file_off;     /* file segments: next offset */
+    char data[];
+};
+
+struct wc_outq_s {
+    wc_seg_t *head;
+    wc_seg_t *tail;
+    uint64_t bytes;     /* pending, not yet written */
+};
+
+int wc_outq_append(wc_outq_t *q, const char *p, size_t n) WC_WUR;
+int wc_outq_append_file(wc_outq_t *q, int fd, off_t off, uint64_t n,
+                        int close_fd) WC_WUR;
+int wc_outq_iov(wc_outq_t *q, struct iovec *iov, int max, size_t *total);
+void wc_outq_consume(wc_outq_t *q, size_t n);
+void wc_outq_free(wc_outq_t *q);
+
+/* ---- parser.c: request head, body framing, chunked decoding ------------ */
+
+struct wc_header_s {
+    const char *name;
+    const char *value;
+    uint32_t name_len;
+    uint32_t value_len;
+};
+
+struct wc_chunker_s {
+    int state;
+    uint64_t size;      /* current chunk: bytes still to come */
+    uint32_t digits;
+    uint32_t ext_len;
+    uint32_t trailer_len;
+    uint32_t line_len;
+};
+
+/* One parsed request.  Built by the loop thread; once complete it belongs
+ * to the channel's queue and then to the worker that serves it. */
+struct wc_request_s {
+    wc_request_t *next;
+    wc_buf_t head;              /* request line + headers, raw bytes */
+    const char *method;
+    const char *target;
+    const char *path;           /* origin-form path within target */
+    const char *query;          /* after '?', NULL if none */
+    const char *authority;      /* absolute-form host[:port], or NULL */
+    uint32_t method_len, target_len, path_len, query_len, authority_len;
+    int version;                /* 10, 11; 0 when unknown */
+    wc_header_t *headers;
+    uint32_t nheaders;
+    uint32_t headers_cap;
+    int64_t content_length;     /* -1: none */
+    uint64_t body_remaining;    /* CL bodies, while reading */
+    uint64_t raw_body;          /* chunked: framing bytes included */
+    wc_spool_t body;
+    wc_chunker_t chunker;
+    unsigned chunked : 1;
+    unsigned keep_alive : 1;    /* what the request asks for */
+    unsigned expect_continue : 1;
+    unsigned close_after : 1;   /* framing was doubtful: close after */
+    unsigned has_te : 1;
+    /* An error "request" carries a status for the worker to answer. */
+    int error_status;
+    const char *error_detail;   /* static, or detail_buf */
+    char detail_buf[160];
+};
+
+enum {
+    WC_PARSE_HEAD = 0,
+    WC_PARSE_BODY,
+    WC_PARSE_CHUNKED,
+};
+
+void wc_parser_global_init(void);
+wc_request_t *wc_request_new(size_t inbuf_overflow);
+void wc_request_free(wc_request_t *r);
+void wc_request_error(wc_request_t *r, int status, const char *detail);
+/* Parse a complete head (r->head).  Returns 0 and fills r, or sets
+ * r->error_status. */
+void wc_parse_head(wc_request_t *r, const wc_config_t *cfg);
+/* Feed chunked body bytes; returns bytes consumed, sets *done at the end;
+ * sets r->error_status on errors. */
+size_t wc_chunked_feed(wc_request_t *r, const char *p, size_t n, int *done,
+                       const wc_config_t *cfg);
+
+/* ---- channel.c: one client connection (loop thread) -------------------- */
+
+struct wc_channel_s {
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } h;
+    wc_server_t *srv;
+    int listener;               /* index in srv->listeners */
+    atomic_int refs;            /* loop 1 until close_cb; task 1; kick 1 */
+    int fd;
+
+    /* Loop thread only. */
+    wc_channel_t *prev, *next;  /* srv->channels */
+    wc_request_t *req;          /* being received */
+    int pstate;                 /* WC_PARSE_* */
+    size_t line_start;          /* head scan: start of the current line */
+    unsigned reading : 1;
+    unsigned closing : 1;       /* uv_close called */
+    unsigned stop_parsing : 1;  /* an error or a close request was seen */
+    unsigned eof : 1;
+    uv_write_t wreq;
+    size_t wlen;                /* bytes in the outstanding uv_write */
+
+    /* Shared: under `lock`. */
+    pthread_mutex_t lock;
+    pthread_cond_t drained;     /* a parked worker waits here */
+    wc_request_t *pend_head, *pend_tail;
+    int npending;               /* complete requests waiting */
+    int busy;                   /* queued for, or held by, a worker */
+    wc_outq_t out;
+    int writing;                /* a uv_write is outstanding */
+    int parked;                 /* a worker waits on `drained` */
+    int kicked;                 /* on srv->kick list */
+    wc_channel_t *kick_next;
+    unsigned close_when_flushed : 1;
+    unsigned broken : 1;        /* no more writes: reset, closed, error */
+    unsigned continue_wanted : 1; /* 100 Continue owed once idle */
+    unsigned want_read : 1;     /* worker asks the loop to read again */
+    unsigned saw_eof : 1;       /* copy of eof, for workers */
+    unsigned read_paused : 1;   /* backlog full: the loop stopped reading */
+
+    _Atomic uint64_t last_activity; /* ms, monotonic */
+    wc_channel_t *task_next;    /* srv task queue (under queue lock) */
+
+    char remote_addr[INET6_ADDRSTRLEN + 1];
+    char remote_port[8];
+};
+
+int wc_channel_accept(wc_server_t *srv, uv_stream_t *listener, int index);
+void wc_channel_close(wc_channel_t *ch);
+void wc_channel_unref(wc_channel_t *ch);
+void wc_channel_flush(wc_channel_t *ch);
+void wc_channel_kicked(wc_channel_t *ch);
+void wc_channel_stop(wc_channel_t *ch, int hard);
+/* Worker side (any thread, no GIL needed): */
+int wc_channel_send(wc_channel_t *ch, struct iovec *iov, int n) WC_WUR;
+int wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, int n)
+    WC_WUR;
+int wc_channel_send_file(wc_channel_t *ch, int fd, off_t off, uint64_t n,
+                         int close_fd) WC_WUR;
+int wc_channel_wait_drained(wc_channel_t *ch);
+void wc_channel_kick(wc_channel_t *ch);
+int wc_channel_disconnected(wc_channel_t *ch);
+
+/* ---- server.c: the loop, listeners, signals, shutdown ------------------ */
+
+struct wc_config_s {
+    int threads;
+    int backlog;
+    size_t recv_bytes;
+    uint64_t connection_limit;
+    uint64_t channel_timeout_ms;
+    uint64_t cleanup_interval_ms;
+    size_t max_header;
+    uint64_t max_body;
+    size_t inbuf_overflow;
+    size_t outbuf_overflow;
+    uint64_t outbuf_high_watermark;
+    int lookahead;
+    int expose_tracebacks;
+    int log_socket_errors;
+    int drop_proxy_headers;
+    char ident[128];            /* "" when none */
+    char error_tag[160];        /* "(generated by X)" */
+};
+
+struct wc_listener_s {
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } h;
+    wc_server_t *srv;
+    int index;
+    int is_unix;
+    int fd;
+    int open;
+    int held;                   /* a connection waits: over the limit */
+};
+
+struct wc_logmsg_s {
+    wc_logmsg_t *next;
+    int level;                  /* Python logging level */
+    int queue_logger;
+    char text[];
+};
+
+struct wc_server_s {
+    uv_loop_t loop;
+    uv_async_t async;
+    uv_timer_t sweep;
+    uv_timer_t date_timer;
+    uv_poll_t sigpoll;
+    int sigfd;
+    wc_config_t cfg;
+    void *owner;                /* the ServerObject; never dereferenced
+                                   by the loop thread */
+
+    wc_listener_t *listeners;
+    int nlisteners;
+
+    /* Loop thread only. */
+    wc_channel_t *channels;     /* list head */
+    uint64_t nchannels;
+    int limit_logged;
+    atomic_int stopping;        /* 1 graceful, 2 hard; workers read it */
+    int finished;
+    char readbuf[WC_READ_SIZE];
+
+    /* Shared: under qlock. */
+    pthread_mutex_t qlock;
+    pthread_cond_t qcond;
+    wc_channel_t *task_head, *task_tail;
+    int ntasks;
+    int idle_workers;
+    int live_workers;
+    int workers_started;
+    int workers_stop;
+    int close_requested;        /* close() was called */
+    int running;
+    int depth_warn;             /* queue depth to log, 0 if none */
+    uint64_t depth_logged_ms;
+    wc_channel_t *kick_head;    /* channels a worker wants looked at */
+    wc_logmsg_t *log_head, *log_tail;
+};
+
+int wc_server_init(wc_server_t *srv);
+int wc_server_listen(wc_server_t *srv, int index, int fd, int is_unix);
+int wc_server_run(wc_server_t *srv, int sigfd);
+void wc_server_request_close(wc_server_t *srv);
+void wc_server_channel_closed(wc_server_t *srv);
+void wc_server_log(wc_server_t *srv, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void wc_server_destroy(wc_server_t *srv);
+uint64_t wc_now_ms(void);
+
+/* ---- dispatch.c: the task queue and the worker pool -------------------- */
+
+void wc_dispatch_push(wc_server_t *srv, wc_channel_t *ch);
+void wc_dispatch_stop_workers(wc_server_t *srv);
+/* Runs in a Python thread; holds the GIL only while serving tasks. */
+PyObject *wc_dispatch_worker_main(PyObject *server);
+void wc_dispatch_drain_logs(wc_server_t *srv, PyObject *logger,
+                            PyObject *qlogger);
+
+/* ---- wsgi.c: environ, calling the app, the response (GIL held) --------- */
+
+struct wc_worker_s {
+    PyObject *server;           /* ServerObject, borrowed */
+    wc_buf_t out;               /* response head scratch */
+    time_t date_sec;
+    char date[40];
+    size_t date_len;
+};
+
+int wc_wsgi_init(PyObject *module);
+void wc_wsgi_serve(wc_worker_t *w, wc_channel_t *ch, wc_request_t *req,
+                   int *close);
+void wc_wsgi_error_response(wc_worker_t *w, wc_channel_t *ch, int version,
+                            int status, const char *detail, size_t dlen);
+const char *wc_date(wc_worker_t *w, size_t *len);
+
+/* ---- module.c: the ServerObject, module state -------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    wc_server_t *srv;
+    PyObject *app;
+    PyObject *logger;
+    PyObject *qlogger;
+    PyObject *templates;        /* tuple: one environ template/listener */
+    PyObject *url_prefix;       /* str */
+    PyObject *bad_request;      /* the BadRequest exception type */
+    PyObject *file_wrapper;     /* the FileWrapper type */
+    PyObject *input_type;
+    PyObject *sr_type;
+    PyObject *disc_type;
+    PyObject *io_open;
+    PyObject *format_exc;
+    PyObject *listen_fds;       /* list of (fd, is_unix, port) */
+} ServerObject;
+
+/* ---- start_response.c --------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *status;           /* str or NULL */
+    PyObject *headers;          /* list or NULL */
+    int64_t content_length;     /* from the app, -1 if none */
+    int called;
+    int headers_sent;
+    int active;                 /* the request is still running */
+    int has_server;
+    int has_date;
+    /* Set by wsgi.c for write(): */
+    wc_worker_t *w;
+    wc_channel_t *ch;
+    wc_request_t *req;
+    void *resp;                 /* struct response in wsgi.c */
+} StartResponseObject;
+
+extern PyType_Spec wc_start_response_spec;
+/* wsgi.c: write() of a running response. */
+int wc_response_write(StartResponseObject *sr, const char *p, size_t n)
+    WC_RAISES_NEG;
+
+/* ---- input.c: wsgi.input over memory --------------------------------- */
+
+extern PyType_Spec wc_input_spec;
+/* Steals `data` (malloc'd, may be NULL for empty). New reference. */
+PyObject *wc_input_new(PyTypeObject *type, char *data, size_t len);
+
+/* ---- filewrapper.c ------------------------------------------------------ */
+
+extern PyType_Spec wc_filewrapper_spec;
+extern PyType_Spec wc_disconnected_spec;
+PyObject *wc_disconnected_new(PyTypeObject *type, wc_channel_t *ch);
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *filelike;
+    Py_ssize_t block_size;
+} FileWrapperObject;
+
+#endif /* WC_H */

@@ -1,0 +1,240 @@
+"""Listening sockets and the server object.
+
+Python binds the sockets (so ``listen``, ``unix_socket`` and ``sockets=`` work
+exactly as in waitress) and hands their file descriptors to the C core, which
+serves them from a libuv loop with the GIL released.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import stat
+import threading
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
+
+from waitress_c.adjustments import Adjustments
+
+logger = logging.getLogger("waitress_c")
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _make_unix_socket(adj: Adjustments) -> socket.socket:
+    path = adj.unix_socket
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)  # a stale socket file from an earlier run
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, adj.unix_socket_perms)
+        sock.listen(adj.backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _make_tcp_socket(adj: Adjustments, family, socktype, proto, sockaddr):
+    sock = socket.socket(family, socktype, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+        sock.listen(adj.backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _sockinfo(sock: socket.socket) -> Tuple[str, str]:
+    """(effective_host, effective_port) as strings, as waitress gives them."""
+    if sock.family == socket.AF_UNIX:
+        return ("unix", sock.getsockname())
+    host, port = socket.getnameinfo(
+        sock.getsockname(), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
+    )
+    return host, port
+
+
+class BaseWSGIServer:
+    """A running-or-runnable server on one or more listening sockets.
+
+    ``run()`` serves in the calling thread until ``close()`` is called (from
+    any thread) or the process gets SIGINT/SIGTERM (when ``run()`` is in the
+    main thread); in-flight responses are finished first.
+    """
+
+    def __init__(self, application, adj: Adjustments, sockets, owned):
+        from waitress_c import _core
+
+        self.application = application
+        self.adj = adj
+        self.sockets: List[socket.socket] = list(sockets)
+        self._owned = owned
+        self.effective_listen = [_sockinfo(s) for s in self.sockets]
+        app = application
+        drop = False
+        if adj.trusted_proxy or (
+            adj.clear_untrusted_proxy_headers and adj.log_untrusted_proxy_headers
+        ):
+            from waitress_c.proxy_headers import proxy_headers_middleware
+
+            app = proxy_headers_middleware(
+                application,
+                trusted_proxy=adj.trusted_proxy,
+                trusted_proxy_count=adj.trusted_proxy_count,
+                trusted_proxy_headers=adj.trusted_proxy_headers,
+                clear_untrusted=adj.clear_untrusted_proxy_headers,
+                log_untrusted=adj.log_untrusted_proxy_headers,
+                logger=logger,
+            )
+        elif adj.clear_untrusted_proxy_headers:
+            drop = True  # the core drops them while building the environ
+        listeners = []
+        for sock, (host, port) in zip(self.sockets, self.effective_listen):
+            is_unix = sock.family == socket.AF_UNIX
+            listeners.append((sock.fileno(), is_unix, str(port)))
+        self._core = _core.Server(app, listeners, adj, drop_proxy_headers=drop)
+        self._threads: List[threading.Thread] = []
+        self._ran = False
+
+    def print_listen(self, format_str: str) -> None:
+        for host, port in self.effective_listen:
+            if ":" in host:
+                host = "[%s]" % host
+            logger.info(format_str.format(host, port))
+
+    def run(self) -> None:
+        if self._ran:
+            raise RuntimeError("run() may be called only once")
+        self._ran = True
+        core = self._core
+        for i in range(self.adj.threads):
+            t = threading.Thread(
+                target=core.worker, name="waitress_c-%d" % i, daemon=True
+            )
+            t.start()
+            self._threads.append(t)
+        restore = self._install_signals()
+        try:
+            core.run(sigfd=restore[0] if restore else -1)
+        finally:
+            if restore:
+                self._restore_signals(restore)
+            for t in self._threads:
+                t.join(timeout=5)
+            self._close_sockets()
+
+    def close(self) -> None:
+        """Stop serving: gracefully the first time, at once the second.
+        Safe from any thread, and before run()."""
+        self._core.close()
+
+    def _close_sockets(self) -> None:
+        for sock in self.sockets if self._owned else ():
+            sock.close()
+
+    def _install_signals(self):
+        """SIGINT/SIGTERM reach the loop through Python's wakeup fd (the
+        loop never needs the GIL for them)."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        r, w = socket.socketpair()
+        r.setblocking(False)
+        w.setblocking(False)
+        try:
+            old_fd = signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False)
+        except ValueError:
+            r.close()
+            w.close()
+            return None
+        old = {}
+        for sig in _STOP_SIGNALS:
+            # The handler runs only after run() returns: nothing to do then.
+            old[sig] = signal.signal(sig, lambda signum, frame: None)
+        return (r.fileno(), r, w, old_fd, old)
+
+    @staticmethod
+    def _restore_signals(state) -> None:
+        _, r, w, old_fd, old = state
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(old_fd)
+        r.close()
+        w.close()
+
+
+class TcpWSGIServer(BaseWSGIServer):
+    @property
+    def effective_host(self) -> str:
+        return self.effective_listen[0][0]
+
+    @property
+    def effective_port(self) -> str:
+        return self.effective_listen[0][1]
+
+
+class UnixWSGIServer(TcpWSGIServer):
+    pass
+
+
+class MultiSocketServer(BaseWSGIServer):
+    """More than one listener: only ``effective_listen``, as in waitress."""
+
+
+WSGIServer = TcpWSGIServer
+
+
+def create_server(application: Optional[Callable], **kw: Any) -> BaseWSGIServer:
+    """Bind the sockets ``kw`` describes and return a server; call
+    ``run()`` on it to serve.  Takes waitress's adjustments."""
+    if application is None:
+        raise ValueError(
+            'The "app" passed to ``create_server`` was ``None``.  You forgot '
+            "to return a WSGI app within your application."
+        )
+    adj = Adjustments(**kw)
+    owned = True
+    socks: List[socket.socket] = []
+    try:
+        if adj.sockets:
+            owned = False  # the caller's (socket activation): not closed
+            socks = list(adj.sockets)
+            for s in socks:
+                if s.family != socket.AF_UNIX:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.listen(adj.backlog)
+        elif adj.unix_socket and hasattr(socket, "AF_UNIX"):
+            socks = [_make_unix_socket(adj)]
+        else:
+            for family, socktype, proto, _, sockaddr in _entries(adj.listen):
+                socks.append(
+                    _make_tcp_socket(adj, family, socktype, proto, sockaddr)
+                )
+        if len(socks) == 1:
+            cls = UnixWSGIServer if socks[0].family == socket.AF_UNIX else TcpWSGIServer
+        else:
+            cls = MultiSocketServer
+        return cls(application, adj, socks, owned)
+    except BaseException:
+        if owned:
+            for s in socks:
+                s.close()
+        raise
+
+
+def _entries(listen: Iterable[Sequence]):
+    for entry in listen:
+        if len(entry) == 4:
+            family, socktype, proto, sockaddr = entry
+            yield family, socktype, proto, "", sockaddr
+        else:
+            yield tuple(entry)
