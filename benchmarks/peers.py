@@ -1,0 +1,434 @@
+"""The servers under test: their venvs, how each is installed, checked and
+started.  Each WSGI server runs ``apps:app`` from its own venv with
+``benchmarks/`` on ``sys.path``; nginx serves the same bytes as static files.
+"""
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+from common import (BENCH, HOST, LOGS, ROOT, VENVS, WORK, log, one_line,
+                    read_text, write_text)
+
+ALL = ["waitress_c", "waitress", "bjoern", "fastwsgi", "gunicorn", "uwsgi",
+       "nginx"]
+QUICK = ["waitress_c", "waitress", "bjoern"]
+
+
+def apt_install(package, probe):
+    """Install a Debian package if ``probe`` (a command) is missing."""
+    if shutil.which(probe) or (
+        probe.startswith("dpkg:")
+        and subprocess.call(["dpkg", "-s", probe[5:]],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL) == 0
+    ):
+        return None
+    if os.geteuid() != 0:
+        return "%s is missing: apt-get install %s" % (package, package)
+    log("installing %s with apt-get" % package)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    with open(os.path.join(LOGS, "apt-%s.log" % package), "wb") as out:
+        for cmd in (["apt-get", "update", "-qq"],
+                    ["apt-get", "install", "-y", "-qq", package]):
+            if subprocess.call(cmd, stdout=out, stderr=out, env=env) != 0:
+                return "apt-get install %s failed" % package
+    return None
+
+
+
+def source_digest(paths):
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        h.update(os.path.relpath(path, ROOT).encode())
+        with open(path, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+def waitress_c_sources():
+    """The working-tree files a build of waitress_c reads."""
+    paths = []
+    for name in os.listdir(ROOT):
+        full = os.path.join(ROOT, name)
+        if os.path.isfile(full) and (
+            name in ("setup.py", "pyproject.toml", "setup.cfg", "MANIFEST.in")
+            or name.startswith(("README", "LICENSE", "CHANGES"))
+        ):
+            paths.append(full)
+    for sub in ("csrc", "waitress_c"):
+        for dirpath, dirnames, filenames in os.walk(os.path.join(ROOT, sub)):
+            dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+            for name in filenames:
+                if name.endswith((".so", ".o", ".pyc")) or name.startswith("."):
+                    continue
+                paths.append(os.path.join(dirpath, name))
+    return paths
+
+
+class Venv:
+    """benchmarks/venvs/<name>: created once, reinstalled when its spec
+    changes.  A failed install is remembered (with its reason) until the spec
+    changes or --reinstall is given, so a peer that cannot build does not
+    cost minutes on every run."""
+
+    def __init__(self, name):
+        self.name = name
+        self.path = os.path.join(VENVS, name)
+        self.python = os.path.join(self.path, "bin", "python")
+        self.stamp = os.path.join(self.path, ".bench-installed")
+        self.failed = os.path.join(self.path, ".bench-failed")
+        self.log = os.path.join(LOGS, "install-%s.log" % name)
+
+    def bin(self, name):
+        return os.path.join(self.path, "bin", name)
+
+    def ensure(self, spec, install, reinstall=False):
+        """Return None when ready, else the reason it is not."""
+        if not reinstall:
+            if read_text(self.stamp) == spec:
+                return None
+            failed = read_text(self.failed)
+            if failed and failed.split("\n", 1)[0] == spec:
+                return failed.split("\n", 1)[1] + " (cached; --reinstall)"
+        log("setting up venv %s (%s)" % (self.name, one_line(spec, 60)))
+        for stale in (self.stamp, self.failed):
+            if os.path.exists(stale):
+                os.unlink(stale)
+        with open(self.log, "wb") as out:
+            if not os.path.exists(self.python):
+                rc = subprocess.call([sys.executable, "-m", "venv", self.path],
+                                     stdout=out, stderr=out)
+                if rc != 0:
+                    return self.fail(spec, "python -m venv failed")
+            for args in install:
+                out.write(("\n$ pip %s\n" % " ".join(args)).encode())
+                out.flush()
+                rc = subprocess.call(
+                    [self.python, "-m", "pip", "--disable-pip-version-check",
+                     "--no-input"] + args,
+                    stdout=out, stderr=out, cwd=WORK,
+                )
+                if rc != 0:
+                    return self.fail(spec, "pip %s failed: %s" % (
+                        args[0], pip_error(self.log)))
+        write_text(self.stamp, spec)
+        return None
+
+    def fail(self, spec, reason):
+        write_text(self.failed, spec + "\n" + reason)
+        return reason
+
+    def version(self, dist):
+        try:
+            return subprocess.check_output(
+                [self.python, "-c",
+                 "import importlib.metadata as m, sys;"
+                 "print(m.version(sys.argv[1]))", dist],
+                stderr=subprocess.DEVNULL, cwd=WORK,
+            ).decode().strip()
+        except (OSError, subprocess.CalledProcessError):
+            return "?"
+
+
+def pip_error(path):
+    """The most telling lines of a failed pip log."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = [x.strip() for x in f]
+    except OSError:
+        return "see " + path
+    keys = ("error:", "Error:", "ERROR:", "fatal error", "No such file")
+    hits = [x for x in lines if any(k in x for k in keys)
+            and "Running setup.py" not in x and "subprocess-exited" not in x]
+    picked = hits[:2] if hits else lines[-2:]
+    return one_line("; ".join(picked), 200) + " (log: %s)" % (
+        os.path.relpath(path, ROOT))
+
+
+def copy_waitress_c_tree():
+    """Copy the build inputs to .work/src so pip never writes into the
+    working tree that other people are building in."""
+    dest = os.path.join(WORK, "src-waitress_c")
+    if os.path.exists(dest):
+        shutil.rmtree(dest)
+    for path in waitress_c_sources():
+        target = os.path.join(dest, os.path.relpath(path, ROOT))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copy2(path, target)
+    return dest
+
+
+# ------------------------------------------------------------------ servers
+
+class Server:
+    """How to install, check and start one server.
+
+    After ``prepare()``, ``reason`` is None when the server can run, or says
+    why not; ``command(port, scenario)`` is its argv and ``env()`` its
+    environment.  ``data`` is the run's DataDir.
+    """
+
+    name = ""
+    dist = ""          # the pip distribution whose version is reported
+    how = ""           # one line for the report
+    wsgi = True
+
+    def __init__(self, data, reinstall=False):
+        self.data = data
+        self.reinstall = reinstall
+        self.venv = Venv(self.name)
+        self.reason = None
+        self.version = ""
+
+    def pip_specs(self):
+        return [self.dist]
+
+    def prepare(self):
+        spec = "packages: %s" % " ".join(self.pip_specs())
+        install = [["install", "-q"] + self.pip_specs()]
+        self.reason = self.venv.ensure(spec, install, self.reinstall)
+        if self.reason is None:
+            self.reason = self.check()
+        if self.reason is None:
+            self.version = self.venv.version(self.dist)
+
+    def check(self):
+        return None
+
+    def env(self):
+        env = dict(os.environ)
+        for var in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):
+            env.pop(var, None)
+        env["PYTHONPATH"] = BENCH
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env["WC_BENCH_FILE"] = self.data.file
+        return env
+
+    def command(self, port, scenario):
+        raise NotImplementedError
+
+    def stop_signal(self):
+        return signal.SIGTERM
+
+
+class WaitressC(Server):
+    name = "waitress_c"
+    dist = "waitress_c"
+    how = "waitress-c-serve --threads=4 (release build of the working tree)"
+
+    def prepare(self):
+        digest = source_digest(waitress_c_sources())
+        spec = "waitress_c working tree %s" % digest
+        if not self.reinstall and read_text(self.venv.stamp) == spec:
+            install = []
+        else:
+            src = copy_waitress_c_tree()
+            install = [
+                ["install", "-q", "setuptools>=61", "wheel"],
+                ["uninstall", "-y", "-q", "waitress_c"],
+                ["install", "-q", "--no-build-isolation", src],
+            ]
+        self.reason = self.venv.ensure(spec, install, self.reinstall)
+        if self.reason is None:
+            self.reason = self.check()
+        if self.reason is None:
+            self.version = "%s (tree %s)" % (self.venv.version(self.dist),
+                                             digest[:8])
+
+    def check(self):
+        probe = subprocess.run(
+            [self.venv.python, "-c",
+             "import waitress_c, waitress_c._core; print(waitress_c.__file__)"],
+            capture_output=True, cwd=WORK,
+        )
+        if probe.returncode != 0:
+            err = probe.stderr.decode(errors="replace").strip().splitlines()
+            return "import waitress_c._core failed: %s" % one_line(
+                err[-1] if err else "?")
+        if not probe.stdout.decode().startswith(self.venv.path):
+            return "waitress_c imported from outside its venv: %s" % (
+                probe.stdout.decode().strip())
+        if not os.path.exists(self.venv.bin("waitress-c-serve")):
+            return "no waitress-c-serve script in the venv"
+        return None
+
+    def command(self, port, scenario):
+        argv = [self.venv.bin("waitress-c-serve"),
+                "--listen=%s:%d" % (HOST, port), "--threads=4"]
+        if scenario.name == "idle10k":
+            argv.append("--connection-limit=20000")
+        return argv + ["apps:app"]
+
+
+class Waitress(Server):
+    name = "waitress"
+    dist = "waitress"
+    how = "waitress-serve --threads=4"
+
+    def command(self, port, scenario):
+        argv = [self.venv.bin("waitress-serve"),
+                "--listen=%s:%d" % (HOST, port), "--threads=4"]
+        if scenario.name == "idle10k":
+            # select() cannot watch fds past 1024: waitress needs poll here.
+            argv += ["--connection-limit=20000", "--asyncore-use-poll"]
+        return argv + ["apps:app"]
+
+
+class Bjoern(Server):
+    name = "bjoern"
+    dist = "bjoern"
+    how = "bjoern.run (one thread, libev)"
+
+    def prepare(self):
+        self.reason = apt_install("libev-dev", "dpkg:libev-dev")
+        if self.reason is None:
+            Server.prepare(self)
+
+    def command(self, port, scenario):
+        return [self.venv.python, os.path.join(BENCH, "launch.py"), "bjoern",
+                str(port)]
+
+
+class FastWSGI(Server):
+    name = "fastwsgi"
+    dist = "fastwsgi"
+    how = "fastwsgi.run (one thread, libuv)"
+
+    def command(self, port, scenario):
+        return [self.venv.python, os.path.join(BENCH, "launch.py"),
+                "fastwsgi", str(port)]
+
+
+class Gunicorn(Server):
+    name = "gunicorn"
+    dist = "gunicorn"
+    how = "gunicorn --worker-class=gthread --threads=4 --workers=1"
+
+    def command(self, port, scenario):
+        argv = [self.venv.bin("gunicorn"), "--worker-class=gthread",
+                "--workers=1", "--threads=4", "--bind=%s:%d" % (HOST, port),
+                "--log-level=warning", "--backlog=2048"]
+        if scenario.name == "idle10k":
+            argv.append("--worker-connections=20000")
+        return argv + ["apps:app"]
+
+
+class UWSGI(Server):
+    name = "uwsgi"
+    dist = "uwsgi"
+    how = "uwsgi --http11-socket --threads=4 --processes=1"
+
+    def command(self, port, scenario):
+        return [self.venv.bin("uwsgi"),
+                "--http11-socket=%s:%d" % (HOST, port),
+                "--processes=1", "--threads=4", "--pythonpath=" + BENCH,
+                "--module=apps:app", "--disable-logging", "--die-on-term",
+                "--listen=1024", "--need-app", "--lazy-apps"]
+
+    def stop_signal(self):
+        return signal.SIGINT
+
+
+class Nginx(Server):
+    name = "nginx"
+    dist = "nginx"
+    how = "static files, 1 worker: the I/O reference, not a WSGI server"
+    wsgi = False
+
+    def prepare(self):
+        self.reason = apt_install("nginx", "nginx")
+        if self.reason is None:
+            self.binary = shutil.which("nginx") or "/usr/sbin/nginx"
+            out = subprocess.run([self.binary, "-v"], capture_output=True)
+            self.version = out.stderr.decode().strip().split("/")[-1]
+
+    def command(self, port, scenario):
+        conf = self.data.nginx_conf(port)
+        return [self.binary, "-p", self.data.dir, "-c", conf,
+                "-e", os.path.join(self.data.dir, "error.log")]
+
+    def stop_signal(self):
+        return signal.SIGQUIT
+
+
+CLASSES = {c.name: c for c in (WaitressC, Waitress, Bjoern, FastWSGI,
+                               Gunicorn, UWSGI, Nginx)}
+
+
+class DataDir:
+    """A temp dir (world-readable, for nginx's workers) with the 10 MiB file,
+    nginx's document root and its generated configs."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="waitress_c-bench-")
+        os.chmod(self.dir, 0o755)
+        self.www = os.path.join(self.dir, "www")
+        os.mkdir(self.www)
+        os.chmod(self.www, 0o755)
+        # apps.py creates the 10 MiB file where WC_BENCH_FILE says; the
+        # servers get the same variable and serve the same file.
+        self.file = os.path.join(self.www, "file")
+        os.environ["WC_BENCH_FILE"] = self.file
+        if BENCH not in sys.path:
+            sys.path.insert(0, BENCH)
+        import apps  # the same bytes the WSGI apps send
+
+        apps.data_file()
+        for name, data in (("hello", apps.HELLO), ("1mib", apps.BIG)):
+            with open(os.path.join(self.www, name), "wb") as f:
+                f.write(data)
+        for name in os.listdir(self.www):
+            os.chmod(os.path.join(self.www, name), 0o644)
+
+    def nginx_conf(self, port):
+        path = os.path.join(self.dir, "nginx-%d.conf" % port)
+        write_text(path, NGINX_CONF % {
+            "dir": self.dir, "port": port, "www": self.www, "host": HOST})
+        return path
+
+    def remove(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+NGINX_CONF = """\
+# generated by benchmarks/run.py: one worker, static files, loopback only
+worker_processes 1;
+daemon off;
+pid %(dir)s/nginx.pid;
+error_log %(dir)s/error.log warn;
+worker_rlimit_nofile 20000;
+events {
+    worker_connections 20000;
+}
+http {
+    access_log off;
+    client_body_temp_path %(dir)s/tmp-body;
+    proxy_temp_path %(dir)s/tmp-proxy;
+    fastcgi_temp_path %(dir)s/tmp-fastcgi;
+    uwsgi_temp_path %(dir)s/tmp-uwsgi;
+    scgi_temp_path %(dir)s/tmp-scgi;
+    default_type text/plain;
+    sendfile on;
+    tcp_nodelay on;
+    open_file_cache max=16;
+    open_file_cache_valid 300s;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    server {
+        listen %(host)s:%(port)d backlog=4096;
+        root %(www)s;
+        types { }
+        # 13 bytes: one writev beats headers + sendfile (~1.8x here)
+        location = /hello {
+            sendfile off;
+        }
+    }
+}
+"""
+
+

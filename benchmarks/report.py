@@ -1,0 +1,415 @@
+"""Medians over rounds, and the markdown report written to
+benchmarks/results/."""
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+from common import MIB, one_line
+from scenarios import BY_NAME
+
+LOAD_KEYS = ("connect", "read", "write", "status", "timeout")
+
+
+# --------------------------------------------------------------- summaries
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize(runs):
+    """Medians over the rounds of one (pass, scenario, server)."""
+    good = [r for r in runs if "error" not in r]
+    s = {
+        "rounds": len(runs),
+        "good": len(good),
+        "failures": [r["error"] for r in runs if "error" in r],
+        "notes": sorted({n for r in runs for n in r.get("notes", ())}),
+    }
+    if not good:
+        return s
+    if "rps" in good[0]:
+        rps = [r["rps"] for r in good]
+        kinds = {}
+        for r in good:
+            for k, v in r["error_kinds"].items():
+                kinds[k] = kinds.get(k, 0) + v
+        probes = [r["probe_ms"] for r in good]
+        s.update(
+            rps=med(rps),
+            spread=(max(rps) - min(rps)) / med(rps) if med(rps) else 0.0,
+            p50=med([r["p50"] for r in good]),
+            p99=med([r["p99"] for r in good]),
+            errors=sum(r["errors"] for r in good),
+            error_kinds=kinds,
+            cpu_us=med([r["cpu_us"] for r in good]),
+            rss=med([r["rss"] for r in good]),
+            probe_ms=med(probes),
+            probe_failed=sum(1 for p in probes if p is None),
+        )
+    else:
+        s.update(
+            opened=med([r["opened"] for r in good]),
+            wanted=good[0]["wanted"],
+            still_open=med([r["still_open"] for r in good]),
+            rss_per_conn=med([r["rss_per_conn"] for r in good]),
+            new_p50=med([r["new_p50"] for r in good]),
+            new_max=med([r["new_max"] for r in good]),
+            errors=sum(r["errors"] for r in good),
+            rss=med([r["rss"] for r in good]),
+        )
+    return s
+
+
+# -------------------------------------------------------------- formatting
+
+def fmt_num(v, digits=0):
+    if v is None:
+        return "-"
+    return "{:,.{d}f}".format(v, d=digits)
+
+
+def fmt_ms(v):
+    if v is None:
+        return "-"
+    if v < 10:
+        return "%.2f" % v
+    return "%.1f" % v if v < 100 else "%.0f" % v
+
+
+def fmt_mb(v):
+    return "-" if v is None else "%.1f" % (v / MIB)
+
+
+def fmt_ratio(a, b):
+    if a is None or not b:
+        return "-"
+    return "%.2fx" % (a / b)
+
+
+def fmt_bytes(v):
+    if v is None:
+        return "-"
+    if abs(v) >= 10 * 1024:
+        return "%.1f KB" % (v / 1024)
+    return "%.0f B" % v
+
+
+def fmt_probe(s):
+    if s.get("probe_failed"):
+        return "no answer (%d/%d)" % (s["probe_failed"], s["good"])
+    return fmt_ms(s.get("probe_ms"))
+
+
+def failure_text(s):
+    text = s["failures"][0] if s["failures"] else "no result"
+    return "fails: %s" % one_line(text, 110)
+
+
+def row(cells):
+    return "| " + " | ".join(cells) + " |"
+
+
+# ------------------------------------------------------------------ report
+
+class Report:
+    """Renders one run.  ``results`` maps (pass, scenario, server) to a
+    summary; ``servers`` are the prepared peers.Server objects."""
+
+    def __init__(self, opts, servers, results, started, elapsed):
+        self.opts = opts
+        self.servers = servers
+        self.results = results
+        self.started = started
+        self.elapsed = elapsed
+        self.lines = []
+
+    def add(self, line=""):
+        self.lines.append(line)
+
+    def get(self, pname, scenario, server):
+        return self.results.get((pname, scenario, server))
+
+    def render(self):
+        self.header()
+        first = self.opts.passes[0][0]
+        self.targets(first)
+        for pname, scen_names in self.opts.passes:
+            self.one_pass(pname, scen_names)
+        return "\n".join(self.lines) + "\n"
+
+    def header(self):
+        o = self.opts
+        day = time.strftime("%Y-%m-%d", time.localtime(self.started))
+        self.add("# waitress_c benchmarks, %s, commit %s" % (day, o.commit))
+        self.add()
+        self.add("- machine: %s, %d CPUs, %s" % (
+            cpu_model(), os.cpu_count(), memory_total()))
+        self.add("- kernel: %s %s" % (platform.system(), platform.release()))
+        self.add("- Python: %s (every venv is made from %s)" % (
+            platform.python_version(), sys.executable))
+        self.add("- commit: %s" % o.commit)
+        self.add("- command: `%s`" % o.command)
+        self.add("- load: wrk %s, %d s per run after %d s of warm-up, "
+                 "%d round(s); servers interleaved within each round; "
+                 "medians quoted; the whole run took %.0f s" % (
+                     wrk_version(), o.duration, o.warmup, o.rounds,
+                     self.elapsed))
+        self.add("- pinned: server on CPU %d, wrk (one thread) on CPU %d, "
+                 "with taskset; unpinned: no affinity, wrk with two threads" %
+                 (o.server_cpu, o.client_cpu))
+        self.add()
+        self.add("| server | version | how it runs |")
+        self.add("|---|---|---|")
+        for srv in self.servers:
+            version = srv.version if srv.reason is None else (
+                "**unavailable**: %s" % srv.reason)
+            self.add(row([srv.name, version, srv.how]))
+        self.add()
+
+    def applies(self, srv, sc):
+        return srv.wsgi or BY_NAME[sc].nginx
+
+    # ---------------------------------------------------------- targets
+    def targets(self, pname):
+        """Issue 5's targets for waitress_c, from this run's medians."""
+        if not any(s.name == "waitress_c" and s.reason is None
+                   for s in self.servers):
+            return
+        checks = target_checks(lambda sc, name: self.get(pname, sc, name),
+                               [s.name for s in self.servers
+                                if s.wsgi and s.name != "waitress_c"])
+        if not checks:
+            return
+        self.add("## waitress_c against the targets of issue 5 (%s)" % pname)
+        self.add()
+        self.add("| target | waitress_c | bound | met |")
+        self.add("|---|---|---|---|")
+        for what, ours, bound, met in checks:
+            self.add(row([what, ours, bound,
+                          "-" if met is None else ("yes" if met else "**no**")]))
+        self.add()
+
+    # ------------------------------------------------------------ a pass
+    def one_pass(self, pname, scen_names):
+        o = self.opts
+        if pname == "pinned":
+            self.add("## Pinned: server on CPU %d, wrk on CPU %d" % (
+                o.server_cpu, o.client_cpu))
+        else:
+            self.add("## Unpinned")
+        self.add()
+        load = [n for n in scen_names if n != "idle10k"]
+        if load:
+            self.matrix(pname, load, "req/s (median)", "rps", 0)
+            self.matrix(pname, load,
+                        "server CPU microseconds per request (median)",
+                        "cpu_us", 1)
+        for sc in scen_names:
+            self.add("### %s: %s" % (sc, BY_NAME[sc].what))
+            self.add()
+            if sc == "idle10k":
+                self.idle_table(pname)
+            else:
+                self.load_table(pname, sc)
+            self.add()
+
+    def matrix(self, pname, scen_names, title, key, digits):
+        names = [s.name for s in self.servers]
+        self.add("### " + title)
+        self.add()
+        self.add(row(["scenario"] + names))
+        self.add("|---" * (len(names) + 1) + "|")
+        for sc in scen_names:
+            cells = [sc]
+            for srv in self.servers:
+                s = self.get(pname, sc, srv.name)
+                if srv.reason is not None or not self.applies(srv, sc):
+                    cells.append("n/a")
+                elif s is None:
+                    cells.append("-")
+                elif s.get(key) is None:
+                    cells.append("fails")
+                else:
+                    text = fmt_num(s[key], digits)
+                    if s.get("errors"):
+                        text += " (%s err)" % fmt_num(s["errors"])
+                    cells.append(text)
+            self.add(row(cells))
+        self.add()
+
+    def load_table(self, pname, sc):
+        wr = self.get(pname, sc, "waitress") or {}
+        bj = self.get(pname, sc, "bjoern") or {}
+        self.add("| server | req/s | x waitress | x bjoern | spread | p50 ms "
+                 "| p99 ms | new conn ms | errors | CPU us/req "
+                 "| CPU x bjoern | peak RSS MB | notes |")
+        self.add("|---" * 13 + "|")
+        for srv in self.servers:
+            if srv.reason is not None:
+                self.add(row([srv.name, "unavailable"] + [""] * 11))
+                continue
+            if not self.applies(srv, sc):
+                continue
+            s = self.get(pname, sc, srv.name)
+            if s is None:
+                continue
+            if s.get("rps") is None:
+                self.add(row([srv.name, failure_text(s)] + [""] * 10
+                             + ["; ".join(s["notes"])]))
+                continue
+            errors = fmt_num(s["errors"])
+            if s["error_kinds"]:
+                errors += " (%s)" % ", ".join(
+                    "%s %s" % (k, fmt_num(v))
+                    for k, v in sorted(s["error_kinds"].items()))
+            notes = list(s["notes"])
+            if s["good"] < s["rounds"]:
+                notes.append("%d of %d rounds failed: %s" % (
+                    s["rounds"] - s["good"], s["rounds"],
+                    one_line(s["failures"][0], 80)))
+            self.add(row([
+                srv.name, fmt_num(s["rps"]),
+                fmt_ratio(s["rps"], wr.get("rps")),
+                fmt_ratio(s["rps"], bj.get("rps")),
+                "%.0f%%" % (s["spread"] * 100),
+                fmt_ms(s["p50"]), fmt_ms(s["p99"]), fmt_probe(s), errors,
+                fmt_num(s["cpu_us"], 1),
+                fmt_ratio(s["cpu_us"], bj.get("cpu_us")),
+                fmt_mb(s["rss"]), "; ".join(notes),
+            ]))
+
+    def idle_table(self, pname):
+        bj = self.get(pname, "idle10k", "bjoern") or {}
+        self.add("| server | connections held | RSS per connection "
+                 "| x bjoern | new request p50 ms | new request max ms "
+                 "| errors | peak RSS MB |")
+        self.add("|---" * 8 + "|")
+        for srv in self.servers:
+            if srv.reason is not None:
+                self.add(row([srv.name, "unavailable"] + [""] * 6))
+                continue
+            s = self.get(pname, "idle10k", srv.name)
+            if s is None:
+                continue
+            if s.get("opened") is None:
+                self.add(row([srv.name, failure_text(s)] + [""] * 6))
+                continue
+            self.add(row([
+                srv.name,
+                "%s of %s (%s still open)" % (
+                    fmt_num(s["opened"]), fmt_num(s["wanted"]),
+                    fmt_num(s["still_open"])),
+                fmt_bytes(s["rss_per_conn"]),
+                fmt_ratio(s["rss_per_conn"], bj.get("rss_per_conn")),
+                fmt_ms(s["new_p50"]), fmt_ms(s["new_max"]),
+                fmt_num(s["errors"]), fmt_mb(s["rss"]),
+            ]))
+
+
+def target_checks(get, peers):
+    """[(what, ours, bound, met)] for the targets of issue 5 that this run
+    measured.  ``get(scenario, server)`` returns a summary or None;
+    ``peers`` are the WSGI peers that ran (for "best peer")."""
+    out = []
+
+    def value(sc, name, key):
+        s = get(sc, name)
+        return None if s is None else s.get(key)
+
+    def best_peer(sc):
+        vals = [(value(sc, p, "rps"), p) for p in peers]
+        vals = [v for v in vals if v[0] is not None]
+        return max(vals) if vals else (None, None)
+
+    def ge(what, sc, bound, label, key="rps", fmt=fmt_num):
+        ours = value(sc, "waitress_c", key)
+        if get(sc, "waitress_c") is None:
+            return
+        if ours is None:
+            out.append((what, "fails", label, False))
+            return
+        met = None if bound is None else ours >= bound
+        out.append((what, fmt(ours), label, met))
+
+    bj = lambda sc, key="rps": value(sc, "bjoern", key)  # noqa: E731
+    own_hello = value("hello-100", "waitress_c", "rps")
+
+    def times(v, k):
+        return None if v is None else v * k
+
+    ge("hello-100 req/s >= bjoern", "hello-100", bj("hello-100"),
+       fmt_num(bj("hello-100")))
+    if get("hello-100", "waitress_c") is not None:
+        ours = value("hello-100", "waitress_c", "cpu_us")
+        out.append(("hello-100 server CPU per request <= 6 us",
+                    fmt_num(ours, 1) + " us" if ours else "fails", "6.0 us",
+                    None if ours is None else ours <= 6.0))
+        p99, bp99 = value("hello-100", "waitress_c", "p99"), bj("hello-100",
+                                                                "p99")
+        out.append(("hello-100 p99 <= bjoern", fmt_ms(p99) + " ms",
+                    fmt_ms(bp99) + " ms",
+                    None if p99 is None or bp99 is None else p99 <= bp99))
+    ge("pipeline16 >= 2x own hello-100", "pipeline16", times(own_hello, 2),
+       fmt_num(times(own_hello, 2)))
+    ge("hello-1 >= bjoern", "hello-1", bj("hello-1"), fmt_num(bj("hello-1")))
+    ge("hello-1000 >= bjoern", "hello-1000", bj("hello-1000"),
+       fmt_num(bj("hello-1000")))
+    s = get("hello-1000", "waitress_c")
+    if s is not None and s.get("errors") is not None:
+        out.append(("hello-1000 errors = 0", fmt_num(s["errors"]), "0",
+                    s["errors"] == 0))
+    ge("close >= 1.2x bjoern", "close", times(bj("close"), 1.2),
+       fmt_num(times(bj("close"), 1.2)))
+    ge("chunked >= 0.8x own hello-100", "chunked", times(own_hello, 0.8),
+       fmt_num(times(own_hello, 0.8)))
+    for sc in ("1mib", "post64k", "file10m"):
+        best, who = best_peer(sc)
+        ge("%s >= best peer" % sc, sc, best,
+           "%s (%s)" % (fmt_num(best), who) if who else "-")
+    ge("sleep10ms >= 380 req/s", "sleep10ms", 380, "380")
+    s = get("idle10k", "waitress_c")
+    if s is not None:
+        per = s.get("rss_per_conn")
+        out.append(("idle10k RSS per connection <= 320 B", fmt_bytes(per),
+                    "320 B", None if per is None else per <= 320))
+        lat = s.get("new_max")
+        out.append(("idle10k new request < 10 ms (worst of 11)",
+                    fmt_ms(lat) + " ms" if lat is not None else "fails",
+                    "10 ms", None if lat is None else lat < 10))
+    return out
+
+
+# ---------------------------------------------------------------- machine
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def memory_total():
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(f.readline().split()[1])
+        return "%.0f GiB RAM" % (kb / 1024 / 1024)
+    except (OSError, ValueError, IndexError):
+        return "? RAM"
+
+
+def wrk_version():
+    try:
+        out = subprocess.run(["wrk", "-v"], capture_output=True)
+    except OSError:
+        return "?"
+    words = (out.stdout + out.stderr).decode(errors="replace").split()
+    return words[1] if len(words) > 1 else "?"

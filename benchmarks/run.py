@@ -1,0 +1,555 @@
+"""Benchmark waitress_c against its peers, side by side, in one run.
+
+    python benchmarks/run.py                  # every scenario, every server
+    python benchmarks/run.py --quick          # hello at 100 connections:
+                                              # waitress_c, waitress, bjoern
+    python benchmarks/run.py --servers waitress_c,bjoern --scenarios hello-1
+
+Each server runs from its own venv under ``benchmarks/venvs/<name>``, created
+on demand with the interpreter running this script; waitress_c is installed
+there from a copy of this repository's working tree, as a release build.
+nginx (Debian) serves the same bytes as static files: the machine's I/O
+reference, not a WSGI peer.  Load comes from wrk, only ever against
+127.0.0.1 and bounded by ``--duration``.  The server is pinned to CPU 0 and
+wrk to CPU 1 with taskset, and an unpinned pass follows.  Servers are
+interleaved (A B C, A B C, ...), each scenario is repeated ``--rounds``
+times, and the tables quote medians.  docs/benchmarks.rst says how to read
+them.  The report goes to ``benchmarks/results/<date>-<commit>.md`` and to
+stdout; progress goes to stderr.
+"""
+
+import argparse
+import json
+import os
+import resource
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import client
+import peers
+import report
+import scenarios
+from common import (HOST, LOGS, LUA, RESULTS, ROOT, VENVS, WORK, log,
+                    one_line, tail, write_text)
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SERVER_CPU = 0
+CLIENT_CPU = 1
+RUNNING = set()
+
+
+# ------------------------------------------------------------------ helpers
+
+def free_port():
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def raise_nofile():
+    """Lift the soft open-file limit to the hard one; children inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def git(*args):
+    try:
+        return subprocess.check_output(
+            ["git", "-C", ROOT] + list(args), stderr=subprocess.DEVNULL
+        ).decode().strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+# ---------------------------------------------------- process measurements
+
+def read_stat(pid):
+    """Fields of /proc/PID/stat from the state on (field 3 is index 0)."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rindex(b")") + 2:].split()
+
+
+def group_pids(pgid):
+    """Every live process of the process group ``pgid``: a server started
+    in its own session keeps its workers (gunicorn, nginx) in it."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            fields = read_stat(int(name))
+            if fields is not None and int(fields[2]) == pgid:
+                pids.append(int(name))
+    return pids
+
+
+def group_cpu(pgid):
+    """utime + stime of the group, reaped children included, in seconds."""
+    ticks = 0
+    for pid in group_pids(pgid):
+        f = read_stat(pid)
+        if f is not None:
+            ticks += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+    return ticks / CLK_TCK
+
+
+def group_status(pgid, key):
+    """A kB field of /proc/PID/status summed over the group, in bytes."""
+    total = 0
+    for pid in group_pids(pgid):
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                for line in f:
+                    if line.startswith(key + ":"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            pass
+    return total
+
+
+# ------------------------------------------------------- a running server
+
+class Running:
+    """A started server: its own session and process group, a free
+    loopback port, and a log under .work/logs.  ``stop()`` ends the group."""
+
+    def __init__(self, server, scenario, pinned):
+        self.server = server
+        self.port = free_port()
+        self.logpath = os.path.join(LOGS, "%s.log" % server.name)
+        argv = server.command(self.port, scenario)
+        if pinned:
+            argv = ["taskset", "-c", str(SERVER_CPU)] + argv
+        self.out = open(self.logpath, "ab")
+        self.out.write(("\n==== %s %s %s\n$ %s\n" % (
+            time.strftime("%H:%M:%S"), scenario.name,
+            "pinned" if pinned else "unpinned",
+            " ".join(shlex.quote(a) for a in argv))).encode())
+        self.out.flush()
+        try:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=self.out,
+                stderr=subprocess.STDOUT, env=server.env(), cwd=WORK,
+                start_new_session=True,
+            )
+        except BaseException:
+            self.out.close()
+            raise
+        self.pgid = self.proc.pid
+        RUNNING.add(self)
+
+    def wait_ready(self, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return "exited with %s at start: %s" % (
+                    self.proc.returncode, tail(self.logpath, 3))
+            try:
+                with socket.create_connection((HOST, self.port), timeout=1):
+                    return None
+            except OSError:
+                time.sleep(0.05)
+        return "not listening after %.0f s" % timeout
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self):
+        """Signal the whole group, then SIGKILL whatever is left."""
+        try:
+            if self.proc.poll() is None:
+                try:
+                    os.killpg(self.pgid, self.server.stop_signal())
+                    self.proc.wait(timeout=5)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    pass
+            try:
+                os.killpg(self.pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                log("warning: %s (pid %d) did not exit" % (
+                    self.server.name, self.pgid))
+        finally:
+            self.out.close()
+            RUNNING.discard(self)
+
+
+def stop_all():
+    for run in list(RUNNING):
+        run.stop()
+
+
+# ----------------------------------------------------------------- loading
+
+def wrk_argv(scenario, port, duration, pinned):
+    threads = max(1, min(1 if pinned else 2, scenario.conns))
+    argv = ["wrk", "-t%d" % threads, "-c%d" % scenario.conns,
+            "-d%ds" % duration, "--timeout", "5s", "--latency", "-s", LUA]
+    for h in scenario.headers:
+        argv += ["-H", h]
+    argv += ["http://%s:%d%s" % (HOST, port, scenario.path), "--"]
+    argv += scenario.mode
+    if pinned:
+        argv = ["taskset", "-c", str(CLIENT_CPU)] + argv
+    return argv
+
+
+def run_wrk(argv, timeout):
+    """Run wrk; returns (summary dict, None) or (None, why it failed)."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, timeout=timeout,
+                              cwd=WORK)
+    except subprocess.TimeoutExpired:
+        return None, "wrk did not finish in %.0f s" % timeout
+    out = proc.stdout.decode(errors="replace")
+    for line in out.splitlines():
+        if line.startswith("WRK_JSON "):
+            return json.loads(line[len("WRK_JSON "):]), None
+    return None, "wrk failed (%d): %s" % (
+        proc.returncode, one_line(proc.stderr.decode(errors="replace")
+                                  or out, 120))
+
+
+class Probe(threading.Thread):
+    """Halfway through the load, time one request on a new connection: a
+    server that serves only as many connections as it has threads leaves it
+    waiting, however good wrk's own latency looks."""
+
+    def __init__(self, port, delay, timeout, pinned):
+        threading.Thread.__init__(self, daemon=True)
+        self.port, self.delay, self.timeout = port, delay, timeout
+        self.pinned = pinned
+        self.ms = None
+
+    def run(self):
+        if self.pinned:
+            os.sched_setaffinity(0, {CLIENT_CPU})  # this thread only
+        time.sleep(self.delay)
+        seconds = client.timed_request(self.port, "/hello", self.timeout)
+        self.ms = None if seconds is None else seconds * 1000.0
+
+
+def start_checked(server, scenario, pinned):
+    """Start ``server`` and run the scenario's preflight.  Returns
+    (Running, error, notes); the caller stops the Running."""
+    run = Running(server, scenario, pinned)
+    try:
+        err = run.wait_ready()
+        notes = []
+        if err is None:
+            err, notes = scenarios.preflight(run.port, scenario)
+    except BaseException:
+        run.stop()
+        raise
+    return run, err, notes
+
+
+def measure(server, scenario, pinned, opts):
+    """Start, check, warm, load and stop one server: one round's result."""
+    result = {"server": server.name}
+    run, err, result["notes"] = start_checked(server, scenario, pinned)
+    try:
+        if err is not None:
+            result["error"] = err
+            return result
+        if opts.warmup > 0:
+            run_wrk(wrk_argv(scenario, run.port, opts.warmup, pinned),
+                    opts.warmup + 30)
+        probe = Probe(run.port, opts.duration / 2.0,
+                      max(1.0, opts.duration / 2.0 - 0.5), pinned)
+        cpu0 = group_cpu(run.pgid)
+        probe.start()
+        stats, err = run_wrk(
+            wrk_argv(scenario, run.port, opts.duration, pinned),
+            opts.duration + 60)
+        cpu1 = group_cpu(run.pgid)
+        probe.join(opts.duration + 5)
+        if err is not None:
+            result["error"] = err
+            return result
+        requests = stats["requests"]
+        if requests == 0:
+            result["error"] = "wrk completed no request"
+            return result
+        seconds = stats["duration_us"] / 1e6
+        kinds = {k: stats[k] for k in report.LOAD_KEYS if stats[k]}
+        if stats["max_us"] == 0:
+            # wrk records one latency per completed pipelined batch (or
+            # request): none means no batch ever completed.
+            result["notes"].append("wrk recorded no latency")
+        result.update(
+            rps=requests / seconds,
+            # wrk answers 0 for a percentile its histogram cannot place.
+            p50=stats["p50_us"] / 1000.0 or None,
+            p99=stats["p99_us"] / 1000.0 or None,
+            errors=sum(kinds.values()),
+            error_kinds=kinds,
+            cpu_us=(cpu1 - cpu0) * 1e6 / requests,
+            rss=group_status(run.pgid, "VmHWM"),
+            requests=requests,
+            probe_ms=probe.ms,
+        )
+        if not run.alive():
+            result["error"] = "server died during the run: %s" % tail(
+                run.logpath, 2)
+        return result
+    finally:
+        run.stop()
+
+
+def measure_idle(server, scenario, pinned, opts):
+    """Open ``--idle-conns`` keep-alive connections (each sends one request
+    and reads the answer, then sits idle), then measure the RSS they cost and
+    the time a new connection waits for an answer.  Time-boxed."""
+    result = {"server": server.name}
+    count = opts.idle_conns
+    run, err, result["notes"] = start_checked(server, scenario, pinned)
+    socks = []
+    affinity = os.sched_getaffinity(0)
+    try:
+        if err is not None:
+            result["error"] = err
+            return result
+        if pinned:
+            os.sched_setaffinity(0, {CLIENT_CPU})
+        for _ in range(50):  # warm up so steady-state pools are allocated
+            client.timed_request(run.port)
+        time.sleep(0.3)
+        rss0 = group_status(run.pgid, "VmRSS")
+        deadline = time.monotonic() + opts.idle_timeout
+        socks, failures = client.open_idle(
+            run.port, count, deadline, client.build_request("GET", "/hello"))
+        time.sleep(0.5)
+        rss1 = group_status(run.pgid, "VmRSS")
+        latencies = []
+        for _ in range(11):
+            seconds = client.timed_request(run.port)
+            if seconds is None:
+                failures += 1
+            else:
+                latencies.append(seconds * 1000.0)
+        open_now = client.still_open(socks)
+        result.update(
+            opened=len(socks), wanted=count, still_open=open_now,
+            rss_per_conn=(rss1 - rss0) / len(socks) if socks else None,
+            new_p50=statistics.median(latencies) if latencies else None,
+            new_max=max(latencies) if latencies else None,
+            errors=failures + (len(socks) - open_now),
+            rss=group_status(run.pgid, "VmHWM"),
+        )
+        if not run.alive():
+            result["error"] = "server died: %s" % tail(run.logpath, 2)
+        return result
+    finally:
+        for s in socks:
+            s.close()
+        os.sched_setaffinity(0, affinity)
+        run.stop()
+
+
+def run_passes(opts, servers):
+    """Every pass, scenario, round and server, servers interleaved within a
+    round.  Returns summaries keyed by (pass, scenario, server)."""
+    raw = {}
+    ready = [s for s in servers if s.reason is None]
+    for pname, scen_names in opts.passes:
+        pinned = pname == "pinned"
+        for sc in scen_names:
+            scen = scenarios.BY_NAME[sc]
+            active = [s for s in ready if s.wsgi or scen.nginx]
+            for rnd in range(opts.rounds):
+                for srv in active:
+                    how = measure_idle if sc == "idle10k" else measure
+                    try:
+                        r = how(srv, scen, pinned, opts)
+                    except Exception as exc:  # noqa: BLE001 - reported
+                        r = {"server": srv.name,
+                             "error": "harness error: %r" % (exc,)}
+                    raw.setdefault((pname, sc, srv.name), []).append(r)
+                    log("[%s] %s %d/%d %-10s %s" % (
+                        pname, sc, rnd + 1, opts.rounds, srv.name,
+                        progress_text(r)))
+    return {k: report.summarize(v) for k, v in raw.items()}
+
+
+def progress_text(r):
+    fmt = report
+    if "rps" in r:
+        text = "%s req/s, p50 %s ms, p99 %s ms, %s errors, %s us/req" % (
+            fmt.fmt_num(r["rps"]), fmt.fmt_ms(r["p50"]), fmt.fmt_ms(r["p99"]),
+            fmt.fmt_num(r["errors"]), fmt.fmt_num(r["cpu_us"], 1))
+        text += ", new conn %s ms" % fmt.fmt_ms(r["probe_ms"])
+    elif "opened" in r:
+        text = "%d/%d open, %s per connection, new request %s ms" % (
+            r["opened"], r["wanted"], fmt.fmt_bytes(r["rss_per_conn"]),
+            fmt.fmt_ms(r["new_p50"]))
+    else:
+        text = ""
+    if "error" in r:
+        text += (" " if text else "") + "FAILED: " + r["error"]
+    if r.get("notes"):
+        text += " [%s]" % "; ".join(r["notes"])
+    return text
+
+
+# --------------------------------------------------------------------- main
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="benchmarks/run.py",
+        description="Benchmark waitress_c against its peers, side by side "
+                    "(docs/benchmarks.rst).")
+    p.add_argument("--quick", action="store_true",
+                   help="hello-100 only, for waitress_c, waitress and "
+                        "bjoern, pinned: under a minute")
+    p.add_argument("--servers", help="comma-separated, from: " +
+                   ",".join(peers.ALL))
+    p.add_argument("--scenarios", help="comma-separated, from: " +
+                   ",".join(scenarios.NAMES))
+    p.add_argument("--rounds", type=int, default=3,
+                   help="repeats of each scenario (default 3)")
+    p.add_argument("--duration", type=int,
+                   help="seconds of load per run (default 5; 3 with --quick)")
+    p.add_argument("--warmup", type=int, default=1,
+                   help="seconds of untimed load before each run (default 1)")
+    p.add_argument("--no-pin", action="store_true",
+                   help="a single unpinned pass, no taskset")
+    p.add_argument("--unpinned", default=None,
+                   help="scenarios of the unpinned pass that follows the "
+                        "pinned one: 'all', 'none' or a list (default %s; "
+                        "none with --quick)" % scenarios.HEADLINE)
+    p.add_argument("--idle-conns", type=int, default=10000,
+                   help="connections held open by idle10k (default 10000)")
+    p.add_argument("--idle-timeout", type=int, default=60,
+                   help="seconds allowed for opening them (default 60)")
+    p.add_argument("--reinstall", action="store_true",
+                   help="rebuild every venv, even one that failed before")
+    p.add_argument("--output", help="the report file (default "
+                   "benchmarks/results/<date>-<commit>.md)")
+    opts = p.parse_args(argv)
+
+    def names(text, known, what):
+        out = [x.strip() for x in text.split(",") if x.strip()]
+        for x in out:
+            if x not in known:
+                p.error("unknown %s %r (known: %s)" % (what, x,
+                                                       ", ".join(known)))
+        return out
+
+    if opts.servers:
+        opts.server_names = names(opts.servers, peers.ALL, "server")
+    else:
+        opts.server_names = peers.QUICK if opts.quick else peers.ALL
+    if opts.scenarios:
+        opts.scenario_names = names(opts.scenarios, scenarios.NAMES,
+                                    "scenario")
+    else:
+        opts.scenario_names = ([scenarios.HEADLINE] if opts.quick
+                               else scenarios.NAMES)
+    if opts.duration is None:
+        opts.duration = 3 if opts.quick else 5
+    if opts.rounds < 1 or opts.duration < 1 or opts.warmup < 0:
+        p.error("--rounds and --duration must be >= 1, --warmup >= 0")
+    if opts.unpinned is None:
+        opts.unpinned = "none" if opts.quick else scenarios.HEADLINE
+    if opts.unpinned == "all":
+        extra = list(opts.scenario_names)
+    elif opts.unpinned == "none":
+        extra = []
+    else:
+        extra = [x for x in names(opts.unpinned, scenarios.NAMES, "scenario")
+                 if x in opts.scenario_names]
+    if opts.no_pin or os.cpu_count() < 2:
+        opts.passes = [("unpinned", opts.scenario_names)]
+    else:
+        opts.passes = [("pinned", opts.scenario_names)]
+        if extra:
+            opts.passes.append(("unpinned", extra))
+    opts.server_cpu, opts.client_cpu = SERVER_CPU, CLIENT_CPU
+    opts.command = " ".join(["benchmarks/run.py"] + list(argv))
+    return opts
+
+
+def run_kind(opts):
+    """The report's file name suffix: a quick or partial run never
+    overwrites the full report of the same commit."""
+    if opts.quick:
+        return "-quick"
+    if (opts.server_names != peers.ALL
+            or opts.scenario_names != scenarios.NAMES):
+        return "-partial"
+    return ""
+
+
+def main(argv=None):
+    opts = parse_args(sys.argv[1:] if argv is None else argv)
+    for d in (VENVS, WORK, LOGS, RESULTS):
+        os.makedirs(d, exist_ok=True)
+    nofile = raise_nofile()
+    if nofile < opts.idle_conns + 200:
+        opts.idle_conns = max(100, nofile - 200)
+        log("open-file limit %d: idle10k holds %d connections" % (
+            nofile, opts.idle_conns))
+    for package, probe in (("wrk", "wrk"), ("util-linux", "taskset")):
+        reason = peers.apt_install(package, probe)
+        if reason:
+            sys.exit("cannot run: " + reason)
+
+    short = git("rev-parse", "--short", "HEAD") or "nogit"
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    opts.commit = short + ("-dirty" if dirty else "")
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt
+
+    handlers = {sig: signal.signal(sig, on_signal)
+                for sig in (signal.SIGTERM, signal.SIGHUP)}
+    started, t0 = time.time(), time.monotonic()
+    data = peers.DataDir()
+    try:
+        servers = [peers.CLASSES[n](data, opts.reinstall)
+                   for n in opts.server_names]
+        for srv in servers:
+            srv.prepare()
+            log("%-10s %s" % (srv.name, srv.version if srv.reason is None
+                              else "unavailable: " + srv.reason))
+        results = run_passes(opts, servers)
+    finally:
+        stop_all()
+        data.remove()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+    text = report.Report(opts, servers, results, started,
+                         time.monotonic() - t0).render()
+    out = opts.output or os.path.join(RESULTS, "%s-%s%s.md" % (
+        time.strftime("%Y-%m-%d", time.localtime(started)), opts.commit,
+        run_kind(opts)))
+    write_text(out, text)
+    sys.stdout.write(text)
+    log("wrote %s" % os.path.relpath(out, os.getcwd()))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        stop_all()
+        sys.exit("interrupted")

@@ -1,0 +1,122 @@
+"""The benchmark scenarios of issue 5: what wrk sends and what a correct
+answer looks like.  docs/benchmarks.rst describes each one."""
+
+import client
+from common import MIB
+
+HELLO = b"Hello, world!"
+PIPELINE_DEPTH = 16
+POST_SIZE = 64 * 1024
+
+
+class Scenario:
+    """One load shape: a path, a connection count and the wrk arguments.
+
+    ``mode`` is passed to wrk/bench.lua, ``headers`` to wrk -H.  ``nginx``
+    says whether nginx (static files only) can take part.
+    """
+
+    def __init__(self, name, path, conns, what, mode=("get",), headers=(),
+                 check=None, nginx=True):
+        self.name = name
+        self.path = path
+        self.conns = conns
+        self.what = what
+        self.mode = list(mode)
+        self.headers = list(headers)
+        self.check = check or (lambda body: body == HELLO)
+        self.nginx = nginx
+
+    @property
+    def keep_alive(self):
+        return not self.headers and self.mode[0] != "http10"
+
+    @property
+    def depth(self):
+        return PIPELINE_DEPTH if self.mode[0] == "pipeline" else 1
+
+    def request(self):
+        """The bytes of one round of this scenario's requests."""
+        if self.mode[0] == "post":
+            return client.build_request("POST", self.path,
+                                        body=b"x" * POST_SIZE)
+        if self.mode[0] == "http10":
+            return client.build_request("GET", self.path, "HTTP/1.0")
+        one = client.build_request("GET", self.path, headers=self.headers)
+        return one * self.depth
+
+
+def has_size(n):
+    return lambda body: len(body) == n
+
+
+SCENARIOS = [
+    Scenario("hello-1", "/hello", 1, "13 bytes, 1 keep-alive connection"),
+    Scenario("hello-16", "/hello", 16, "13 bytes, 16 keep-alive connections"),
+    Scenario("hello-100", "/hello", 100,
+             "13 bytes, 100 keep-alive connections"),
+    Scenario("hello-1000", "/hello", 1000,
+             "13 bytes, 1,000 keep-alive connections"),
+    Scenario("close", "/hello", 100,
+             "13 bytes, `Connection: close`, 100 connections",
+             headers=["Connection: close"]),
+    Scenario("http10", "/hello", 100,
+             "13 bytes, HTTP/1.0 without keep-alive, 100 connections",
+             mode=("http10",)),
+    Scenario("chunked", "/chunked", 100,
+             "the same 13 bytes from a generator of 4 yields, no "
+             "Content-Length, 100 connections", nginx=False),
+    Scenario("1mib", "/1mib", 100, "1 MiB body, 100 connections",
+             check=has_size(MIB)),
+    Scenario("post64k", "/echo", 100,
+             "64 KiB POST echoed back, 100 connections",
+             mode=("post", str(POST_SIZE)), check=has_size(POST_SIZE),
+             nginx=False),
+    Scenario("file10m", "/file", 100,
+             "10 MiB file through `wsgi.file_wrapper`, 100 connections",
+             check=has_size(10 * MIB)),
+    Scenario("sleep10ms", "/sleep", 100,
+             "the app sleeps 10 ms, 100 connections (4 threads: at most "
+             "400 req/s)", nginx=False),
+    Scenario("pipeline16", "/hello", 100,
+             "13 bytes, 16 requests pipelined, 100 connections",
+             mode=("pipeline", str(PIPELINE_DEPTH))),
+    Scenario("idle10k", "/hello", 10000,
+             "10,000 idle keep-alive connections: RSS per connection, and "
+             "a new request answered while they are open"),
+]
+BY_NAME = {s.name: s for s in SCENARIOS}
+NAMES = [s.name for s in SCENARIOS]
+HEADLINE = "hello-100"
+
+
+def preflight(port, scenario, timeout=10.0):
+    """Send the scenario's requests once on one connection and judge the
+    answers.  Returns (error, notes): ``error`` (a string) means the server
+    cannot run this scenario, so wrk is not started; ``notes`` are protocol
+    remarks shown beside its numbers (a missing close, say)."""
+    notes = []
+    count = scenario.depth
+    responses, eof, problem = client.exchange(
+        port, scenario.request(), count, timeout,
+        want_eof=not scenario.keep_alive)
+    if problem is not None:
+        what = "answered %d of %d pipelined requests" % (
+            len(responses), count) if count > 1 else "no answer"
+        return "%s: %s" % (what, problem), notes
+    for resp in responses:
+        if resp.status != 200:
+            return "status %d" % resp.status, notes
+        if not scenario.check(resp.body):
+            return "wrong body (%d bytes: %r)" % (
+                len(resp.body), resp.body[:20]), notes
+    last = responses[-1]
+    if scenario.keep_alive:
+        if last.framing == "close":
+            return ("the response has no Content-Length and is not chunked: "
+                    "it ends by closing the connection"), notes
+        if last.closes:
+            notes.append("closes keep-alive connections")
+    elif not eof:
+        notes.append("does not close the connection")
+    return None, notes
