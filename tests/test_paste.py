@@ -233,7 +233,12 @@ def test_ini_with_every_setting_serves(tmp_path):
 
 def test_ini_with_unix_socket_serves(tmp_path):
     sock_path = tmp_path / "paste.sock"
-    uri = ini(tmp_path, "unix_socket = %s\nunix_socket_perms = 660\n" % sock_path)
+    uri = ini(
+        tmp_path,
+        "unix_socket = %s\nunix_socket_perms = 660\n"
+        "trusted_proxy = localhost\ntrusted_proxy_headers = x-forwarded-for\n"
+        % sock_path,
+    )
     server = Server(
         [sys.executable, "-c", RUN_INI, uri],
         cwd=tmp_path,
@@ -244,7 +249,10 @@ def test_ini_with_unix_socket_serves(tmp_path):
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(10)
             s.connect(str(sock_path))
-            s.sendall(b"GET /u HTTP/1.0\r\nHost: x\r\n\r\n")
+            s.sendall(
+                b"GET /u HTTP/1.0\r\nHost: x\r\n"
+                b"X-Forwarded-For: 198.51.100.2\r\n\r\n"
+            )
             data = b""
             while True:
                 chunk = s.recv(65536)
@@ -253,6 +261,21 @@ def test_ini_with_unix_socket_serves(tmp_path):
                 data += chunk
         assert data.startswith(b"HTTP/1.0 200 OK\r\n")
         assert b'"PATH_INFO": "/u"' in data
+        # the peer of a unix socket is "localhost", trusted here
+        assert b'"REMOTE_ADDR": "198.51.100.2"' in data
+    finally:
+        code, _ = server.stop()
+    assert code == 0
+
+
+def test_ini_with_host_and_port_serves(tmp_path):
+    uri = ini(tmp_path, "host = 127.0.0.1\nport = 0\n")
+    server = Server([sys.executable, "-c", RUN_INI, uri], cwd=tmp_path)
+    try:
+        assert server.host == "127.0.0.1" and server.port > 0
+        status, headers, env = server.get("/hp")
+        assert (status, env["PATH_INFO"]) == (200, "/hp")
+        assert headers["Server"] == "waitress_c"
     finally:
         code, _ = server.stop()
     assert code == 0
