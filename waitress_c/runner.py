@@ -21,7 +21,7 @@ import sys
 import textwrap
 import traceback
 import warnings
-from typing import Any, Callable, TextIO
+from typing import Any, Callable
 
 from waitress_c import serve
 from waitress_c.adjustments import OPTIONS, STANDARD, TUNING, Adjustments
@@ -102,10 +102,10 @@ def _program_name(argv0: str) -> str:
     return name
 
 
-def _fail(name: str, message: str, stream: TextIO | None = None) -> int:
-    stream = stream or sys.stderr
-    print("Error: %s\n" % message, file=stream)
-    print(format_help(name), file=stream)
+def _fail(name: str, message: str) -> int:
+    """Report a usage error on stderr; returns the exit status."""
+    print("Error: %s\n" % message, file=sys.stderr)
+    print(format_help(name), file=sys.stderr)
     return 1
 
 
