@@ -1,0 +1,300 @@
+"""Response headers (waitress-behaviour.md 3.8), the start_response,
+write() and app_iter rules (3.9 to 3.11), and deliberate differences 12
+and 13."""
+
+import email.utils
+import re
+import time
+from urllib.parse import quote
+
+import pytest
+from http_helpers import Client, get, key, log_count, marks, server_fixture, wait_log, wait_marks
+
+srv = server_fixture()
+
+DATE_RE = re.compile(
+    r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} "
+    r"\d\d:\d\d:\d\d GMT$"
+)
+
+
+def hdrs(*pairs):
+    return "&".join("h=" + quote("%s:%s" % p, encoding="latin-1") for p in pairs)
+
+
+# -- 3.8 headers the server adds or keeps ---------------------------------------
+
+
+def test_header_names_and_order_as_the_app_wrote_them(srv):
+    """Difference 12: waitress sorts the headers and re-capitalises them
+    (ETag -> Etag)."""
+    app = [("ETag", '"x"'), ("x-lower-case", "1"), ("Zed", "z"), ("Alpha", "a"),
+           ("X-Dup", "1"), ("WWW-Authenticate", "Basic"), ("X-Dup", "2")]
+    with Client(srv) as c:
+        r = c.request(get("/respond?b=x&" + hdrs(*app)))
+    assert r.headers[: len(app)] == app
+    head = r.head.decode("latin-1")
+    assert "\r\nETag: \"x\"\r\nx-lower-case: 1\r\nZed: z\r\nAlpha: a\r\n" in head
+
+
+def test_server_header_is_the_default_ident(srv):
+    """Difference 13: the default ident is waitress_c."""
+    with Client(srv) as c:
+        r = c.request(get("/respond?b=x"))
+    assert r.header("Server") == "waitress_c"
+    assert r.header("Via") is None
+
+
+def test_app_server_header_is_kept_and_via_added(srv):
+    with Client(srv) as c:
+        r = c.request(get("/respond?b=x&" + hdrs(("Server", "MyApp/1.0"))))
+    assert r.header("Server") == "MyApp/1.0"
+    assert r.header("Via") == "waitress_c"
+
+
+def test_custom_ident(server_factory):
+    s = server_factory("apps_http:router", ident="my-ident/2")
+    with Client(s) as c:
+        r = c.request(get("/respond?b=x"))
+        assert r.header("Server") == "my-ident/2"
+        r = c.request(get("/respond?b=x&" + hdrs(("Server", "App"))))
+        assert r.header("Server") == "App" and r.header("Via") == "my-ident/2"
+        env = c.request(get("/env")).json()
+        assert env["SERVER_SOFTWARE"] == "my-ident/2"
+
+
+@pytest.fixture(scope="module")
+def no_ident():
+    from conftest import ServerProcess
+
+    s = ServerProcess("apps_http:router", ident="")
+    yield s
+    s.close()
+
+
+def test_empty_ident_sends_no_server_header(no_ident):
+    with Client(no_ident) as c:
+        r = c.request(get("/respond?b=x"))
+        assert r.header("Server") is None
+        assert r.header("Date") is not None
+        env = c.request(get("/env")).json()
+    # waitress puts None in the environ, which PEP 3333 forbids (CGI
+    # variables are str); waitress_c leaves the key out.
+    assert env.get("SERVER_SOFTWARE") is None
+
+
+@pytest.mark.xfail(strict=True, reason="core: with ident='' and an app Server header, no `Via: waitress_c` is added")
+def test_empty_ident_app_server_header_still_gets_via(no_ident):
+    """3.8: `Via: <ident or "waitress">` -- the fallback name is the
+    package's name (difference 13)."""
+    with Client(no_ident) as c:
+        r = c.request(get("/respond?b=x&" + hdrs(("Server", "App"))))
+    assert r.header("Server") == "App"
+    assert r.header("Via") == "waitress_c"
+
+
+def test_date_header_format_and_value(srv):
+    with Client(srv) as c:
+        r = c.request(get("/respond?b=x"))
+    date = r.header("Date")
+    assert DATE_RE.match(date), date
+    sent = email.utils.parsedate_to_datetime(date).timestamp()
+    assert abs(sent - time.time()) < 3
+
+
+def test_date_header_is_refreshed(srv):
+    with Client(srv) as c:
+        d1 = c.request(get("/respond?b=x")).header("Date")
+        deadline = time.monotonic() + 3
+        d2 = d1
+        while d2 == d1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            d2 = c.request(get("/respond?b=x")).header("Date")
+    assert d2 != d1
+    assert 0 < email.utils.parsedate_to_datetime(d2).timestamp() - email.utils.parsedate_to_datetime(d1).timestamp() <= 3
+
+
+def test_app_date_header_is_kept(srv):
+    app_date = "Sun, 06 Nov 1994 08:49:37 GMT"
+    with Client(srv) as c:
+        r = c.request(get("/respond?b=x&" + hdrs(("Date", app_date))))
+    assert [v for k, v in r.headers if k.lower() == "date"] == [app_date]
+
+
+def test_header_values_are_latin1_on_the_wire(srv):
+    with Client(srv) as c:
+        r = c.request(get("/respond?b=x&" + hdrs(("X-Latin", "caf\xe9 \xff"))))
+    assert b"\r\nX-Latin: caf\xe9 \xff\r\n" in r.head
+
+
+def test_non_latin1_header_value_is_500(srv):
+    with Client(srv) as c:
+        r = c.request(get("/sr-bad?case=non-latin1"))
+        assert r.status == 500
+        assert b"X-Euro" not in r.raw
+
+
+def test_other_control_characters_are_not_checked(srv):
+    """Only CR and LF are refused (3.9): a TAB or \\x01 in a value, or a
+    non-token name, goes out as written."""
+    with Client(srv) as c:
+        r = c.request(get("/respond?b=x&" + hdrs(("X-Ctl", "a\tb\x01c"), ("X Odd", "v"))))
+    assert r.status == 200
+    assert b"\r\nX-Ctl: a\tb\x01c\r\n" in r.head
+    assert b"\r\nX Odd: v\r\n" in r.head
+
+
+# -- 3.9 start_response ------------------------------------------------------------
+
+
+def assert_500(srv, path, log_text):
+    before = log_count(srv, log_text)
+    before_exc = log_count(srv, "ERROR:waitress_c:Exception while serving")
+    with Client(srv) as c:
+        r = c.request(get(path))
+        assert r.status_line == b"HTTP/1.1 500 Internal Server Error"
+        assert r.header("Connection") == "close"
+        assert b"X-Injected" not in r.raw
+        assert c.closed()
+    assert wait_log(srv, log_text, before) > before
+    assert log_count(srv, "ERROR:waitress_c:Exception while serving") > before_exc
+    return r
+
+
+def test_second_call_without_exc_info(srv):
+    assert_500(srv, "/sr-twice", "AssertionError: start_response called a second time without providing exc_info.")
+
+
+def test_exc_info_before_headers_replaces_them(srv):
+    with Client(srv) as c:
+        r = c.request(get("/sr-excinfo-before"))
+        assert r.status_line == b"HTTP/1.1 500 Oops"
+        assert r.header("X-First") is None
+        assert r.header("X-Second") == "2"
+        assert r.header("Content-Length") == "4"
+        assert r.body == b"oops"
+        assert c.request(get("/respond?b=next")).body == b"next"
+
+
+def test_exc_info_after_headers_reraises_and_closes(srv):
+    k = key()
+    with Client(srv) as c:
+        c.send(get("/sr-excinfo-after?k=" + k))
+        data = c.rest()
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert data.endswith(b"5\r\nfirst\r\n")  # cut short: no last chunk
+    assert b"never" not in data
+    assert marks(srv, k) == ["reraised"]
+
+
+@pytest.mark.parametrize(
+    "case,text",
+    [
+        ("status-bytes", "is not a string"),
+        ("status-int", "is not a string"),
+        ("status-cr", "ValueError: carriage return/line feed character present in status"),
+        ("status-lf", "ValueError: carriage return/line feed character present in status"),
+        ("name-bytes", "AssertionError: Header name b'X-Bytes' is not a string"),
+        ("value-bytes", "AssertionError: Header value b'v' is not a string"),
+        ("value-crlf", "ValueError: carriage return/line feed character present in header value"),
+        ("value-lf", "ValueError: carriage return/line feed character present in header value"),
+        ("value-cr", "ValueError: carriage return/line feed character present in header value"),
+        ("name-crlf", "ValueError: carriage return/line feed character present in header name"),
+    ],
+)
+def test_start_response_violations_are_500(srv, case, text):
+    """No header injection: the status and headers are refused whole."""
+    assert_500(srv, "/sr-bad?case=" + case, text)
+
+
+HOP = ["Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer",
+       "Transfer-Encoding", "Upgrade"]
+
+
+@pytest.mark.parametrize("name", HOP + ["connection", "TRANSFER-ENCODING", "trailer"])
+def test_hop_by_hop_headers_are_refused(srv, name):
+    assert_500(srv, "/sr-bad?case=hop:" + name,
+               'AssertionError: %s is a "hop-by-hop" header; it cannot be used by a WSGI application '
+               "(see PEP 3333)" % name)
+
+
+def test_trailers_is_not_hop_by_hop(srv):
+    """The snapshot fixed the old typo: `Trailers` is an ordinary name."""
+    with Client(srv) as c:
+        r = c.request(get("/sr-bad?case=hop:Trailers"))
+    assert r.status == 200 and r.header("Trailers") == "x"
+
+
+# -- 3.10 write() ------------------------------------------------------------------
+
+
+def test_body_before_start_response_is_500(srv):
+    assert_500(srv, "/lazy-bad", "start_response was not called before body written")
+
+
+def test_start_response_on_first_iteration_is_fine(srv):
+    with Client(srv) as c:
+        r = c.request(get("/lazy-ok"))
+    assert r.status == 200 and r.body == b"lazy"
+
+
+def test_write_then_app_iter_with_content_length(srv):
+    with Client(srv) as c:
+        r = c.request(get("/respond?mode=writelist&cl=6&b=abc&b=def"))
+        assert r.header("Content-Length") == "6"
+        assert r.raw.endswith(b"\r\n\r\nabcdef")
+        assert c.request(get("/respond?b=next")).body == b"next"
+
+
+def test_write_then_app_iter_without_content_length(srv):
+    """Two chunks (and, difference 2, the connection stays open)."""
+    with Client(srv) as c:
+        r = c.request(get("/respond?mode=writelist&b=abc&b=def"))
+        assert r.raw[len(r.head):] == b"3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n"
+        assert c.request(get("/respond?b=next")).body == b"next"
+
+
+def test_str_as_first_body_item(srv):
+    """Quirk (section 7): waitress sends the head and then closes without
+    a body.  waitress_c checks the item before anything is sent, so the
+    client gets a clean 500 instead."""
+    assert_500(srv, "/str-chunk?first=1", "TypeError")
+
+
+def test_str_after_bytes_cuts_the_body(srv):
+    with Client(srv) as c:
+        c.send(get("/str-chunk?first=0"))
+        data = c.rest()
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Content-Length: 3\r\n" in data
+    assert data.endswith(b"\r\n\r\na")
+
+
+# -- 3.11 app_iter ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["ok", "raise-first", "raise-later", "str"])
+def test_close_is_always_called(srv, mode):
+    k = key()
+    with Client(srv) as c:
+        c.send(get("/closing?k=%s&mode=%s" % (k, mode)))
+        if mode == "raise-later":
+            assert c.rest().endswith(b"\r\n\r\n1\r\na\r\n")  # cut short
+        else:
+            r = c.response()
+            assert r.status == (200 if mode == "ok" else 500)
+            assert r.body == b"ab" or mode != "ok"
+    assert wait_marks(srv, k, lambda ev: ev) == ["closed"]
+
+
+def test_exception_before_any_body_is_500(srv):
+    assert_500(srv, "/raise-gen?n=0", "RuntimeError: boom in raise_gen")
+
+
+def test_exception_after_headers_is_logged(srv):
+    before = log_count(srv, "ERROR:waitress_c:Exception while serving /raise-gen")
+    with Client(srv) as c:
+        c.send(get("/raise-gen?n=1"))
+        data = c.rest()
+    assert data.endswith(b"5\r\nitem0\r\n")
+    assert wait_log(srv, "ERROR:waitress_c:Exception while serving /raise-gen", before) > before
