@@ -523,8 +523,13 @@ def main(argv=None):
     started, t0 = time.time(), time.monotonic()
     data = peers.DataDir()
     try:
-        servers = [peers.CLASSES[n](data, opts.reinstall)
-                   for n in opts.server_names]
+        servers = []
+        for n in opts.server_names:
+            srv = peers.CLASSES[n](data, opts.reinstall)
+            twins = sum(1 for x in servers if x.venv.name == n)
+            if twins:  # an A/A run: the same server again, for the noise
+                srv.name = "%s#%d" % (n, twins + 1)
+            servers.append(srv)
         for srv in servers:
             srv.prepare()
             log("%-10s %s" % (srv.name, srv.version if srv.reason is None
