@@ -20,6 +20,8 @@
 
 static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
+static void wake_one(wc_server_t *srv);
+
 void
 wc_dispatch_push(wc_server_t *srv, wc_channel_t *ch)
 {
@@ -33,12 +35,35 @@ wc_dispatch_push(wc_server_t *srv, wc_channel_t *ch)
     srv->ntasks++;
     if (srv->ntasks > srv->idle_workers && srv->ntasks > srv->depth_warn)
         srv->depth_warn = srv->ntasks;
-    if (srv->idle_workers > 0)
-        pthread_cond_signal(&srv->qcond);
+    pthread_mutex_unlock(&srv->qlock);
+    /* No wake-up here: the loop wakes a worker once it has queued every
+     * request of this iteration (wc_dispatch_wake), so one worker wake-up
+     * (one context switch on a shared core) serves a whole batch. */
+}
+
+/* Loop thread, once per iteration after the I/O callbacks: wake a parked
+ * worker if tasks wait.  Workers wake each other while tasks remain
+ * (wake_more), so blocking applications still get every thread. */
+void
+wc_dispatch_wake(wc_server_t *srv)
+{
+    pthread_mutex_lock(&srv->qlock);
+    if (srv->task_head && srv->idle_workers > srv->waking)
+        wake_one(srv);
     pthread_mutex_unlock(&srv->qlock);
 }
 
-/* qlock held. */
+/* qlock held.  `waking` counts signalled workers that have not run yet,
+ * so one batch does not wake the whole pool. */
+static void
+wake_one(wc_server_t *srv)
+{
+    srv->waking++;
+    pthread_cond_signal(&srv->qcond);
+}
+
+/* qlock held.  Taking a task while others wait: hand them to a parked
+ * worker too, in case this one's app blocks. */
 static wc_channel_t *
 pop_task(wc_server_t *srv)
 {
@@ -48,6 +73,8 @@ pop_task(wc_server_t *srv)
         if (srv->task_head == NULL)
             srv->task_tail = NULL;
         srv->ntasks--;
+        if (srv->task_head && srv->idle_workers > srv->waking)
+            wake_one(srv);
     }
     return ch;
 }
@@ -206,6 +233,8 @@ wc_dispatch_worker_main(PyObject *server)
             srv->idle_workers++;
             pthread_cond_wait(&srv->qcond, &srv->qlock);
             srv->idle_workers--;
+            if (srv->waking > 0)
+                srv->waking--;
         }
         if (!has_work(srv))
             break;      /* workers_stop and nothing left */

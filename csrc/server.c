@@ -21,6 +21,7 @@
 static void on_connection(uv_stream_t *server, int status);
 static void on_async(uv_async_t *a);
 static void on_sweep(uv_timer_t *t);
+static void on_check(uv_check_t *c);
 static void on_signal_fd(uv_poll_t *p, int status, int events);
 static void begin_stop(wc_server_t *srv, int level);
 static void check_exit(wc_server_t *srv);
@@ -40,6 +41,10 @@ wc_server_init(wc_server_t *srv)
     srv->async.data = srv;
     uv_timer_init(&srv->loop, &srv->sweep);
     srv->sweep.data = srv;
+    uv_check_init(&srv->loop, &srv->wake);
+    srv->wake.data = srv;
+    uv_check_start(&srv->wake, on_check);
+    uv_unref((uv_handle_t *)&srv->wake);
     srv->sigfd = -1;
     atomic_init(&srv->stopping, 0);
     pthread_mutex_init(&srv->qlock, NULL);
@@ -195,6 +200,12 @@ on_async(uv_async_t *a)
     check_exit(srv);
 }
 
+static void
+on_check(uv_check_t *c)
+{
+    wc_dispatch_wake(c->data);
+}
+
 /* Close connections that have been idle for channel_timeout.  A request
  * being served is never timed out (waitress #267). */
 static void
@@ -306,6 +317,7 @@ check_exit(wc_server_t *srv)
     srv->finished = 1;
     uv_timer_stop(&srv->sweep);
     close_handle((uv_handle_t *)&srv->sweep);
+    close_handle((uv_handle_t *)&srv->wake);
     if (srv->sigfd >= 0) {
         uv_poll_stop(&srv->sigpoll);
         close_handle((uv_handle_t *)&srv->sigpoll);
@@ -343,8 +355,10 @@ wc_server_log(wc_server_t *srv, int level, const char *fmt, ...)
     else
         srv->log_head = m;
     srv->log_tail = m;
-    if (srv->idle_workers > 0)
+    if (srv->idle_workers > srv->waking) {
+        srv->waking++;
         pthread_cond_signal(&srv->qcond);
+    }
     pthread_mutex_unlock(&srv->qlock);
 }
 
@@ -361,6 +375,7 @@ wc_server_destroy(wc_server_t *srv)
     }
     close_handle((uv_handle_t *)&srv->async);
     close_handle((uv_handle_t *)&srv->sweep);
+    close_handle((uv_handle_t *)&srv->wake);
     uv_run(&srv->loop, UV_RUN_NOWAIT);
     uv_loop_close(&srv->loop);
     wc_logmsg_t *m = srv->log_head;

@@ -283,6 +283,7 @@ struct wc_server_s {
     uv_loop_t loop;
     uv_async_t async;
     uv_timer_t sweep;
+    uv_check_t wake;            /* wakes workers once per loop iteration */
     uv_timer_t date_timer;
     uv_poll_t sigpoll;
     int sigfd;
@@ -307,6 +308,7 @@ struct wc_server_s {
     wc_channel_t *task_head, *task_tail;
     int ntasks;
     int idle_workers;
+    int waking;                 /* signalled, not yet running */
     int live_workers;
     int workers_started;
     int workers_stop;
@@ -331,6 +333,7 @@ uint64_t wc_now_ms(void);
 /* ---- dispatch.c: the task queue and the worker pool -------------------- */
 
 void wc_dispatch_push(wc_server_t *srv, wc_channel_t *ch);
+void wc_dispatch_wake(wc_server_t *srv);
 void wc_dispatch_stop_workers(wc_server_t *srv);
 /* Runs in a Python thread; holds the GIL only while serving tasks. */
 PyObject *wc_dispatch_worker_main(PyObject *server);
