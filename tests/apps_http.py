@@ -141,6 +141,11 @@ def input_ops(environ, start_response):
     inp.seek(2)
     res["after_seek2"] = inp.read(4).decode("latin-1")
     res["length"] = len(res["read_all"])
+    try:
+        os.fstat(inp.fileno())
+        res["real_file"] = True
+    except Exception:
+        res["real_file"] = False
     res["CONTENT_LENGTH"] = environ.get("CONTENT_LENGTH")
     return _json(start_response, res)
 

@@ -79,7 +79,7 @@ class Client:
         self.srv = srv
         self.sock = srv.connect(timeout=timeout)
         self.timeout = timeout
-        self.buf = b""
+        self.buf = bytearray()
 
     def __enter__(self):
         return self
@@ -105,28 +105,30 @@ class Client:
 
     def _fill(self, timeout=None):
         self.sock.settimeout(self.timeout if timeout is None else timeout)
-        data = self.sock.recv(65536)
+        data = self.sock.recv(262144)
         if not data:
-            raise EOFError("connection closed; buffered %r" % self.buf[-300:])
+            raise EOFError("connection closed; buffered %r" % bytes(self.buf[-300:]))
         self.buf += data
 
     def _take_line(self):
         deadline = time.monotonic() + self.timeout
         while b"\n" not in self.buf:
             if time.monotonic() > deadline:
-                raise TimeoutError(self.buf)
+                raise TimeoutError("no line; buffered %r" % bytes(self.buf[-300:]))
             self._fill()
         i = self.buf.index(b"\n") + 1
-        line, self.buf = self.buf[:i], self.buf[i:]
+        line = bytes(self.buf[:i])
+        del self.buf[:i]
         return line
 
     def _take(self, n):
         deadline = time.monotonic() + self.timeout
         while len(self.buf) < n:
             if time.monotonic() > deadline:
-                raise TimeoutError(self.buf)
+                raise TimeoutError("%d of %d bytes; buffered %r" % (len(self.buf), n, bytes(self.buf[-300:])))
             self._fill()
-        data, self.buf = self.buf[:n], self.buf[n:]
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
         return data
 
     def _take_all(self):
@@ -136,7 +138,8 @@ class Client:
                 self._fill()
             except (EOFError, ConnectionResetError):
                 break
-        data, self.buf = self.buf, b""
+        data = bytes(self.buf)
+        self.buf = bytearray()
         return data
 
     def response(self, head=False):
