@@ -256,10 +256,26 @@ scan_head(wc_channel_t *ch, const char *p, size_t n, int *complete)
             break;
         size_t end = r->head.len;
         if (end < 2 || r->head.data[end - 2] != '\r') {
-            wc_request_error(r, 400, ch->line_start == 0
-                             ? "Bare CR or LF found in HTTP message"
-                             : "Bare CR or LF found in header line");
-            return used;
+            if (ch->line_start == 0) {
+                wc_request_error(r, 400, "Bare CR or LF found in HTTP "
+                                         "message");
+                return used;
+            }
+            /* Quote the line up to its CRLF, as far as it is here. */
+            const char *rest = p + used, *stop = p + n;
+            const char *q = rest;
+            while (q + 1 < stop && !(q[0] == '\r' && q[1] == '\n'))
+                q++;
+            if (q + 1 >= stop)
+                q = stop;
+            size_t k = (size_t)(q - rest);
+            if (wc_buf_append(&r->head, rest, k) < 0)
+                k = 0;
+            wc_request_errorf(r, 400, "Bare CR or LF found in header line "
+                                      "\"%.*s\"",
+                              r->head.data + ch->line_start,
+                              r->head.len - ch->line_start);
+            return used + k;
         }
         if (end - ch->line_start == 2) {
             *complete = 1;

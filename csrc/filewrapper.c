@@ -65,8 +65,8 @@ fw_close(FileWrapperObject *self, PyObject *unused)
 
 /* seekable: seekable() says so, or there is no seekable() but both seek
  * and tell exist (waitress's rule). */
-static int
-is_seekable(PyObject *f)
+int
+wc_filelike_seekable(PyObject *f)
 {
     PyObject *m = PyObject_GetAttrString(f, "seekable");
     if (m == NULL) {
@@ -93,16 +93,25 @@ fw_getattro(FileWrapperObject *self, PyObject *name)
     PyObject *r = PyObject_GenericGetAttr((PyObject *)self, name);
     if (r != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError))
         return r;
-    if (self->filelike == NULL)
+    if (self->filelike == NULL
+        || (PyUnicode_CompareWithASCIIString(name, "seek") != 0
+            && PyUnicode_CompareWithASCIIString(name, "tell") != 0
+            && PyUnicode_CompareWithASCIIString(name, "seekable") != 0))
         return NULL;
-    if (PyUnicode_CompareWithASCIIString(name, "seek") == 0
-        || PyUnicode_CompareWithASCIIString(name, "tell") == 0
-        || PyUnicode_CompareWithASCIIString(name, "seekable") == 0) {
-        if (is_seekable(self->filelike)) {
-            PyErr_Clear();
-            return PyObject_GetAttr(self->filelike, name);
+    /* Keep our AttributeError aside while asking the file. */
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    if (wc_filelike_seekable(self->filelike)) {
+        r = PyObject_GetAttr(self->filelike, name);
+        if (r != NULL) {
+            Py_XDECREF(t);
+            Py_XDECREF(v);
+            Py_XDECREF(tb);
+            return r;
         }
+        PyErr_Clear();
     }
+    PyErr_Restore(t, v, tb);
     return NULL;
 }
 

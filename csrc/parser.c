@@ -113,9 +113,9 @@ wc_request_error(wc_request_t *r, int status, const char *detail)
     r->error_detail = detail;
 }
 
-static void
-request_errorf(wc_request_t *r, int status, const char *fmt, const char *arg,
-               size_t alen)
+void
+wc_request_errorf(wc_request_t *r, int status, const char *fmt,
+                  const char *arg, size_t alen)
 {
     if (r->error_status)
         return;
@@ -164,20 +164,19 @@ parse_request_line(wc_request_t *r, const char *p, size_t n)
         return -1;
     }
     if (lower) {
-        request_errorf(r, 400, "Malformed HTTP method \"%.*s\"", s,
+        wc_request_errorf(r, 400, "Malformed HTTP method \"%.*s\"", s,
                        (size_t)(p - s));
         return -1;
     }
     r->method = s;
     r->method_len = (uint32_t)(p - s);
     s = ++p;
+    int bad_uri = 0;
     while (p < end && *p != ' ') {
         unsigned char c = (unsigned char)*p;
         if (c >= 0x80) {
-            wc_request_error(r, 400, "Bad URI");
-            return -1;
-        }
-        if (c <= 0x20 || c == 0x7f) {
+            bad_uri = 1;    /* reported once the version is known */
+        } else if (c <= 0x20 || c == 0x7f) {
             wc_request_error(r, 400, "Start line is invalid");
             return -1;
         }
@@ -210,6 +209,10 @@ parse_request_line(wc_request_t *r, const char *p, size_t n)
         return -1;
     }
     r->version = v;
+    if (bad_uri) {
+        wc_request_error(r, 400, "Bad URI");
+        return -1;
+    }
     return 0;
 }
 
@@ -341,9 +344,12 @@ scan_fields(wc_request_t *r, const char *p, const char *end)
     while (p < end) {
         const char *eol = memchr(p, '\r', (size_t)(end - p));
         if (eol == NULL || eol + 1 >= end || eol[1] != '\n') {
-            request_errorf(r, 400, "Bare CR or LF found in header line "
-                                   "\"%.*s\"", p,
-                           eol ? (size_t)(eol - p) : (size_t)(end - p));
+            /* Quote the whole line, up to its CRLF. */
+            const char *q = eol ? eol : p;
+            while (q + 1 < end && !(q[0] == '\r' && q[1] == '\n'))
+                q++;
+            wc_request_errorf(r, 400, "Bare CR or LF found in header line "
+                                   "\"%.*s\"", p, (size_t)(q - p));
             return -1;
         }
         if (eol == p)
@@ -351,7 +357,7 @@ scan_fields(wc_request_t *r, const char *p, const char *end)
         if (*p == ' ' || *p == '\t') {
             /* obs-fold (RFC 9112 5.2) or whitespace before the first
              * field (2.2): both rejected. */
-            request_errorf(r, 400, "Malformed header line \"%.*s\"", p,
+            wc_request_errorf(r, 400, "Malformed header line \"%.*s\"", p,
                            (size_t)(eol - p));
             return -1;
         }
@@ -441,10 +447,9 @@ http_parser_check(wc_request_t *r, const char *fields, size_t n)
         wc_request_error(r, 400, "Content-Length is invalid");
         return -1;
     }
-    if (r->chunked != !!(hp.flags & F_CHUNKED)) {
-        wc_request_error(r, 400, "Invalid header");
-        return -1;
-    }
+    /* Transfer-Encoding is read by us alone: http-parser wants "chunked"
+     * as the raw value's last token and does not drop empty list elements
+     * or a trailing HTAB, which RFC 9110 5.6.1 allows. */
     return 0;
 }
 
@@ -474,7 +479,7 @@ wc_parse_head(wc_request_t *r, const wc_config_t *cfg)
         switch (h->name_len) {
         case 4:
             if (ieq(h->name, 4, "host") && ++nhost > 1) {
-                request_errorf(r, 400, "Duplicate header: %.*s", h->name, 4);
+                wc_request_errorf(r, 400, "Duplicate header: %.*s", h->name, 4);
                 return;
             }
             break;
@@ -491,7 +496,7 @@ wc_parse_head(wc_request_t *r, const wc_config_t *cfg)
         case 12:
             if (ieq(h->name, 12, "content-type")) {
                 if (ct) {
-                    request_errorf(r, 400, "Duplicate header: %.*s", h->name,
+                    wc_request_errorf(r, 400, "Duplicate header: %.*s", h->name,
                                    12);
                     return;
                 }
@@ -501,7 +506,7 @@ wc_parse_head(wc_request_t *r, const wc_config_t *cfg)
         case 14:
             if (ieq(h->name, 14, "content-length")) {
                 if (cl) {
-                    request_errorf(r, 400, "Duplicate header: %.*s", h->name,
+                    wc_request_errorf(r, 400, "Duplicate header: %.*s", h->name,
                                    14);
                     return;
                 }
@@ -538,7 +543,7 @@ wc_parse_head(wc_request_t *r, const wc_config_t *cfg)
                                  "are both present");
         return;
     }
-    if (r->version == 11 && nhost == 0 && r->authority == NULL) {
+    if (r->version == 11 && nhost == 0) {
         wc_request_error(r, 400, "No Host header in an HTTP/1.1 request");
         return;
     }
@@ -632,10 +637,9 @@ wc_chunked_feed(wc_request_t *r, const char *buf, size_t n, int *done,
             break;
         }
         case CK_SIZE_WS:
+            /* RFC 9112 7.1.1: BWS only before a chunk extension. */
             if (c == ';')
                 k->state = CK_EXT_PRE_NAME;
-            else if (c == '\r')
-                k->state = CK_SIZE_LF;
             else if (c != ' ' && c != '\t')
                 FAIL("Invalid chunk size");
             break;

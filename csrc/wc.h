@@ -160,6 +160,8 @@ void wc_parser_global_init(void);
 wc_request_t *wc_request_new(size_t inbuf_overflow);
 void wc_request_free(wc_request_t *r);
 void wc_request_error(wc_request_t *r, int status, const char *detail);
+void wc_request_errorf(wc_request_t *r, int status, const char *fmt,
+                       const char *arg, size_t alen);
 /* Parse a complete head (r->head).  Returns 0 and fills r, or sets
  * r->error_status. */
 void wc_parse_head(wc_request_t *r, const wc_config_t *cfg);
@@ -412,6 +414,9 @@ PyObject *wc_input_new(PyTypeObject *type, char *data, size_t len);
 extern PyType_Spec wc_filewrapper_spec;
 extern PyType_Spec wc_disconnected_spec;
 PyObject *wc_disconnected_new(PyTypeObject *type, wc_channel_t *ch);
+/* waitress's rule: seekable() is true, or no seekable() but seek and tell.
+ * Never raises. */
+int wc_filelike_seekable(PyObject *f);
 
 typedef struct {
     PyObject_HEAD

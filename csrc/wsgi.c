@@ -557,10 +557,12 @@ build_head(response_t *r, int64_t known_len)
             || PUT_LIT(b, "\r\n") < 0)
             goto nomem;
     }
-    if (cfg->ident[0]) {
-        if (wc_buf_appendf(b, sr->has_server ? "Via: %s\r\n"
-                                             : "Server: %s\r\n",
-                           cfg->ident) < 0)
+    if (sr->has_server) {
+        if (wc_buf_appendf(b, "Via: %s\r\n",
+                           cfg->ident[0] ? cfg->ident : "waitress_c") < 0)
+            goto nomem;
+    } else if (cfg->ident[0]) {
+        if (wc_buf_appendf(b, "Server: %s\r\n", cfg->ident) < 0)
             goto nomem;
     }
     if (PUT_LIT(b, "\r\n") < 0)
@@ -755,55 +757,80 @@ app_failed(response_t *r, int *close)
     Py_DECREF(exc);
 }
 
-/* Is `result` a FileWrapper over a regular file we can sendfile from?
- * Returns 1 and fills fd/offset/size, 0 if not, -1 with an exception. */
-static int
-sendfile_source(response_t *r, PyObject *result, int *fd, off_t *off,
-                uint64_t *size)
+/* New reference: the filelike of a FileWrapper result, else NULL (no
+ * exception). */
+static PyObject *
+wrapped_file(response_t *r, PyObject *result)
 {
     if (Py_TYPE(result) != (PyTypeObject *)r->so->file_wrapper)
-        return 0;
+        return NULL;
     PyObject *f = ((FileWrapperObject *)result)->filelike;
-    PyObject *fn = PyObject_CallMethod(f, "fileno", NULL);
-    if (fn == NULL) {
+    return f ? Py_NewRef(f) : NULL;
+}
+
+/* Call f.name(*args) expecting an int; -1 (no exception) on any failure. */
+static long long
+call_int(PyObject *f, const char *name, const char *fmt, long long a,
+         long long b)
+{
+    PyObject *v = fmt ? PyObject_CallMethod(f, name, fmt, a, b)
+                      : PyObject_CallMethod(f, name, NULL);
+    if (v == NULL) {
         PyErr_Clear();
-        return 0;
+        return -1;
     }
-    int fileno = (int)PyLong_AsLong(fn);
-    Py_DECREF(fn);
-    if (fileno < 0) {
+    long long x = PyLong_Check(v) ? PyLong_AsLongLong(v) : -1;
+    Py_DECREF(v);
+    if (x == -1)
         PyErr_Clear();
+    return x;
+}
+
+/* A FileWrapper over a regular file: sendfile it.  Returns 1 and fills
+ * fd/offset/size, 0 if not, never raises. */
+static int
+sendfile_source(PyObject *f, int *fd, off_t *off, uint64_t *size)
+{
+    long long fileno = call_int(f, "fileno", NULL, 0, 0);
+    if (fileno < 0)
         return 0;
-    }
-    PyObject *pos = PyObject_CallMethod(f, "tell", NULL);
-    if (pos == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    long long p = PyLong_AsLongLong(pos);
-    Py_DECREF(pos);
+    long long p = call_int(f, "tell", NULL, 0, 0);
     struct stat st;
-    if (p < 0 || fstat(fileno, &st) < 0 || !S_ISREG(st.st_mode)) {
-        PyErr_Clear();
+    if (p < 0 || fstat((int)fileno, &st) < 0 || !S_ISREG(st.st_mode)
+        || st.st_size <= p)
         return 0;
-    }
-    if (st.st_size <= p)
-        return 0;
-    *fd = fileno;
+    *fd = (int)fileno;
     *off = (off_t)p;
     *size = (uint64_t)(st.st_size - p);
     return 1;
 }
 
-static int
-send_file(response_t *r, int fd, off_t off, uint64_t size)
+/* A seekable file-like without a file descriptor: its remaining size from
+ * seek/tell, or 0 when unknown or empty.  Never raises. */
+static uint64_t
+seekable_size(PyObject *f)
+{
+    if (!wc_filelike_seekable(f))
+        return 0;
+    long long pos = call_int(f, "tell", NULL, 0, 0);
+    if (pos < 0 || call_int(f, "seek", "LL", 0, 2) < 0)
+        return 0;
+    long long end = call_int(f, "tell", NULL, 0, 0);
+    if (call_int(f, "seek", "LL", pos, 0) < 0 || end <= pos)
+        return 0;
+    return (uint64_t)(end - pos);
+}
+
+/* waitress's sizing of a file response: no app Content-Length -> the file
+ * size; too long -> replaced by the real size; too short -> exactly CL
+ * bytes.  Returns the bytes to send, or -1 with an exception. */
+static int64_t
+file_length(response_t *r, uint64_t size)
 {
     StartResponseObject *sr = r->sr;
-    /* waitress: CL missing -> the file size; CL too long -> replaced by
-     * the real size; CL too short -> exactly CL bytes. */
-    if (sr->content_length >= 0 && (uint64_t)sr->content_length < size) {
-        size = (uint64_t)sr->content_length;
-    } else if (sr->content_length >= 0) {
+    if (sr->content_length >= 0 && (uint64_t)sr->content_length < size)
+        return sr->content_length;
+    if (sr->content_length >= 0) {
         Py_ssize_t n = PyList_GET_SIZE(sr->headers);
         for (Py_ssize_t i = n - 1; i >= 0; i--) {
             PyObject *t = PyList_GET_ITEM(sr->headers, i);
@@ -820,9 +847,14 @@ send_file(response_t *r, int fd, off_t off, uint64_t size)
         }
         sr->content_length = -1;
     }
-    if (build_head(r, (int64_t)size) < 0)
-        return -1;
-    if (flush(r) < 0)
+    return (int64_t)size;
+}
+
+static int
+send_file(response_t *r, int fd, off_t off, uint64_t size)
+{
+    int64_t n = file_length(r, size);
+    if (n < 0 || build_head(r, n) < 0 || flush(r) < 0)
         return -1;
     if (!r->has_body || r->is_head)
         return 0;
@@ -831,12 +863,63 @@ send_file(response_t *r, int fd, off_t off, uint64_t size)
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-    if (wc_channel_send_file(r->ch, dfd, off, size, 1) < 0) {
+    if (wc_channel_send_file(r->ch, dfd, off, (uint64_t)n, 1) < 0) {
         r->failed = 1;
         return -1;
     }
-    r->sent = size;
+    r->sent = (uint64_t)n;
     return 0;
+}
+
+/* Read the wrapper's blocks up to `left` bytes and send them. */
+static int
+send_blocks(response_t *r, PyObject *result, uint64_t left)
+{
+    PyObject *item;
+    while (left > 0 && (item = PyIter_Next(result)) != NULL) {
+        if (!PyBytes_Check(item)) {
+            PyErr_Format(PyExc_TypeError, "response body items must be "
+                         "bytes, not %.80s", Py_TYPE(item)->tp_name);
+            Py_DECREF(item);
+            return -1;
+        }
+        size_t n = (size_t)PyBytes_GET_SIZE(item);
+        if (n > left)
+            n = (size_t)left;
+        left -= n;
+        int rv = add_body(r, PyBytes_AS_STRING(item), n);
+        if (rv == 0)
+            rv = flush(r);
+        Py_DECREF(item);
+        if (rv < 0)
+            return -1;
+    }
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* The app returned a FileWrapper before sending anything: size it, and
+ * sendfile it when it is a regular file.  Returns 1 when done, 0 to fall
+ * back to plain iteration, -1 on error. */
+static int
+send_wrapper(response_t *r, PyObject *result)
+{
+    PyObject *f = wrapped_file(r, result);
+    int fd, rv = 0;
+    off_t off;
+    uint64_t size;
+    if (f == NULL)
+        return 0;
+    if (sendfile_source(f, &fd, &off, &size)) {
+        rv = send_file(r, fd, off, size) < 0 ? -1 : 1;
+    } else if ((size = seekable_size(f)) > 0) {
+        int64_t n = file_length(r, size);
+        if (n < 0 || build_head(r, n) < 0 || flush(r) < 0)
+            rv = -1;
+        else
+            rv = send_blocks(r, result, (uint64_t)n) < 0 ? -1 : 1;
+    }
+    Py_DECREF(f);
+    return rv;
 }
 
 /* Iterate the app's result and send it.  Returns -1 with an exception set
@@ -845,18 +928,11 @@ static int
 send_result(response_t *r, PyObject *result)
 {
     StartResponseObject *sr = r->sr;
-    int fd;
-    off_t off;
-    uint64_t size;
 
-    if (!sr->called) {
-        /* A lazy app may call start_response on the first iteration. */
-    } else if (!sr->headers_sent) {
-        int s = sendfile_source(r, result, &fd, &off, &size);
-        if (s < 0)
-            return -1;
-        if (s > 0)
-            return send_file(r, fd, off, size);
+    if (sr->called && !sr->headers_sent) {
+        int s = send_wrapper(r, result);
+        if (s != 0)
+            return s < 0 ? -1 : 0;
     }
     if ((PyList_CheckExact(result) || PyTuple_CheckExact(result))
         && sr->called) {

@@ -15,8 +15,6 @@ from http_helpers import Client, get, key, marks, server_fixture, wait_marks
 srv = server_fixture()
 
 N = 100000
-GETATTR_BUG = ("core: hasattr(wrapper, 'seek') raises SystemError unless the file is a Python-level "
-               "class (fw_getattro calls is_seekable() with the AttributeError still set)")
 
 
 def wrapper_info(srv, k):
@@ -29,10 +27,10 @@ def wrapper_info(srv, k):
     "kind,expected",
     [
         ("real", (True, True, True)),
-        pytest.param("bytesio", (True, True, True), marks=pytest.mark.xfail(strict=True, reason=GETATTR_BUG)),
+        ("bytesio", (True, True, True)),
         ("seektell", (True, True, False)),
-        pytest.param("readonly", (False, False, False), marks=pytest.mark.xfail(strict=True, reason=GETATTR_BUG)),
-        pytest.param("raw", (False, False, False), marks=pytest.mark.xfail(strict=True, reason=GETATTR_BUG)),
+        ("readonly", (False, False, False)),
+        ("raw", (False, False, False)),
     ],
 )
 def test_seek_tell_seekable_exposed_only_for_seekable_files(srv, kind, expected):
@@ -101,7 +99,6 @@ def test_real_file_head_sends_no_body(srv):
         assert r2.status_line == b"HTTP/1.1 200 OK" and r2.body == b"next"
 
 
-@pytest.mark.xfail(strict=True, reason="core: only objects with a fileno() are sized; other seekable files are streamed")
 @pytest.mark.parametrize("kind", ["bytesio", "seektell"])
 def test_seekable_file_like_gets_a_content_length(srv, kind):
     """3.19: any seekable file (seekable(), or seek and tell) has its size
@@ -113,7 +110,6 @@ def test_seekable_file_like_gets_a_content_length(srv, kind):
         assert c.request(get("/respond?b=next", version="1.0")).body == b"next"
 
 
-@pytest.mark.xfail(strict=True, reason="core: only objects with a fileno() are sized; a too-long CL is not corrected")
 @pytest.mark.parametrize("kind", ["bytesio", "seektell"])
 def test_seekable_file_like_too_long_content_length_is_corrected(srv, kind):
     with Client(srv) as c:

@@ -83,7 +83,6 @@ def test_empty_ident_sends_no_server_header(no_ident):
     assert env.get("SERVER_SOFTWARE") is None
 
 
-@pytest.mark.xfail(strict=True, reason="core: with ident='' and an app Server header, no `Via: waitress_c` is added")
 def test_empty_ident_app_server_header_still_gets_via(no_ident):
     """3.8: `Via: <ident or "waitress">` -- the fallback name is the
     package's name (difference 13)."""

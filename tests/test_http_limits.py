@@ -189,9 +189,7 @@ BAD_REQUESTS = [
 ]
 
 
-XFAIL_BAD = {
-    "raw-utf8-uri": "core: Bad URI is found before the version is parsed, so it is answered HTTP/1.0",
-}
+XFAIL_BAD = {}
 
 
 @pytest.mark.parametrize(
@@ -206,13 +204,11 @@ def test_bad_request_body_is_byte_exact(srv, data, detail, version):
     send_error(srv, data, 400, "Bad Request", detail, version=version or "HTTP/1.1")
 
 
-@pytest.mark.xfail(strict=True, reason="core: the detail of a bare LF in a header line lacks the quoted line")
 def test_bare_lf_in_header_line_detail(srv):
     send_error(srv, b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\nb\r\n\r\n", 400, "Bad Request",
                'Bare CR or LF found in header line "X-A: a\nb"', version="HTTP/1.0")
 
 
-@pytest.mark.xfail(strict=True, reason="core: the quoted line of a bare-CR header error stops at the CR")
 def test_bare_cr_in_header_line_detail(srv):
     with Client(srv) as c:
         r = c.request(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n")
