@@ -331,6 +331,12 @@ server_get_connections(ServerObject *so, void *unused)
     return PyLong_FromUnsignedLongLong(so->srv->nchannels);
 }
 
+static PyObject *
+server_get_stopping(ServerObject *so, void *unused)
+{
+    return PyLong_FromLong(atomic_load(&so->srv->stopping));
+}
+
 static int
 server_traverse(ServerObject *so, visitproc visit, void *arg)
 {
@@ -401,6 +407,8 @@ static PyMethodDef server_methods[] = {
 static PyGetSetDef server_getset[] = {
     {"connections", (getter)server_get_connections, NULL,
      "open client connections", NULL},
+    {"stopping", (getter)server_get_stopping, NULL,
+     "0 serving, 1 stopping gracefully, 2 stopped at once", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -129,8 +129,12 @@ class BaseWSGIServer:
         finally:
             if restore:
                 self._restore_signals(restore)
-            for t in self._threads:
-                t.join(timeout=5)
+            # After a graceful stop the workers have left already; after an
+            # immediate one, workers stuck in the app are not waited for
+            # (they are daemon threads, as in waitress).
+            if core.stopping < 2:
+                for t in self._threads:
+                    t.join(timeout=5)
             self._close_sockets()
 
     def close(self) -> None:
