@@ -2,6 +2,8 @@
 bodies (3.15), the request target (3.16), and the request-smuggling cases
 behind deliberate differences 5 to 10."""
 
+import time
+
 import pytest
 from http_helpers import Client, get, key, marks, server_fixture
 
@@ -66,6 +68,15 @@ def test_lf_only_request_is_refused_at_once(srv):
 )
 def test_invalid_field_lines_are_400(srv, line):
     refused(srv, req(b"Host: x", line))
+
+
+@pytest.mark.parametrize("value", [b"a " * 100000 + b"\x10", b"a\t" * 100000 + b"\x7f", b" " * 200000 + b"\x01"])
+def test_long_invalid_value_is_refused_quickly(srv, value):
+    """No catastrophic backtracking (CVE-2020-5236): a long value with a
+    bad byte at its end is refused at once."""
+    t0 = time.monotonic()
+    refused(srv, req(b"Host: x", b"X-A: " + value))
+    assert time.monotonic() - t0 < 2
 
 
 @pytest.mark.parametrize(
