@@ -320,6 +320,14 @@ def test_bad_chunk_sizes(srv, line):
         assert c.closed()
 
 
+@pytest.mark.parametrize("line", [b"5 ;a=b", b"5\t;a=b", b"5; a=b", b"5;a = b", b'5;a= "q"', b"5 ; a ; b = c"])
+def test_chunk_extension_bws_is_accepted(srv, line):
+    """RFC 9112 7.1.1 allows BWS around ";" and "=" in chunk extensions
+    (waitress follows RFC 7230's grammar, which has none, and answers 400)."""
+    env = chunked_env(srv, line + b"\r\nhello\r\n0\r\n\r\n")
+    assert env["_input"] == "hello"
+
+
 def test_huge_chunk_size_is_413(srv):
     r = refused(srv, req(b"Host: x", b"Transfer-Encoding: chunked", method="POST", target="/echo",
                          body=b"FFFFFFFFFFFFFFF\r\nhello"), status=413)
@@ -438,6 +446,13 @@ def test_options_star(srv):
     env = target_env(srv, "*", method="OPTIONS")
     assert env["PATH_INFO"] == "*"
     assert env["REQUEST_URI"] == "*"
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "HEAD"])
+def test_asterisk_form_only_for_options(srv, method):
+    """RFC 9112 3.2.4: the asterisk-form is only for OPTIONS (waitress serves
+    `GET *` with PATH_INFO `*`)."""
+    refused(srv, req(b"Host: x", target="*", method=method))
 
 
 @pytest.mark.xfail(strict=True, reason="core: CONNECT authority-form gives PATH_INFO 'host:443', waitress gives '443'")
