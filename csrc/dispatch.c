@@ -270,6 +270,7 @@ wc_dispatch_worker_main(PyObject *server)
         uv_async_send(&srv->async);     /* the loop waits for this */
     pthread_mutex_unlock(&srv->qlock);
     PyEval_RestoreThread(ts);
+    wc_wsgi_worker_done(&w);
     wc_buf_free(&w.out);
     Py_RETURN_NONE;
 }

@@ -9,33 +9,78 @@
 
 #include <string.h>
 
-static const char *const hop_by_hop[] = {
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-    "te", "trailer", "transfer-encoding", "upgrade", NULL,
-};
-
 static int
 has_crlf(PyObject *s)
 {
+    if (PyUnicode_KIND(s) == PyUnicode_1BYTE_KIND) {
+        const char *d = (const char *)PyUnicode_DATA(s);
+        size_t n = (size_t)PyUnicode_GET_LENGTH(s);
+        return memchr(d, '\r', n) != NULL || memchr(d, '\n', n) != NULL;
+    }
     return PyUnicode_FindChar(s, '\r', 0, PY_SSIZE_T_MAX, 1) >= 0
            || PyUnicode_FindChar(s, '\n', 0, PY_SSIZE_T_MAX, 1) >= 0;
 }
 
 /* Compare a str with a lowercase ASCII literal, case-insensitively. */
 static int
-ieq_ascii(PyObject *s, const char *lit)
+ieq_ascii(PyObject *s, const char *lit, size_t n)
 {
-    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
-    if ((size_t)n != strlen(lit))
+    if ((size_t)PyUnicode_GET_LENGTH(s) != n
+        || PyUnicode_KIND(s) != PyUnicode_1BYTE_KIND)
         return 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_UCS4 c = PyUnicode_READ_CHAR(s, i);
+    const unsigned char *d = PyUnicode_DATA(s);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = d[i];
         if (c >= 'A' && c <= 'Z')
             c += 32;
-        if (c != (Py_UCS4)(unsigned char)lit[i])
+        if (c != (unsigned char)lit[i])
             return 0;
     }
     return 1;
+}
+
+#define IEQ(s, lit) ieq_ascii((s), (lit), sizeof(lit) - 1)
+
+static int
+is_hop_by_hop(PyObject *name)
+{
+    switch (PyUnicode_GET_LENGTH(name)) {
+    case 2: return IEQ(name, "te");
+    case 7: return IEQ(name, "trailer") || IEQ(name, "upgrade");
+    case 10: return IEQ(name, "connection") || IEQ(name, "keep-alive");
+    case 17: return IEQ(name, "transfer-encoding");
+    case 18: return IEQ(name, "proxy-authenticate");
+    case 19: return IEQ(name, "proxy-authorization");
+    default: return 0;
+    }
+}
+
+/* int(value) as waitress does; plain digits without a Python call. */
+static long long
+parse_content_length(PyObject *value)
+{
+    if (PyUnicode_KIND(value) == PyUnicode_1BYTE_KIND) {
+        const unsigned char *d = PyUnicode_DATA(value);
+        Py_ssize_t n = PyUnicode_GET_LENGTH(value);
+        long long v = 0;
+        Py_ssize_t i = 0;
+        for (; i < n && i < 18 && d[i] >= '0' && d[i] <= '9'; i++)
+            v = v * 10 + (d[i] - '0');
+        if (i == n && n > 0)
+            return v;
+    }
+    PyObject *num = PyLong_FromUnicodeObject(value, 10);
+    if (num == NULL)
+        return -1;
+    long long v = PyLong_AsLongLong(num);
+    Py_DECREF(num);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (v < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative Content-Length");
+        return -1;
+    }
+    return v;
 }
 
 /* Check the app's headers and note Content-Length / Server / Date.
@@ -48,12 +93,13 @@ check_headers(StartResponseObject *sr, PyObject *headers)
                      "%.80s", Py_TYPE(headers)->tp_name);
         return NULL;
     }
-    PyObject *out = PyList_New(0);
+    Py_ssize_t n = PyList_GET_SIZE(headers);
+    PyObject *out = PyList_New(n);
     if (out == NULL)
         return NULL;
     sr->content_length = -1;
     sr->has_server = sr->has_date = 0;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers); i++) {
+    for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *t = PyList_GET_ITEM(headers, i);
         if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2) {
             PyErr_Format(PyExc_AssertionError, "Header %R is not a "
@@ -82,38 +128,35 @@ check_headers(StartResponseObject *sr, PyObject *headers)
                             "character present in header name");
             goto error;
         }
-        for (int k = 0; hop_by_hop[k]; k++) {
-            if (ieq_ascii(name, hop_by_hop[k])) {
-                PyErr_Format(PyExc_AssertionError, "%U is a \"hop-by-hop\" "
-                             "header; it cannot be used by a WSGI "
-                             "application (see PEP 3333)", name);
-                goto error;
-            }
-        }
-        if (ieq_ascii(name, "content-length")) {
-            PyObject *n = PyLong_FromUnicodeObject(value, 10);
-            if (n == NULL)
-                goto error;
-            long long v = PyLong_AsLongLong(n);
-            Py_DECREF(n);
-            if (v == -1 && PyErr_Occurred())
-                goto error;
-            if (v < 0) {
-                PyErr_SetString(PyExc_ValueError, "negative Content-Length");
-                goto error;
-            }
-            sr->content_length = v;
-        } else if (ieq_ascii(name, "server")) {
-            sr->has_server = 1;
-        } else if (ieq_ascii(name, "date")) {
-            sr->has_date = 1;
-        }
-        PyObject *pair = PyTuple_Pack(2, name, value);
-        if (pair == NULL || PyList_Append(out, pair) < 0) {
-            Py_XDECREF(pair);
+        if (is_hop_by_hop(name)) {
+            PyErr_Format(PyExc_AssertionError, "%U is a \"hop-by-hop\" "
+                         "header; it cannot be used by a WSGI application "
+                         "(see PEP 3333)", name);
             goto error;
         }
-        Py_DECREF(pair);
+        switch (PyUnicode_GET_LENGTH(name)) {
+        case 14:
+            if (IEQ(name, "content-length")) {
+                long long v = parse_content_length(value);
+                if (v < 0)
+                    goto error;
+                sr->content_length = v;
+            }
+            break;
+        case 6:
+            if (IEQ(name, "server"))
+                sr->has_server = 1;
+            break;
+        case 4:
+            if (IEQ(name, "date"))
+                sr->has_date = 1;
+            break;
+        }
+        PyObject *pair = PyTuple_CheckExact(t) ? Py_NewRef(t)
+                                               : PyTuple_Pack(2, name, value);
+        if (pair == NULL)
+            goto error;
+        PyList_SET_ITEM(out, i, pair);
     }
     return out;
 
@@ -169,7 +212,14 @@ sr_call(StartResponseObject *sr, PyObject *args, PyObject *kw)
     Py_XSETREF(sr->status, status);
     Py_XSETREF(sr->headers, checked);
     sr->called = 1;
-    return PyObject_GetAttrString((PyObject *)sr, "write");
+    /* Cached: sr and its write() are reused by the next request of this
+     * worker when the app kept neither (wsgi.c: release_sr). */
+    if (sr->write == NULL) {
+        sr->write = PyObject_GetAttrString((PyObject *)sr, "write");
+        if (sr->write == NULL)
+            return NULL;
+    }
+    return Py_NewRef(sr->write);
 }
 
 static PyObject *
@@ -206,6 +256,7 @@ sr_dealloc(StartResponseObject *sr)
     PyTypeObject *tp = Py_TYPE(sr);
     Py_XDECREF(sr->status);
     Py_XDECREF(sr->headers);
+    Py_XDECREF(sr->write);
     PyObject_Free(sr);
     Py_DECREF(tp);
 }

@@ -346,6 +346,7 @@ void wc_dispatch_drain_logs(wc_server_t *srv, PyObject *logger,
 
 struct wc_worker_s {
     PyObject *server;           /* ServerObject, borrowed */
+    PyObject *spare_sr;         /* a StartResponse to reuse, owned */
     wc_buf_t out;               /* response head scratch */
     time_t date_sec;
     char date[40];
@@ -355,6 +356,7 @@ struct wc_worker_s {
 int wc_wsgi_init(PyObject *module);
 void wc_wsgi_serve(wc_worker_t *w, wc_channel_t *ch, wc_request_t *req,
                    int *close);
+void wc_wsgi_worker_done(wc_worker_t *w);
 void wc_wsgi_error_response(wc_worker_t *w, wc_channel_t *ch, int version,
                             int status, const char *detail, size_t dlen);
 const char *wc_date(wc_worker_t *w, size_t *len);
@@ -384,6 +386,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     PyObject *status;           /* str or NULL */
+    PyObject *write;            /* cached bound write(), or NULL */
     PyObject *headers;          /* list or NULL */
     int64_t content_length;     /* from the app, -1 if none */
     int called;

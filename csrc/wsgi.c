@@ -72,6 +72,7 @@ struct known_header {
     const char *key;
     int proxy;
     PyObject *obj;
+    size_t len;
 };
 
 static struct known_header known[] = {
@@ -120,6 +121,7 @@ wc_wsgi_init(PyObject *module)
         known[i].obj = PyUnicode_InternFromString(known[i].key);
         if (known[i].obj == NULL)
             return -1;
+        known[i].len = strlen(known[i].lname);
         if (strcmp(known[i].lname, "transfer-encoding") == 0)
             te_key = known[i].obj;
     }
@@ -221,7 +223,7 @@ header_key(ServerObject *so, const wc_header_t *h, PyObject **generic,
             low[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
         }
         for (size_t i = 0; i < NKNOWN; i++) {
-            if (strlen(known[i].lname) == h->name_len
+            if (known[i].len == h->name_len
                 && memcmp(known[i].lname, low, h->name_len) == 0) {
                 if (known[i].proxy && so->srv->cfg.drop_proxy_headers) {
                     *skip = 1;
@@ -1061,6 +1063,57 @@ call_close(PyObject *result)
     return 0;
 }
 
+/* New reference: a StartResponse for one request, the worker's spare one
+ * when it has it. */
+static StartResponseObject *
+take_sr(wc_worker_t *w, ServerObject *so)
+{
+    StartResponseObject *sr = (StartResponseObject *)w->spare_sr;
+    w->spare_sr = NULL;
+    if (sr == NULL) {
+        sr = PyObject_New(StartResponseObject, (PyTypeObject *)so->sr_type);
+        if (sr == NULL)
+            return NULL;
+        sr->write = NULL;
+    }
+    sr->status = NULL;
+    sr->headers = NULL;
+    return sr;
+}
+
+/* Steals sr.  Keep it (and its cached write) for the next request if the
+ * app kept neither; else break the sr <-> write cycle and let it go. */
+static void
+release_sr(wc_worker_t *w, StartResponseObject *sr)
+{
+    sr->active = 0;
+    sr->resp = NULL;
+    sr->ch = NULL;
+    sr->req = NULL;
+    sr->w = NULL;
+    Py_CLEAR(sr->status);
+    Py_CLEAR(sr->headers);
+    Py_ssize_t mine = sr->write ? 2 : 1;
+    if (w->spare_sr == NULL && Py_REFCNT(sr) == mine
+        && (sr->write == NULL || Py_REFCNT(sr->write) == 1)) {
+        w->spare_sr = (PyObject *)sr;
+        return;
+    }
+    Py_CLEAR(sr->write);
+    Py_DECREF(sr);
+}
+
+void
+wc_wsgi_worker_done(wc_worker_t *w)
+{
+    StartResponseObject *sr = (StartResponseObject *)w->spare_sr;
+    w->spare_sr = NULL;
+    if (sr) {
+        Py_CLEAR(sr->write);
+        Py_DECREF(sr);
+    }
+}
+
 void
 wc_wsgi_serve(wc_worker_t *w, wc_channel_t *ch, wc_request_t *req,
               int *close)
@@ -1083,11 +1136,9 @@ wc_wsgi_serve(wc_worker_t *w, wc_channel_t *ch, wc_request_t *req,
     env = build_environ(so, ch, req, &r.path);
     if (env == NULL)
         goto failed;
-    sr = PyObject_New(StartResponseObject, (PyTypeObject *)so->sr_type);
+    sr = take_sr(w, so);
     if (sr == NULL)
         goto failed;
-    sr->status = NULL;
-    sr->headers = NULL;
     sr->content_length = -1;
     sr->called = sr->headers_sent = sr->has_server = sr->has_date = 0;
     sr->active = 1;
@@ -1144,17 +1195,11 @@ done:
         PyErr_Clear();
         *close = 1;
     }
-    if (sr) {
-        sr->active = 0;
-        sr->resp = NULL;
-        sr->ch = NULL;
-        sr->req = NULL;
-        sr->w = NULL;
-        Py_DECREF(sr);
-    }
     Py_XDECREF(result);
     Py_XDECREF(env);
     Py_XDECREF(r.path);
+    if (sr)
+        release_sr(w, sr);
     w->out.len = 0;
 }
 
