@@ -190,6 +190,7 @@ int
 wc_outq_append(wc_outq_t *q, const char *p, size_t n)
 {
     q->bytes += n;
+    q->mem += n;
     wc_seg_t *t = q->tail;
     if (t && t->fd < 0 && t->cap > t->len) {
         size_t room = t->cap - t->len;
@@ -204,6 +205,7 @@ wc_outq_append(wc_outq_t *q, const char *p, size_t n)
     wc_seg_t *s = seg_new(n > SEG_MIN ? n : SEG_MIN);
     if (s == NULL) {
         q->bytes -= n;
+        q->mem -= n;
         return UV_ENOMEM;
     }
     memcpy(s->data, p, n);
@@ -224,6 +226,49 @@ wc_outq_append_file(wc_outq_t *q, int fd, off_t off, uint64_t n, int close_fd)
     s->len = (size_t)n;
     seg_link(q, s);
     q->bytes += n;
+    return 0;
+}
+
+/* Append bytes to the queue's temp file (waitress's outbuf_overflow: a
+ * slow reader of a big response costs disk, not memory).  The loop sends
+ * them with sendfile like any file segment. */
+int
+wc_outq_spill(wc_outq_t *q, const char *p, size_t n)
+{
+    int rv;
+    if (n == 0)
+        return 0;
+    if (q->spill_fd < 0) {
+        int fd = open_tempfile();
+        if (fd < 0)
+            return fd;
+        q->spill_fd = fd;
+        q->spill_end = 0;
+    }
+    off_t at = (off_t)q->spill_end;
+    size_t left = n;
+    const char *s = p;
+    while (left > 0) {
+        ssize_t w = pwrite(q->spill_fd, s, left, at);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        s += w;
+        at += w;
+        left -= (size_t)w;
+    }
+    wc_seg_t *t = q->tail;
+    if (t && t->fd == q->spill_fd
+        && (uint64_t)t->file_off + (t->len - t->off) == q->spill_end) {
+        t->len += n;        /* contiguous with the last spilled bytes */
+        q->bytes += n;
+    } else if ((rv = wc_outq_append_file(q, q->spill_fd,
+                                         (off_t)q->spill_end, n, 0)) < 0) {
+        return rv;
+    }
+    q->spill_end += n;
     return 0;
 }
 
@@ -267,13 +312,22 @@ wc_outq_consume(wc_outq_t *q, size_t n)
             s->off += n;
             if (s->fd >= 0)
                 s->file_off += (off_t)n;
-            return;
+            else
+                q->mem -= n;
+            break;
         }
         n -= avail;
+        if (s->fd < 0)
+            q->mem -= avail;
         q->head = s->next;
         if (q->head == NULL)
             q->tail = NULL;
         seg_free(s);
+    }
+    if (q->head == NULL && q->spill_fd >= 0 && q->spill_end > 0) {
+        /* Everything spilled is sent: give the disk space back. */
+        if (ftruncate(q->spill_fd, 0) == 0)
+            q->spill_end = 0;
     }
 }
 
@@ -287,5 +341,8 @@ wc_outq_free(wc_outq_t *q)
         s = next;
     }
     q->head = q->tail = NULL;
-    q->bytes = 0;
+    q->bytes = q->mem = 0;
+    if (q->spill_fd >= 0)
+        close(q->spill_fd);
+    q->spill_fd = -1;
 }

@@ -69,6 +69,7 @@ wc_channel_accept(wc_server_t *srv, uv_stream_t *server, int index)
         return rv;
     }
     ch->h.handle.data = ch;
+    ch->out.spill_fd = -1;
     pthread_mutex_init(&ch->lock, NULL);
     pthread_cond_init(&ch->drained, NULL);
     /* From here the handle is live: errors go through close. */
@@ -714,11 +715,15 @@ wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, int n)
         }
     }
     if (i < n) {
+        size_t overflow = ch->srv->cfg.outbuf_overflow;
         for (; i < n; i++) {
-            if (wc_outq_append(&ch->out, iov[i].iov_base,
-                               iov[i].iov_len) < 0) {
+            size_t len = iov[i].iov_len;
+            int r = ch->out.mem + len > overflow && len > 0
+                    ? wc_outq_spill(&ch->out, iov[i].iov_base, len)
+                    : wc_outq_append(&ch->out, iov[i].iov_base, len);
+            if (r < 0) {
                 ch->broken = 1;
-                rv = UV_ENOMEM;
+                rv = r;
                 break;
             }
         }

@@ -197,3 +197,42 @@ def test_many_connections_above_default_limit_are_served_in_turn(server_factory)
     for t in threads:
         t.join(30)
     assert results.count(b"Hello, world!") == 150
+
+
+def _tempfiles(pid):
+    import os
+
+    found = []
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if target.startswith("/tmp/") and "(deleted)" in target:
+            found.append(target)
+    return found
+
+
+def test_output_over_outbuf_overflow_spills_to_disk(server_factory):
+    """3.27: a slow reader's pending output above outbuf_overflow goes to a
+    temp file, not memory; the bytes arrive intact and in order."""
+    import json
+
+    srv = server_factory("router", outbuf_overflow=65536)
+    pid = json.loads(srv.request("GET", "/pid")[1])["pid"]
+    n = 8 * 1024 * 1024
+    s = srv.connect(timeout=20)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    try:
+        s.sendall(b"GET /big?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % n)
+        deadline = time.monotonic() + 5
+        spilled = []
+        while time.monotonic() < deadline and not spilled:
+            spilled = _tempfiles(pid)
+            time.sleep(0.05)
+        assert spilled, "no spill file while the client does not read"
+        status, headers, body = read_response(s.makefile("rb"))
+        block = bytes(range(256)) * 256
+        assert body == (block * (n // len(block) + 1))[:n]
+    finally:
+        s.close()
