@@ -403,11 +403,8 @@ class RawUnseekable(io.RawIOBase):
         return len(data)
 
 
-_tmpdir = tempfile.mkdtemp(prefix="wc-http-files-")
-
-
 def _real_file(n, k):
-    fd, path = tempfile.mkstemp(dir=_tmpdir)
+    fd, path = tempfile.mkstemp(prefix="wc-http-file-")
     os.write(fd, pattern(n))
     os.close(fd)
     f = TrackedFile(path, "rb")
