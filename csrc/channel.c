@@ -109,6 +109,18 @@ wc_channel_accept(wc_server_t *srv, uv_stream_t *server, int index)
     if (rv < 0)
         goto error;
     ch->reading = 1;
+    /* The request is usually there already (TCP_DEFER_ACCEPT on our
+     * listeners): read it now rather than after another epoll round. */
+    ssize_t n;
+    do {
+        n = recv(ch->fd, srv->readbuf, sizeof(srv->readbuf), 0);
+    } while (n < 0 && errno == EINTR);
+    if (n > 0) {
+        uv_buf_t buf = uv_buf_init(srv->readbuf, (unsigned)n);
+        on_read(&ch->h.stream, n, &buf);
+    } else if (n == 0) {
+        on_read(&ch->h.stream, UV_EOF, NULL);
+    }
     return 0;
 
 error:

@@ -21,7 +21,7 @@
 static void on_connection(uv_stream_t *server, int status);
 static void on_async(uv_async_t *a);
 static void on_sweep(uv_timer_t *t);
-static void on_check(uv_check_t *c);
+static void on_prepare(uv_prepare_t *p);
 static void on_signal_fd(uv_poll_t *p, int status, int events);
 static void begin_stop(wc_server_t *srv, int level);
 static void check_exit(wc_server_t *srv);
@@ -41,9 +41,9 @@ wc_server_init(wc_server_t *srv)
     srv->async.data = srv;
     uv_timer_init(&srv->loop, &srv->sweep);
     srv->sweep.data = srv;
-    uv_check_init(&srv->loop, &srv->wake);
+    uv_prepare_init(&srv->loop, &srv->wake);
     srv->wake.data = srv;
-    uv_check_start(&srv->wake, on_check);
+    uv_prepare_start(&srv->wake, on_prepare);
     uv_unref((uv_handle_t *)&srv->wake);
     srv->sigfd = -1;
     atomic_init(&srv->stopping, 0);
@@ -200,10 +200,13 @@ on_async(uv_async_t *a)
     check_exit(srv);
 }
 
+/* Right before the loop would block: everything queued in this
+ * iteration (by reads, accepts, close callbacks) is handed over with one
+ * wake-up. */
 static void
-on_check(uv_check_t *c)
+on_prepare(uv_prepare_t *p)
 {
-    wc_dispatch_wake(c->data);
+    wc_dispatch_wake(p->data);
 }
 
 /* Close connections that have been idle for channel_timeout.  A request

@@ -290,7 +290,7 @@ struct wc_server_s {
     uv_loop_t loop;
     uv_async_t async;
     uv_timer_t sweep;
-    uv_check_t wake;            /* wakes workers once per loop iteration */
+    uv_prepare_t wake;          /* wakes workers once per loop iteration */
     uv_timer_t date_timer;
     uv_poll_t sigpoll;
     int sigfd;

@@ -114,6 +114,8 @@ class ServerProcess:
             self.proc.wait(timeout=10)
 
     def stderr(self):
+        if self.errfile.closed:
+            return self._stderr
         self.errfile.flush()
         self.errfile.seek(0)
         return self.errfile.read().decode("utf-8", "replace")
@@ -122,8 +124,10 @@ class ServerProcess:
         try:
             self.stop()
         finally:
+            self._stderr = self.stderr()
             self.proc.stdout.close()
             self.errfile.close()
+            os.unlink(self.errfile.name)
 
 
 _counter = [0]

@@ -46,6 +46,10 @@ def _make_tcp_socket(adj: Adjustments, family, socktype, proto, sockaddr):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if hasattr(socket, "TCP_DEFER_ACCEPT"):
+            # Wake up for a connection when its request has arrived, and
+            # read it at once (the core reads right after accept).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
         sock.bind(sockaddr)
         sock.listen(adj.backlog)
     except BaseException:
