@@ -28,6 +28,30 @@ static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
 static void on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void on_write(uv_write_t *req, int status);
+
+/* A uv_write in flight: allocated only when the socket is full, so an
+ * idle connection does not carry one. */
+typedef struct {
+    uv_write_t req;
+    wc_channel_t *ch;
+    char *blk;          /* a file block read for it, or NULL */
+} wreq_t;
+
+static int
+start_write(wc_channel_t *ch, uv_buf_t *bufs, unsigned n, char *blk)
+{
+    wreq_t *wr = malloc(sizeof(*wr));
+    if (wr == NULL)
+        return UV_ENOMEM;
+    wr->ch = ch;
+    wr->blk = blk;
+    int rv = uv_write(&wr->req, &ch->h.stream, bufs, n, on_write);
+    if (rv < 0)
+        free(wr);
+    else
+        ch->writing = 1;
+    return rv;
+}
 static void on_close(uv_handle_t *h);
 static void feed(wc_channel_t *ch, const char *p, size_t n);
 static void maybe_close(wc_channel_t *ch);
@@ -71,7 +95,6 @@ wc_channel_accept(wc_server_t *srv, uv_stream_t *server, int index)
     ch->h.handle.data = ch;
     ch->out.spill_fd = -1;
     pthread_mutex_init(&ch->lock, NULL);
-    pthread_cond_init(&ch->drained, NULL);
     /* From here the handle is live: errors go through close. */
     ch->next = srv->channels;
     if (srv->channels)
@@ -83,10 +106,7 @@ wc_channel_accept(wc_server_t *srv, uv_stream_t *server, int index)
     if (rv < 0)
         goto error;
     uv_fileno(&ch->h.handle, &ch->fd);
-    if (ls->is_unix) {
-        strcpy(ch->remote_addr, "localhost");
-        strcpy(ch->remote_port, "None");
-    } else {
+    if (!ls->is_unix) {
         struct sockaddr_storage ss;
         int len = sizeof(ss);
         uv_tcp_nodelay(&ch->h.tcp, 1);
@@ -95,14 +115,14 @@ wc_channel_accept(wc_server_t *srv, uv_stream_t *server, int index)
             goto error;   /* the client is already gone */
         if (ss.ss_family == AF_INET6) {
             struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-            uv_ip6_name(a, ch->remote_addr, sizeof(ch->remote_addr));
-            snprintf(ch->remote_port, sizeof(ch->remote_port), "%u",
-                     ntohs(a->sin6_port));
+            ch->peer_family = 6;
+            memcpy(ch->peer_addr, &a->sin6_addr, 16);
+            ch->peer_port = ntohs(a->sin6_port);
         } else {
             struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-            uv_ip4_name(a, ch->remote_addr, sizeof(ch->remote_addr));
-            snprintf(ch->remote_port, sizeof(ch->remote_port), "%u",
-                     ntohs(a->sin_port));
+            ch->peer_family = 4;
+            memcpy(ch->peer_addr, &a->sin_addr, 4);
+            ch->peer_port = ntohs(a->sin_port);
         }
     }
     rv = uv_read_start(&ch->h.stream, on_alloc, on_read);
@@ -475,14 +495,11 @@ wc_channel_flush(wc_channel_t *ch)
             /* The block is written from blk; the segment advances when
              * the write completes (on_write consumes wlen). */
             ch->wlen = (size_t)r;
-            ch->wreq.data = blk;
             bufs[0] = uv_buf_init(blk, (unsigned)r);
-            if (uv_write(&ch->wreq, &ch->h.stream, bufs, 1, on_write) < 0) {
+            if (start_write(ch, bufs, 1, blk) < 0) {
                 free(blk);
                 ch->broken = 1;
-                break;
             }
-            ch->writing = 1;
             break;
         }
         if (n == 0)
@@ -508,19 +525,15 @@ wc_channel_flush(wc_channel_t *ch)
         for (int i = 0; i < n; i++)
             bufs[i] = uv_buf_init(iov[i].iov_base, (unsigned)iov[i].iov_len);
         ch->wlen = total;
-        ch->wreq.data = NULL;
-        if (uv_write(&ch->wreq, &ch->h.stream, bufs, (unsigned)n,
-                     on_write) < 0) {
+        if (start_write(ch, bufs, (unsigned)n, NULL) < 0)
             ch->broken = 1;
-            break;
-        }
-        ch->writing = 1;
+        break;
     }
     atomic_store_explicit(&ch->last_activity, wc_now_ms(),
                           memory_order_relaxed);
-    if (ch->parked && (ch->broken || ch->out.bytes
-                       <= ch->srv->cfg.outbuf_high_watermark))
-        pthread_cond_broadcast(&ch->drained);
+    if (ch->park && (ch->broken || ch->out.bytes
+                     <= ch->srv->cfg.outbuf_high_watermark))
+        pthread_cond_signal(ch->park);
     pthread_mutex_unlock(&ch->lock);
     maybe_close(ch);
 }
@@ -528,9 +541,10 @@ wc_channel_flush(wc_channel_t *ch)
 static void
 on_write(uv_write_t *req, int status)
 {
-    wc_channel_t *ch = WC_CONTAINER_OF(req, wc_channel_t, wreq);
-    free(req->data);   /* a file block, or NULL */
-    req->data = NULL;
+    wreq_t *wr = WC_CONTAINER_OF(req, wreq_t, req);
+    wc_channel_t *ch = wr->ch;
+    free(wr->blk);
+    free(wr);
     pthread_mutex_lock(&ch->lock);
     ch->writing = 0;
     if (status < 0)
@@ -606,8 +620,8 @@ wc_channel_close(wc_channel_t *ch)
     } else {
         r = NULL;
     }
-    if (ch->parked)
-        pthread_cond_broadcast(&ch->drained);
+    if (ch->park)
+        pthread_cond_signal(ch->park);
     pthread_mutex_unlock(&ch->lock);
     while (r) {
         wc_request_t *next = r->next;
@@ -651,7 +665,6 @@ wc_channel_unref(wc_channel_t *ch)
     }
     wc_outq_free(&ch->out);
     pthread_mutex_destroy(&ch->lock);
-    pthread_cond_destroy(&ch->drained);
     free(ch);
 }
 
@@ -802,15 +815,18 @@ wc_channel_wait_drained(wc_channel_t *ch)
 {
     int rv = 0;
     uint64_t hwm = ch->srv->cfg.outbuf_high_watermark;
+    pthread_cond_t cond;    /* one waiter, one mutex: ours */
+    pthread_cond_init(&cond, NULL);
     pthread_mutex_lock(&ch->lock);
     while (!ch->broken && ch->out.bytes > hwm) {
-        ch->parked = 1;
-        pthread_cond_wait(&ch->drained, &ch->lock);
-        ch->parked = 0;
+        ch->park = &cond;
+        pthread_cond_wait(&cond, &ch->lock);
     }
+    ch->park = NULL;
     if (ch->broken)
         rv = UV_EPIPE;
     pthread_mutex_unlock(&ch->lock);
+    pthread_cond_destroy(&cond);
     return rv;
 }
 

@@ -41,7 +41,7 @@ wc_dispatch_push(wc_server_t *srv, wc_channel_t *ch)
      * (one context switch on a shared core) serves a whole batch. */
 }
 
-/* Loop thread, once per iteration after the I/O callbacks: wake a parked
+/* Loop thread, once per iteration before it blocks: wake a parked
  * worker if tasks wait.  Workers wake each other while tasks remain
  * (wake_more), so blocking applications still get every thread. */
 void

@@ -197,18 +197,16 @@ struct wc_channel_s {
     unsigned closing : 1;       /* uv_close called */
     unsigned stop_parsing : 1;  /* an error or a close request was seen */
     unsigned eof : 1;
-    uv_write_t wreq;
     size_t wlen;                /* bytes in the outstanding uv_write */
 
     /* Shared: under `lock`. */
     pthread_mutex_t lock;
-    pthread_cond_t drained;     /* a parked worker waits here */
+    pthread_cond_t *park;       /* a parked worker's condition, or NULL */
     wc_request_t *pend_head, *pend_tail;
     int npending;               /* complete requests waiting */
     int busy;                   /* queued for, or held by, a worker */
     wc_outq_t out;
     int writing;                /* a uv_write is outstanding */
-    int parked;                 /* a worker waits on `drained` */
     int kicked;                 /* on srv->kick list */
     wc_channel_t *kick_next;
     unsigned close_when_flushed : 1;
@@ -221,8 +219,10 @@ struct wc_channel_s {
     _Atomic uint64_t last_activity; /* ms, monotonic */
     wc_channel_t *task_next;    /* srv task queue (under queue lock) */
 
-    char remote_addr[INET6_ADDRSTRLEN + 1];
-    char remote_port[8];
+    /* The peer, formatted by workers: family 0 (unix), 4 or 6. */
+    uint8_t peer_family;
+    uint16_t peer_port;
+    unsigned char peer_addr[16];
 };
 
 int wc_channel_accept(wc_server_t *srv, uv_stream_t *listener, int index);

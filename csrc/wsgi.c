@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
 
 enum {
     K_REQUEST_METHOD, K_SERVER_PROTOCOL, K_PATH_INFO, K_QUERY_STRING,
@@ -319,12 +320,22 @@ build_environ(ServerObject *so, wc_channel_t *ch, wc_request_t *req,
     else if (PyDict_SetItem(env, keys[K_QUERY_STRING], keys[V_EMPTY]) < 0)
         goto error;
     SET_NEW(keys[K_REQUEST_URI], latin1(req->target, req->target_len));
-    v = PyUnicode_FromString(ch->remote_addr);
+    char addr[INET6_ADDRSTRLEN];
+    if (ch->peer_family == 0)
+        strcpy(addr, "localhost");
+    else
+        inet_ntop(ch->peer_family == 6 ? AF_INET6 : AF_INET, ch->peer_addr,
+                  addr, sizeof(addr));
+    v = PyUnicode_FromString(addr);
     if (v == NULL || PyDict_SetItem(env, keys[K_REMOTE_ADDR], v) < 0
         || PyDict_SetItem(env, keys[K_REMOTE_HOST], v) < 0)
         goto error;
     Py_CLEAR(v);
-    SET_NEW(keys[K_REMOTE_PORT], PyUnicode_FromString(ch->remote_port));
+    if (ch->peer_family == 0)   /* waitress: str(None) on unix sockets */
+        SET_NEW(keys[K_REMOTE_PORT], PyUnicode_FromString("None"));
+    else
+        SET_NEW(keys[K_REMOTE_PORT], PyUnicode_FromFormat("%u",
+                                                          ch->peer_port));
     PyObject *err = PySys_GetObject("stderr");   /* borrowed */
     if (err && PyDict_SetItem(env, keys[K_WSGI_ERRORS], err) < 0)
         goto error;
