@@ -8,7 +8,7 @@ APT_PKGS := libuv1-dev libhttp-parser-dev pkg-config curl
 CSRC := $(wildcard csrc/*.c csrc/*.h)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build serve test bench bench-quick asan clean
+.PHONY: all deps build serve test bench bench-quick asan fuzz clean
 
 all: build
 
@@ -64,3 +64,18 @@ asan: $(VENV)/.stamp
 	ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+# libFuzzer over the request parser (installs clang when missing).
+FUZZ_SECONDS ?= 60
+build/fuzz_request: fuzz/fuzz_request.c csrc/parser.c csrc/buffer.c csrc/wc.h
+	@command -v clang-14 >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq clang-14 libclang-rt-14-dev; }
+	mkdir -p build
+	clang-14 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Icsrc \
+	  $$(python3-config --includes) $$(pkg-config --cflags libuv) \
+	  fuzz/fuzz_request.c csrc/parser.c csrc/buffer.c -lhttp_parser -o $@
+
+fuzz: build/fuzz_request
+	mkdir -p build/fuzz-corpus
+	build/fuzz_request -dict=fuzz/http.dict -max_total_time=$(FUZZ_SECONDS) \
+	  -max_len=4096 build/fuzz-corpus fuzz/corpus

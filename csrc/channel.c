@@ -252,73 +252,6 @@ send_continue(wc_channel_t *ch)
     wc_channel_flush(ch);
 }
 
-/* Find the end of the head in new bytes.  Every LF must follow a CR (a
- * bare LF is refused at once, not waited on).  Returns the bytes of p that
- * belong to the head, and sets *complete. */
-static size_t
-scan_head(wc_channel_t *ch, const char *p, size_t n, int *complete)
-{
-    wc_request_t *r = ch->req;
-    const wc_config_t *cfg = &ch->srv->cfg;
-    size_t used = 0;
-    *complete = 0;
-
-    /* Empty lines before a request are ignored (RFC 9112 2.2). */
-    if (r->head.len == 0) {
-        while (used < n && (p[used] == '\r' || p[used] == '\n'))
-            used++;
-        if (used == n)
-            return used;
-    }
-    while (used < n) {
-        const char *s = p + used;
-        const char *lf = memchr(s, '\n', n - used);
-        size_t take = lf ? (size_t)(lf - s) + 1 : n - used;
-        if (r->head.len + take >= cfg->max_header) {
-            snprintf(r->detail_buf, sizeof(r->detail_buf),
-                     "exceeds max_header of %zu", cfg->max_header);
-            wc_request_error(r, 431, r->detail_buf);
-            return used + take;
-        }
-        if (wc_buf_append(&r->head, s, take) < 0) {
-            wc_request_error(r, 500, "Out of memory");
-            return used + take;
-        }
-        used += take;
-        if (lf == NULL)
-            break;
-        size_t end = r->head.len;
-        if (end < 2 || r->head.data[end - 2] != '\r') {
-            if (ch->line_start == 0) {
-                wc_request_error(r, 400, "Bare CR or LF found in HTTP "
-                                         "message");
-                return used;
-            }
-            /* Quote the line up to its CRLF, as far as it is here. */
-            const char *rest = p + used, *stop = p + n;
-            const char *q = rest;
-            while (q + 1 < stop && !(q[0] == '\r' && q[1] == '\n'))
-                q++;
-            if (q + 1 >= stop)
-                q = stop;
-            size_t k = (size_t)(q - rest);
-            if (wc_buf_append(&r->head, rest, k) < 0)
-                k = 0;
-            wc_request_errorf(r, 400, "Bare CR or LF found in header line "
-                                      "\"%.*s\"",
-                              r->head.data + ch->line_start,
-                              r->head.len - ch->line_start);
-            return used + k;
-        }
-        if (end - ch->line_start == 2) {
-            *complete = 1;
-            return used;
-        }
-        ch->line_start = end;
-    }
-    return used;
-}
-
 static void
 feed(wc_channel_t *ch, const char *p, size_t n)
 {
@@ -338,11 +271,10 @@ feed(wc_channel_t *ch, const char *p, size_t n)
                 return;
             }
             ch->pstate = WC_PARSE_HEAD;
-            ch->line_start = 0;
         }
         switch (ch->pstate) {
         case WC_PARSE_HEAD:
-            used = scan_head(ch, p, n, &complete);
+            used = wc_head_scan(r, p, n, &complete, cfg);
             if (r->error_status) {
                 fail_request(ch);
                 return;

@@ -63,6 +63,8 @@ ieq(const char *a, size_t alen, const char *lit)
 
 static http_parser_settings hp_settings;
 
+const char wc_slash[] = "/";
+
 static int
 on_headers_complete(http_parser *p)
 {
@@ -144,6 +146,72 @@ add_header(wc_request_t *r, const char *name, size_t nlen, const char *value,
     h->value = value;
     h->value_len = (uint32_t)vlen;
     return 0;
+}
+
+/* Find the end of the head in new bytes.  Every LF must follow a CR (a
+ * bare LF is refused at once, not waited on).  Returns the bytes of p that
+ * belong to the head, and sets *complete. */
+size_t
+wc_head_scan(wc_request_t *r, const char *p, size_t n, int *complete,
+             const wc_config_t *cfg)
+{
+    size_t used = 0;
+    *complete = 0;
+
+    /* Empty lines before a request are ignored (RFC 9112 2.2). */
+    if (r->head.len == 0) {
+        while (used < n && (p[used] == '\r' || p[used] == '\n'))
+            used++;
+        if (used == n)
+            return used;
+    }
+    while (used < n) {
+        const char *s = p + used;
+        const char *lf = memchr(s, '\n', n - used);
+        size_t take = lf ? (size_t)(lf - s) + 1 : n - used;
+        if (r->head.len + take >= cfg->max_header) {
+            snprintf(r->detail_buf, sizeof(r->detail_buf),
+                     "exceeds max_header of %zu", cfg->max_header);
+            wc_request_error(r, 431, r->detail_buf);
+            return used + take;
+        }
+        if (wc_buf_append(&r->head, s, take) < 0) {
+            wc_request_error(r, 500, "Out of memory");
+            return used + take;
+        }
+        used += take;
+        if (lf == NULL)
+            break;
+        size_t end = r->head.len;
+        if (end < 2 || r->head.data[end - 2] != '\r') {
+            if (r->line_start == 0) {
+                wc_request_error(r, 400, "Bare CR or LF found in HTTP "
+                                         "message");
+                return used;
+            }
+            /* Quote the line up to its CRLF, as far as it is here. */
+            const char *rest = p + used, *stop = p + n;
+            const char *q = rest;
+            while (q + 1 < stop && !(q[0] == '\r' && q[1] == '\n'))
+                q++;
+            if (q + 1 >= stop)
+                q = stop;
+            size_t k = (size_t)(q - rest);
+            if (wc_buf_append(&r->head, rest, k) < 0)
+                k = 0;
+            wc_request_errorf(r, 400, "Bare CR or LF found in header line "
+                                      "\"%.*s\"",
+                              r->head.data + r->line_start,
+                              r->head.len - r->line_start);
+            return used + k;
+        }
+        if (end - r->line_start == 2) {
+            *complete = 1;
+            return used;
+        }
+        r->line_start = end;
+    }
+    return used;
 }
 
 /* Parse "METHOD SP target SP HTTP/d.d".  Returns 0 or sets an error. */
@@ -275,7 +343,7 @@ parse_target(wc_request_t *r)
         r->path = t + u.field_data[UF_PATH].off;
         r->path_len = u.field_data[UF_PATH].len;
     } else {
-        r->path = "/";
+        r->path = wc_slash;     /* RFC 9112 3.2.2: an empty path is "/" */
         r->path_len = 1;
     }
     if (u.field_set & (1 << UF_QUERY)) {

@@ -138,6 +138,7 @@ struct wc_request_s {
     wc_header_t *headers;
     uint32_t nheaders;
     uint32_t headers_cap;
+    size_t line_start;          /* head scan: start of the current line */
     int64_t content_length;     /* -1: none */
     uint64_t body_remaining;    /* CL bodies, while reading */
     uint64_t raw_body;          /* chunked: framing bytes included */
@@ -160,12 +161,18 @@ enum {
     WC_PARSE_CHUNKED,
 };
 
+extern const char wc_slash[];   /* r->path of "http://host" */
 void wc_parser_global_init(void);
 wc_request_t *wc_request_new(size_t inbuf_overflow);
 void wc_request_free(wc_request_t *r);
 void wc_request_error(wc_request_t *r, int status, const char *detail);
 void wc_request_errorf(wc_request_t *r, int status, const char *fmt,
                        const char *arg, size_t alen);
+/* Copy head bytes from p into r->head, line by line, up to the empty
+ * line (then *complete).  Returns the bytes of p used; sets
+ * r->error_status on a bare LF or a head over max_header. */
+size_t wc_head_scan(wc_request_t *r, const char *p, size_t n, int *complete,
+                    const wc_config_t *cfg);
 /* Parse a complete head (r->head).  Returns 0 and fills r, or sets
  * r->error_status. */
 void wc_parse_head(wc_request_t *r, const wc_config_t *cfg);
@@ -192,7 +199,6 @@ struct wc_channel_s {
     wc_channel_t *prev, *next;  /* srv->channels */
     wc_request_t *req;          /* being received */
     int pstate;                 /* WC_PARSE_* */
-    size_t line_start;          /* head scan: start of the current line */
     unsigned reading : 1;
     unsigned closing : 1;       /* uv_close called */
     unsigned stop_parsing : 1;  /* an error or a close request was seen */
