@@ -629,7 +629,7 @@ wc_parse_head(wc_request_t *r, const wc_config_t *cfg)
         r->body_remaining = (uint64_t)r->content_length;
 }
 
-/* ---- chunked bodies ------------------------------------------------------ */
+/* ---- chunked bodies ----------------------------------------------------- */
 
 enum {
     CK_SIZE = 0,

@@ -21,9 +21,8 @@ has_crlf(PyObject *s)
            || PyUnicode_FindChar(s, '\n', 0, PY_SSIZE_T_MAX, 1) >= 0;
 }
 
-/* Compare a str with a lowercase ASCII literal, case-insensitively. */
-static int
-ieq_ascii(PyObject *s, const char *lit, size_t n)
+int
+wc_ieq_ascii(PyObject *s, const char *lit, size_t n)
 {
     if ((size_t)PyUnicode_GET_LENGTH(s) != n
         || PyUnicode_KIND(s) != PyUnicode_1BYTE_KIND)
@@ -39,18 +38,16 @@ ieq_ascii(PyObject *s, const char *lit, size_t n)
     return 1;
 }
 
-#define IEQ(s, lit) ieq_ascii((s), (lit), sizeof(lit) - 1)
-
 static int
 is_hop_by_hop(PyObject *name)
 {
     switch (PyUnicode_GET_LENGTH(name)) {
-    case 2: return IEQ(name, "te");
-    case 7: return IEQ(name, "trailer") || IEQ(name, "upgrade");
-    case 10: return IEQ(name, "connection") || IEQ(name, "keep-alive");
-    case 17: return IEQ(name, "transfer-encoding");
-    case 18: return IEQ(name, "proxy-authenticate");
-    case 19: return IEQ(name, "proxy-authorization");
+    case 2: return WC_IEQ(name, "te");
+    case 7: return WC_IEQ(name, "trailer") || WC_IEQ(name, "upgrade");
+    case 10: return WC_IEQ(name, "connection") || WC_IEQ(name, "keep-alive");
+    case 17: return WC_IEQ(name, "transfer-encoding");
+    case 18: return WC_IEQ(name, "proxy-authenticate");
+    case 19: return WC_IEQ(name, "proxy-authorization");
     default: return 0;
     }
 }
@@ -136,7 +133,7 @@ check_headers(StartResponseObject *sr, PyObject *headers)
         }
         switch (PyUnicode_GET_LENGTH(name)) {
         case 14:
-            if (IEQ(name, "content-length")) {
+            if (WC_IEQ(name, "content-length")) {
                 long long v = parse_content_length(value);
                 if (v < 0)
                     goto error;
@@ -144,11 +141,11 @@ check_headers(StartResponseObject *sr, PyObject *headers)
             }
             break;
         case 6:
-            if (IEQ(name, "server"))
+            if (WC_IEQ(name, "server"))
                 sr->has_server = 1;
             break;
         case 4:
-            if (IEQ(name, "date"))
+            if (WC_IEQ(name, "date"))
                 sr->has_date = 1;
             break;
         }

@@ -183,13 +183,16 @@ size_t wc_chunked_feed(wc_request_t *r, const char *p, size_t n, int *done,
 
 /* ---- channel.c: one client connection (loop thread) -------------------- */
 
+/* A TCP or unix stream handle, seen as whichever libuv type a call wants. */
+typedef union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+} wc_stream_u;
+
 struct wc_channel_s {
-    union {
-        uv_handle_t handle;
-        uv_stream_t stream;
-        uv_tcp_t tcp;
-        uv_pipe_t pipe;
-    } h;
+    wc_stream_u h;
     wc_server_t *srv;
     int listener;               /* index in srv->listeners */
     atomic_int refs;            /* loop 1 until close_cb; task 1; kick 1 */
@@ -271,12 +274,7 @@ struct wc_config_s {
 };
 
 struct wc_listener_s {
-    union {
-        uv_handle_t handle;
-        uv_stream_t stream;
-        uv_tcp_t tcp;
-        uv_pipe_t pipe;
-    } h;
+    wc_stream_u h;
     wc_server_t *srv;
     int index;
     int is_unix;
@@ -414,6 +412,9 @@ typedef struct {
 } StartResponseObject;
 
 extern PyType_Spec wc_start_response_spec;
+/* Is the str `s` the lowercase ASCII `lit`, ignoring case? */
+int wc_ieq_ascii(PyObject *s, const char *lit, size_t n);
+#define WC_IEQ(s, lit) wc_ieq_ascii((s), (lit), sizeof(lit) - 1)
 /* wsgi.c: write() of a running response. */
 int wc_response_write(StartResponseObject *sr, const char *p, size_t n)
     WC_RAISES_NEG;

@@ -129,7 +129,7 @@ wc_wsgi_init(PyObject *module)
     return 0;
 }
 
-/* ---- small helpers ------------------------------------------------------- */
+/* ---- small helpers ------------------------------------------------------ */
 
 const char *
 wc_date(wc_worker_t *w, size_t *len)
@@ -393,7 +393,7 @@ error:
     return NULL;
 }
 
-/* ---- the response -------------------------------------------------------- */
+/* ---- the response ------------------------------------------------------- */
 
 typedef struct response_s {
     wc_worker_t *w;
@@ -529,18 +529,8 @@ build_head(response_t *r, int64_t known_len)
         PyObject *t = PyList_GET_ITEM(sr->headers, i);
         PyObject *name = PyTuple_GET_ITEM(t, 0);
         PyObject *value = PyTuple_GET_ITEM(t, 1);
-        if (!r->has_body && PyUnicode_GET_LENGTH(name) == 14) {
-            /* 1xx/204/304 carry no Content-Length. */
-            PyObject *low = PyObject_CallMethod(name, "lower", NULL);
-            if (low == NULL)
-                return -1;
-            int is_cl = PyUnicode_CompareWithASCIIString(low,
-                                                         "content-length")
-                        == 0;
-            Py_DECREF(low);
-            if (is_cl)
-                continue;
-        }
+        if (!r->has_body && WC_IEQ(name, "content-length"))
+            continue;   /* 1xx/204/304 carry no Content-Length */
         if (put_str(b, name) < 0)
             return -1;
         if (PUT_LIT(b, ": ") < 0)
@@ -853,15 +843,8 @@ file_length(response_t *r, uint64_t size)
         Py_ssize_t n = PyList_GET_SIZE(sr->headers);
         for (Py_ssize_t i = n - 1; i >= 0; i--) {
             PyObject *t = PyList_GET_ITEM(sr->headers, i);
-            PyObject *low = PyObject_CallMethod(PyTuple_GET_ITEM(t, 0),
-                                                "lower", NULL);
-            if (low == NULL)
-                return -1;
-            int is_cl = PyUnicode_CompareWithASCIIString(low,
-                                                         "content-length")
-                        == 0;
-            Py_DECREF(low);
-            if (is_cl && PyList_SetSlice(sr->headers, i, i + 1, NULL) < 0)
+            if (WC_IEQ(PyTuple_GET_ITEM(t, 0), "content-length")
+                && PyList_SetSlice(sr->headers, i, i + 1, NULL) < 0)
                 return -1;
         }
         sr->content_length = -1;
