@@ -40,28 +40,32 @@ def apt_install(package, probe):
     return None
 
 
-
-def source_digest(paths):
+def source_digest(root):
+    """A digest of the build inputs under ``root`` (names and contents)."""
     h = hashlib.sha256()
-    for path in sorted(paths):
-        h.update(os.path.relpath(path, ROOT).encode())
-        with open(path, "rb") as f:
-            h.update(f.read())
+    for path in sorted(waitress_c_sources(root)):
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:  # removed while we looked: someone is editing
+            continue
+        h.update(os.path.relpath(path, root).encode() + b"\0")
+        h.update(data)
     return h.hexdigest()[:16]
 
 
-def waitress_c_sources():
+def waitress_c_sources(root=ROOT):
     """The working-tree files a build of waitress_c reads."""
     paths = []
-    for name in os.listdir(ROOT):
-        full = os.path.join(ROOT, name)
+    for name in os.listdir(root):
+        full = os.path.join(root, name)
         if os.path.isfile(full) and (
             name in ("setup.py", "pyproject.toml", "setup.cfg", "MANIFEST.in")
             or name.startswith(("README", "LICENSE", "CHANGES"))
         ):
             paths.append(full)
     for sub in ("csrc", "waitress_c"):
-        for dirpath, dirnames, filenames in os.walk(os.path.join(ROOT, sub)):
+        for dirpath, dirnames, filenames in os.walk(os.path.join(root, sub)):
             dirnames[:] = [d for d in dirnames if d != "__pycache__"]
             for name in filenames:
                 if name.endswith((".so", ".o", ".pyc")) or name.startswith("."):
@@ -159,7 +163,10 @@ def copy_waitress_c_tree():
     for path in waitress_c_sources():
         target = os.path.join(dest, os.path.relpath(path, ROOT))
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        shutil.copy2(path, target)
+        try:
+            shutil.copy2(path, target)
+        except FileNotFoundError:  # removed while we copied
+            pass
     return dest
 
 
@@ -222,12 +229,16 @@ class WaitressC(Server):
     how = "waitress-c-serve --threads=4 (release build of the working tree)"
 
     def prepare(self):
-        digest = source_digest(waitress_c_sources())
+        digest = source_digest(ROOT)
         spec = "waitress_c working tree %s" % digest
         if not self.reinstall and read_text(self.venv.stamp) == spec:
             install = []
         else:
+            # The stamp names what was built: the copy, which may differ from
+            # the digest above if someone saved a file in between.
             src = copy_waitress_c_tree()
+            digest = source_digest(src)
+            spec = "waitress_c working tree %s" % digest
             install = [
                 ["install", "-q", "setuptools>=61", "wheel"],
                 ["uninstall", "-y", "-q", "waitress_c"],
