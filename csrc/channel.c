@@ -214,6 +214,7 @@ queue_request(wc_channel_t *ch, wc_request_t *r)
     if (!ch->busy) {
         ch->busy = 1;
         atomic_fetch_add(&ch->refs, 1);
+        atomic_fetch_add(&ch->srv->nbusy, 1);
         push = 1;
     }
     int backlog = ch->npending > pending_limit(ch);
@@ -668,8 +669,23 @@ wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, int n, int defer)
     for (int i = 0; i < n; i++)
         total += iov[i].iov_len;
     if (defer && !ch->writing && ch->out.mem + total < DEFER_MAX
-        && ch->out.bytes == ch->out.mem)
-        return queue_iov(ch, iov, n);
+        && ch->out.bytes == ch->out.mem) {
+        /* Held back for the next write of this worker; the loop's tick
+         * sends it within a millisecond if that write is slow to come
+         * (PEP 3333: transmission goes on while the app makes the next
+         * block). */
+        rv = queue_iov(ch, iov, n);
+        if (rv == 0 && !ch->deferred) {
+            wc_server_t *srv = ch->srv;
+            ch->deferred = 1;
+            atomic_fetch_add(&ch->refs, 1);
+            pthread_mutex_lock(&srv->qlock);
+            ch->defer_next = srv->defer_head;
+            srv->defer_head = ch;
+            pthread_mutex_unlock(&srv->qlock);
+        }
+        return rv;
+    }
     if (!ch->writing && ch->out.head) {
         /* Queued bytes go first; only memory ones, all of them. */
         k = wc_outq_iov(&ch->out, all, WC_IOV_MAX, &qtotal);

@@ -159,6 +159,7 @@ serve_channel(wc_worker_t *w, wc_channel_t *ch)
             if (ch->broken || ch->close_when_flushed)
                 drop_pending(ch);
             ch->busy = 0;
+            atomic_fetch_sub(&srv->nbusy, 1);
             /* Responses held back for a pipelined batch go out now. */
             if (ch->out.head && !ch->writing
                 && wc_channel_send_locked(ch, NULL, 0, 0) < 0)
@@ -204,6 +205,7 @@ serve_channel(wc_worker_t *w, wc_channel_t *ch)
             ch->close_when_flushed = 1;
             drop_pending(ch);
             ch->busy = 0;
+            atomic_fetch_sub(&srv->nbusy, 1);
             wc_channel_kick(ch);
             pthread_mutex_unlock(&ch->lock);
             wc_channel_unref(ch);

@@ -22,6 +22,7 @@ static void on_connection(uv_stream_t *server, int status);
 static void on_async(uv_async_t *a);
 static void on_sweep(uv_timer_t *t);
 static void on_prepare(uv_prepare_t *p);
+static void on_tick(uv_timer_t *t);
 static void on_signal_fd(uv_poll_t *p, int status, int events);
 static void begin_stop(wc_server_t *srv, int level);
 static void check_exit(wc_server_t *srv);
@@ -41,6 +42,9 @@ wc_server_init(wc_server_t *srv)
     srv->async.data = srv;
     uv_timer_init(&srv->loop, &srv->sweep);
     srv->sweep.data = srv;
+    uv_timer_init(&srv->loop, &srv->tick);
+    srv->tick.data = srv;
+    atomic_init(&srv->nbusy, 0);
     uv_prepare_init(&srv->loop, &srv->wake);
     srv->wake.data = srv;
     uv_prepare_start(&srv->wake, on_prepare);
@@ -206,7 +210,49 @@ on_async(uv_async_t *a)
 static void
 on_prepare(uv_prepare_t *p)
 {
-    wc_dispatch_wake(p->data);
+    wc_server_t *srv = p->data;
+    wc_dispatch_wake(srv);
+    /* While workers hold channels, tick every millisecond to send output
+     * they held back (a pipelined batch, a fast generator's blocks). */
+    if (!srv->tick_on && atomic_load(&srv->nbusy) > 0 && !srv->finished) {
+        srv->tick_on = 1;
+        uv_timer_start(&srv->tick, on_tick, 1, 1);
+    }
+}
+
+static wc_channel_t *
+take_deferred(wc_server_t *srv)
+{
+    pthread_mutex_lock(&srv->qlock);
+    wc_channel_t *list = srv->defer_head;
+    srv->defer_head = NULL;
+    pthread_mutex_unlock(&srv->qlock);
+    return list;
+}
+
+static void
+on_tick(uv_timer_t *t)
+{
+    wc_server_t *srv = t->data;
+    wc_channel_t *ch = take_deferred(srv);
+    while (ch) {
+        wc_channel_t *next = ch->defer_next;
+        pthread_mutex_lock(&ch->lock);
+        ch->deferred = 0;
+        pthread_mutex_unlock(&ch->lock);
+        wc_channel_flush(ch);
+        wc_channel_unref(ch);
+        ch = next;
+    }
+    if (atomic_load(&srv->nbusy) == 0) {
+        pthread_mutex_lock(&srv->qlock);
+        int empty = srv->defer_head == NULL;
+        pthread_mutex_unlock(&srv->qlock);
+        if (empty) {
+            uv_timer_stop(&srv->tick);
+            srv->tick_on = 0;
+        }
+    }
 }
 
 /* Close connections that have been idle for channel_timeout.  A request
@@ -320,6 +366,12 @@ check_exit(wc_server_t *srv)
     srv->finished = 1;
     uv_timer_stop(&srv->sweep);
     close_handle((uv_handle_t *)&srv->sweep);
+    uv_timer_stop(&srv->tick);
+    close_handle((uv_handle_t *)&srv->tick);
+    for (wc_channel_t *ch = take_deferred(srv), *next; ch; ch = next) {
+        next = ch->defer_next;
+        wc_channel_unref(ch);
+    }
     close_handle((uv_handle_t *)&srv->wake);
     if (srv->sigfd >= 0) {
         uv_poll_stop(&srv->sigpoll);
@@ -378,6 +430,7 @@ wc_server_destroy(wc_server_t *srv)
     }
     close_handle((uv_handle_t *)&srv->async);
     close_handle((uv_handle_t *)&srv->sweep);
+    close_handle((uv_handle_t *)&srv->tick);
     close_handle((uv_handle_t *)&srv->wake);
     uv_run(&srv->loop, UV_RUN_NOWAIT);
     uv_loop_close(&srv->loop);

@@ -218,12 +218,14 @@ struct wc_channel_s {
     int writing;                /* a uv_write is outstanding */
     int kicked;                 /* on srv->kick list */
     wc_channel_t *kick_next;
+    wc_channel_t *defer_next;
     unsigned close_when_flushed : 1;
     unsigned broken : 1;        /* no more writes: reset, closed, error */
     unsigned continue_wanted : 1; /* 100 Continue owed once idle */
     unsigned want_read : 1;     /* worker asks the loop to read again */
     unsigned saw_eof : 1;       /* copy of eof, for workers */
     unsigned read_paused : 1;   /* backlog full: the loop stopped reading */
+    unsigned deferred : 1;      /* on srv->defer_head: output held back */
 
     _Atomic uint64_t last_activity; /* ms, monotonic */
     wc_channel_t *task_next;    /* srv task queue (under queue lock) */
@@ -295,6 +297,9 @@ struct wc_server_s {
     uv_async_t async;
     uv_timer_t sweep;
     uv_prepare_t wake;          /* wakes workers once per loop iteration */
+    uv_timer_t tick;            /* flushes held-back output, while busy */
+    int tick_on;
+    atomic_int nbusy;           /* channels held by a task */
     uv_timer_t date_timer;
     uv_poll_t sigpoll;
     int sigfd;
@@ -328,6 +333,7 @@ struct wc_server_s {
     int depth_warn;             /* queue depth to log, 0 if none */
     uint64_t depth_logged_ms;
     wc_channel_t *kick_head;    /* channels a worker wants looked at */
+    wc_channel_t *defer_head;   /* channels with output held back */
     wc_logmsg_t *log_head, *log_tail;
 };
 

@@ -117,6 +117,19 @@ def write_cb(environ, start_response):
     return [b"def"]
 
 
+def stream_pause(environ, start_response):
+    """Two quick blocks, then a pause before the last one."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def gen():
+        yield b"first;"
+        yield b"second;"
+        time.sleep(1.0)
+        yield b"third;"
+
+    return gen()
+
+
 def pid(environ, start_response):
     return _json(start_response, {"pid": os.getpid()})
 
@@ -136,6 +149,7 @@ ROUTES = {
     "/validated-echo": validator(echo),
     "/validated-chunks": validator(chunks),
     "/pid": pid,
+    "/stream-pause": stream_pause,
 }
 
 

@@ -279,3 +279,49 @@ def test_tcp_nodelay_single_connection_latency(server):
         conn.close()
     # 50 round trips with a Nagle stall each would take 2 s.
     assert elapsed < 1.5, elapsed
+
+
+def _read_until(sock, marker, timeout):
+    sock.settimeout(timeout)
+    data = b""
+    start = time.monotonic()
+    while marker not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data, time.monotonic() - start
+
+
+def test_streamed_blocks_are_not_held_while_the_app_works(server):
+    """PEP 3333: transmission goes on while the app makes its next block.
+    A block held back for coalescing leaves within milliseconds even when
+    the generator then pauses for a second."""
+    s = server.connect(timeout=10)
+    try:
+        s.sendall(b"GET /stream-pause HTTP/1.1\r\nHost: x\r\n\r\n")
+        data, elapsed = _read_until(s, b"second;", timeout=5)
+        assert b"second;" in data
+        assert elapsed < 0.5, elapsed
+        data2, _ = _read_until(s, b"0\r\n\r\n", timeout=5)
+        assert b"third;" in data + data2
+    finally:
+        s.close()
+
+
+def test_pipelined_response_not_held_behind_a_slow_request(server):
+    """A fast response followed by a slow pipelined request is sent at once,
+    not when the slow one finishes."""
+    s = server.connect(timeout=10)
+    try:
+        s.sendall(
+            b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /slow?t=1.0 HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        data, elapsed = _read_until(s, b"Hello, world!", timeout=5)
+        assert b"Hello, world!" in data
+        assert elapsed < 0.5, elapsed
+        data2, _ = _read_until(s, b"slept 1.00", timeout=5)
+        assert b"slept 1.00" in data + data2
+    finally:
+        s.close()
