@@ -984,17 +984,16 @@ send_result(response_t *r, PyObject *result)
                             "called before body written");
             return -1;
         }
-        /* The head and first block go out at once; later blocks may be
-         * held back briefly and leave together (channel.c: defer). */
-        int first = !sr->headers_sent;
-        if (first && build_head(r, -1) < 0) {
+        if (!sr->headers_sent && build_head(r, -1) < 0) {
             Py_DECREF(item);
             Py_DECREF(it);
             return -1;
         }
+        /* Blocks may be held back briefly (at most a loop tick, about a
+         * millisecond) and leave together: channel.c, defer. */
         int rv = add_body(r, PyBytes_AS_STRING(item), (size_t)n);
         if (rv == 0)
-            rv = flush_more(r, !first);
+            rv = flush_more(r, 1);
         Py_DECREF(item);
         if (rv < 0) {
             Py_DECREF(it);
