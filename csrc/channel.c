@@ -109,7 +109,7 @@ wc_channel_accept(wc_server_t *srv, uv_stream_t *server, int index)
     if (!ls->is_unix) {
         struct sockaddr_storage ss;
         int len = sizeof(ss);
-        uv_tcp_nodelay(&ch->h.tcp, 1);
+        /* TCP_NODELAY: inherited from the listener (server.py). */
         rv = uv_tcp_getpeername(&ch->h.tcp, (struct sockaddr *)&ss, &len);
         if (rv < 0)
             goto error;   /* the client is already gone */
@@ -287,12 +287,21 @@ feed(wc_channel_t *ch, const char *p, size_t n)
                 fail_request(ch);
                 return;
             }
-            if (r->chunked)
+            if (r->chunked) {
                 ch->pstate = WC_PARSE_CHUNKED;
-            else if (r->body_remaining > 0)
+            } else if (r->body_remaining > 0) {
                 ch->pstate = WC_PARSE_BODY;
-            else
+                /* One allocation for a body that stays in memory. */
+                if (r->body_remaining <= cfg->inbuf_overflow
+                    && wc_buf_reserve(&r->body.mem,
+                                      (size_t)r->body_remaining) < 0) {
+                    wc_request_error(r, 500, "Out of memory");
+                    fail_request(ch);
+                    return;
+                }
+            } else {
                 goto done;
+            }
             break;
         case WC_PARSE_BODY:
             used = n < r->body_remaining ? n : (size_t)r->body_remaining;

@@ -46,6 +46,9 @@ def _make_tcp_socket(adj: Adjustments, family, socktype, proto, sockaddr):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        # Accepted sockets inherit TCP_NODELAY from the listener on Linux:
+        # no setsockopt per connection.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if hasattr(socket, "TCP_DEFER_ACCEPT"):
             # Wake up for a connection when its request has arrived, and
             # read it at once (the core reads right after accept).
@@ -219,6 +222,7 @@ def create_server(application: Optional[Callable], **kw: Any) -> BaseWSGIServer:
             for s in socks:
                 if s.family != socket.AF_UNIX:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 s.listen(adj.backlog)
         elif adj.unix_socket and hasattr(socket, "AF_UNIX"):
             socks = [_make_unix_socket(adj)]
