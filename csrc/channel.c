@@ -22,6 +22,7 @@
  * them, wait behind the running one (pipelining / lookahead backlog). */
 #define PENDING_MAX 32
 #define SENDFILE_STEP (1 << 20)
+#define FILE_BLOCK 65536        /* read into memory when the socket is full */
 
 static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -422,12 +423,12 @@ wc_channel_flush(wc_channel_t *ch)
                 break;
             }
             /* Socket full: queue the next block from memory. */
-            char *blk = malloc(65536);
+            char *blk = malloc(FILE_BLOCK);
             if (blk == NULL) {
                 ch->broken = 1;
                 break;
             }
-            size_t want = left < 65536 ? left : 65536;
+            size_t want = left < FILE_BLOCK ? left : FILE_BLOCK;
             ssize_t r = pread(s->fd, blk, want, s->file_off);
             if (r <= 0) {
                 free(blk);
