@@ -273,6 +273,11 @@ class WaitressC(Server):
                 "--listen=%s:%d" % (HOST, port), "--threads=4"]
         if scenario.name == "idle10k":
             argv.append("--connection-limit=20000")
+        elif scenario.conns >= 100:
+            # The default limit (100, as waitress) would leave wrk's extra
+            # connections unserved in the backlog: a tuning knob, raised
+            # for both waitresses alike.
+            argv.append("--connection-limit=%d" % (scenario.conns + 100))
         return argv + ["apps:app"]
 
 
@@ -287,6 +292,9 @@ class Waitress(Server):
         if scenario.name == "idle10k":
             # select() cannot watch fds past 1024: waitress needs poll here.
             argv += ["--connection-limit=20000", "--asyncore-use-poll"]
+        elif scenario.conns >= 100:
+            argv += ["--connection-limit=%d" % (scenario.conns + 100),
+                     "--asyncore-use-poll"]
         return argv + ["apps:app"]
 
 
