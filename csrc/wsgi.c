@@ -165,10 +165,16 @@ latin1(const char *p, size_t n)
 }
 
 /* New reference: PATH_INFO, percent-decoded as latin-1, leading slashes
- * collapsed, url_prefix removed. */
+ * collapsed, url_prefix removed.  `uri` is REQUEST_URI: when nothing
+ * changes the target, it is PATH_INFO too. */
 static PyObject *
-make_path(ServerObject *so, wc_request_t *req)
+make_path(ServerObject *so, wc_request_t *req, PyObject *uri)
 {
+    if (req->path == req->target && req->path_len == req->target_len
+        && PyUnicode_GET_LENGTH(so->url_prefix) == 0
+        && memchr(req->path, '%', req->path_len) == NULL
+        && !(req->path_len > 1 && req->path[1] == '/'))
+        return Py_NewRef(uri);
     char small[512];
     char *buf = req->path_len <= sizeof(small) ? small
                                                : PyMem_Malloc(req->path_len);
@@ -310,7 +316,13 @@ build_environ(ServerObject *so, wc_channel_t *ch, wc_request_t *req,
     if (PyDict_SetItem(env, keys[K_SERVER_PROTOCOL],
                        keys[req->version == 11 ? V_HTTP11 : V_HTTP10]) < 0)
         goto error;
-    v = make_path(so, req);
+    PyObject *uri = latin1(req->target, req->target_len);
+    if (uri == NULL || PyDict_SetItem(env, keys[K_REQUEST_URI], uri) < 0) {
+        Py_XDECREF(uri);
+        goto error;
+    }
+    v = make_path(so, req, uri);
+    Py_DECREF(uri);
     if (v == NULL || PyDict_SetItem(env, keys[K_PATH_INFO], v) < 0)
         goto error;
     *path_out = v;      /* the caller's reference, for log lines */
@@ -319,7 +331,6 @@ build_environ(ServerObject *so, wc_channel_t *ch, wc_request_t *req,
         SET_NEW(keys[K_QUERY_STRING], latin1(req->query, req->query_len));
     else if (PyDict_SetItem(env, keys[K_QUERY_STRING], keys[V_EMPTY]) < 0)
         goto error;
-    SET_NEW(keys[K_REQUEST_URI], latin1(req->target, req->target_len));
     char addr[INET6_ADDRSTRLEN];
     if (ch->peer_family == 0)
         strcpy(addr, "localhost");
@@ -472,6 +483,21 @@ put_str(wc_buf_t *b, PyObject *s)
 
 #define PUT_LIT(b, s) wc_buf_append((b), (s), sizeof(s) - 1)
 
+/* Decimal digits of v into buf (24 bytes); returns the length. */
+static size_t
+fmt_u64(char *buf, uint64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    return n;
+}
+
 static void
 warn(response_t *r, const char *fmt, PyObject *arg)
 {
@@ -540,10 +566,13 @@ build_head(response_t *r, int64_t known_len)
         if (PUT_LIT(b, "\r\n") < 0)
             goto nomem;
     }
-    if (r->has_body && !app_cl && r->cl >= 0
-        && wc_buf_appendf(b, "Content-Length: %lld\r\n",
-                          (long long)r->cl) < 0)
-        goto nomem;
+    if (r->has_body && !app_cl && r->cl >= 0) {
+        char num[24];
+        size_t k = fmt_u64(num, (uint64_t)r->cl);
+        if (PUT_LIT(b, "Content-Length: ") < 0 || wc_buf_append(b, num, k) < 0
+            || PUT_LIT(b, "\r\n") < 0)
+            goto nomem;
+    }
     if (r->chunked && PUT_LIT(b, "Transfer-Encoding: chunked\r\n") < 0)
         goto nomem;
     if (!r->keep_alive) {
@@ -564,9 +593,9 @@ build_head(response_t *r, int64_t known_len)
         if (wc_buf_appendf(b, "Via: %s\r\n",
                            cfg->ident[0] ? cfg->ident : "waitress_c") < 0)
             goto nomem;
-    } else if (cfg->ident[0]) {
-        if (wc_buf_appendf(b, "Server: %s\r\n", cfg->ident) < 0)
-            goto nomem;
+    } else if (wc_buf_append(b, cfg->server_line, cfg->server_line_len)
+               < 0) {
+        goto nomem;
     }
     if (PUT_LIT(b, "\r\n") < 0)
         goto nomem;
