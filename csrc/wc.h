@@ -28,7 +28,6 @@
 
 /* Marks on prototypes, as psycopg does: what the caller must know. */
 #define WC_RAISES_NEG   /* returns -1 with an exception set */
-#define WC_BORROWED     /* returns a borrowed reference */
 
 #define WC_READ_SIZE 65536
 #define WC_IOV_MAX 64
@@ -258,7 +257,7 @@ int wc_channel_disconnected(wc_channel_t *ch);
 struct wc_config_s {
     int threads;
     int backlog;
-    size_t recv_bytes;
+    size_t recv_bytes;          /* accepted; reads are WC_READ_SIZE */
     uint64_t connection_limit;
     uint64_t channel_timeout_ms;
     uint64_t cleanup_interval_ms;
@@ -302,7 +301,6 @@ struct wc_server_s {
     uv_timer_t tick;            /* flushes held-back output, while busy */
     int tick_on;
     atomic_int nbusy;           /* channels held by a task */
-    uv_timer_t date_timer;
     uv_poll_t sigpoll;
     int sigfd;
     wc_config_t cfg;
@@ -353,7 +351,6 @@ uint64_t wc_now_ms(void);
 
 void wc_dispatch_push(wc_server_t *srv, wc_channel_t *ch);
 void wc_dispatch_wake(wc_server_t *srv);
-void wc_dispatch_stop_workers(wc_server_t *srv);
 /* Runs in a Python thread; holds the GIL only while serving tasks. */
 PyObject *wc_dispatch_worker_main(PyObject *server);
 void wc_dispatch_drain_logs(wc_server_t *srv, PyObject *logger,
@@ -396,7 +393,6 @@ typedef struct {
     PyObject *disc_type;
     PyObject *io_open;
     PyObject *format_exc;
-    PyObject *listen_fds;       /* list of (fd, is_unix, port) */
 } ServerObject;
 
 /* ---- start_response.c --------------------------------------------------- */

@@ -249,7 +249,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "recv_bytes", int, 8192, "INT", TUNING,
-        "Largest number of bytes read from a connection at a time.",
+        "Accepted for compatibility, with no effect: waitress_c reads up to "
+        "64 KiB at a time into one buffer per event loop, whatever this "
+        "says.",
         "8192",
     ),
     Option(
