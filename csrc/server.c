@@ -95,7 +95,7 @@ wc_server_run(wc_server_t *srv, int sigfd)
     int rv = 0;
     pthread_mutex_lock(&srv->qlock);
     int closed = srv->close_requested;
-    srv->running = !closed;
+    srv->running = 1;       /* from now on the async handle is live */
     pthread_mutex_unlock(&srv->qlock);
 
     for (int i = 0; i < srv->nlisteners && !closed; i++) {
