@@ -234,6 +234,7 @@ static void
 on_tick(uv_timer_t *t)
 {
     wc_server_t *srv = t->data;
+    wc_dispatch_tick(srv);
     wc_channel_t *ch = take_deferred(srv);
     while (ch) {
         wc_channel_t *next = ch->defer_next;

@@ -325,6 +325,7 @@ struct wc_server_s {
     int ntasks;
     int idle_workers;
     int waking;                 /* signalled, not yet running */
+    uint64_t pops, pops_seen;   /* tasks taken; as of the last tick */
     int live_workers;
     int workers_started;
     int workers_stop;
@@ -351,6 +352,7 @@ uint64_t wc_now_ms(void);
 
 void wc_dispatch_push(wc_server_t *srv, wc_channel_t *ch);
 void wc_dispatch_wake(wc_server_t *srv);
+void wc_dispatch_tick(wc_server_t *srv);
 /* Runs in a Python thread; holds the GIL only while serving tasks. */
 PyObject *wc_dispatch_worker_main(PyObject *server);
 void wc_dispatch_drain_logs(wc_server_t *srv, PyObject *logger,
