@@ -92,17 +92,9 @@ class BaseWSGIServer:
         if adj.trusted_proxy or (
             adj.clear_untrusted_proxy_headers and adj.log_untrusted_proxy_headers
         ):
-            from waitress_c.proxy_headers import proxy_headers_middleware
+            from waitress_c.proxy_headers import wrap_app
 
-            app = proxy_headers_middleware(
-                application,
-                trusted_proxy=adj.trusted_proxy,
-                trusted_proxy_count=adj.trusted_proxy_count,
-                trusted_proxy_headers=adj.trusted_proxy_headers,
-                clear_untrusted=adj.clear_untrusted_proxy_headers,
-                log_untrusted=adj.log_untrusted_proxy_headers,
-                logger=logger,
-            )
+            app = wrap_app(application, adj)
         elif adj.clear_untrusted_proxy_headers:
             drop = True  # the core drops them while building the environ
         listeners = []
