@@ -704,7 +704,8 @@ wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, int n, int defer)
     }
     if (ch->writing)
         goto queue_rest;
-    memcpy(all + k, iov, (size_t)n * sizeof(*iov));
+    if (n > 0)
+        memcpy(all + k, iov, (size_t)n * sizeof(*iov));
     if (k + n == 0)
         return 0;
     struct msghdr mh = {0};
