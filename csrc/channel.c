@@ -24,7 +24,7 @@
 #define SENDFILE_STEP (1 << 20)
 #define FILE_BLOCK 65536        /* read into memory when the socket is full */
 
-static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+static const char continue_line[] = WC_CONTINUE_LINE;
 
 static void on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);

@@ -18,7 +18,7 @@
 
 #define BATCH 16
 
-static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+static const char continue_line[] = WC_CONTINUE_LINE;
 
 static void wake_one(wc_server_t *srv);
 

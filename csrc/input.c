@@ -43,13 +43,22 @@ check_open(InputObject *in)
     return 0;
 }
 
+/* The optional size/hint argument of read(), readline(), readlines(),
+ * with the checks they share.  -1 (no limit) when absent or None. */
 static int
-size_arg(PyObject *arg, Py_ssize_t *size)
+size_arg(InputObject *in, const char *name, PyObject *const *args,
+         Py_ssize_t nargs, Py_ssize_t *size)
 {
     *size = -1;
-    if (arg == NULL || arg == Py_None)
+    if (nargs > 1) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most 1 argument", name);
+        return -1;
+    }
+    if (check_open(in) < 0)
+        return -1;
+    if (nargs == 0 || args[0] == Py_None)
         return 0;
-    *size = PyNumber_AsSsize_t(arg, PyExc_OverflowError);
+    *size = PyNumber_AsSsize_t(args[0], PyExc_OverflowError);
     if (*size == -1 && PyErr_Occurred())
         return -1;
     return 0;
@@ -70,11 +79,7 @@ static PyObject *
 in_read(InputObject *in, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t size;
-    if (nargs > 1) {
-        PyErr_SetString(PyExc_TypeError, "read() takes at most 1 argument");
-        return NULL;
-    }
-    if (check_open(in) < 0 || size_arg(nargs ? args[0] : NULL, &size) < 0)
+    if (size_arg(in, "read", args, nargs, &size) < 0)
         return NULL;
     Py_ssize_t left = in->len > in->pos ? in->len - in->pos : 0;
     if (size < 0 || size > left)
@@ -96,12 +101,7 @@ static PyObject *
 in_readline(InputObject *in, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t size;
-    if (nargs > 1) {
-        PyErr_SetString(PyExc_TypeError, "readline() takes at most 1 "
-                        "argument");
-        return NULL;
-    }
-    if (check_open(in) < 0 || size_arg(nargs ? args[0] : NULL, &size) < 0)
+    if (size_arg(in, "readline", args, nargs, &size) < 0)
         return NULL;
     if (in->pos >= in->len)
         return PyBytes_FromStringAndSize(NULL, 0);
@@ -112,12 +112,7 @@ static PyObject *
 in_readlines(InputObject *in, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t hint;
-    if (nargs > 1) {
-        PyErr_SetString(PyExc_TypeError, "readlines() takes at most 1 "
-                        "argument");
-        return NULL;
-    }
-    if (check_open(in) < 0 || size_arg(nargs ? args[0] : NULL, &hint) < 0)
+    if (size_arg(in, "readlines", args, nargs, &hint) < 0)
         return NULL;
     PyObject *lines = PyList_New(0);
     if (lines == NULL)

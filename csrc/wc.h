@@ -31,6 +31,7 @@
 
 #define WC_READ_SIZE 65536
 #define WC_IOV_MAX 64
+#define WC_CONTINUE_LINE "HTTP/1.1 100 Continue\r\n\r\n"
 
 typedef struct wc_buf_s wc_buf_t;
 typedef struct wc_spool_s wc_spool_t;
