@@ -14,6 +14,7 @@ import waitress.adjustments as wa
 from waitress_c import adjustments as adjmod
 from waitress_c.adjustments import (
     OPTIONS,
+    OPTION_MAP,
     Adjustments,
     as_socket_list,
     asbool,
@@ -44,12 +45,21 @@ def make_waitress(**kw):
 # -- the table ---------------------------------------------------------------
 
 
+WAITRESS_OPTIONS = [o for o in OPTIONS if not o.extra]
+
+
 def test_table_has_the_34_waitress_adjustments_in_order():
-    assert [o.name for o in OPTIONS] == [n for n, _ in wa.Adjustments._params]
-    assert len(OPTIONS) == 34
+    names = [o.name for o in WAITRESS_OPTIONS]
+    assert names == [n for n, _ in wa.Adjustments._params]
+    assert len(WAITRESS_OPTIONS) == 34
 
 
-@pytest.mark.parametrize("opt", OPTIONS, ids=lambda o: o.name)
+def test_extra_options_come_after_waitress_ones():
+    extra = [i for i, o in enumerate(OPTIONS) if o.extra]
+    assert extra == list(range(34, len(OPTIONS)))
+
+
+@pytest.mark.parametrize("opt", WAITRESS_OPTIONS, ids=lambda o: o.name)
 def test_converter_is_the_one_waitress_uses(opt):
     assert opt.convert.__name__ == wa.Adjustments._param_map[opt.name].__name__
 
@@ -192,6 +202,7 @@ DEFAULTS = {
     "sockets": [],
     "channel_request_lookahead": 0,
     "server_name": "waitress.invalid",
+    "shutdown_timeout": 30.0,
 }
 
 
@@ -204,7 +215,9 @@ def test_default(name):
     assert getattr(make(), name) == DEFAULTS[name]
 
 
-@pytest.mark.parametrize("name", sorted(set(DEFAULTS) - {"ident"}))
+@pytest.mark.parametrize(
+    "name", sorted(set(DEFAULTS) - {"ident"} - {o.name for o in OPTIONS if o.extra})
+)
 def test_default_is_waitress_default(name):
     assert getattr(make(), name) == getattr(make_waitress(), name)
 
@@ -267,6 +280,7 @@ FROM_STRINGS = [
     ("unix_socket_perms", "660", 0o660),
     ("channel_request_lookahead", "3", 3),
     ("server_name", "example.org", "example.org"),
+    ("shutdown_timeout", "2.5", 2.5),
 ]
 
 NEEDS_PROXY = {"trusted_proxy_count", "trusted_proxy_headers"}
@@ -294,7 +308,10 @@ def test_option_from_string(name, value, expected):
     assert getattr(make(**with_context(name, value)), name) == expected
 
 
-@pytest.mark.parametrize("name, value, expected", FROM_STRINGS)
+@pytest.mark.parametrize(
+    "name, value, expected",
+    [t for t in FROM_STRINGS if not OPTION_MAP[t[0]].extra],
+)
 def test_option_from_string_matches_waitress(name, value, expected):
     kw = with_context(name, value)
     assert getattr(make(**kw), name) == getattr(make_waitress(**kw), name)

@@ -49,6 +49,7 @@ asyncore_use_poll = false
 unix_socket_perms = 660
 channel_request_lookahead = 2
 server_name = example.org
+shutdown_timeout = 2.5
 """
 
 EXPECTED = {
@@ -81,6 +82,7 @@ EXPECTED = {
     "unix_socket_perms": 0o660,
     "channel_request_lookahead": 2,
     "server_name": "example.org",
+    "shutdown_timeout": 2.5,
 }
 
 

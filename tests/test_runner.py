@@ -141,6 +141,7 @@ VALUE_FLAGS = {
     "sockets": "3",
     "channel_request_lookahead": "3",
     "server_name": "example.org",
+    "shutdown_timeout": "2.5",
 }
 
 CONTEXT = {

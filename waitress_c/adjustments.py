@@ -114,7 +114,8 @@ class Option(NamedTuple):
     options (converter ``asbool``) have none and get ``--name`` and
     ``--no-name`` instead.  ``shown_default`` is how the default is written
     in the help and the docs.  ``legacy`` marks the options accepted only
-    for compatibility with waitress: they have no effect.
+    for compatibility with waitress: they have no effect.  ``extra`` marks
+    the options waitress does not have.
     """
 
     name: str
@@ -125,6 +126,7 @@ class Option(NamedTuple):
     help: str
     shown_default: str
     legacy: bool = False
+    extra: bool = False
 
     @property
     def flag(self) -> str:
@@ -385,6 +387,17 @@ OPTIONS: tuple[Option, ...] = (
         "Forwarded header sets it.",
         "waitress.invalid",
     ),
+    # -- waitress_c's own options (waitress has none of these) --
+    Option(
+        "shutdown_timeout", float, 30.0, "SECONDS", TUNING,
+        "On a graceful stop (SIGINT, SIGTERM or close()), how long the "
+        "requests in flight may take to finish.  New connections are "
+        "refused from the start of the stop; once this many seconds have "
+        "passed, the connections still open are closed, what was cut off is "
+        "logged, and the server returns.",
+        "30",
+        extra=True,
+    ),
 )
 
 OPTION_MAP: dict[str, Option] = {opt.name: opt for opt in OPTIONS}
@@ -439,6 +452,7 @@ class Adjustments:
     sockets: list[socket.socket]
     channel_request_lookahead: int
     server_name: str
+    shutdown_timeout: float
 
     # Options set on every accepted TCP connection, as (level, name, value).
     # Not an adjustment: passing it to the constructor is an error.
