@@ -7,7 +7,9 @@
  * The worker-side ones (wc_channel_send, _send_file, _wait_drained, _kick,
  * _disconnected) run on worker threads, with or without the GIL, and never
  * block on the client: they write with MSG_DONTWAIT and leave the rest to
- * the loop.  All fd writes happen under ch->lock; only the loop closes.
+ * the loop.  Writes by sendmsg and sendfile happen under ch->lock; libuv
+ * finishes a uv_write (writev on POLLOUT) without it, and while one is
+ * outstanding (ch->writing) nobody else writes.  Only the loop closes.
  */
 #include "wc.h"
 
@@ -18,13 +20,23 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* Pause reading when this many complete requests, or this many bytes of
- * them, wait behind the running one (pipelining / lookahead backlog). */
+/* Stop parsing (and reading) when this many complete requests, or this
+ * many bytes of them, wait behind the running one (pipelining / lookahead
+ * backlog); what was read but not parsed waits in ch->leftover. */
 #define PENDING_MAX 32
+#define PENDING_BYTES (256 * 1024)
 #define SENDFILE_STEP (1 << 20)
 #define FILE_BLOCK 65536        /* read into memory when the socket is full */
 
 static const char continue_line[] = WC_CONTINUE_LINE;
+
+/* A thread parked on a channel (output over the high watermark, or the
+ * worker waiting for app threads still in write()).  Lives on the parked
+ * thread's stack, linked into ch->waiters under ch->lock. */
+struct wc_waiter_s {
+    wc_waiter_t *next;
+    pthread_cond_t cond;
+};
 
 static void on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -55,6 +67,7 @@ start_write(wc_channel_t *ch, uv_buf_t *bufs, unsigned n, char *blk)
 }
 static void on_close(uv_handle_t *h);
 static void feed(wc_channel_t *ch, const char *p, size_t n);
+static void wake_waiters(wc_channel_t *ch);
 static void maybe_close(wc_channel_t *ch);
 static void pause_reading(wc_channel_t *ch);
 static void resume_reading(wc_channel_t *ch);
@@ -72,13 +85,50 @@ pending_limit(const wc_channel_t *ch)
     return la > PENDING_MAX ? la : PENDING_MAX;
 }
 
+/* Memory a queued request holds. */
+static size_t
+request_size(const wc_request_t *r)
+{
+    return sizeof(*r) + r->head.cap + r->body.mem.cap
+           + (size_t)r->headers_cap * sizeof(wc_header_t);
+}
+
+/* ch->lock held.  Is the backlog full (stop parsing), or low enough again
+ * (resume)? */
+static int
+backlog_full(const wc_channel_t *ch)
+{
+    return ch->npending > pending_limit(ch) || ch->pend_bytes > PENDING_BYTES;
+}
+
 int
-wc_channel_accept(wc_server_t *srv, uv_stream_t *server, int index)
+wc_channel_backlog_low(const wc_channel_t *ch)
+{
+    return ch->npending <= pending_limit(ch) / 2
+           && ch->pend_bytes <= PENDING_BYTES / 2;
+}
+
+/* ch->lock held.  A worker took `r` off the queue. */
+void
+wc_channel_release_pending(wc_channel_t *ch, wc_request_t *r)
+{
+    size_t n = request_size(r);
+    ch->npending--;
+    ch->pend_bytes = ch->pend_bytes > n ? ch->pend_bytes - n : 0;
+}
+
+/* `*taken` tells whether the connection was taken off the listener (a
+ * failure before that leaves it with libuv, which then stops polling the
+ * listener until the next accept). */
+int
+wc_channel_accept(wc_server_t *srv, uv_stream_t *server, int index,
+                  int *taken)
 {
     wc_listener_t *ls = &srv->listeners[index];
     wc_channel_t *ch = calloc(1, sizeof(*ch));
     int rv;
 
+    *taken = 0;
     if (ch == NULL)
         return UV_ENOMEM;
     ch->srv = srv;
@@ -104,6 +154,7 @@ wc_channel_accept(wc_server_t *srv, uv_stream_t *server, int index)
     srv->nchannels++;
 
     rv = uv_accept(server, &ch->h.stream);
+    *taken = 1;
     if (rv < 0)
         goto error;
     uv_fileno(&ch->h.handle, &ch->fd);
@@ -194,8 +245,9 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 }
 
 /* Hand a complete request to the channel's queue; the first one in an idle
- * channel becomes a task. */
-static void
+ * channel becomes a task.  Returns 1 when the backlog is full: the caller
+ * stops parsing. */
+static int
 queue_request(wc_channel_t *ch, wc_request_t *r)
 {
     int push = 0;
@@ -203,7 +255,7 @@ queue_request(wc_channel_t *ch, wc_request_t *r)
     if (ch->close_when_flushed || ch->broken) {
         pthread_mutex_unlock(&ch->lock);
         wc_request_free(r);
-        return;
+        return 0;
     }
     if (ch->pend_tail)
         ch->pend_tail->next = r;
@@ -211,6 +263,7 @@ queue_request(wc_channel_t *ch, wc_request_t *r)
         ch->pend_head = r;
     ch->pend_tail = r;
     ch->npending++;
+    ch->pend_bytes += request_size(r);
     ch->continue_wanted = 0;
     if (!ch->busy) {
         ch->busy = 1;
@@ -218,12 +271,13 @@ queue_request(wc_channel_t *ch, wc_request_t *r)
         atomic_fetch_add(&ch->srv->nbusy, 1);
         push = 1;
     }
-    int backlog = ch->npending > pending_limit(ch);
+    int backlog = backlog_full(ch);
     pthread_mutex_unlock(&ch->lock);
     if (push)
         wc_dispatch_push(ch->srv, ch);
     if (backlog)
         pause_reading(ch);
+    return backlog;
 }
 
 /* Report an error as a pseudo-request: it is answered in order, after the
@@ -273,6 +327,7 @@ feed(wc_channel_t *ch, const char *p, size_t n)
                 return;
             }
             ch->pstate = WC_PARSE_HEAD;
+            ch->head_start = wc_now_ms();
         }
         switch (ch->pstate) {
         case WC_PARSE_HEAD:
@@ -334,7 +389,19 @@ done:
         ch->req = NULL;
         if (!r->keep_alive || r->close_after)
             ch->stop_parsing = 1;   /* nothing after it is served */
-        queue_request(ch, r);
+        if (queue_request(ch, r) && n > 0 && !ch->stop_parsing) {
+            /* Backlog full: keep the rest for when it drains. */
+            ch->leftover = malloc(n);
+            if (ch->leftover == NULL) {
+                wc_server_log(ch->srv, 40, "Out of memory: connection "
+                                           "dropped");
+                wc_channel_close(ch);
+                return;
+            }
+            memcpy(ch->leftover, p, n);
+            ch->leftover_len = n;
+            return;
+        }
     }
     /* A body is still to come: 100 Continue if the client waits for it. */
     if (ch->req && ch->pstate != WC_PARSE_HEAD && ch->req->expect_continue) {
@@ -346,26 +413,46 @@ done:
 static void
 pause_reading(wc_channel_t *ch)
 {
-    if (ch->reading && !ch->closing) {
+    if (ch->closing)
+        return;
+    if (ch->reading) {
         uv_read_stop(&ch->h.stream);
         ch->reading = 0;
-        pthread_mutex_lock(&ch->lock);
-        ch->read_paused = 1;
-        pthread_mutex_unlock(&ch->lock);
     }
+    pthread_mutex_lock(&ch->lock);
+    ch->read_paused = 1;
+    pthread_mutex_unlock(&ch->lock);
 }
 
+/* The backlog has drained: parse what was kept, then read again. */
 static void
 resume_reading(wc_channel_t *ch)
 {
-    if (!ch->reading && ch->read_paused && !ch->stop_parsing && !ch->eof
-        && !ch->closing) {
+    if (ch->reading || ch->stop_parsing || ch->eof || ch->closing)
+        return;
+    pthread_mutex_lock(&ch->lock);
+    int paused = ch->read_paused;
+    ch->read_paused = 0;
+    pthread_mutex_unlock(&ch->lock);
+    if (!paused)
+        return;
+    if (ch->leftover) {
+        char *p = ch->leftover;
+        size_t n = ch->leftover_len;
+        ch->leftover = NULL;
+        ch->leftover_len = 0;
+        feed(ch, p, n);
+        free(p);
+        if (ch->closing || ch->stop_parsing || ch->leftover)
+            return;
         pthread_mutex_lock(&ch->lock);
-        ch->read_paused = 0;
+        paused = ch->read_paused;
         pthread_mutex_unlock(&ch->lock);
-        if (uv_read_start(&ch->h.stream, on_alloc, on_read) == 0)
-            ch->reading = 1;
+        if (paused)
+            return;
     }
+    if (uv_read_start(&ch->h.stream, on_alloc, on_read) == 0)
+        ch->reading = 1;
 }
 
 /* Close once everything owed is written, if the channel must close. */
@@ -385,10 +472,19 @@ maybe_close(wc_channel_t *ch)
         wc_channel_close(ch);
 }
 
+/* ch->lock held: bytes went out (or started to wait), now. */
+static void
+stamp(wc_channel_t *ch)
+{
+    atomic_store_explicit(&ch->last_activity, wc_now_ms(),
+                          memory_order_relaxed);
+}
+
 /* Write what the queue holds: synchronously while the socket takes it,
  * then through uv_write, which waits for POLLOUT.  File segments go out
- * with sendfile(2); when the socket is full, the next block is read into
- * memory and queued as a uv_write instead. */
+ * with sendfile(2); when the socket is full, or the file cannot be
+ * sendfile'd (EINVAL, ENOSYS: some file systems), the next block is read
+ * into memory and queued as a uv_write instead. */
 void
 wc_channel_flush(wc_channel_t *ch)
 {
@@ -406,23 +502,33 @@ wc_channel_flush(wc_channel_t *ch)
             size_t left = s->len - s->off;
             off_t off = s->file_off;
             size_t step = left < SENDFILE_STEP ? left : SENDFILE_STEP;
-            ssize_t w = step ? sendfile(ch->fd, s->fd, &off, step) : 0;
-            if (w > 0 || step == 0) {
-                wc_outq_consume(&ch->out, step ? (size_t)w : 0);
-                if (step == 0)
-                    continue;
+            if (step == 0) {
+                wc_outq_consume(&ch->out, 0);
                 continue;
             }
-            if (w == 0) {
-                /* The file is shorter than promised: cut the response. */
-                ch->broken = 1;
-                break;
+            if (!s->no_sendfile) {
+                ssize_t w = sendfile(ch->fd, s->fd, &off, step);
+                if (w > 0) {
+                    wc_outq_consume(&ch->out, (size_t)w);
+                    stamp(ch);
+                    continue;
+                }
+                if (w == 0) {
+                    /* The file is shorter than promised: cut it off. */
+                    ch->broken = 1;
+                    break;
+                }
+                if (errno == EINTR)
+                    continue;
+                if (errno == EINVAL || errno == ENOSYS
+                    || errno == EOPNOTSUPP)
+                    s->no_sendfile = 1;
+                else if (errno != EAGAIN) {
+                    ch->broken = 1;
+                    break;
+                }
             }
-            if (errno != EAGAIN && errno != EINTR) {
-                ch->broken = 1;
-                break;
-            }
-            /* Socket full: queue the next block from memory. */
+            /* Queue the next block from memory. */
             char *blk = malloc(FILE_BLOCK);
             if (blk == NULL) {
                 ch->broken = 1;
@@ -461,6 +567,8 @@ wc_channel_flush(wc_channel_t *ch)
             w = 0;
         }
         wc_outq_consume(&ch->out, (size_t)w);
+        if (w > 0)
+            stamp(ch);
         if ((size_t)w == total)
             continue;
         /* The socket is full: let libuv wait for POLLOUT. */
@@ -472,11 +580,9 @@ wc_channel_flush(wc_channel_t *ch)
             ch->broken = 1;
         break;
     }
-    atomic_store_explicit(&ch->last_activity, wc_now_ms(),
-                          memory_order_relaxed);
-    if (ch->park && (ch->broken || ch->out.bytes
-                     <= ch->srv->cfg.outbuf_high_watermark))
-        pthread_cond_signal(ch->park);
+    if (ch->waiters && (ch->broken || ch->out.bytes
+                        <= ch->srv->cfg.outbuf_high_watermark))
+        wake_waiters(ch);
     pthread_mutex_unlock(&ch->lock);
     maybe_close(ch);
 }
@@ -490,10 +596,12 @@ on_write(uv_write_t *req, int status)
     free(wr);
     pthread_mutex_lock(&ch->lock);
     ch->writing = 0;
-    if (status < 0)
+    if (status < 0) {
         ch->broken = 1;
-    else
+    } else {
         wc_outq_consume(&ch->out, ch->wlen);
+        stamp(ch);
+    }
     ch->wlen = 0;
     pthread_mutex_unlock(&ch->lock);
     if (status == UV_ECANCELED)
@@ -543,6 +651,8 @@ wc_channel_stop(wc_channel_t *ch, int hard)
     pthread_mutex_unlock(&ch->lock);
     wc_request_free(ch->req);
     ch->req = NULL;
+    free(ch->leftover);
+    ch->leftover = NULL;
     maybe_close(ch);
 }
 
@@ -560,11 +670,11 @@ wc_channel_close(wc_channel_t *ch)
     if (!ch->busy) {
         ch->pend_head = ch->pend_tail = NULL;
         ch->npending = 0;
+        ch->pend_bytes = 0;
     } else {
         r = NULL;
     }
-    if (ch->park)
-        pthread_cond_signal(ch->park);
+    wake_waiters(ch);
     pthread_mutex_unlock(&ch->lock);
     while (r) {
         wc_request_t *next = r->next;
@@ -573,6 +683,8 @@ wc_channel_close(wc_channel_t *ch)
     }
     wc_request_free(ch->req);
     ch->req = NULL;
+    free(ch->leftover);
+    ch->leftover = NULL;
     if (ch->prev)
         ch->prev->next = ch->next;
     else
@@ -607,8 +719,57 @@ wc_channel_unref(wc_channel_t *ch)
         r = next;
     }
     wc_outq_free(&ch->out);
+    free(ch->leftover);
     pthread_mutex_destroy(&ch->lock);
     free(ch);
+}
+
+/* ch->lock held. */
+static void
+wake_waiters(wc_channel_t *ch)
+{
+    for (wc_waiter_t *w = ch->waiters; w; w = w->next)
+        pthread_cond_signal(&w->cond);
+}
+
+/* ch->lock held.  Park the calling thread (no GIL) until it is woken. */
+static void
+park(wc_channel_t *ch, wc_waiter_t *me)
+{
+    me->next = ch->waiters;
+    ch->waiters = me;
+    pthread_cond_wait(&me->cond, &ch->lock);
+    wc_waiter_t **pp = &ch->waiters;
+    while (*pp != me)
+        pp = &(*pp)->next;
+    *pp = me->next;
+}
+
+/* Has this connection timed out?  channel_timeout bounds three things:
+ * how long it may stay idle (no request being served or waiting, nothing
+ * read or written), how long output may wait without a byte being taken
+ * by the client (a reader that stopped pins no worker: the channel closes
+ * and a parked worker sees the client gone), and how long a request head
+ * may take to arrive from its first byte (a head trickled in a byte at a
+ * time).  A request being served that sends nothing is never timed out,
+ * nor is a body that keeps arriving.  Loop thread. */
+int
+wc_channel_timed_out(wc_channel_t *ch, uint64_t now)
+{
+    uint64_t limit = ch->srv->cfg.channel_timeout_ms;
+    uint64_t last = atomic_load_explicit(&ch->last_activity,
+                                         memory_order_relaxed);
+    int quiet = now > last && now - last > limit;
+    int slow_head = ch->req && ch->pstate == WC_PARSE_HEAD
+                    && ch->req->head.len > 0 && now > ch->head_start
+                    && now - ch->head_start > limit;
+    if (ch->closing || (!quiet && !slow_head))
+        return 0;
+    pthread_mutex_lock(&ch->lock);
+    int idle = !ch->busy && ch->npending == 0;
+    int stalled = ch->out.bytes > 0 || ch->writing;
+    pthread_mutex_unlock(&ch->lock);
+    return (quiet && (idle || stalled)) || (slow_head && idle);
 }
 
 /* ---- worker side ----------------------------------------------------------
@@ -635,13 +796,16 @@ wc_channel_kick(wc_channel_t *ch)
  * comes before them (bytes a worker queued itself go along in the same
  * sendmsg), the rest copied into the output queue for the loop.  With
  * `defer` (more pipelined responses follow) small output is only queued,
- * so a pipelined batch leaves in one sendmsg.  Returns 0, or UV_EPIPE when
- * the client is gone. */
+ * so a pipelined batch leaves in one sendmsg.  Returns 0; 1 when more than
+ * outbuf_high_watermark bytes now wait (the caller should park in
+ * wc_channel_wait_drained); UV_EPIPE when the client is gone. */
 int
 wc_channel_send(wc_channel_t *ch, struct iovec *iov, int n, int defer)
 {
     pthread_mutex_lock(&ch->lock);
     int rv = wc_channel_send_locked(ch, iov, n, defer);
+    if (rv == 0 && ch->out.bytes > ch->srv->cfg.outbuf_high_watermark)
+        rv = 1;
     pthread_mutex_unlock(&ch->lock);
     return rv;
 }
@@ -652,6 +816,8 @@ static int
 queue_iov(wc_channel_t *ch, struct iovec *iov, int n)
 {
     size_t overflow = ch->srv->cfg.outbuf_overflow;
+    if (ch->out.bytes == 0)
+        stamp(ch);      /* a stall is timed from here */
     for (int i = 0; i < n; i++) {
         size_t len = iov[i].iov_len;
         int r = ch->out.mem + len > overflow && len > 0
@@ -723,8 +889,8 @@ wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, int n, int defer)
         }
         w = 0;
     }
-    atomic_store_explicit(&ch->last_activity, wc_now_ms(),
-                          memory_order_relaxed);
+    if (w > 0)
+        stamp(ch);
     size_t left = (size_t)w;
     size_t from_q = left < qtotal ? left : qtotal;
     if (from_q)
@@ -774,19 +940,58 @@ wc_channel_wait_drained(wc_channel_t *ch)
 {
     int rv = 0;
     uint64_t hwm = ch->srv->cfg.outbuf_high_watermark;
-    pthread_cond_t cond;    /* one waiter, one mutex: ours */
-    pthread_cond_init(&cond, NULL);
+    wc_waiter_t me;
+    pthread_cond_init(&me.cond, NULL);
     pthread_mutex_lock(&ch->lock);
-    while (!ch->broken && ch->out.bytes > hwm) {
-        ch->park = &cond;
-        pthread_cond_wait(&cond, &ch->lock);
-    }
-    ch->park = NULL;
+    while (!ch->broken && ch->out.bytes > hwm)
+        park(ch, &me);
     if (ch->broken)
         rv = UV_EPIPE;
     pthread_mutex_unlock(&ch->lock);
-    pthread_cond_destroy(&cond);
+    pthread_cond_destroy(&me.cond);
     return rv;
+}
+
+/* App threads inside write() for the running request.  The worker waits
+ * for them to leave before it finishes the response (their bytes come
+ * before the last chunk) and releases the request they point into.
+ * Enter and leave are called with the GIL held; wait_writers without. */
+void
+wc_channel_writer_enter(wc_channel_t *ch)
+{
+    pthread_mutex_lock(&ch->lock);
+    ch->writers++;
+    pthread_mutex_unlock(&ch->lock);
+}
+
+void
+wc_channel_writer_leave(wc_channel_t *ch)
+{
+    pthread_mutex_lock(&ch->lock);
+    if (--ch->writers == 0)
+        wake_waiters(ch);
+    pthread_mutex_unlock(&ch->lock);
+}
+
+int
+wc_channel_has_writers(wc_channel_t *ch)
+{
+    pthread_mutex_lock(&ch->lock);
+    int n = ch->writers;
+    pthread_mutex_unlock(&ch->lock);
+    return n > 0;
+}
+
+void
+wc_channel_wait_writers(wc_channel_t *ch)
+{
+    wc_waiter_t me;
+    pthread_cond_init(&me.cond, NULL);
+    pthread_mutex_lock(&ch->lock);
+    while (ch->writers > 0)
+        park(ch, &me);
+    pthread_mutex_unlock(&ch->lock);
+    pthread_cond_destroy(&me.cond);
 }
 
 int

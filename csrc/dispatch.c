@@ -6,10 +6,14 @@
  * re-queues the channel at the tail so one pipelining client cannot starve
  * the others.
  *
+ * The loop's log lines go to a log thread of their own, so that they are
+ * emitted even while every worker is stuck in the application.
+ *
  * GIL map: wc_dispatch_push runs on the loop thread, no GIL.  The worker
  * main loop runs on a Python thread with its own thread state for life: it
  * holds the GIL only while it serves tasks, and drains every queued task
- * before it lets the GIL go.  qlock and ch->lock are leaf locks: no holder
+ * before it lets the GIL go.  The log thread likewise holds the GIL only
+ * while it emits.  qlock and ch->lock are leaf locks: no holder
  * ever waits for the GIL, so taking them with the GIL held cannot deadlock.
  */
 #include "wc.h"
@@ -96,21 +100,19 @@ pop_task(wc_server_t *srv)
     return ch;
 }
 
-/* qlock held.  Take the queued log lines, and the queue depth to report
- * (at most once a second: waitress's warning on every task is noise). */
+/* qlock held.  Take the queued log lines, and the largest queue depth
+ * seen when the loop's once-a-second sweep asks for it to be reported
+ * (waitress's warning on every task is noise). */
 static wc_logmsg_t *
 take_logs(wc_server_t *srv, int *depth)
 {
     wc_logmsg_t *m = srv->log_head;
     srv->log_head = srv->log_tail = NULL;
     *depth = 0;
-    if (srv->depth_warn) {
-        uint64_t now = wc_now_ms();
-        if (now - srv->depth_logged_ms >= 1000) {
-            *depth = srv->depth_warn;
-            srv->depth_logged_ms = now;
-        }
+    if (srv->depth_due) {
+        *depth = srv->depth_warn;
         srv->depth_warn = 0;
+        srv->depth_due = 0;
     }
     return m;
 }
@@ -154,6 +156,7 @@ drop_pending(wc_channel_t *ch)
     wc_request_t *r = ch->pend_head;
     ch->pend_head = ch->pend_tail = NULL;
     ch->npending = 0;
+    ch->pend_bytes = 0;
     while (r) {
         wc_request_t *next = r->next;
         wc_request_free(r);
@@ -166,7 +169,6 @@ static void
 serve_channel(wc_worker_t *w, wc_channel_t *ch)
 {
     wc_server_t *srv = ch->srv;
-    int limit = srv->cfg.lookahead > 32 ? srv->cfg.lookahead : 32;
 
     for (int i = 0; i < BATCH; i++) {
         pthread_mutex_lock(&ch->lock);
@@ -198,9 +200,9 @@ serve_channel(wc_worker_t *w, wc_channel_t *ch)
         ch->pend_head = req->next;
         if (ch->pend_head == NULL)
             ch->pend_tail = NULL;
-        ch->npending--;
+        wc_channel_release_pending(ch, req);
         w->more = ch->pend_head != NULL;
-        if (ch->read_paused && ch->npending <= limit / 2 && !ch->want_read) {
+        if (ch->read_paused && wc_channel_backlog_low(ch) && !ch->want_read) {
             ch->want_read = 1;
             wc_channel_kick(ch);
         }
@@ -238,11 +240,33 @@ serve_channel(wc_worker_t *w, wc_channel_t *ch)
     wc_dispatch_push(srv, ch);
 }
 
-/* qlock held: is there anything for a worker? */
-static int
-has_work(wc_server_t *srv)
+/* The log thread: waits (no GIL) for the loop's log lines and emits them
+ * (GIL held), until the loop has returned and nothing is left. */
+PyObject *
+wc_dispatch_log_main(PyObject *server)
 {
-    return srv->task_head || srv->log_head || srv->depth_warn;
+    ServerObject *so = (ServerObject *)server;
+    wc_server_t *srv = so->srv;
+    PyThreadState *ts = PyEval_SaveThread();
+    pthread_mutex_lock(&srv->qlock);
+    for (;;) {
+        while (srv->log_head == NULL && !srv->depth_due && !srv->log_stop)
+            pthread_cond_wait(&srv->log_cond, &srv->qlock);
+        int depth;
+        wc_logmsg_t *m = take_logs(srv, &depth);
+        if (m == NULL && depth == 0 && srv->log_stop)
+            break;
+        pthread_mutex_unlock(&srv->qlock);
+        if (m || depth) {
+            PyEval_RestoreThread(ts);
+            emit_logs(so, m, depth);
+            ts = PyEval_SaveThread();
+        }
+        pthread_mutex_lock(&srv->qlock);
+    }
+    pthread_mutex_unlock(&srv->qlock);
+    PyEval_RestoreThread(ts);
+    Py_RETURN_NONE;
 }
 
 PyObject *
@@ -258,26 +282,21 @@ wc_dispatch_worker_main(PyObject *server)
     pthread_mutex_lock(&srv->qlock);
     srv->workers_started++;
     for (;;) {
-        while (!has_work(srv) && !srv->workers_stop) {
+        while (srv->task_head == NULL && !srv->workers_stop) {
             srv->idle_workers++;
             pthread_cond_wait(&srv->qcond, &srv->qlock);
             srv->idle_workers--;
             if (srv->waking > 0)
                 srv->waking--;
         }
-        if (!has_work(srv))
+        if (srv->task_head == NULL)
             break;      /* workers_stop and nothing left */
-        int depth;
         wc_channel_t *ch = pop_task(srv);
-        wc_logmsg_t *logs = take_logs(srv, &depth);
         pthread_mutex_unlock(&srv->qlock);
 
         PyEval_RestoreThread(ts);
         for (;;) {
-            if (logs || depth)
-                emit_logs(so, logs, depth);
-            if (ch)
-                serve_channel(&w, ch);
+            serve_channel(&w, ch);
             /* Next task without letting the GIL go, unless the queue lock
              * is busy: then release the GIL before blocking on it. */
             if (pthread_mutex_trylock(&srv->qlock) != 0) {
@@ -286,8 +305,7 @@ wc_dispatch_worker_main(PyObject *server)
                 break;
             }
             ch = pop_task(srv);
-            logs = take_logs(srv, &depth);
-            if (ch == NULL && logs == NULL && depth == 0) {
+            if (ch == NULL) {
                 ts = PyEval_SaveThread();
                 break;
             }
@@ -295,7 +313,7 @@ wc_dispatch_worker_main(PyObject *server)
         }
     }
     srv->live_workers--;
-    if (srv->live_workers == 0 && srv->running)
+    if (srv->live_workers == 0 && srv->running && srv->async_live)
         uv_async_send(&srv->async);     /* the loop waits for this */
     pthread_mutex_unlock(&srv->qlock);
     PyEval_RestoreThread(ts);

@@ -117,6 +117,19 @@ read_config(wc_config_t *cfg, PyObject *adj)
     INT("outbuf_high_watermark", 1, outbuf_high_watermark);
     INT("channel_request_lookahead", 0, lookahead);
 #undef INT
+    PyObject *st = PyObject_GetAttrString(adj, "shutdown_timeout");
+    if (st == NULL)
+        return -1;
+    double sec = PyFloat_AsDouble(st);
+    Py_DECREF(st);
+    if (sec == -1.0 && PyErr_Occurred())
+        return -1;
+    if (!(sec >= 0.0 && sec < 1e9)) {
+        PyErr_SetString(PyExc_ValueError, "shutdown_timeout must be a "
+                        "number of seconds >= 0");
+        return -1;
+    }
+    cfg->shutdown_timeout_ms = (uint64_t)(sec * 1000.0 + 0.5);
     if (get_bool(adj, "expose_tracebacks", &cfg->expose_tracebacks) < 0
         || get_bool(adj, "log_socket_errors", &cfg->log_socket_errors) < 0)
         return -1;
@@ -260,6 +273,13 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     so->url_prefix = get_str(adj, "url_prefix");
     if (so->url_prefix == NULL)
         goto error;
+    so->url_prefix_bytes = PyUnicode_AsLatin1String(so->url_prefix);
+    if (so->url_prefix_bytes == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+            goto error;
+        PyErr_Clear();      /* no latin-1 path can start with it */
+        so->url_prefix_bytes = Py_NewRef(Py_None);
+    }
 
     tune_malloc();
     int rv = wc_server_init(srv);
@@ -280,15 +300,16 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         goto error;
     for (Py_ssize_t i = 0; i < nls; i++) {
         PyObject *item = PySequence_Fast_GET_ITEM(listeners, i);
-        int fd, is_unix;
+        int fd, is_unix, owned = 1;
         PyObject *port;
-        if (!PyArg_ParseTuple(item, "ipU:listener", &fd, &is_unix, &port))
+        if (!PyArg_ParseTuple(item, "ipU|p:listener", &fd, &is_unix, &port,
+                              &owned))
             goto error;
         PyObject *t = make_template(so, adj, port);
         if (t == NULL)
             goto error;
         PyTuple_SET_ITEM(so->templates, i, t);
-        rv = wc_server_listen(srv, (int)i, fd, is_unix);
+        rv = wc_server_listen(srv, (int)i, fd, is_unix, owned);
         if (rv < 0) {
             PyErr_Format(PyExc_OSError, "cannot listen on fd %d: %s", fd,
                          uv_strerror(rv));
@@ -344,6 +365,12 @@ static PyObject *
 server_worker(ServerObject *so, PyObject *unused)
 {
     return wc_dispatch_worker_main((PyObject *)so);
+}
+
+static PyObject *
+server_log_thread(ServerObject *so, PyObject *unused)
+{
+    return wc_dispatch_log_main((PyObject *)so);
 }
 
 static PyObject *
@@ -403,6 +430,7 @@ server_dealloc(ServerObject *so)
     Py_XDECREF(so->logger);
     Py_XDECREF(so->qlogger);
     Py_XDECREF(so->url_prefix);
+    Py_XDECREF(so->url_prefix_bytes);
     Py_XDECREF(so->bad_request);
     Py_XDECREF(so->file_wrapper);
     Py_XDECREF(so->input_type);
@@ -423,6 +451,9 @@ static PyMethodDef server_methods[] = {
      "close(): stop gracefully (a second call stops at once).  Any thread."},
     {"worker", (PyCFunction)server_worker, METH_NOARGS,
      "worker(): a worker thread's body; returns once the server stopped."},
+    {"log_thread", (PyCFunction)server_log_thread, METH_NOARGS,
+     "log_thread(): emits the server's log lines; returns once run() has\n"
+     "returned and every line is out."},
     {NULL, NULL, 0, NULL},
 };
 

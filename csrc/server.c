@@ -1,11 +1,18 @@
 /* server.c: the event loop.  Listeners and accept (with connection_limit),
- * the async wake-up that workers use, the idle sweep (channel_timeout),
- * signals through Python's wakeup fd, graceful and hard shutdown, and the
- * queue of log lines that the loop hands to a worker to emit.
+ * the async wake-up that workers use, the once-a-second sweep (idle,
+ * stalled and slow-head connections: channel_timeout), signals through
+ * Python's wakeup fd, graceful shutdown (bounded by shutdown_timeout) and
+ * hard shutdown, and the queue of log lines that the loop hands to the log
+ * thread to emit.
  *
  * GIL map: everything here runs on the loop thread without the GIL, except
  * wc_server_request_close and wc_server_log, which any thread may call and
  * which only take qlock.
+ *
+ * SIGPIPE: the loop thread writes with writev (libuv) and sendfile, which
+ * cannot pass MSG_NOSIGNAL, so it blocks SIGPIPE while it runs and discards
+ * a pending one before it unblocks: a process whose SIGPIPE disposition is
+ * the default is not killed by a client that goes away.
  */
 #include "wc.h"
 
@@ -24,8 +31,13 @@ static void on_sweep(uv_timer_t *t);
 static void on_prepare(uv_prepare_t *p);
 static void on_tick(uv_timer_t *t);
 static void on_signal_fd(uv_poll_t *p, int status, int events);
-static void begin_stop(wc_server_t *srv, int level);
+static void on_grace(uv_timer_t *t);
+static void accept_one(wc_server_t *srv, wc_listener_t *ls);
+static void retry_held(wc_server_t *srv);
+static void begin_stop(wc_server_t *srv, int level, const char *why);
 static void check_exit(wc_server_t *srv);
+
+#define SWEEP_MS 1000
 
 int
 wc_server_init(wc_server_t *srv)
@@ -44,6 +56,8 @@ wc_server_init(wc_server_t *srv)
     srv->sweep.data = srv;
     uv_timer_init(&srv->loop, &srv->tick);
     srv->tick.data = srv;
+    uv_timer_init(&srv->loop, &srv->grace);
+    srv->grace.data = srv;
     atomic_init(&srv->nbusy, 0);
     uv_prepare_init(&srv->loop, &srv->wake);
     srv->wake.data = srv;
@@ -53,12 +67,17 @@ wc_server_init(wc_server_t *srv)
     atomic_init(&srv->stopping, 0);
     pthread_mutex_init(&srv->qlock, NULL);
     pthread_cond_init(&srv->qcond, NULL);
+    pthread_cond_init(&srv->log_cond, NULL);
+    srv->async_live = 1;
     return 0;
 }
 
-/* Adopt a copy of a bound, listening socket; the caller keeps its own. */
+/* Adopt a copy of a bound, listening socket; the caller keeps its own.
+ * `owned`: the socket is the server's own, shut down when a stop begins so
+ * that new connections are refused at once; otherwise (sockets= from the
+ * caller, inherited ones) it is only no longer accepted on. */
 int
-wc_server_listen(wc_server_t *srv, int index, int fd, int is_unix)
+wc_server_listen(wc_server_t *srv, int index, int fd, int is_unix, int owned)
 {
     wc_listener_t *ls = &srv->listeners[index];
     int rv;
@@ -85,12 +104,44 @@ wc_server_listen(wc_server_t *srv, int index, int fd, int is_unix)
     }
     ls->fd = dfd;
     ls->open = 1;
+    ls->owned = owned;
     ls->h.handle.data = ls;
     return 0;
 }
 
+/* Discard a SIGPIPE raised by this thread's writes while it was blocked. */
+static void
+drop_sigpipe(const sigset_t *pipe_only)
+{
+    struct timespec zero = {0, 0};
+    while (sigtimedwait(pipe_only, NULL, &zero) > 0)
+        ;
+}
+
+static int run_loop(wc_server_t *srv, int sigfd);
+
 int
 wc_server_run(wc_server_t *srv, int sigfd)
+{
+    sigset_t pipe_only, old;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+    int rv = run_loop(srv, sigfd);
+    /* The loop has returned: let the log thread finish. */
+    pthread_mutex_lock(&srv->qlock);
+    srv->log_stop = 1;
+    pthread_cond_broadcast(&srv->log_cond);
+    pthread_mutex_unlock(&srv->qlock);
+    if (!sigismember(&old, SIGPIPE)) {
+        drop_sigpipe(&pipe_only);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    return rv;
+}
+
+static int
+run_loop(wc_server_t *srv, int sigfd)
 {
     int rv = 0;
     pthread_mutex_lock(&srv->qlock);
@@ -104,9 +155,9 @@ wc_server_run(wc_server_t *srv, int sigfd)
         if (rv < 0)
             goto done;
     }
-    if (srv->cfg.cleanup_interval_ms > 0)
-        uv_timer_start(&srv->sweep, on_sweep, srv->cfg.cleanup_interval_ms,
-                       srv->cfg.cleanup_interval_ms);
+    /* Timeouts are checked every second, whatever cleanup_interval says:
+     * an idle connection is closed within channel_timeout + 1 s. */
+    uv_timer_start(&srv->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
     if (sigfd >= 0) {
         srv->sigfd = sigfd;
         rv = uv_poll_init(&srv->loop, &srv->sigpoll, sigfd);
@@ -116,13 +167,13 @@ wc_server_run(wc_server_t *srv, int sigfd)
         uv_poll_start(&srv->sigpoll, UV_READABLE, on_signal_fd);
     }
     if (closed)
-        begin_stop(srv, 1);
+        begin_stop(srv, 1, "close() called");
     uv_run(&srv->loop, UV_RUN_DEFAULT);
     return 0;
 
 done:
     /* Could not start: unwind through the normal stop path. */
-    begin_stop(srv, 2);
+    begin_stop(srv, 2, NULL);
     uv_run(&srv->loop, UV_RUN_DEFAULT);
     return rv;
 }
@@ -153,10 +204,37 @@ on_connection(uv_stream_t *server, int status)
         }
         return;
     }
-    int rv = wc_channel_accept(srv, server, ls->index);
+    accept_one(srv, ls);
+}
+
+/* Accept the connection libuv holds for this listener.  When that fails
+ * before the connection was taken (out of memory), libuv has stopped
+ * polling the listener: mark it held, so that the sweep or the next closed
+ * connection tries again, rather than never accepting on it again. */
+static void
+accept_one(wc_server_t *srv, wc_listener_t *ls)
+{
+    int taken = 0;
+    int rv = wc_channel_accept(srv, &ls->h.stream, ls->index, &taken);
+    if (rv < 0 && !taken)
+        ls->held = 1;
     if (rv < 0 && rv != UV_ENOTCONN && srv->cfg.log_socket_errors)
         wc_server_log(srv, 30, "server accept() threw an exception: %s",
                       uv_strerror(rv));
+}
+
+/* Accept on the held listeners while there is room under the limit. */
+static void
+retry_held(wc_server_t *srv)
+{
+    for (int i = 0; i < srv->nlisteners; i++) {
+        wc_listener_t *ls = &srv->listeners[i];
+        if (ls->held && ls->open
+            && srv->nchannels < srv->cfg.connection_limit) {
+            ls->held = 0;
+            accept_one(srv, ls);
+        }
+    }
 }
 
 /* A channel's handle is closed: room under the limit, or the last one of a
@@ -166,13 +244,7 @@ wc_server_channel_closed(wc_server_t *srv)
 {
     if (srv->nchannels < srv->cfg.connection_limit
         && !atomic_load(&srv->stopping)) {
-        for (int i = 0; i < srv->nlisteners; i++) {
-            wc_listener_t *ls = &srv->listeners[i];
-            if (ls->held && srv->nchannels < srv->cfg.connection_limit) {
-                ls->held = 0;
-                wc_channel_accept(srv, &ls->h.stream, i);
-            }
-        }
+        retry_held(srv);
         if (srv->limit_logged
             && srv->nchannels < srv->cfg.connection_limit) {
             srv->limit_logged = 0;
@@ -200,7 +272,7 @@ on_async(uv_async_t *a)
         kicks = next;
     }
     if (close_req > atomic_load(&srv->stopping))
-        begin_stop(srv, close_req >= 2 ? 2 : 1);
+        begin_stop(srv, close_req >= 2 ? 2 : 1, "close() called");
     check_exit(srv);
 }
 
@@ -256,28 +328,29 @@ on_tick(uv_timer_t *t)
     }
 }
 
-/* Close connections that have been idle for channel_timeout.  A request
- * being served is never timed out (waitress #267). */
+/* Once a second: close the connections channel_timeout says are done
+ * (channel.c decides), accept on listeners whose accept failed, and let
+ * the log thread report a long task queue. */
 static void
 on_sweep(uv_timer_t *t)
 {
     wc_server_t *srv = t->data;
     uint64_t now = wc_now_ms();
-    uint64_t limit = srv->cfg.channel_timeout_ms;
     wc_channel_t *ch = srv->channels;
     while (ch) {
         wc_channel_t *next = ch->next;
-        uint64_t last = atomic_load_explicit(&ch->last_activity,
-                                             memory_order_relaxed);
-        if (now > last && now - last > limit) {
-            pthread_mutex_lock(&ch->lock);
-            int idle = !ch->busy && ch->npending == 0;
-            pthread_mutex_unlock(&ch->lock);
-            if (idle)
-                wc_channel_close(ch);
-        }
+        if (wc_channel_timed_out(ch, now))
+            wc_channel_close(ch);
         ch = next;
     }
+    if (!atomic_load(&srv->stopping))
+        retry_held(srv);
+    pthread_mutex_lock(&srv->qlock);
+    if (srv->depth_warn) {
+        srv->depth_due = 1;
+        pthread_cond_signal(&srv->log_cond);
+    }
+    pthread_mutex_unlock(&srv->qlock);
 }
 
 /* Python's signal.set_wakeup_fd writes one byte per signal; SIGINT and
@@ -292,7 +365,8 @@ on_signal_fd(uv_poll_t *p, int status, int events)
         for (ssize_t i = 0; i < n; i++) {
             if (buf[i] == SIGINT || buf[i] == SIGTERM) {
                 int level = atomic_load(&srv->stopping) ? 2 : 1;
-                begin_stop(srv, level);
+                begin_stop(srv, level,
+                           buf[i] == SIGINT ? "SIGINT" : "SIGTERM");
             }
         }
     }
@@ -304,28 +378,53 @@ wc_server_request_close(wc_server_t *srv)
     pthread_mutex_lock(&srv->qlock);
     if (srv->close_requested < 2)
         srv->close_requested++;
-    if (srv->running)
+    if (srv->running && srv->async_live)
         uv_async_send(&srv->async);
     pthread_mutex_unlock(&srv->qlock);
 }
 
+/* Stop listening.  Our own sockets are shut down, so the kernel refuses
+ * new connections at once (and resets the ones waiting in the backlog)
+ * rather than queueing them for a server that will never accept them;
+ * the caller's sockets (sockets=, or shared with sibling processes) are
+ * left listening for whoever serves them next. */
 static void
-begin_stop(wc_server_t *srv, int level)
+close_listeners(wc_server_t *srv)
 {
-    if (atomic_load(&srv->stopping) >= level)
+    for (int i = 0; i < srv->nlisteners; i++) {
+        wc_listener_t *ls = &srv->listeners[i];
+        if (ls->open) {
+            ls->open = 0;
+            if (ls->owned)
+                shutdown(ls->fd, SHUT_RDWR);
+            uv_close(&ls->h.handle, NULL);
+        }
+    }
+}
+
+static void
+begin_stop(wc_server_t *srv, int level, const char *why)
+{
+    int was = atomic_load(&srv->stopping);
+    if (was >= level)
         return;
     atomic_store(&srv->stopping, level);
     pthread_mutex_lock(&srv->qlock);
     if (srv->close_requested < level)
         srv->close_requested = level;
     pthread_mutex_unlock(&srv->qlock);
-    for (int i = 0; i < srv->nlisteners; i++) {
-        wc_listener_t *ls = &srv->listeners[i];
-        if (ls->open) {
-            ls->open = 0;
-            uv_close(&ls->h.handle, NULL);
-        }
+    close_listeners(srv);
+    if (was == 0 && why) {
+        int busy = atomic_load(&srv->nbusy);
+        wc_server_log(srv, 20, "Shutting down (%s): %llu connections open, "
+                      "%d with a request in progress", why,
+                      (unsigned long long)srv->nchannels, busy);
     }
+    if (level == 1 && srv->cfg.shutdown_timeout_ms > 0)
+        uv_timer_start(&srv->grace, on_grace, srv->cfg.shutdown_timeout_ms,
+                       0);
+    else if (level >= 2)
+        uv_timer_stop(&srv->grace);
     wc_channel_t *ch = srv->channels;
     while (ch) {
         wc_channel_t *next = ch->next;
@@ -333,6 +432,19 @@ begin_stop(wc_server_t *srv, int level)
         ch = next;
     }
     check_exit(srv);
+}
+
+/* shutdown_timeout has passed: cut off what is left. */
+static void
+on_grace(uv_timer_t *t)
+{
+    wc_server_t *srv = t->data;
+    int busy = atomic_load(&srv->nbusy);
+    wc_server_log(srv, 30, "Shutdown timeout (%.3g s) reached: closing %llu "
+                  "connections, %d of them with a request in progress",
+                  (double)srv->cfg.shutdown_timeout_ms / 1000.0,
+                  (unsigned long long)srv->nchannels, busy);
+    begin_stop(srv, 2, NULL);
 }
 
 static void
@@ -365,10 +477,13 @@ check_exit(wc_server_t *srv)
     if (live > 0 && level < 2)
         return;     /* the last worker out sends the async */
     srv->finished = 1;
+    wc_server_log(srv, 20, "Server stopped");
     uv_timer_stop(&srv->sweep);
     close_handle((uv_handle_t *)&srv->sweep);
     uv_timer_stop(&srv->tick);
     close_handle((uv_handle_t *)&srv->tick);
+    uv_timer_stop(&srv->grace);
+    close_handle((uv_handle_t *)&srv->grace);
     for (wc_channel_t *ch = take_deferred(srv), *next; ch; ch = next) {
         next = ch->defer_next;
         wc_channel_unref(ch);
@@ -378,11 +493,15 @@ check_exit(wc_server_t *srv)
         uv_poll_stop(&srv->sigpoll);
         close_handle((uv_handle_t *)&srv->sigpoll);
     }
-    if (live == 0)
+    if (live == 0) {
+        pthread_mutex_lock(&srv->qlock);
+        srv->async_live = 0;
+        pthread_mutex_unlock(&srv->qlock);
         close_handle((uv_handle_t *)&srv->async);
-    else
+    } else {
         uv_stop(&srv->loop);    /* workers still in the app: leave the
                                    async handle for them */
+    }
 }
 
 /* Queue a log line for a worker to emit (the loop never takes the GIL). */
@@ -411,11 +530,44 @@ wc_server_log(wc_server_t *srv, int level, const char *fmt, ...)
     else
         srv->log_head = m;
     srv->log_tail = m;
-    if (srv->idle_workers > srv->waking) {
-        srv->waking++;
-        pthread_cond_signal(&srv->qcond);
-    }
+    pthread_cond_signal(&srv->log_cond);
     pthread_mutex_unlock(&srv->qlock);
+}
+
+/* Drop the channel references left in the server's lists by a hard stop:
+ * tasks never served, kicks and held-back output never looked at. */
+static void
+drop_lists(wc_server_t *srv)
+{
+    pthread_mutex_lock(&srv->qlock);
+    wc_channel_t *tasks = srv->task_head, *kicks = srv->kick_head;
+    wc_channel_t *defers = srv->defer_head;
+    srv->task_head = srv->task_tail = NULL;
+    srv->ntasks = 0;
+    srv->kick_head = srv->defer_head = NULL;
+    pthread_mutex_unlock(&srv->qlock);
+    for (wc_channel_t *ch = tasks, *next; ch; ch = next) {
+        next = ch->task_next;
+        pthread_mutex_lock(&ch->lock);
+        ch->busy = 0;
+        pthread_mutex_unlock(&ch->lock);
+        wc_channel_unref(ch);
+    }
+    for (wc_channel_t *ch = kicks, *next; ch; ch = next) {
+        next = ch->kick_next;
+        wc_channel_unref(ch);
+    }
+    for (wc_channel_t *ch = defers, *next; ch; ch = next) {
+        next = ch->defer_next;
+        wc_channel_unref(ch);
+    }
+}
+
+static void
+close_any(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
 }
 
 void
@@ -429,12 +581,25 @@ wc_server_destroy(wc_server_t *srv)
             uv_close(&srv->listeners[i].h.handle, NULL);
         }
     }
+    pthread_mutex_lock(&srv->qlock);
+    srv->async_live = 0;
+    pthread_mutex_unlock(&srv->qlock);
     close_handle((uv_handle_t *)&srv->async);
     close_handle((uv_handle_t *)&srv->sweep);
     close_handle((uv_handle_t *)&srv->tick);
+    close_handle((uv_handle_t *)&srv->grace);
     close_handle((uv_handle_t *)&srv->wake);
+    if (srv->sigfd >= 0)
+        close_handle((uv_handle_t *)&srv->sigpoll);
+    /* Every worker has left (each holds a reference to the server object
+     * that owns us): nothing can add to the lists any more. */
+    drop_lists(srv);
     uv_run(&srv->loop, UV_RUN_NOWAIT);
-    uv_loop_close(&srv->loop);
+    /* Channel handles closed by a hard stop may still be closing. */
+    for (int i = 0; i < 100 && uv_loop_close(&srv->loop) == UV_EBUSY; i++) {
+        uv_walk(&srv->loop, close_any, NULL);
+        uv_run(&srv->loop, UV_RUN_NOWAIT);
+    }
     wc_logmsg_t *m = srv->log_head;
     while (m) {
         wc_logmsg_t *next = m->next;
@@ -444,4 +609,5 @@ wc_server_destroy(wc_server_t *srv)
     free(srv->listeners);
     pthread_mutex_destroy(&srv->qlock);
     pthread_cond_destroy(&srv->qcond);
+    pthread_cond_destroy(&srv->log_cond);
 }

@@ -46,6 +46,7 @@ typedef struct wc_config_s wc_config_t;
 typedef struct wc_server_s wc_server_t;
 typedef struct wc_worker_s wc_worker_t;
 typedef struct wc_logmsg_s wc_logmsg_t;
+typedef struct wc_waiter_s wc_waiter_t;
 
 /* ---- buffer.c: plain growable bytes, body spool, output queue ---------- */
 
@@ -83,7 +84,8 @@ struct wc_seg_s {
     size_t len;         /* filled bytes */
     size_t cap;
     int fd;             /* >= 0: a file segment sent with sendfile */
-    int close_fd;       /* close fd when the segment is done */
+    unsigned close_fd : 1;  /* close fd when the segment is done */
+    unsigned no_sendfile : 1; /* sendfile refused this fd: read+write */
     off_t file_off;     /* file segments: next offset */
     char data[];
 };
@@ -202,6 +204,9 @@ struct wc_channel_s {
     wc_channel_t *prev, *next;  /* srv->channels */
     wc_request_t *req;          /* being received */
     int pstate;                 /* WC_PARSE_* */
+    uint64_t head_start;        /* ms: first byte of the head in ch->req */
+    char *leftover;             /* bytes read but not parsed: backlog */
+    size_t leftover_len;
     unsigned reading : 1;
     unsigned closing : 1;       /* uv_close called */
     unsigned stop_parsing : 1;  /* an error or a close request was seen */
@@ -210,9 +215,11 @@ struct wc_channel_s {
 
     /* Shared: under `lock`. */
     pthread_mutex_t lock;
-    pthread_cond_t *park;       /* a parked worker's condition, or NULL */
+    wc_waiter_t *waiters;       /* threads parked on this channel */
     wc_request_t *pend_head, *pend_tail;
     int npending;               /* complete requests waiting */
+    size_t pend_bytes;          /* their memory */
+    int writers;                /* app threads inside write() */
     int busy;                   /* queued for, or held by, a worker */
     wc_outq_t out;
     int writing;                /* a uv_write is outstanding */
@@ -227,7 +234,10 @@ struct wc_channel_s {
     unsigned read_paused : 1;   /* backlog full: the loop stopped reading */
     unsigned deferred : 1;      /* on srv->defer_head: output held back */
 
-    _Atomic uint64_t last_activity; /* ms, monotonic */
+    /* ms, monotonic: the last byte read or written, or when output
+     * started waiting in an empty queue.  Idle and stalled connections
+     * are timed from it. */
+    _Atomic uint64_t last_activity;
     wc_channel_t *task_next;    /* srv task queue (under queue lock) */
 
     /* The peer, formatted by workers: family 0 (unix), 4 or 6. */
@@ -236,7 +246,8 @@ struct wc_channel_s {
     unsigned char peer_addr[16];
 };
 
-int wc_channel_accept(wc_server_t *srv, uv_stream_t *listener, int index);
+int wc_channel_accept(wc_server_t *srv, uv_stream_t *listener, int index,
+                      int *taken);
 void wc_channel_close(wc_channel_t *ch);
 void wc_channel_unref(wc_channel_t *ch);
 void wc_channel_flush(wc_channel_t *ch);
@@ -252,6 +263,13 @@ int wc_channel_send_file(wc_channel_t *ch, int fd, off_t off, uint64_t n,
 int wc_channel_wait_drained(wc_channel_t *ch);
 void wc_channel_kick(wc_channel_t *ch);
 int wc_channel_disconnected(wc_channel_t *ch);
+void wc_channel_writer_enter(wc_channel_t *ch);
+void wc_channel_writer_leave(wc_channel_t *ch);
+int wc_channel_has_writers(wc_channel_t *ch);
+void wc_channel_wait_writers(wc_channel_t *ch);
+void wc_channel_release_pending(wc_channel_t *ch, wc_request_t *r);
+int wc_channel_backlog_low(const wc_channel_t *ch);
+int wc_channel_timed_out(wc_channel_t *ch, uint64_t now);
 
 /* ---- server.c: the loop, listeners, signals, shutdown ------------------ */
 
@@ -262,6 +280,7 @@ struct wc_config_s {
     uint64_t connection_limit;
     uint64_t channel_timeout_ms;
     uint64_t cleanup_interval_ms;
+    uint64_t shutdown_timeout_ms;
     size_t max_header;
     uint64_t max_body;
     size_t inbuf_overflow;
@@ -284,7 +303,9 @@ struct wc_listener_s {
     int is_unix;
     int fd;
     int open;
-    int held;                   /* a connection waits: over the limit */
+    int owned;                  /* ours to shut: refuse at once on stop */
+    int held;                   /* a connection waits: over the limit, or
+                                   its accept failed (retried) */
 };
 
 struct wc_logmsg_s {
@@ -300,6 +321,7 @@ struct wc_server_s {
     uv_timer_t sweep;
     uv_prepare_t wake;          /* wakes workers once per loop iteration */
     uv_timer_t tick;            /* flushes held-back output, while busy */
+    uv_timer_t grace;           /* shutdown_timeout of a graceful stop */
     int tick_on;
     atomic_int nbusy;           /* channels held by a task */
     uv_poll_t sigpoll;
@@ -333,14 +355,18 @@ struct wc_server_s {
     int close_requested;        /* close() was called */
     int running;
     int depth_warn;             /* queue depth to log, 0 if none */
-    uint64_t depth_logged_ms;
+    int depth_due;              /* the sweep asks for it to be logged */
+    int async_live;             /* uv_async_send is allowed */
+    pthread_cond_t log_cond;    /* the log thread waits here */
+    int log_stop;
     wc_channel_t *kick_head;    /* channels a worker wants looked at */
     wc_channel_t *defer_head;   /* channels with output held back */
     wc_logmsg_t *log_head, *log_tail;
 };
 
 int wc_server_init(wc_server_t *srv);
-int wc_server_listen(wc_server_t *srv, int index, int fd, int is_unix);
+int wc_server_listen(wc_server_t *srv, int index, int fd, int is_unix,
+                     int owned);
 int wc_server_run(wc_server_t *srv, int sigfd);
 void wc_server_request_close(wc_server_t *srv);
 void wc_server_channel_closed(wc_server_t *srv);
@@ -358,6 +384,9 @@ void wc_dispatch_tick(wc_server_t *srv);
 PyObject *wc_dispatch_worker_main(PyObject *server);
 void wc_dispatch_drain_logs(wc_server_t *srv, PyObject *logger,
                             PyObject *qlogger);
+/* Runs in a Python thread: emits the loop's log lines until the server
+ * has stopped.  Holds the GIL only while emitting. */
+PyObject *wc_dispatch_log_main(PyObject *server);
 
 /* ---- wsgi.c: environ, calling the app, the response (GIL held) --------- */
 
@@ -389,6 +418,7 @@ typedef struct {
     PyObject *qlogger;
     PyObject *templates;        /* tuple: one environ template/listener */
     PyObject *url_prefix;       /* str */
+    PyObject *url_prefix_bytes; /* its latin-1 bytes, or None */
     PyObject *bad_request;      /* the BadRequest exception type */
     PyObject *file_wrapper;     /* the FileWrapper type */
     PyObject *input_type;

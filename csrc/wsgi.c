@@ -49,11 +49,13 @@ static PyObject *keys[NKEYS];
 static PyObject *te_key;    /* HTTP_TRANSFER_ENCODING, borrowed from known */
 
 /* New reference to the exception being raised, normalized, with its
- * traceback attached; clears the error indicator.  (3.12 has
- * PyErr_GetRaisedException.) */
+ * traceback attached; clears the error indicator. */
 static PyObject *
 fetch_exc(void)
 {
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
     PyObject *t, *v, *tb;
     PyErr_Fetch(&t, &v, &tb);
     if (t == NULL)
@@ -64,6 +66,19 @@ fetch_exc(void)
     Py_XDECREF(t);
     Py_XDECREF(tb);
     return v;
+#endif
+}
+
+/* Raise `exc` again (stolen), as fetch_exc took it. */
+static void
+restore_exc(PyObject *exc)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc,
+                  PyException_GetTraceback(exc));
+#endif
 }
 
 /* Request headers with a prebuilt environ key.  `proxy` marks the ones
@@ -197,9 +212,12 @@ make_path(ServerObject *so, wc_request_t *req, PyObject *uri)
         s++;
         n--;
     }
-    Py_ssize_t plen = PyUnicode_GET_LENGTH(so->url_prefix);
+    /* The prefix as latin-1 bytes, like the path (None when it has other
+     * characters: then it matches no path). */
+    PyObject *pb = so->url_prefix_bytes;
+    Py_ssize_t plen = pb != Py_None ? PyBytes_GET_SIZE(pb) : 0;
     if (plen > 0) {
-        const char *pre = PyUnicode_AsUTF8(so->url_prefix);
+        const char *pre = PyBytes_AS_STRING(pb);
         if ((size_t)plen <= n && memcmp(s, pre, (size_t)plen) == 0) {
             if ((size_t)plen == n) {
                 n = 0;
@@ -628,9 +646,11 @@ flush_more(response_t *r, int defer)
         r->failed = 1;
         return -1;
     }
-    wc_channel_t *ch = r->ch;
-    /* Racy read, checked again under the lock by wait_drained. */
-    if (ch->out.bytes > r->so->srv->cfg.outbuf_high_watermark) {
+    if (rv > 0) {
+        /* Over the high watermark.  Other app threads may write() to this
+         * response while this one is parked: r is consistent (nothing
+         * gathered), and each parked thread is woken. */
+        wc_channel_t *ch = r->ch;
         Py_BEGIN_ALLOW_THREADS
         rv = wc_channel_wait_drained(ch);
         Py_END_ALLOW_THREADS
@@ -699,19 +719,40 @@ add_body(response_t *r, const char *p, size_t n)
     return 0;
 }
 
-/* start_response's write(): headers first, then the data, sent at once. */
+/* start_response's write(): headers first, then the data, sent at once.
+ * Counted as a writer of the channel while it runs (it may park without
+ * the GIL): the worker does not finish the response under it. */
 int
 wc_response_write(StartResponseObject *sr, const char *p, size_t n)
 {
     response_t *r = sr->resp;
+    wc_channel_t *ch = sr->ch;
+    int rv = 0;
+    wc_channel_writer_enter(ch);
     if (!sr->headers_sent && build_head(r, -1) < 0)
-        return -1;
-    if (add_body(r, p, n) < 0 || flush(r) < 0) {
+        rv = -1;
+    else if (add_body(r, p, n) < 0 || flush(r) < 0) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_OSError, "Client disconnected");
-        return -1;
+        rv = -1;
     }
-    return 0;
+    wc_channel_writer_leave(ch);
+    return rv;
+}
+
+/* The app's part is over: write() raises from now on, and app threads
+ * still inside write() are waited for (GIL released). */
+static void
+end_writes(response_t *r)
+{
+    if (r->sr == NULL)
+        return;
+    r->sr->active = 0;
+    if (wc_channel_has_writers(r->ch)) {
+        Py_BEGIN_ALLOW_THREADS
+        wc_channel_wait_writers(r->ch);
+        Py_END_ALLOW_THREADS
+    }
 }
 
 /* Log an exception from the app and answer it if we still can. */
@@ -1184,11 +1225,23 @@ wc_wsgi_serve(wc_worker_t *w, wc_channel_t *ch, wc_request_t *req,
     result = PyObject_Vectorcall(so->app, args, 2, NULL);
     if (result == NULL)
         goto failed;
-    if (send_result(&r, result) < 0 || finish(&r, close) < 0)
+    if (send_result(&r, result) < 0)
+        goto failed;
+    end_writes(&r);
+    if (finish(&r, close) < 0)
         goto failed;
     goto done;
 
 failed:
+    if (PyErr_Occurred()) {
+        /* Keep the exception while writers in flight are waited for. */
+        PyObject *exc = fetch_exc();
+        end_writes(&r);
+        if (exc)
+            restore_exc(exc);
+    } else {
+        end_writes(&r);
+    }
     if (sr == NULL || env == NULL) {
         /* Could not even build the request: a server-side 500. */
         r.sr = sr;

@@ -100,7 +100,9 @@ class BaseWSGIServer:
         listeners = []
         for sock, (host, port) in zip(self.sockets, self.effective_listen):
             is_unix = sock.family == socket.AF_UNIX
-            listeners.append((sock.fileno(), is_unix, str(port)))
+            # Our own sockets are shut down when a stop begins (new
+            # connections refused at once); the caller's are left alone.
+            listeners.append((sock.fileno(), is_unix, str(port), owned))
         self._core = _core.Server(app, listeners, adj, drop_proxy_headers=drop)
         self._threads: List[threading.Thread] = []
         self._ran = False
@@ -122,10 +124,17 @@ class BaseWSGIServer:
             )
             t.start()
             self._threads.append(t)
+        # The loop's log lines are emitted by a thread of their own, so they
+        # come out even while every worker is busy in the application.
+        log_thread = threading.Thread(
+            target=core.log_thread, name="waitress_c-log", daemon=True
+        )
+        log_thread.start()
         restore = self._install_signals()
         try:
             core.run(sigfd=restore[0] if restore else -1)
         finally:
+            log_thread.join(timeout=5)
             if restore:
                 self._restore_signals(restore)
             # After a graceful stop the workers have left already; after an
