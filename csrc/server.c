@@ -416,8 +416,8 @@ begin_stop(wc_server_t *srv, int level, const char *why)
     close_listeners(srv);
     if (was == 0 && why) {
         int busy = atomic_load(&srv->nbusy);
-        wc_server_log(srv, 20, "Shutting down (%s): %llu connections open, "
-                      "%d with a request in progress", why,
+        wc_server_log(srv, 20, "Shutting down (%s): connections open: %llu, "
+                      "requests in progress: %d", why,
                       (unsigned long long)srv->nchannels, busy);
     }
     if (level == 1 && srv->cfg.shutdown_timeout_ms > 0)
@@ -440,8 +440,8 @@ on_grace(uv_timer_t *t)
 {
     wc_server_t *srv = t->data;
     int busy = atomic_load(&srv->nbusy);
-    wc_server_log(srv, 30, "Shutdown timeout (%.3g s) reached: closing %llu "
-                  "connections, %d of them with a request in progress",
+    wc_server_log(srv, 30, "Shutdown timeout (%.3g s) reached: closing the "
+                  "remaining connections (open: %llu, requests cut off: %d)",
                   (double)srv->cfg.shutdown_timeout_ms / 1000.0,
                   (unsigned long long)srv->nchannels, busy);
     begin_stop(srv, 2, NULL);

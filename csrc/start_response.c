@@ -1,7 +1,8 @@
 /* start_response.c: the start_response callable handed to the app, and
  * the write() callable it returns.  Enforces PEP 3333's rules with
  * waitress's messages: str status and headers, no CR/LF (header
- * injection), no hop-by-hop headers, a second call only with exc_info.
+ * injection) nor any other control character but HTAB, no hop-by-hop
+ * headers, one Content-Length value, a second call only with exc_info.
  *
  * GIL map: worker threads, GIL held.
  */
@@ -9,16 +10,41 @@
 
 #include <string.h>
 
+/* What a status, header name or value must not contain: 1 for CR or LF
+ * (waitress's message), 2 for another control character (NUL, DEL...:
+ * RFC 9110 5.5 allows none but HTAB), 0 when clean. */
 static int
-has_crlf(PyObject *s)
+bad_chars(PyObject *s)
 {
-    if (PyUnicode_KIND(s) == PyUnicode_1BYTE_KIND) {
-        const char *d = (const char *)PyUnicode_DATA(s);
-        size_t n = (size_t)PyUnicode_GET_LENGTH(s);
-        return memchr(d, '\r', n) != NULL || memchr(d, '\n', n) != NULL;
+    int kind = PyUnicode_KIND(s);
+    const void *d = PyUnicode_DATA(s);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    int other = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, d, i);
+        if (c == '\r' || c == '\n')
+            return 1;
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            other = 1;
     }
-    return PyUnicode_FindChar(s, '\r', 0, PY_SSIZE_T_MAX, 1) >= 0
-           || PyUnicode_FindChar(s, '\n', 0, PY_SSIZE_T_MAX, 1) >= 0;
+    return other ? 2 : 0;
+}
+
+/* Raise for bad characters in `what` ("status", "header name"...). */
+static int
+check_chars(PyObject *s, const char *what)
+{
+    switch (bad_chars(s)) {
+    case 1:
+        PyErr_Format(PyExc_ValueError, "carriage return/line feed "
+                     "character present in %s", what);
+        return -1;
+    case 2:
+        PyErr_Format(PyExc_ValueError, "control character present in %s",
+                     what);
+        return -1;
+    }
+    return 0;
 }
 
 int
@@ -92,6 +118,7 @@ check_headers(StartResponseObject *sr, PyObject *headers)
     }
     Py_ssize_t n = PyList_GET_SIZE(headers);
     PyObject *out = PyList_New(n);
+    Py_ssize_t nout = 0;
     if (out == NULL)
         return NULL;
     sr->content_length = -1;
@@ -115,16 +142,9 @@ check_headers(StartResponseObject *sr, PyObject *headers)
                          "string in %R", value, t);
             goto error;
         }
-        if (has_crlf(value)) {
-            PyErr_SetString(PyExc_ValueError, "carriage return/line feed "
-                            "character present in header value");
+        if (check_chars(value, "header value") < 0
+            || check_chars(name, "header name") < 0)
             goto error;
-        }
-        if (has_crlf(name)) {
-            PyErr_SetString(PyExc_ValueError, "carriage return/line feed "
-                            "character present in header name");
-            goto error;
-        }
         if (is_hop_by_hop(name)) {
             PyErr_Format(PyExc_AssertionError, "%U is a \"hop-by-hop\" "
                          "header; it cannot be used by a WSGI application "
@@ -137,6 +157,15 @@ check_headers(StartResponseObject *sr, PyObject *headers)
                 long long v = parse_content_length(value);
                 if (v < 0)
                     goto error;
+                if (sr->content_length >= 0) {
+                    if (v != sr->content_length) {
+                        PyErr_Format(PyExc_ValueError, "two different "
+                                     "Content-Length values: %lld and "
+                                     "%lld", sr->content_length, v);
+                        goto error;
+                    }
+                    continue;   /* the same one again: sent once */
+                }
                 sr->content_length = v;
             }
             break;
@@ -153,8 +182,10 @@ check_headers(StartResponseObject *sr, PyObject *headers)
                                                : PyTuple_Pack(2, name, value);
         if (pair == NULL)
             goto error;
-        PyList_SET_ITEM(out, i, pair);
+        PyList_SET_ITEM(out, nout++, pair);
     }
+    if (nout < n && PyList_SetSlice(out, nout, n, NULL) < 0)
+        goto error;
     return out;
 
 error:
@@ -197,11 +228,8 @@ sr_call(StartResponseObject *sr, PyObject *args, PyObject *kw)
                      status);
         return NULL;
     }
-    if (has_crlf(status)) {
-        PyErr_SetString(PyExc_ValueError, "carriage return/line feed "
-                        "character present in status");
+    if (check_chars(status, "status") < 0)
         return NULL;
-    }
     PyObject *checked = check_headers(sr, headers);
     if (checked == NULL)
         return NULL;

@@ -133,13 +133,14 @@ def test_non_latin1_header_value_is_500(srv):
         assert b"X-Euro" not in r.raw
 
 
-def test_other_control_characters_are_not_checked(srv):
-    """Only CR and LF are refused (3.9): a TAB or \\x01 in a value, or a
-    non-token name, goes out as written."""
+def test_tab_and_non_token_names_go_out_as_written(srv):
+    """A TAB in a value, or a non-token name, goes out as written (3.9);
+    other control characters are refused (a deliberate difference, see
+    tests/test_hardening.py)."""
     with Client(srv) as c:
-        r = c.request(get("/respond?b=x&" + hdrs(("X-Ctl", "a\tb\x01c"), ("X Odd", "v"))))
+        r = c.request(get("/respond?b=x&" + hdrs(("X-Ctl", "a\tbc"), ("X Odd", "v"))))
     assert r.status == 200
-    assert b"\r\nX-Ctl: a\tb\x01c\r\n" in r.head
+    assert b"\r\nX-Ctl: a\tbc\r\n" in r.head
     assert b"\r\nX Odd: v\r\n" in r.head
 
 
