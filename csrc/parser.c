@@ -653,6 +653,8 @@ wc_parse_head(wc_request_t *r, const wc_config_t *cfg)
     const char *end = p + r->head.len;
     const char *eol = memchr(p, '\r', r->head.len);
 
+    r->body.dir = cfg->tmpdir;  /* before any body byte is stored */
+
     if (eol == NULL || eol[1] != '\n') {
         wc_request_error(r, 400, "Bare CR or LF found in HTTP message");
         return;
