@@ -495,7 +495,6 @@ static int
 core_exec(PyObject *m)
 {
     module_state *st = get_state(m);
-    wc_parser_global_init();
     if (wc_wsgi_init(m) < 0)
         return -1;
     if (add_type(m, &server_spec, &st->server_type) < 0

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #define MAX_CHUNK_EXT 4096
+#define HP_SLICE 4096      /* see http_parser_check */
 
 /* tchar per RFC 9110 5.6.2 */
 static const unsigned char tchar[256] = {
@@ -63,8 +64,6 @@ ieq(const char *a, size_t alen, const char *lit)
     return 1;
 }
 
-static http_parser_settings hp_settings;
-
 const char wc_slash[] = "/";
 
 static int
@@ -75,15 +74,9 @@ on_headers_complete(http_parser *p)
     return 0;
 }
 
-void
-wc_parser_global_init(void)
-{
-    /* We bound the head ourselves (max_request_header_size) before it
-     * reaches http-parser, whose limit is process-global. */
-    http_parser_set_max_header_size(0x7fffffff);
-    memset(&hp_settings, 0, sizeof(hp_settings));
-    hp_settings.on_headers_complete = on_headers_complete;
-}
+static const http_parser_settings hp_settings = {
+    .on_headers_complete = on_headers_complete,
+};
 
 wc_request_t *
 wc_request_new(size_t inbuf_overflow)
@@ -629,7 +622,16 @@ http_parser_check(wc_request_t *r, const char *fields, size_t n)
     http_parser hp;
     http_parser_init(&hp, HTTP_REQUEST);
     http_parser_execute(&hp, &hp_settings, line, sizeof(line) - 1);
-    http_parser_execute(&hp, &hp_settings, fields, n);
+    /* http-parser's own head limit (80 KiB by default) is a process-wide
+     * setting we leave alone: our limit, max_request_header_size, was
+     * applied before.  It counts in hp.nread from the value it finds there
+     * at each call, so the section goes in slices, each with a fresh count.
+     * Once it paused or failed, further calls do nothing. */
+    for (size_t off = 0; off < n; off += HP_SLICE) {
+        hp.nread = 0;
+        http_parser_execute(&hp, &hp_settings, fields + off,
+                            n - off < HP_SLICE ? n - off : HP_SLICE);
+    }
     /* Paused by on_headers_complete, or it did not accept the section. */
     if (HTTP_PARSER_ERRNO(&hp) != HPE_PAUSED) {
         wc_request_error(r, 400, "Invalid header");

@@ -166,7 +166,6 @@ enum {
 };
 
 extern const char wc_slash[];   /* r->path of "http://host" */
-void wc_parser_global_init(void);
 wc_request_t *wc_request_new(size_t inbuf_overflow);
 void wc_request_free(wc_request_t *r);
 void wc_request_error(wc_request_t *r, int status, const char *detail);

@@ -38,11 +38,6 @@ check_request(const wc_request_t *r)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static int ready;
-    if (!ready) {
-        wc_parser_global_init();
-        ready = 1;
-    }
     if (size < 1)
         return 0;
     wc_config_t cfg;

@@ -429,3 +429,22 @@ def test_isolated_subinterpreter_refuses_the_module():
         """
     )
     assert "ImportError" in out or "does not support" in out, out
+
+
+# -- heads over http-parser's own 80 KiB limit ---------------------------------
+
+
+@pytest.mark.parametrize("size", [80 * 1024, 200 * 1024])
+def test_head_over_http_parser_default_limit(srv, size):
+    """http-parser's process-wide limit is left at its default (80 KiB);
+    our max_request_header_size (256 KiB) is the one that applies."""
+    value = "v" * size
+    env = env_of(srv, req(b"Host: x", b"X-Big: " + value.encode(), b"X-After: 1"))
+    assert env["HTTP_X_BIG"] == value
+    assert env["HTTP_X_AFTER"] == "1"
+
+
+def test_many_fields_over_http_parser_default_limit(srv):
+    lines = [b"X-F%d: %s" % (i, b"f" * 1000) for i in range(150)]
+    env = env_of(srv, req(b"Host: x", *lines))
+    assert env["HTTP_X_F149"] == "f" * 1000
