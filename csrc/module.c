@@ -212,17 +212,23 @@ error:
  * glibc arenas that give memory back to the kernel as soon as 128 KiB sit
  * free at their top: with bodies of tens of KiB that is an madvise and a
  * round of page faults per request (it halved POST throughput).  Keep up to
- * 16 MiB per arena instead, unless the user tuned it himself. */
+ * 16 MiB per arena instead, unless the user tuned it himself.  glibc has
+ * no per-arena setting: this is process-wide, so it is done once per
+ * process, by the first Server (docs/design.rst, "Memory"). */
+static void
+tune_malloc_once(void)
+{
+    const char *t = getenv("GLIBC_TUNABLES");
+    if (getenv("MALLOC_TRIM_THRESHOLD_") || (t && strstr(t, "trim_threshold")))
+        return;
+    mallopt(M_TRIM_THRESHOLD, 16 * 1024 * 1024);
+}
+
 static void
 tune_malloc(void)
 {
-    static int done;
-    const char *t = getenv("GLIBC_TUNABLES");
-    if (done || getenv("MALLOC_TRIM_THRESHOLD_")
-        || (t && strstr(t, "trim_threshold")))
-        return;
-    done = 1;
-    mallopt(M_TRIM_THRESHOLD, 16 * 1024 * 1024);
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, tune_malloc_once);
 }
 
 static PyObject *
@@ -386,11 +392,24 @@ server_get_stopping(ServerObject *so, void *unused)
     return PyLong_FromLong(atomic_load(&so->srv->stopping));
 }
 
+/* Every PyObject * the Server holds; tp_clear drops the same ones.  The
+ * loop thread never reads them, and workers hold a reference to the
+ * Server while they serve, so a Server being cleared serves no one. */
 static int
 server_traverse(ServerObject *so, visitproc visit, void *arg)
 {
     Py_VISIT(so->app);
+    Py_VISIT(so->logger);
+    Py_VISIT(so->qlogger);
     Py_VISIT(so->templates);
+    Py_VISIT(so->url_prefix);
+    Py_VISIT(so->bad_request);
+    Py_VISIT(so->file_wrapper);
+    Py_VISIT(so->input_type);
+    Py_VISIT(so->sr_type);
+    Py_VISIT(so->disc_type);
+    Py_VISIT(so->io_open);
+    Py_VISIT(so->format_exc);
     Py_VISIT(Py_TYPE(so));
     return 0;
 }
@@ -399,7 +418,17 @@ static int
 server_clear(ServerObject *so)
 {
     Py_CLEAR(so->app);
+    Py_CLEAR(so->logger);
+    Py_CLEAR(so->qlogger);
     Py_CLEAR(so->templates);
+    Py_CLEAR(so->url_prefix);
+    Py_CLEAR(so->bad_request);
+    Py_CLEAR(so->file_wrapper);
+    Py_CLEAR(so->input_type);
+    Py_CLEAR(so->sr_type);
+    Py_CLEAR(so->disc_type);
+    Py_CLEAR(so->io_open);
+    Py_CLEAR(so->format_exc);
     return 0;
 }
 
@@ -427,16 +456,6 @@ server_dealloc(ServerObject *so)
         }
     }
     server_clear(so);
-    Py_XDECREF(so->logger);
-    Py_XDECREF(so->qlogger);
-    Py_XDECREF(so->url_prefix);
-    Py_XDECREF(so->bad_request);
-    Py_XDECREF(so->file_wrapper);
-    Py_XDECREF(so->input_type);
-    Py_XDECREF(so->sr_type);
-    Py_XDECREF(so->disc_type);
-    Py_XDECREF(so->io_open);
-    Py_XDECREF(so->format_exc);
     tp->tp_free(so);
     Py_DECREF(tp);
 }
@@ -563,8 +582,18 @@ core_free(void *m)
     core_clear((PyObject *)m);
 }
 
+/* One interpreter per process: the environ keys (wsgi.c) and the parser
+ * tables are process-wide statics, and the loop thread is not tied to an
+ * interpreter.  The GIL is needed: workers rely on it to share the
+ * Server's objects.  docs/design.rst says what either means for users. */
 static PyModuleDef_Slot core_slots[] = {
     {Py_mod_exec, core_exec},
+#ifdef Py_mod_multiple_interpreters
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+#ifdef Py_mod_gil
+    {Py_mod_gil, Py_MOD_GIL_USED},
+#endif
     {0, NULL},
 };
 
