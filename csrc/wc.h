@@ -21,6 +21,14 @@
 #include <sys/uio.h>
 #include <uv.h>
 
+/* 3.11: PyMemberDef's type codes under their 3.12 names. */
+#if PY_VERSION_HEX < 0x030C0000
+#include <structmember.h>
+#define Py_T_OBJECT_EX T_OBJECT_EX
+#define Py_T_PYSSIZET T_PYSSIZET
+#define Py_READONLY READONLY
+#endif
+
 #define WC_CONTAINER_OF(ptr, type, field) \
     ((type *)((char *)(ptr) - offsetof(type, field)))
 
