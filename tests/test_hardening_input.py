@@ -177,7 +177,7 @@ def test_connect_authority_form(srv, target):
 
 
 @pytest.mark.parametrize(
-    "target", ["h", "h:", ":443", "h:443/x", "h:443?x", "h:65536", "u@h:443", "@h:443", "[::1]", "http://h:443"]
+    "target", ["h", "h:", ":443", "h:443/x", "h:443?x", "h:443?", "h:65536", "u@h:443", "@h:443", "[::1]", "http://h:443"]
 )
 def test_bad_connect_target_is_400(srv, target):
     refused(srv, req(b"Host: x", target=target, method="CONNECT"))
