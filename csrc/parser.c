@@ -300,8 +300,7 @@ is_alnum(unsigned char c)
 }
 
 /* userinfo = *( unreserved / pct-encoded / sub-delims / ":" ), RFC 3986
- * 3.2.1, without the sub-delims http-parser never took ("[" "]" "@" are
- * not in it either). */
+ * 3.2.1 ("%" is not checked for two hex digits, as before). */
 static int
 is_userinfo(unsigned char c)
 {
