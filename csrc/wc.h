@@ -174,6 +174,9 @@ enum {
 };
 
 extern const char wc_slash[];   /* r->path of "http://host" */
+/* target.c: split r->target into path, query, authority.  Returns 0, or
+ * -1 with r->error_status set (400 "Bad URI"). */
+int wc_parse_target(wc_request_t *r);
 wc_request_t *wc_request_new(size_t inbuf_overflow);
 void wc_request_free(wc_request_t *r);
 void wc_request_error(wc_request_t *r, int status, const char *detail);
