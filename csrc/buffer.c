@@ -78,10 +78,12 @@ wc_buf_free(wc_buf_t *b)
 
 /* ---- spool -------------------------------------------------------------- */
 
+/* An unlinked temp file in `dir` (the server's tmpdir, read once when it
+ * was created: never getenv on the loop thread, which would race with the
+ * app's os.environ changes). */
 static int
-open_tempfile(void)
+open_tempfile(const char *dir)
 {
-    const char *dir = getenv("TMPDIR");
     if (dir == NULL || *dir == '\0')
         dir = "/tmp";
 #ifdef O_TMPFILE
@@ -129,7 +131,7 @@ wc_spool_write(wc_spool_t *s, const char *p, size_t n)
     if (n == 0)
         return 0;
     if (s->fd < 0 && s->mem.len + n > s->overflow) {
-        int fd = open_tempfile();
+        int fd = open_tempfile(s->dir);
         if (fd < 0)
             return fd;
         rv = write_all(fd, s->mem.data, s->mem.len);
@@ -172,6 +174,7 @@ seg_new(size_t cap)
     s->cap = cap;
     s->fd = -1;
     s->close_fd = 0;
+    s->no_sendfile = 0;
     s->file_off = 0;
     return s;
 }
@@ -222,11 +225,20 @@ wc_outq_append_file(wc_outq_t *q, int fd, off_t off, uint64_t n, int close_fd)
         return UV_ENOMEM;
     s->fd = fd;
     s->close_fd = close_fd;
+    s->no_sendfile = 0;
     s->file_off = off;
     s->len = (size_t)n;
     seg_link(q, s);
     q->bytes += n;
     return 0;
+}
+
+void
+wc_outq_init(wc_outq_t *q, const char *dir)
+{
+    memset(q, 0, sizeof(*q));
+    q->spill_fd = -1;
+    q->dir = dir;
 }
 
 /* Append bytes to the queue's temp file (waitress's outbuf_overflow: a
@@ -239,7 +251,7 @@ wc_outq_spill(wc_outq_t *q, const char *p, size_t n)
     if (n == 0)
         return 0;
     if (q->spill_fd < 0) {
-        int fd = open_tempfile();
+        int fd = open_tempfile(q->dir);
         if (fd < 0)
             return fd;
         q->spill_fd = fd;

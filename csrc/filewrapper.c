@@ -12,8 +12,6 @@
  */
 #include "wc.h"
 
-#include <structmember.h>
-
 static int
 fw_init(FileWrapperObject *self, PyObject *args, PyObject *kw)
 {
@@ -99,19 +97,31 @@ fw_getattro(FileWrapperObject *self, PyObject *name)
             && PyUnicode_CompareWithASCIIString(name, "seekable") != 0))
         return NULL;
     /* Keep our AttributeError aside while asking the file. */
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *exc = PyErr_GetRaisedException();
+#else
     PyObject *t, *v, *tb;
     PyErr_Fetch(&t, &v, &tb);
+#endif
     if (wc_filelike_seekable(self->filelike)) {
         r = PyObject_GetAttr(self->filelike, name);
         if (r != NULL) {
+#if PY_VERSION_HEX >= 0x030C0000
+            Py_XDECREF(exc);
+#else
             Py_XDECREF(t);
             Py_XDECREF(v);
             Py_XDECREF(tb);
+#endif
             return r;
         }
         PyErr_Clear();
     }
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
     PyErr_Restore(t, v, tb);
+#endif
     return NULL;
 }
 
@@ -146,10 +156,10 @@ static PyMethodDef fw_methods[] = {
 };
 
 static PyMemberDef fw_members[] = {
-    {"filelike", T_OBJECT, offsetof(FileWrapperObject, filelike), READONLY,
-     NULL},
-    {"block_size", T_PYSSIZET, offsetof(FileWrapperObject, block_size),
-     READONLY, NULL},
+    {"filelike", Py_T_OBJECT_EX, offsetof(FileWrapperObject, filelike),
+     Py_READONLY, NULL},
+    {"block_size", Py_T_PYSSIZET, offsetof(FileWrapperObject, block_size),
+     Py_READONLY, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 

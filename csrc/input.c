@@ -180,6 +180,12 @@ in_seek(InputObject *in, PyObject *const *args, Py_ssize_t nargs)
                      "or 2)", whence);
         return NULL;
     }
+    /* base is 0..PY_SSIZE_T_MAX: only a positive offset can overflow.
+     * The errors are io.BytesIO's. */
+    if (off > 0 && off > PY_SSIZE_T_MAX - base) {
+        PyErr_SetString(PyExc_OverflowError, "new position too large");
+        return NULL;
+    }
     if (base + off < 0) {
         PyErr_Format(PyExc_ValueError, "negative seek value %zd", base + off);
         return NULL;

@@ -8,7 +8,8 @@
  * exactly one Host on HTTP/1.1, no duplicate Content-Length / Content-Type,
  * digits-only Content-Length, Transfer-Encoding only "chunked", no
  * Transfer-Encoding on HTTP/1.0.  Chunked bodies are decoded here, not by
- * http-parser, whose lax chunk parser swallows bad framing.
+ * http-parser, whose lax chunk parser swallows bad framing.  The request
+ * target is split by target.c.
  *
  * GIL map: loop thread, no GIL.  Nothing here touches Python.
  */
@@ -19,6 +20,7 @@
 #include <string.h>
 
 #define MAX_CHUNK_EXT 4096
+#define HP_SLICE 4096      /* see http_parser_check */
 
 /* tchar per RFC 9110 5.6.2 */
 static const unsigned char tchar[256] = {
@@ -61,10 +63,6 @@ ieq(const char *a, size_t alen, const char *lit)
     return 1;
 }
 
-static http_parser_settings hp_settings;
-
-const char wc_slash[] = "/";
-
 static int
 on_headers_complete(http_parser *p)
 {
@@ -73,15 +71,9 @@ on_headers_complete(http_parser *p)
     return 0;
 }
 
-void
-wc_parser_global_init(void)
-{
-    /* We bound the head ourselves (max_request_header_size) before it
-     * reaches http-parser, whose limit is process-global. */
-    http_parser_set_max_header_size(0x7fffffff);
-    memset(&hp_settings, 0, sizeof(hp_settings));
-    hp_settings.on_headers_complete = on_headers_complete;
-}
+static const http_parser_settings hp_settings = {
+    .on_headers_complete = on_headers_complete,
+};
 
 wc_request_t *
 wc_request_new(size_t inbuf_overflow)
@@ -285,72 +277,15 @@ parse_request_line(wc_request_t *r, const char *p, size_t n)
 }
 
 static int
-parse_target(wc_request_t *r)
+hexval(unsigned char c)
 {
-    const char *t = r->target;
-    size_t n = r->target_len;
-    if (t[0] == '/') {
-        const char *q = memchr(t, '?', n);
-        const char *f = memchr(t, '#', n);
-        if (f && q && f < q)
-            q = NULL;
-        const char *pend = q ? q : (f ? f : t + n);
-        r->path = t;
-        r->path_len = (uint32_t)(pend - t);
-        if (q) {
-            const char *qend = f ? f : t + n;
-            r->query = q + 1;
-            r->query_len = (uint32_t)(qend - q - 1);
-        }
-        return 0;
-    }
-    if (n == 1 && t[0] == '*') {
-        if (!(r->method_len == 7 && memcmp(r->method, "OPTIONS", 7) == 0)) {
-            wc_request_error(r, 400, "Bad URI");
-            return -1;
-        }
-        r->path = t;
-        r->path_len = 1;
-        return 0;
-    }
-    int is_connect = r->method_len == 7 && memcmp(r->method, "CONNECT", 7) == 0;
-    struct http_parser_url u;
-    http_parser_url_init(&u);
-    if (http_parser_parse_url(t, n, is_connect, &u) != 0
-        || !(u.field_set & (1 << UF_HOST))) {
-        wc_request_error(r, 400, "Bad URI");
-        return -1;
-    }
-    if (is_connect) {
-        r->authority = t;
-        r->authority_len = (uint32_t)n;
-        r->path = t;
-        r->path_len = (uint32_t)n;
-        return 0;
-    }
-    /* absolute-form: the authority replaces Host (RFC 9112 3.2.2). */
-    uint16_t hoff = u.field_data[UF_HOST].off;
-    uint16_t hend = hoff + u.field_data[UF_HOST].len;
-    if (u.field_set & (1 << UF_PORT))
-        hend = u.field_data[UF_PORT].off + u.field_data[UF_PORT].len;
-    if (hoff > 0 && t[hoff - 1] == '[')
-        hoff--;
-    if (hend < n && t[hend] == ']')
-        hend++;
-    r->authority = t + hoff;
-    r->authority_len = hend - hoff;
-    if (u.field_set & (1 << UF_PATH)) {
-        r->path = t + u.field_data[UF_PATH].off;
-        r->path_len = u.field_data[UF_PATH].len;
-    } else {
-        r->path = wc_slash;     /* RFC 9112 3.2.2: an empty path is "/" */
-        r->path_len = 1;
-    }
-    if (u.field_set & (1 << UF_QUERY)) {
-        r->query = t + u.field_data[UF_QUERY].off;
-        r->query_len = u.field_data[UF_QUERY].len;
-    }
-    return 0;
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
 }
 
 /* Split a comma list and call back for each trimmed, non-empty element. */
@@ -504,7 +439,16 @@ http_parser_check(wc_request_t *r, const char *fields, size_t n)
     http_parser hp;
     http_parser_init(&hp, HTTP_REQUEST);
     http_parser_execute(&hp, &hp_settings, line, sizeof(line) - 1);
-    http_parser_execute(&hp, &hp_settings, fields, n);
+    /* http-parser's own head limit (80 KiB by default) is a process-wide
+     * setting we leave alone: our limit, max_request_header_size, was
+     * applied before.  It counts in hp.nread from the value it finds there
+     * at each call, so the section goes in slices, each with a fresh count.
+     * Once it paused or failed, further calls do nothing. */
+    for (size_t off = 0; off < n; off += HP_SLICE) {
+        hp.nread = 0;
+        http_parser_execute(&hp, &hp_settings, fields + off,
+                            n - off < HP_SLICE ? n - off : HP_SLICE);
+    }
     /* Paused by on_headers_complete, or it did not accept the section. */
     if (HTTP_PARSER_ERRNO(&hp) != HPE_PAUSED) {
         wc_request_error(r, 400, "Invalid header");
@@ -528,13 +472,15 @@ wc_parse_head(wc_request_t *r, const wc_config_t *cfg)
     const char *end = p + r->head.len;
     const char *eol = memchr(p, '\r', r->head.len);
 
+    r->body.dir = cfg->tmpdir;  /* before any body byte is stored */
+
     if (eol == NULL || eol[1] != '\n') {
         wc_request_error(r, 400, "Bare CR or LF found in HTTP message");
         return;
     }
     if (parse_request_line(r, p, (size_t)(eol - p)) < 0)
         return;
-    if (parse_target(r) < 0)
+    if (wc_parse_target(r) < 0)
         return;
     const char *fields = eol + 2;
     if (scan_fields(r, fields, end) < 0)
@@ -652,18 +598,6 @@ enum {
     CK_TR_END_LF,
 };
 
-static int
-hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 size_t
 wc_chunked_feed(wc_request_t *r, const char *buf, size_t n, int *done,
                 const wc_config_t *cfg)
@@ -712,12 +646,10 @@ wc_chunked_feed(wc_request_t *r, const char *buf, size_t n, int *done,
                 FAIL("Invalid chunk size");
             break;
         case CK_EXT_PRE_NAME:
+            /* RFC 9112 7.1.1: a chunk-ext-name must follow ";" (waitress
+             * accepts "20;"; we do not). */
             if (c == ' ' || c == '\t')
                 break;
-            if (c == '\r') {    /* "20;" is accepted, as waitress does */
-                k->state = CK_SIZE_LF;
-                break;
-            }
             if (!tchar[c])
                 FAIL("Invalid chunk extension");
             k->state = CK_EXT_NAME;

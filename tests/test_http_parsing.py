@@ -291,7 +291,6 @@ def chunked_env(srv, body, *extra):
         (b"5;name=value\r\nhello\r\n0;last\r\n\r\n", "hello"),
         (b'5;n="quoted \\" value; here"\r\nhello\r\n0\r\n\r\n', "hello"),
         (b"5;a=1;b=2;c\r\nhello\r\n0\r\n\r\n", "hello"),
-        (b"5;\r\nhello\r\n0\r\n\r\n", "hello"),
         (b"2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n", "hello"),
         (b"0\r\n\r\n", ""),
     ],
