@@ -79,3 +79,22 @@ fuzz: build/fuzz_request
 	mkdir -p build/fuzz-corpus
 	build/fuzz_request -dict=fuzz/http.dict -max_total_time=$(FUZZ_SECONDS) \
 	  -max_len=4096 build/fuzz-corpus fuzz/corpus
+
+# Documentation: HTML in build/docs, every Sphinx warning an error.  The
+# docs extra (Sphinx, matplotlib) is installed into .venv by name, from
+# pyproject.toml, without rebuilding the package.
+.PHONY: docs chart
+$(VENV)/.docs-stamp: $(VENV)/.stamp pyproject.toml
+	$(PY) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["docs"]))' > $(VENV)/docs-requirements.txt
+	$(PY) -m pip install -q -r $(VENV)/docs-requirements.txt
+	@touch $@
+
+docs: $(VENV)/.docs-stamp
+	$(PY) docs/gen_options.py --check
+	$(PY) -m sphinx -W --keep-going -q -b html docs build/docs
+	@echo "HTML in build/docs/index.html"
+
+# The bar chart on docs/benchmarks.rst, from the newest full run in
+# benchmarks/results (commit the PNG with the results file).
+chart: $(VENV)/.docs-stamp
+	$(PY) benchmarks/report.py --chart docs/_static/bench.png

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from common import MIB, one_line
+from common import MIB, RESULTS, one_line
 from scenarios import BY_NAME
 
 LOAD_KEYS = ("connect", "read", "write", "status", "timeout")
@@ -413,3 +413,206 @@ def wrk_version():
         return "?"
     words = (out.stdout + out.stderr).decode(errors="replace").split()
     return words[1] if len(words) > 1 else "?"
+
+
+# ------------------------------------------------------------ reading back
+
+def parse_cell(text):
+    """A req/s matrix cell as written by ``Report.matrix``: a number
+    (``"14,551"``, ``"812 (3 err)"``), ``"fails"``, or None for ``n/a``
+    and ``-`` (the server did not take part or did not run)."""
+    text = text.strip()
+    if text in ("n/a", "-", ""):
+        return None
+    if text.startswith("fails"):
+        return "fails"
+    try:
+        return float(text.split()[0].replace(",", ""))
+    except ValueError:
+        return None
+
+
+def parse_results(text):
+    """Read back a report written by ``Report.render``: its header facts
+    and, for each pass, the req/s matrix.
+
+    Returns ``{"title", "commit", "machine", "python", "passes"}``, where
+    ``passes`` maps ``"pinned"``/``"unpinned"`` to ``(servers, rows)``:
+    the server names in column order and ``[(scenario, [cell...])]`` with
+    cells as ``parse_cell`` gives them.
+    """
+    out = {"title": "", "commit": "?", "machine": "?", "python": "?",
+           "passes": {}}
+    pname = None
+    in_rps = False
+    table = None
+    for line in text.splitlines():
+        if line.startswith("# "):
+            out["title"] = line[2:].strip()
+        elif line.startswith("- commit: "):
+            out["commit"] = line.split(":", 1)[1].strip()
+        elif line.startswith("- machine: "):
+            out["machine"] = line.split(":", 1)[1].strip()
+        elif line.startswith("- Python: "):
+            out["python"] = line.split(":", 1)[1].split("(")[0].strip()
+        elif line.startswith("## "):
+            head = line[3:].lower()
+            pname = ("unpinned" if head.startswith("unpinned") else
+                     "pinned" if head.startswith("pinned") else None)
+            in_rps = False
+        elif line.startswith("### "):
+            in_rps = pname is not None and line[4:].startswith("req/s")
+            table = None
+        elif in_rps and line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if table is None:
+                table = (cells[1:], [])
+                out["passes"][pname] = table
+            elif not set(cells[0]) <= set("-"):
+                table[1].append((cells[0], [parse_cell(c) for c in cells[1:]]))
+    return out
+
+
+def newest_results(directory=None):
+    """The newest report of a full run in ``benchmarks/results`` (quick and
+    partial runs are left out): the one committed last, and a file with
+    uncommitted changes before all of them; None if there is none."""
+    directory = directory or RESULTS
+    paths = [os.path.join(directory, n) for n in os.listdir(directory)
+             if n.endswith(".md") and "-quick" not in n
+             and "-partial" not in n]
+
+    def when(path):
+        try:
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--", path], cwd=directory,
+                capture_output=True, text=True, timeout=30)
+            if dirty.returncode == 0 and not dirty.stdout.strip():
+                out = subprocess.run(
+                    ["git", "log", "-1", "--format=%ct", "--", path],
+                    cwd=directory, capture_output=True, text=True,
+                    timeout=30)
+                if out.returncode == 0 and out.stdout.strip():
+                    return (0, int(out.stdout.strip()), path)
+        except (OSError, subprocess.SubprocessError, ValueError):
+            pass
+        return (1, os.path.getmtime(path), path)
+
+    return max(paths, key=when) if paths else None
+
+
+# The colours of the chart: waitress_c stands out, the two peers every
+# ratio is quoted against come next, the other servers stay grey.
+CHART_COLOURS = {"waitress_c": "#c0392b", "waitress": "#2e6da4",
+                 "bjoern": "#e69f00"}
+CHART_OTHER = "#a5a5a5"
+
+
+def short_rps(v):
+    if v >= 100000:
+        return "%.0fk" % (v / 1000)
+    if v >= 10000:
+        return "%.1fk" % (v / 1000)
+    return "{:,.0f}".format(v)
+
+
+def write_chart(results_path, out_path, pname="pinned", columns=3):
+    """Draw the req/s matrix of one pass of a results file as a PNG: one
+    panel per scenario, one bar per server, each panel on its own scale,
+    and waitress_c's ratios to waitress and bjoern in the panel's title.
+    Returns the number of panels drawn."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(results_path) as f:
+        res = parse_results(f.read())
+    if pname not in res["passes"]:
+        raise ValueError("%s has no req/s table for the %s pass"
+                         % (results_path, pname))
+    servers, rows = res["passes"][pname]
+    rows = [(sc, cells) for sc, cells in rows
+            if any(isinstance(c, float) for c in cells)]
+    if not rows:
+        raise ValueError("%s: no req/s figures in the %s pass"
+                         % (results_path, pname))
+    nrows = (len(rows) + columns - 1) // columns
+    fig, axes = plt.subplots(nrows, columns, squeeze=False,
+                             figsize=(3.6 * columns, 0.28 * len(servers)
+                                      * nrows + 0.9 * nrows + 1.2))
+    index = {name: i for i, name in enumerate(servers)}
+
+    def ratio(cells, peer):
+        ours = cells[index["waitress_c"]] if "waitress_c" in index else None
+        theirs = cells[index[peer]] if peer in index else None
+        if isinstance(ours, float) and isinstance(theirs, float) and theirs:
+            return "%.2fx %s" % (ours / theirs, peer)
+        if isinstance(ours, float) and theirs == "fails":
+            return "%s fails" % peer
+        return None
+
+    ys = list(range(len(servers)))[::-1]      # first server on top
+    for k, (sc, cells) in enumerate(rows):
+        ax = axes[k // columns][k % columns]
+        numbers = [c if isinstance(c, float) else 0.0 for c in cells]
+        top = max(numbers) or 1.0
+        ax.barh(ys, numbers, height=0.7,
+                color=[CHART_COLOURS.get(s, CHART_OTHER) for s in servers])
+        for y, c in zip(ys, cells):
+            if isinstance(c, float):
+                text = short_rps(c)
+            else:
+                text = "fails" if c == "fails" else "n/a"
+            ax.text((c if isinstance(c, float) else 0.0) + top * 0.02, y,
+                    text, va="center", fontsize=8,
+                    color="black" if isinstance(c, float) else "#777777")
+        ax.set_xlim(0, top * 1.3)
+        ax.set_yticks(ys)
+        ax.set_yticklabels(servers if k % columns == 0 else [], fontsize=9)
+        ax.set_xticks([])       # every bar carries its figure
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+        ratios = [r for r in (ratio(cells, "waitress"),
+                              ratio(cells, "bjoern")) if r]
+        title = sc if not ratios else "%s\nwaitress_c: %s" % (
+            sc, ", ".join(ratios))
+        ax.set_title(title, fontsize=9, loc="left")
+    for k in range(len(rows), nrows * columns):
+        axes[k // columns][k % columns].axis("off")
+    where = ("server on one CPU, wrk on the other" if pname == "pinned"
+             else "unpinned")
+    fig.suptitle("Requests per second (median, longer is better; each panel "
+                 "has its own scale)\n%s; commit %s, %s, Python %s"
+                 % (where, res["commit"], res["machine"], res["python"]),
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return len(rows)
+
+
+def main(argv):
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        prog="report.py",
+        description="Draw the req/s of a results file as a bar chart.")
+    ap.add_argument("--chart", metavar="PNG", required=True,
+                    help="where to write the chart")
+    ap.add_argument("--results", metavar="MD",
+                    help="the results file (default: the newest full run "
+                         "in benchmarks/results)")
+    ap.add_argument("--pass", dest="pname", default="pinned",
+                    choices=("pinned", "unpinned"))
+    opts = ap.parse_args(argv)
+    path = opts.results or newest_results()
+    if path is None:
+        ap.error("no results file in %s" % RESULTS)
+    n = write_chart(path, opts.chart, opts.pname)
+    print("%s: %d scenarios from %s" % (opts.chart, n,
+                                        os.path.relpath(path)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -117,3 +117,71 @@ def test_target_checks():
     assert met["1mib >= best peer"] is False
     bound = [b for what, _, b, _ in checks if what == "1mib >= best peer"]
     assert bound == ["15 (uwsgi)"]
+
+
+class _Opts:
+    passes = [("pinned", ["hello-100", "chunked", "pipeline16"])]
+    commit = "abc1234"
+    command = "benchmarks/run.py"
+    duration, warmup, rounds = 5, 1, 1
+    server_cpu, client_cpu = 0, 1
+
+
+class _Server:
+    def __init__(self, name, wsgi=True):
+        self.name, self.wsgi, self.reason = name, wsgi, None
+        self.version, self.how = "1.0", "how " + name
+
+
+def test_results_file_reads_back_and_charts(tmp_path):
+    """A report as run.py writes it is read back (req/s matrix and header)
+    and drawn as a PNG with one panel per scenario."""
+    pytest.importorskip("matplotlib")
+    servers = [_Server("waitress_c"), _Server("waitress"), _Server("bjoern"),
+               _Server("nginx", wsgi=False)]
+    fails = {"rounds": 1, "good": 0, "failures": ["boom"], "notes": []}
+    results = {
+        ("pinned", "hello-100", "waitress_c"):
+            report.summarize([run(130240.0)]),
+        ("pinned", "hello-100", "waitress"): report.summarize([run(17648.0)]),
+        ("pinned", "hello-100", "bjoern"):
+            report.summarize([run(142267.0, errors=3)]),
+        ("pinned", "hello-100", "nginx"): report.summarize([run(153040.0)]),
+        ("pinned", "chunked", "waitress_c"): report.summarize([run(1000.0)]),
+        ("pinned", "chunked", "waitress"): report.summarize([run(500.0)]),
+        ("pinned", "chunked", "bjoern"): fails,
+        ("pinned", "pipeline16", "waitress_c"): fails,
+        ("pinned", "pipeline16", "waitress"): fails,
+        ("pinned", "pipeline16", "bjoern"): fails,
+    }
+    text = report.Report(_Opts(), servers, results, 0, 1.0).render()
+    md = tmp_path / "2026-01-01-abc1234.md"
+    md.write_text(text)
+
+    res = report.parse_results(text)
+    assert res["commit"] == "abc1234"
+    names, rows = res["passes"]["pinned"]
+    assert names == ["waitress_c", "waitress", "bjoern", "nginx"]
+    assert rows == [
+        ("hello-100", [130240.0, 17648.0, 142267.0, 153040.0]),
+        ("chunked", [1000.0, 500.0, "fails", None]),
+        ("pipeline16", ["fails", "fails", "fails", None]),
+    ]
+
+    png = tmp_path / "chart.png"
+    # pipeline16 has no figure at all: two panels are drawn.
+    assert report.write_chart(str(md), str(png)) == 2
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width = int.from_bytes(data[16:20], "big")
+    height = int.from_bytes(data[20:24], "big")
+    assert width >= 600 and height >= 300
+
+
+def test_newest_results_prefers_full_runs(tmp_path):
+    for name in ("2026-01-01-aaa.md", "2026-01-02-bbb-quick.md",
+                 "2026-01-02-ccc-partial.md", "notes.txt"):
+        (tmp_path / name).write_text("# x\n")
+    assert report.newest_results(str(tmp_path)).endswith("2026-01-01-aaa.md")
+    (tmp_path / "empty").mkdir()
+    assert report.newest_results(str(tmp_path / "empty")) is None
