@@ -27,7 +27,7 @@ deps: .deps-stamp
 
 $(VENV)/.stamp: .deps-stamp pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip 'setuptools>=77'
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
