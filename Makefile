@@ -83,7 +83,8 @@ fuzz: build/fuzz_request
 # -- Packaging ------------------------------------------------------------
 # `make wheel`: an sdist and a binary wheel built from it, then libuv and
 # http-parser copied into the wheel (waitress_c.libs/) by auditwheel, which
-# gives it the lowest manylinux tag this build allows (`auditwheel show`).
+# gives it the lowest manylinux tag this build allows (`auditwheel show`);
+# the bundled libraries' copyright files go into its dist-info/licenses.
 # Both land in dist/.  WHEEL_PLAT=manylinux_2_36_$$(uname -m) asks for a tag.
 WHEEL_PLAT ?= auto
 PKG_TOOLS := $(VENV)/.pkg-tools-stamp
@@ -103,6 +104,7 @@ wheel: $(PKG_TOOLS) .deps-stamp
 	$(PY) -m build -o build/wheel-raw .
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m auditwheel repair \
 	  --plat $(WHEEL_PLAT) -w dist build/wheel-raw/*.whl
+	$(PY) tools/wheel_licenses.py dist/waitress_c-*.whl
 	mv build/wheel-raw/*.tar.gz dist/
 	@ls dist/waitress_c-*
 

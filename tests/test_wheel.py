@@ -94,6 +94,25 @@ def test_auditwheel_show_accepts_the_manylinux_tag():
     assert "external shared libraries are required" not in text, text
 
 
+def test_bundled_libraries_come_with_their_copyright_files(installed):
+    py, site, work = installed
+    out = subprocess.run(
+        [py, "-c", "from importlib.metadata import metadata as m; "
+         "print(chr(10).join(m('waitress_c').get_all('License-File')))"],
+        capture_output=True, text=True, check=True, cwd=work, env=clean_env(),
+    )
+    listed = out.stdout.split()
+    assert "LICENSE" in listed, listed
+    info = glob.glob(os.path.join(site, "waitress_c-*.dist-info"))
+    assert len(info) == 1, info
+    for name in listed:
+        with open(os.path.join(info[0], "licenses", name), encoding="utf-8") as f:
+            assert "Copyright" in f.read(), name
+    # One notice per Debian package a bundled library came from.
+    notices = " ".join(listed)
+    assert "libuv" in notices and "http-parser" in notices, listed
+
+
 def test_installed_extension_resolves_to_the_bundled_libraries(installed):
     py, site, work = installed
     libs = os.path.join(site, "waitress_c.libs")
