@@ -133,8 +133,9 @@ sdist-test: sdist .deps-stamp
 
 # The suite on every CPython 3.11+ on this machine (pyenv's, then PATH),
 # each in its own venv, .venv-3.NN; a missing version is skipped with a
-# message.  The extension is built in place once per version (the .so names
-# carry the version, so they live side by side).
+# message.  The extension is rebuilt in place for each version (--force: no
+# stale or sanitized build is reused; the .so names carry the version, so
+# they live side by side).
 TEST_ALL_VERSIONS ?= 3.11 3.12 3.13
 PYENV_ROOT ?= $(HOME)/.pyenv
 
@@ -156,7 +157,7 @@ test-all: .deps-stamp
 	    $$venv/bin/python -m pip install -q -e '.[test]' && touch $$venv/.stamp || \
 	    { failed="$$failed $$v(install)"; continue; }; \
 	  fi; \
-	  $$venv/bin/python setup.py -q build_ext --inplace && \
+	  $$venv/bin/python setup.py -q build_ext --inplace --force && \
 	  $$venv/bin/python -m pytest -q -p no:cacheprovider tests || failed="$$failed $$v"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "test-all: FAILED on:$$failed"; exit 1; fi
