@@ -10,7 +10,6 @@ application error."""
 
 import hashlib
 import os
-import sys
 
 import pytest
 import requests

@@ -169,33 +169,58 @@ def wait_for_port(port, proc, timeout=15.0):
 
 
 class Nginx:
-    def __init__(self, tmp, tcp_port, unix_path):
+    """nginx in the foreground on two free ports, one per upstream.  A port
+    taken between choosing it and nginx binding it means a new try."""
+
+    def __init__(self, tmp, tcp_port, unix_path, tries=3):
         self.tmp = tmp
-        self.ports = {"tcp": free_port(), "unix": free_port()}
+        self.conf = os.path.join(tmp, "nginx.conf")
+        self.log = None
+        for _ in range(tries):
+            self.ports = {"tcp": free_port(), "unix": free_port()}
+            self._write_conf(tcp_port, unix_path)
+            if self._start():
+                return
+            failure = self.errors()
+            self.stop()
+            if "Address already in use" not in failure:
+                break
+        raise AssertionError("nginx did not start:\n" + failure)
+
+    def _write_conf(self, tcp_port, unix_path):
         servers = "".join(
             NGINX_SERVER.format(port=self.ports[via], upstream="waitress_c_" + via)
             for via in ("tcp", "unix")
         )
-        conf = NGINX_CONF.format(
-            user="user root;" if os.geteuid() == 0 else "",
-            tmp=tmp,
-            tcp_port=tcp_port,
-            unix_path=unix_path,
-            servers=servers,
-        )
-        self.conf = os.path.join(tmp, "nginx.conf")
         with open(self.conf, "w") as f:
-            f.write(conf)
-        self.log = open(os.path.join(tmp, "nginx.out"), "w+")
+            f.write(
+                NGINX_CONF.format(
+                    user="user root;" if os.geteuid() == 0 else "",
+                    tmp=self.tmp,
+                    tcp_port=tcp_port,
+                    unix_path=unix_path,
+                    servers=servers,
+                )
+            )
+
+    def _start(self):
+        error_log = os.path.join(self.tmp, "error.log")
+        open(error_log, "w").close()  # only this try's messages
+        self.log = open(os.path.join(self.tmp, "nginx.out"), "w+")
         self.proc = subprocess.Popen(
-            [NGINX, "-p", tmp, "-e", os.path.join(tmp, "error.log"), "-c", self.conf],
+            [NGINX, "-p", self.tmp, "-e", error_log, "-c", self.conf],
             stdin=subprocess.DEVNULL,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        if not all(wait_for_port(p, self.proc) for p in self.ports.values()):
-            self.stop()
-            raise AssertionError("nginx did not start:\n" + self.errors())
+        # The master logs this once every listening socket is bound (a
+        # connection could reach whoever took the port instead).
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if "start worker process" in self.errors():
+                return all(wait_for_port(p, self.proc) for p in self.ports.values())
+            time.sleep(0.05)
+        return False
 
     def errors(self):
         text = ""
