@@ -66,7 +66,6 @@ def start(framework, tmp):
 @pytest.fixture(scope="module", params=FRAMEWORKS)
 def site(request, tmp_path_factory):
     framework = request.param
-    pytest.importorskip(framework)
     tmp = tmp_path_factory.mktemp(framework)
     data = os.urandom(FILE_SIZE)
     example_file = tmp / "example.bin"
