@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PKGS := libuv1-dev libhttp-parser-dev pkg-config curl
+APT_PKGS := libuv1-dev libhttp-parser-dev pkg-config curl nginx
 CSRC := $(wildcard csrc/*.c csrc/*.h)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -12,7 +12,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 all: build
 
-# System libraries: installed only when missing.
+# System libraries: installed only when missing.  nginx is for
+# tests/test_nginx.py, which runs its own: the system service is stopped.
 .deps-stamp:
 	@missing=""; for p in $(APT_PKGS); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -20,7 +21,10 @@ all: build
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
-	fi
+	fi && case " $$missing " in *" nginx "*) \
+	  $(SUDO) service nginx stop >/dev/null 2>&1 || true; \
+	  $(SUDO) update-rc.d nginx disable >/dev/null 2>&1 || true;; \
+	esac
 	@touch $@
 
 deps: .deps-stamp

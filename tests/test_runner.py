@@ -2,14 +2,17 @@
 help text compared with the real waitress-serve's, and serving through the
 console script and ``python -m waitress_c`` in a subprocess."""
 
+import importlib.metadata
 import logging
 import os
 import re
+import socket
 import sys
 
 import pytest
 from subprocess_server import Server, run_cli, script, write_app
 
+import waitress_c
 from waitress_c import runner
 from waitress_c.adjustments import OPTIONS, STANDARD, TUNING
 from waitress_c.runner import format_help, run
@@ -74,13 +77,42 @@ def test_help(capsys):
     assert "\nTuning options:\n" in out
 
 
+def test_short_help_is_help(capsys):
+    status, calls = cli("-h")
+    out, err = capsys.readouterr()
+    assert (status, calls, err) == (0, [], "")
+    assert out == format_help("waitress-c-serve") + "\n"
+
+
+def test_help_shows_the_short_forms():
+    text = format_help("x")
+    assert "\n    --help, -h\n" in text
+    assert "\n    --version, -V\n" in text
+
+
+# -- version -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V", "--vers"])
+def test_version(capsys, flag):
+    status, calls = cli(flag, APP)
+    out, err = capsys.readouterr()
+    assert (status, calls, err) == (0, [], "")
+    assert out == "waitress_c %s\n" % waitress_c.__version__
+
+
+def test_version_is_the_installed_distributions():
+    assert importlib.metadata.version("waitress_c") == waitress_c.__version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+(\.?(dev|a|b|rc)\d+)?", waitress_c.__version__)
+
+
 def test_help_lists_every_adjustment_in_its_section():
     sections = help_options(format_help("x"))
     assert list(sections) == [STANDARD, TUNING]
-    assert sections[STANDARD][:3] == ["help", "call", "app"]
+    assert sections[STANDARD][:4] == ["help", "version", "call", "app"]
     for opt in OPTIONS:
         assert opt.flag[2:] in sections[opt.section]
-    assert len(sections[STANDARD]) + len(sections[TUNING]) == 3 + len(OPTIONS)
+    assert len(sections[STANDARD]) + len(sections[TUNING]) == 4 + len(OPTIONS)
 
 
 def test_help_shows_flag_forms():
@@ -239,20 +271,28 @@ def test_call_returning_none(tmp_path, monkeypatch, capsys):
     )
 
 
-# -- errors: "Error: ..." and the usage on stderr, status 1 ------------------------
+# -- errors: "Error: ..." and a short usage on stderr, status 1 --------------------
+
+SHORT_USAGE = (
+    "Usage: waitress-c-serve [OPTS] MODULE:OBJECT\n"
+    "Try 'waitress-c-serve --help' for the options.\n"
+)
 
 
 def assert_usage_error(capsys, status, calls, message):
+    """One line for the error, then the short usage: not the whole help."""
     out, err = capsys.readouterr()
     assert (status, calls, out) == (1, [], "")
-    assert err.startswith("Error: %s\n\nUsage:\n" % message)
-    assert "Traceback" not in err
+    assert err == "Error: %s\n\n%s" % (message, SHORT_USAGE)
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
         (["--nope", APP], "option --nope not recognized"),
+        ([APP, "--nope"], "option --nope not recognized"),
+        (["-x", APP], "option -x not recognized"),
+        (["--version=1"], "option --version must not have an argument"),
         (["--threads", APP], None),  # getopt takes APP as the value
         (["--threads"], "option --threads requires argument"),
         (["--ipv4=1", APP], "option --ipv4 must not have an argument"),
@@ -289,28 +329,117 @@ def test_usage_error(capsys, args, message):
     assert_usage_error(capsys, status, calls, message)
 
 
-def test_options_after_the_app_are_not_options(capsys):
-    # getopt stops at the first positional argument, as in waitress
-    status, calls = cli(APP, "--threads=2")
-    assert_usage_error(capsys, status, calls, "Provide only one WSGI app")
+def test_options_after_the_app():
+    # GNU style, unlike waitress (whose getopt stops at the application)
+    assert served_kw(APP, "--threads=2") == {"threads": "2"}
+    assert served_kw("--threads=2", APP, "--no-ipv6", "--listen=127.0.0.1:0") == {
+        "threads": "2",
+        "ipv6": "false",
+        "listen": "127.0.0.1:0",
+    }
+
+
+def test_short_forms_anywhere(capsys):
+    status, calls = cli(APP, "-h")
+    assert (status, calls) == (0, [])
+    assert capsys.readouterr().out.startswith("Usage:\n")
+
+
+def test_double_dash_ends_the_options(capsys):
+    status, calls = cli("--threads=2", "--", "--threads=3")
+    out, err = capsys.readouterr()
+    assert (status, calls) == (1, [])
+    assert err.startswith("Error: Cannot import WSGI application '--threads=3'")
+
+
+# -- ports outside 0-65535 ---------------------------------------------------------
+
+# getaddrinfo takes the port modulo 65536: 70000 would listen on 4464, 65536
+# on a random free port.
+
+
+@pytest.mark.parametrize(
+    "flag, port",
+    [
+        ("--port=65536", "65536"),
+        ("--port=70000", "70000"),
+        ("--port=-1", "-1"),
+        ("--listen=127.0.0.1:65536", "65536"),
+        ("--listen=127.0.0.1:0 --listen=[::1]:99999", "99999"),
+        ("--listen=*:100000", "100000"),
+    ],
+)
+def test_port_out_of_range(capsys, flag, port):
+    status, calls = cli(*flag.split(), APP)
+    assert_usage_error(
+        capsys,
+        status,
+        calls,
+        "port %s is out of range (1-65535, or 0 for any free port)" % port,
+    )
+
+
+@pytest.mark.parametrize(
+    "flag", ["--port=0", "--port=1", "--port=65535", "--listen=127.0.0.1:65535"]
+)
+def test_port_in_range(flag):
+    name, value = flag[2:].split("=")
+    assert served_kw(flag, APP) == {name: value}
+
+
+def test_port_as_a_service_name_is_left_to_getaddrinfo():
+    assert served_kw("--listen=127.0.0.1:http", APP) == {"listen": "127.0.0.1:http"}
+
+
+# -- the application cannot be imported: one line ---------------------------------
 
 
 @pytest.mark.parametrize(
     "spec, detail",
     [
         ("wc_no_such_module:app", "No module named 'wc_no_such_module'"),
-        ("wsgiref.simple_server:no_such_app", "no_such_app"),
-        ("not a name!", "invalid format"),
+        ("wc_no_such_module.sub:app", "No module named 'wc_no_such_module'"),
+        (
+            "wsgiref.simple_server:no_such_app",
+            "module 'wsgiref.simple_server' has no attribute 'no_such_app'",
+        ),
+        ("wsgiref.simple_server.no_such_app", "no_such_app"),
+        ("not a name!", "invalid format: 'not a name!'"),
     ],
 )
 def test_import_error(capsys, spec, detail):
     status, calls = cli(spec)
     out, err = capsys.readouterr()
     assert (status, calls, out) == (1, [], "")
-    first = err.splitlines()[0]
-    assert first.startswith("Error: Cannot import WSGI application %r: " % spec)
-    assert detail in first
-    assert "Traceback (most recent call last)" in err
+    assert err.count("\n") == 1
+    assert err.startswith("Error: Cannot import WSGI application %r: " % spec)
+    assert detail in err
+
+
+@pytest.mark.parametrize(
+    "source, error",
+    [
+        ("import wc_missing_dependency\n", "ModuleNotFoundError"),
+        ("raise AttributeError('inside the module')\n", "AttributeError"),
+        ("raise ValueError('inside the module')\n", "ValueError"),
+        ("def broken(:\n", "SyntaxError"),
+    ],
+)
+def test_error_inside_the_app_module_shows_its_traceback(
+    capsys, tmp_path, monkeypatch, source, error
+):
+    name = "wc_broken_%s" % error.lower()
+    (tmp_path / (name + ".py")).write_text(source)
+    monkeypatch.chdir(tmp_path)
+    status, calls = cli(name + ":app")
+    out, err = capsys.readouterr()
+    assert (status, calls, out) == (1, [], "")
+    assert err.startswith("Traceback (most recent call last)")
+    assert "\n%s" % error in err
+    assert err.endswith(
+        "Error: Cannot import WSGI application '%s:app': its module raised "
+        "the exception above\n" % name
+    )
 
 
 # -- logging -----------------------------------------------------------------------
@@ -403,9 +532,12 @@ def test_serves_on_two_listeners(app_dir):
 )
 def test_errors_exit_1(app_dir, command, args, message):
     proc = run_cli(command + args, cwd=app_dir)
+    name = "python -m waitress_c" if command[0] == sys.executable else "waitress-c-serve"
     assert proc.returncode == 1
-    assert proc.stderr.startswith("Error: %s\n" % message)
-    assert "Traceback" not in proc.stderr
+    assert proc.stderr == (
+        "Error: %s\n\nUsage: %s [OPTS] MODULE:OBJECT\n"
+        "Try '%s --help' for the options.\n" % (message, name, name)
+    )
     assert proc.stdout == ""
 
 
@@ -414,7 +546,130 @@ def test_errors_exit_1(app_dir, command, args, message):
     [[script("waitress-c-serve")], [sys.executable, "-m", "waitress_c"]],
     ids=["console-script", "python-m"],
 )
-def test_help_exits_0(app_dir, command):
-    proc = run_cli(command + ["--help"], cwd=app_dir)
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_exits_0(app_dir, command, flag):
+    proc = run_cli(command + [flag], cwd=app_dir)
     assert proc.returncode == 0
     assert "Tuning options:" in proc.stdout
+    assert proc.stderr == ""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[script("waitress-c-serve")], [sys.executable, "-m", "waitress_c"]],
+    ids=["console-script", "python-m"],
+)
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_exits_0(app_dir, command, flag):
+    proc = run_cli(command + [flag], cwd=app_dir)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout == "waitress_c %s\n" % waitress_c.__version__
+    assert re.fullmatch(r"waitress_c \d+\.\d+\.\d+\S*\n", proc.stdout)
+
+
+def test_option_after_the_app_in_a_subprocess(app_dir):
+    # --port=0 alone listens on 0.0.0.0: the request still goes to 127.0.0.1
+    server = Server([script("waitress-c-serve"), "cliapp:app", "--port=0"], cwd=app_dir)
+    try:
+        assert server.host == "0.0.0.0"
+        server.host = "127.0.0.1"
+        status, _, body = server.get("/after")
+        assert (status, body["PATH_INFO"]) == (200, "/after")
+    finally:
+        code, output = server.stop()
+    assert code == 0
+
+
+@pytest.fixture
+def busy_port():
+    """A port this test holds: bound and listening on 127.0.0.1."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    yield sock.getsockname()[1]
+    sock.close()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[script("waitress-c-serve")], [sys.executable, "-m", "waitress_c"]],
+    ids=["console-script", "python-m"],
+)
+@pytest.mark.parametrize("form", ["listen", "host-port"])
+def test_port_in_use(app_dir, command, busy_port, form):
+    if form == "listen":
+        args = ["--listen=127.0.0.1:%d" % busy_port]
+    else:
+        args = ["--host=127.0.0.1", "--port=%d" % busy_port]
+    proc = run_cli(command + args + ["cliapp:app"], cwd=app_dir)
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert proc.stderr == (
+        "Error: cannot listen on 127.0.0.1:%d: Address already in use\n" % busy_port
+    )
+
+
+def test_second_listener_in_use_releases_the_first(app_dir, busy_port):
+    proc = run_cli(
+        [
+            script("waitress-c-serve"),
+            "--listen=127.0.0.1:0",
+            "--listen=127.0.0.1:%d" % busy_port,
+            "cliapp:app",
+        ],
+        cwd=app_dir,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        "Error: cannot listen on 127.0.0.1:%d: Address already in use\n" % busy_port
+    )
+
+
+def test_unix_socket_path_taken_by_a_file(app_dir):
+    path = app_dir / "taken.sock"
+    path.write_text("not a socket")
+    proc = run_cli(
+        [script("waitress-c-serve"), "--unix-socket=%s" % path, "cliapp:app"],
+        cwd=app_dir,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr == "Error: cannot listen on %s: Address already in use\n" % path
+    assert path.read_text() == "not a socket"
+
+
+def test_unix_socket_in_a_missing_directory(app_dir):
+    path = app_dir / "no-such-dir" / "wc.sock"
+    proc = run_cli(
+        [script("waitress-c-serve"), "--unix-socket=%s" % path, "cliapp:app"],
+        cwd=app_dir,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr == "Error: cannot listen on %s: No such file or directory\n" % path
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["wc_nope:app"], "Cannot import WSGI application 'wc_nope:app': "
+         "No module named 'wc_nope'"),
+        (["cliapp:nope"], "Cannot import WSGI application 'cliapp:nope': "
+         "module 'cliapp' has no attribute 'nope'"),
+    ],
+)
+def test_unknown_app_in_a_subprocess(app_dir, args, message):
+    proc = run_cli([script("waitress-c-serve")] + args, cwd=app_dir)
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == "Error: %s\n" % message
+
+
+def test_listen_error_keeps_the_errno(busy_port):
+    import errno
+
+    with pytest.raises(OSError) as info:
+        waitress_c.create_server(
+            lambda environ, start_response: [], listen="127.0.0.1:%d" % busy_port
+        )
+    assert info.value.errno == errno.EADDRINUSE
+    assert str(info.value) == (
+        "cannot listen on 127.0.0.1:%d: Address already in use" % busy_port
+    )

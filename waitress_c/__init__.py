@@ -2,6 +2,7 @@
 
 import logging
 
+from waitress_c._version import __version__
 from waitress_c.server import create_server
 
 __all__ = ["serve", "serve_paste", "create_server"]

@@ -5,10 +5,15 @@ the booleans), generated from ``adjustments.OPTIONS`` like the ``--help``
 text.  The application is named ``MODULE:OBJECT`` (or in dotted form), as
 the one positional argument or with ``--app``; ``--call`` calls it to get
 the WSGI application.  The current directory is put on ``sys.path``.
+Options may come before or after the application (GNU style; ``--`` ends
+them); ``-h`` is ``--help`` and ``-V`` is ``--version``.
 
-Unlike waitress, every error, including the ones the adjustments raise,
-prints ``Error: ...`` and the usage and gives exit status 1, both through
-the console script and through ``python -m waitress_c``.
+Unlike waitress, every error gives exit status 1, both through the console
+script and through ``python -m waitress_c``, and is reported in one line on
+stderr: ``Error: ...``, followed for a usage error by a short usage hint
+(not the whole help).  A port outside 0-65535 is refused (getaddrinfo would
+wrap it around), a socket that cannot be bound is named with the reason,
+and an application that cannot be found is one line, not a traceback.
 """
 
 from __future__ import annotations
@@ -17,22 +22,35 @@ import getopt
 import logging
 import os
 import pkgutil
+import re
 import sys
 import textwrap
 import traceback
 import warnings
 from typing import Any, Callable
 
-from waitress_c import serve
-from waitress_c.adjustments import OPTIONS, STANDARD, TUNING, Adjustments
+from waitress_c import __version__, serve
+from waitress_c.adjustments import (
+    OPTION_MAP,
+    OPTIONS,
+    STANDARD,
+    TUNING,
+    Adjustments,
+    aslist,
+    split_listen_entry,
+)
+from waitress_c.server import ListenError
 
 __all__ = ["format_help", "run"]
 
 logger = logging.getLogger("waitress_c")
 
 # The runner's own flags, listed first under "Standard options".
+# Each is "--name[=METAVAR][, -X]": the getopt specification is read from
+# here too.
 RUNNER_FLAGS = (
-    ("--help", "Show this help and exit."),
+    ("--help, -h", "Show this help and exit."),
+    ("--version, -V", "Show the version (waitress_c X.Y.Z) and exit."),
     (
         "--call",
         "Call the object named by MODULE:OBJECT (with no arguments) and "
@@ -48,6 +66,12 @@ RUNNER_FLAGS = (
 )
 
 USAGE = "Usage:\n\n    {name} [OPTS] [MODULE:OBJECT]\n"
+
+# After a usage error, instead of the whole help.
+SHORT_USAGE = (
+    "Usage: {name} [OPTS] MODULE:OBJECT\n"
+    "Try '{name} --help' for the options."
+)
 
 
 def _paragraphs(text: str) -> list[str]:
@@ -103,26 +127,124 @@ def _program_name(argv0: str) -> str:
 
 
 def _fail(name: str, message: str) -> int:
-    """Report a usage error on stderr; returns the exit status."""
+    """Report a usage error on stderr: one line and the short usage;
+    returns the exit status."""
     print("Error: %s\n" % message, file=sys.stderr)
-    print(format_help(name), file=sys.stderr)
+    print(SHORT_USAGE.format(name=name), file=sys.stderr)
     return 1
+
+
+def _error(message: str) -> int:
+    """Report an error that is not about the usage, in one line."""
+    print("Error: %s" % message, file=sys.stderr)
+    return 1
+
+
+def _getopt_spec() -> tuple[str, list[str], set[str], dict[str, str]]:
+    """(short options, long options, flags taking a value, long flag of
+    each short one) for the runner's flags and every adjustment."""
+    short = ""
+    long_opts = []
+    aliases = {}
+    for flag, _ in RUNNER_FLAGS:
+        long_flag, _, short_flag = flag.partition(", -")
+        name, eq, _ = long_flag[2:].partition("=")
+        long_opts.append(name + eq)
+        if short_flag:
+            short += short_flag
+            aliases["-" + short_flag] = "--" + name
+    for opt in OPTIONS:
+        if opt.is_bool:
+            long_opts += [opt.flag[2:], "no-" + opt.flag[2:]]
+        else:
+            long_opts.append(opt.flag[2:] + "=")
+    with_value = {"--" + o[:-1] for o in long_opts if o.endswith("=")}
+    return short, long_opts, with_value, aliases
+
+
+def _parse_args(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """``Adjustments.parse_args``, with options allowed after the
+    application and the short forms: ``gnu_getopt`` finds the options and
+    writes each in full (``-h`` as ``--help``, ``--thr=3`` as
+    ``--threads=3``) before the positional arguments.  ``kw`` has one more
+    key, ``version``.  Raises ``getopt.GetoptError``."""
+    short, long_opts, with_value, aliases = _getopt_spec()
+    opts, args = getopt.gnu_getopt(argv, short, long_opts)
+    version = False
+    normal = []
+    for flag, value in opts:
+        flag = aliases.get(flag, flag)
+        if flag == "--version":
+            version = True
+        elif flag in with_value:
+            normal.append("%s=%s" % (flag, value))
+        else:
+            normal.append(flag)
+    kw, args = Adjustments.parse_args(normal + ["--"] + args)
+    kw["version"] = version
+    return kw, args
+
+
+_NUMBER = re.compile(r"[+-]?[0-9]+")
+
+
+def _check_ports(kw: dict[str, Any]) -> None:
+    """Refuse a numeric port outside 0-65535 in ``port`` or ``listen``
+    (0 means any free port).  getaddrinfo takes the number modulo 65536:
+    70000 would listen on 4464 and 65536 on a random port."""
+    ports = []
+    if "port" in kw:
+        ports.append(str(kw["port"]))
+    for entry in aslist(kw.get("listen", "")):
+        ports.append(split_listen_entry(entry, OPTION_MAP["port"].default)[1])
+    for port in ports:
+        port = port.strip()
+        if _NUMBER.fullmatch(port) and not 0 <= int(port) <= 65535:
+            raise ValueError(
+                "port %s is out of range (1-65535, or 0 for any free port)"
+                % port
+            )
+
+
+def _import_app(spec: str) -> Any:
+    """The object ``spec`` names.  Raises LookupError with a one-line
+    message when the name is malformed or names a module or an attribute
+    that does not exist; an exception raised by the application's own
+    module while it is imported is let through."""
+    try:
+        return pkgutil.resolve_name(spec)
+    except ModuleNotFoundError as exc:
+        parts = re.split(r"[.:]", spec)
+        wanted = {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+        if exc.name not in wanted:
+            raise
+        raise LookupError(str(exc)) from exc
+    except (ValueError, AttributeError) as exc:
+        # Raised by resolve_name itself (not by the module's code): a
+        # malformed name, or a missing attribute.
+        last = traceback.extract_tb(exc.__traceback__)[-1]
+        if last.filename != pkgutil.__file__:
+            raise
+        raise LookupError(str(exc)) from exc
 
 
 def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
     """Run the command line ``argv``; returns the exit status.
 
-    Returns 0 once the server has stopped (or after ``--help``), 1 after an
-    error, which is reported on stderr.
+    Returns 0 once the server has stopped (or after ``--help`` or
+    ``--version``), 1 after an error, which is reported on stderr.
     """
     name = _program_name(argv[0])
     try:
-        kw, args = Adjustments.parse_args(argv[1:])
+        kw, args = _parse_args(argv[1:])
     except getopt.GetoptError as exc:
         return _fail(name, str(exc))
 
     if kw.pop("help"):
         print(format_help(name))
+        return 0
+    if kw.pop("version"):
+        print("waitress_c %s" % __version__)
         return 0
     call = kw.pop("call")
     app_name = kw.pop("app")
@@ -138,6 +260,7 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
     # reported at once, as a usage error rather than a traceback.
     # The warnings are left to the construction serve() does.
     try:
+        _check_ports(kw)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             Adjustments(**kw)
@@ -151,14 +274,16 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
 
     sys.path.append(os.getcwd())
     try:
-        app = pkgutil.resolve_name(app_name)
-    except (ValueError, ImportError, AttributeError) as exc:
-        print(
-            "Error: Cannot import WSGI application %r: %s\n" % (app_name, exc),
-            file=sys.stderr,
-        )
+        app = _import_app(app_name)
+    except LookupError as exc:
+        return _error("Cannot import WSGI application %r: %s" % (app_name, exc))
+    except Exception:
+        # The application's own module failed: its traceback is the help.
         traceback.print_exc(file=sys.stderr)
-        return 1
+        return _error(
+            "Cannot import WSGI application %r: its module raised the "
+            "exception above" % app_name
+        )
     if call:
         app = app()
     if app is None:
@@ -167,5 +292,8 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
             "The WSGI application %r is None%s."
             % (app_name, " (returned by --call)" if call else ""),
         )
-    _serve(app, **kw)
+    try:
+        _serve(app, **kw)
+    except ListenError as exc:
+        return _error(str(exc))
     return 0

@@ -22,26 +22,51 @@ logger = logging.getLogger("waitress_c")
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+class ListenError(OSError):
+    """A listening socket could not be made.  Keeps the ``errno`` of the
+    failure; its message names the address, e.g. ``cannot listen on
+    127.0.0.1:8080: Address already in use``."""
+
+    def __str__(self) -> str:
+        return self.strerror or ""
+
+
+def _listen_error(exc: OSError, where: str) -> ListenError:
+    reason = exc.strerror or str(exc)
+    return ListenError(exc.errno, "cannot listen on %s: %s" % (where, reason))
+
+
 def _make_unix_socket(adj: Adjustments) -> socket.socket:
     path = adj.unix_socket
+    sock = None
     try:
-        if stat.S_ISSOCK(os.stat(path).st_mode):
-            os.unlink(path)  # a stale socket file from an earlier run
-    except FileNotFoundError:
-        pass
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
+        try:
+            if stat.S_ISSOCK(os.stat(path).st_mode):
+                os.unlink(path)  # a stale socket file from an earlier run
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(path)
         os.chmod(path, adj.unix_socket_perms)
         sock.listen(adj.backlog)
+    except OSError as exc:
+        if sock is not None:
+            sock.close()
+        raise _listen_error(exc, path) from exc
     except BaseException:
-        sock.close()
+        if sock is not None:
+            sock.close()
         raise
     return sock
 
 
 def _make_tcp_socket(adj: Adjustments, family, socktype, proto, sockaddr):
-    sock = socket.socket(family, socktype, proto)
+    host, port = sockaddr[0], sockaddr[1]
+    where = "[%s]:%s" % (host, port) if ":" in host else "%s:%s" % (host, port)
+    try:
+        sock = socket.socket(family, socktype, proto)
+    except OSError as exc:
+        raise _listen_error(exc, where) from exc
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
@@ -55,6 +80,9 @@ def _make_tcp_socket(adj: Adjustments, family, socktype, proto, sockaddr):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
         sock.bind(sockaddr)
         sock.listen(adj.backlog)
+    except OSError as exc:
+        sock.close()
+        raise _listen_error(exc, where) from exc
     except BaseException:
         sock.close()
         raise
