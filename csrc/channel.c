@@ -25,6 +25,7 @@
  * backlog); what was read but not parsed waits in ch->leftover. */
 #define PENDING_MAX 32
 #define PENDING_BYTES (256 * 1024)
+#define STOP_GRACE_MS 1000
 #define SENDFILE_STEP (1 << 20)
 #define FILE_BLOCK 65536        /* read into memory when the socket is full */
 
@@ -133,6 +134,7 @@ wc_channel_accept(wc_server_t *srv, uv_stream_t *server, int index,
         return UV_ENOMEM;
     ch->srv = srv;
     ch->listener = index;
+    ch->fresh = 1;
     atomic_init(&ch->refs, 1);
     atomic_init(&ch->last_activity, wc_now_ms());
     if (ls->is_unix)
@@ -265,6 +267,7 @@ queue_request(wc_channel_t *ch, wc_request_t *r)
     ch->npending++;
     ch->pend_bytes += request_size(r);
     ch->continue_wanted = 0;
+    ch->fresh = 0;
     if (!ch->busy) {
         ch->busy = 1;
         atomic_fetch_add(&ch->refs, 1);
@@ -387,7 +390,8 @@ done:
         p += used;
         n -= used;
         ch->req = NULL;
-        if (!r->keep_alive || r->close_after)
+        if (!r->keep_alive || r->close_after
+            || atomic_load(&ch->srv->stopping))
             ch->stop_parsing = 1;   /* nothing after it is served */
         if (queue_request(ch, r) && n > 0 && !ch->stop_parsing) {
             /* Backlog full: keep the rest for when it drains. */
@@ -466,7 +470,7 @@ maybe_close(wc_channel_t *ch)
                && !ch->writing;
     int broken = ch->broken;
     int must = ch->close_when_flushed || ch->eof
-               || (ch->srv->stopping && ch->req == NULL);
+               || (ch->srv->stopping && ch->req == NULL && !ch->fresh);
     pthread_mutex_unlock(&ch->lock);
     if (broken || (idle && must))
         wc_channel_close(ch);
@@ -634,7 +638,12 @@ wc_channel_kicked(wc_channel_t *ch)
     wc_channel_unref(ch);
 }
 
-/* Graceful: finish the running request, then close.  Hard: close now. */
+/* Graceful: every request received completely is answered (the last one
+ * with Connection: close), a request partly received is read to its end
+ * and answered, and then the connection closes; a connection that has
+ * received nothing since its last response closes now, and a new one that
+ * has received nothing yet gets a moment to send its request (see
+ * wc_channel_timed_out).  Hard: close now. */
 void
 wc_channel_stop(wc_channel_t *ch, int hard)
 {
@@ -644,16 +653,13 @@ wc_channel_stop(wc_channel_t *ch, int hard)
         wc_channel_close(ch);
         return;
     }
-    ch->stop_parsing = 1;
-    pause_reading(ch);
-    pthread_mutex_lock(&ch->lock);
-    ch->close_when_flushed = 1;
-    pthread_mutex_unlock(&ch->lock);
-    wc_request_free(ch->req);
-    ch->req = NULL;
-    free(ch->leftover);
-    ch->leftover = NULL;
-    maybe_close(ch);
+    if (ch->req == NULL && !ch->fresh) {
+        ch->stop_parsing = 1;
+        pause_reading(ch);
+        free(ch->leftover);
+        ch->leftover = NULL;
+        maybe_close(ch);
+    }
 }
 
 void
@@ -759,6 +765,11 @@ wc_channel_timed_out(wc_channel_t *ch, uint64_t now)
     uint64_t limit = ch->srv->cfg.channel_timeout_ms;
     uint64_t last = atomic_load_explicit(&ch->last_activity,
                                          memory_order_relaxed);
+    /* A stopping server gives a new connection that has sent nothing a
+     * second, not channel_timeout, to send its request. */
+    if (ch->fresh && ch->req == NULL && atomic_load(&ch->srv->stopping)
+        && limit > STOP_GRACE_MS)
+        limit = STOP_GRACE_MS;
     int quiet = now > last && now - last > limit;
     int slow_head = ch->req && ch->pstate == WC_PARSE_HEAD
                     && ch->req->head.len > 0 && now > ch->head_start

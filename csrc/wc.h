@@ -225,6 +225,7 @@ struct wc_channel_s {
     unsigned closing : 1;       /* uv_close called */
     unsigned stop_parsing : 1;  /* an error or a close request was seen */
     unsigned eof : 1;
+    unsigned fresh : 1;         /* no request received yet */
     size_t wlen;                /* bytes in the outstanding uv_write */
 
     /* Shared: under `lock`. */

@@ -540,8 +540,10 @@ build_head(response_t *r, int64_t known_len)
 
     r->has_body = !((code >= 100 && code < 200) || code == 204
                     || code == 304);
+    /* Stopping: the requests already received are answered, the last
+     * one with Connection: close. */
     r->keep_alive = r->req_keep_alive
-                    && !atomic_load(&r->so->srv->stopping);
+                    && !(atomic_load(&r->so->srv->stopping) && !r->w->more);
     r->cl = -1;
     if (!r->has_body) {
         /* no body, no framing headers of ours */
