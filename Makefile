@@ -79,3 +79,9 @@ fuzz: build/fuzz_request
 	mkdir -p build/fuzz-corpus
 	build/fuzz_request -dict=fuzz/http.dict -max_total_time=$(FUZZ_SECONDS) \
 	  -max_len=4096 build/fuzz-corpus fuzz/corpus
+
+# Worker processes against one process and the multi-process peers,
+# unpinned (docs/workers.rst).
+.PHONY: bench-workers
+bench-workers: build
+	$(PY) benchmarks/run.py --no-pin --servers waitress_c,waitress_c-w2,bjoern,gunicorn-w2 --scenarios hello-100,sleep10ms

@@ -762,3 +762,42 @@ def test_runner_passes_a_loader_unless_preload(monkeypatch):
     assert calls[1][0] is demo_app
     assert isinstance(calls[2][0], AppLoader)
     assert calls[3][0] is demo_app
+
+
+def test_close_before_run_starts_no_worker():
+    sup = create_server(lambda e, s: [], listen="127.0.0.1:0", workers=2)
+    port = int(sup.effective_port)
+    sup.close()
+    sup.run()  # returns at once
+    assert sup.worker_pids == []
+    with pytest.raises(OSError):
+        get(port, timeout=2)  # its sockets are closed
+
+
+def test_close_from_another_thread_stops_gracefully(tmp_path, servers):
+    write_app(tmp_path)
+    script = (
+        "import logging, threading, time, urllib.request, wapp, waitress_c\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "sup = waitress_c.create_server(wapp.app, listen='127.0.0.1:0',\n"
+        "                               workers=2)\n"
+        "url = 'http://127.0.0.1:%s/?sleep=0.5' % sup.effective_port\n"
+        "def closer():\n"
+        "    for _ in range(100):\n"
+        "        try:\n"
+        "            body = urllib.request.urlopen(url, timeout=5).read()\n"
+        "            break\n"
+        "        except OSError:\n"
+        "            time.sleep(0.1)\n"
+        "    print('answered before close:', body.decode(), flush=True)\n"
+        "    sup.close()\n"
+        "threading.Thread(target=closer, daemon=True).start()\n"
+        "sup.run()\n"
+        "print('run returned', flush=True)\n"
+    )
+    s = Supervised([sys.executable, "-c", script], tmp_path,
+                   ready=re.compile("run returned"), timeout=30)
+    servers.append(s)
+    assert s.wait() == 0
+    assert "answered before close: v1" in s.output
+    assert "close(): stopping the workers gracefully" in s.output

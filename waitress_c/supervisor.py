@@ -205,7 +205,7 @@ class Supervisor:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._close_requests = 0
+        self._close_calls: List[int] = []
         self._stopping = 0
         self._booting = True  # until the first workers are all ready
         self._boot_failed: Optional[str] = None
@@ -241,7 +241,7 @@ class Supervisor:
     def close(self) -> None:
         """Stop: gracefully the first time, at once the second.  Safe from
         any thread, and before run()."""
-        self._close_requests += 1
+        self._close_calls.append(1)  # list.append: safe from any thread
         try:
             self._wake_w.send(bytes([_CLOSE]))
         except OSError:
@@ -282,6 +282,7 @@ class Supervisor:
 
     def _loop(self, poll_ms: int) -> None:
         self._poller.register(self._wake_r.fileno(), select.POLLIN)
+        self._read_wakeups()  # close() before run(): start no worker
         while True:
             self._reap()
             if self._stopping and not self._workers:
@@ -341,8 +342,8 @@ class Supervisor:
                 if self._target > 1:
                     self._target -= 1
                 logger.info("SIGTTOU: %d workers wanted", self._target)
-        while self._close_requests:
-            self._close_requests -= 1
+        while self._close_calls:
+            self._close_calls.pop()
             self._begin_stop(self._stopping + 1, "close()")
 
     def _on_status(self, w: _Worker, data: bytes) -> None:
