@@ -610,13 +610,22 @@ class Supervisor:
         signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False)
         for sig in (signal.SIGTERM, signal.SIGQUIT):
             signal.signal(sig, lambda signum, frame: None)
-        loop = threading.Thread(target=server.run, name="waitress_c-loop")
+        done = threading.Event()
+
+        def serve() -> None:
+            try:
+                server.run()
+            finally:
+                done.set()
+                w.send(b"\0")  # wake the main thread: the server is done
+
+        loop = threading.Thread(target=serve, name="waitress_c-loop")
         loop.start()
         _write(status_w, READY)
         poller = select.poll()
         poller.register(r.fileno(), select.POLLIN)
         poller.register(self._alive_r, select.POLLIN)
-        while loop.is_alive():
+        while not done.is_set():
             for fd, _ in poller.poll(1000):
                 if fd == self._alive_r:  # the supervisor is gone
                     poller.unregister(fd)
@@ -627,7 +636,10 @@ class Supervisor:
                 except (BlockingIOError, InterruptedError):
                     data = b""
                 for sig in data:
-                    stopper.stop(2 if sig == signal.SIGQUIT else 1)
+                    if sig == signal.SIGQUIT:
+                        stopper.stop(2)
+                    elif sig == signal.SIGTERM:
+                        stopper.stop(1)
             if os.getppid() != self._pid:
                 stopper.stop(1)
         loop.join()
