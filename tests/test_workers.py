@@ -801,3 +801,23 @@ def test_close_from_another_thread_stops_gracefully(tmp_path, servers):
     assert s.wait() == 0
     assert "answered before close: v1" in s.output
     assert "close(): stopping the workers gracefully" in s.output
+
+
+def test_workers_still_busy_after_shutdown_timeout_are_killed(app_dir, servers):
+    """A request longer than shutdown_timeout does not hold the stop up:
+    the worker is cut off (by its core's own deadline, or by the
+    supervisor's SIGKILL 5 s later), and the supervisor still exits 0."""
+    s = start(servers, waitress_c("--workers=2", "--shutdown-timeout=0.5",
+                                  "wapp:app"), app_dir)
+    threads, results = slow_requests(s.port, 1, 30, "x")
+    deadline = time.monotonic() + 5
+    while not records(app_dir, "x") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert records(app_dir, "x")
+    t0 = time.monotonic()
+    s.signal(signal.SIGTERM)
+    assert s.wait(timeout=20) == 0
+    assert time.monotonic() - t0 < 0.5 + 5 + 3
+    for t in threads:
+        t.join(timeout=10)
+    assert isinstance(results["x0"], Exception)

@@ -44,7 +44,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from waitress_c.adjustments import Adjustments
 
