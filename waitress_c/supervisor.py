@@ -432,11 +432,11 @@ class Supervisor:
                 "%s: stopping the workers gracefully (shutdown_timeout %g s)",
                 why, self.adj.shutdown_timeout,
             )
-            # The listeners stay open only in the workers, whose servers
-            # close them at once: new connections are refused from now on.
-            self._close_sockets()
         else:
             logger.info("%s: stopping the workers now", why)
+        # The listeners stay open only in the workers, whose servers close
+        # them at once: new connections are refused from now on.
+        self._close_sockets()
         now = time.monotonic()
         for w in self._workers.values():
             w.retiring = True
