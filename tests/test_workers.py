@@ -849,3 +849,26 @@ def test_max_requests_jitter_spreads_the_limits(app_dir, servers):
     for pid in retired:
         assert 5 <= counts[pid] <= 15, counts
     assert_no_failed_request(results)
+
+
+@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGQUIT])
+def test_second_signal_stops_at_once(app_dir, servers, second):
+    s = start(servers, waitress_c("--workers=2", "--shutdown-timeout=60",
+                                  "wapp:app"), app_dir)
+    threads, results = slow_requests(s.port, 1, 30, "q")
+    deadline = time.monotonic() + 5
+    while not records(app_dir, "q") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert records(app_dir, "q")
+    s.signal(signal.SIGTERM)
+    s.wait_for("SIGTERM: stopping the workers gracefully")
+    time.sleep(0.3)
+    assert s.proc.poll() is None  # waiting for the slow request
+    t0 = time.monotonic()
+    s.signal(second)
+    assert s.wait(timeout=20) == 0
+    assert time.monotonic() - t0 < 5
+    for t in threads:
+        t.join(timeout=10)
+    assert isinstance(results["q0"], Exception)
+    assert "%s: stopping the workers now" % second.name in s.output
