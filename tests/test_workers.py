@@ -872,3 +872,20 @@ def test_second_signal_stops_at_once(app_dir, servers, second):
         t.join(timeout=10)
     assert isinstance(results["q0"], Exception)
     assert "%s: stopping the workers now" % second.name in s.output
+
+
+def test_app_loader_calls_factories_and_refuses_none(tmp_path, monkeypatch):
+    from waitress_c.supervisor import AppLoader
+
+    (tmp_path / "factory_mod.py").write_text(
+        "def app(e, s):\n    return []\n"
+        "def make():\n    return app\n"
+        "def nothing():\n    return None\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import factory_mod
+
+    assert AppLoader("factory_mod:make", call=True).load() is factory_mod.app
+    assert AppLoader("factory_mod.app").load() is factory_mod.app
+    with pytest.raises(ValueError, match="is None \\(returned by --call\\)"):
+        AppLoader("factory_mod:nothing", call=True).load()
