@@ -183,3 +183,8 @@ test-all: .deps-stamp
 	  $$venv/bin/python -m pytest -q -p no:cacheprovider tests || failed="$$failed $$v"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "test-all: FAILED on:$$failed"; exit 1; fi
+# Worker processes against one process and the multi-process peers,
+# unpinned (docs/workers.rst).
+.PHONY: bench-workers
+bench-workers: build
+	$(PY) benchmarks/run.py --no-pin --servers waitress_c,waitress_c-w2,bjoern,gunicorn-w2 --scenarios hello-100,sleep10ms

@@ -15,7 +15,7 @@ from common import (BENCH, HOST, LOGS, ROOT, VENVS, WORK, log, one_line,
                     read_text, write_text)
 
 ALL = ["waitress_c", "waitress", "bjoern", "fastwsgi", "gunicorn", "uwsgi",
-       "nginx"]
+       "nginx", "waitress_c-w2", "gunicorn-w2"]
 QUICK = ["waitress_c", "waitress", "bjoern"]
 
 
@@ -184,11 +184,13 @@ class Server:
     dist = ""          # the pip distribution whose version is reported
     how = ""           # one line for the report
     wsgi = True
+    venv_name = None   # another server's venv (the same install)
+    pinnable = True    # False: several processes, meaningless on one CPU
 
     def __init__(self, data, reinstall=False):
         self.data = data
         self.reinstall = reinstall
-        self.venv = Venv(self.name)
+        self.venv = Venv(self.venv_name or self.name)
         self.reason = None
         self.version = ""
 
@@ -375,8 +377,34 @@ class Nginx(Server):
         return signal.SIGQUIT
 
 
+class WaitressCWorkers(WaitressC):
+    """Two worker processes under waitress_c's supervisor (unpinned only)."""
+
+    name = "waitress_c-w2"
+    venv_name = "waitress_c"
+    how = ("waitress-c-serve --workers=2 --threads=4 (2 processes, "
+           "shared listener)")
+    pinnable = False
+
+    def command(self, port, scenario):
+        argv = WaitressC.command(self, port, scenario)
+        return argv[:-1] + ["--workers=2", argv[-1]]
+
+
+class GunicornWorkers(Gunicorn):
+    name = "gunicorn-w2"
+    venv_name = "gunicorn"
+    how = "gunicorn --worker-class=gthread --threads=4 --workers=2"
+    pinnable = False
+
+    def command(self, port, scenario):
+        return [a.replace("--workers=1", "--workers=2")
+                for a in Gunicorn.command(self, port, scenario)]
+
+
 CLASSES = {c.name: c for c in (WaitressC, Waitress, Bjoern, FastWSGI,
-                               Gunicorn, UWSGI, Nginx)}
+                               Gunicorn, UWSGI, Nginx, WaitressCWorkers,
+                               GunicornWorkers)}
 
 
 class DataDir:

@@ -372,7 +372,8 @@ def run_passes(opts, servers):
         pinned = pname == "pinned"
         for sc in scen_names:
             scen = scenarios.BY_NAME[sc]
-            active = [s for s in ready if s.wsgi or scen.nginx]
+            active = [s for s in ready if (s.wsgi or scen.nginx)
+                      and (s.pinnable or not pinned)]
             for rnd in range(opts.rounds):
                 for srv in active:
                     how = measure_idle if sc == "idle10k" else measure
@@ -433,7 +434,7 @@ def parse_args(argv):
     p.add_argument("--unpinned", default=None,
                    help="scenarios of the unpinned pass that follows the "
                         "pinned one: 'all', 'none' or a list (default %s; "
-                        "none with --quick)" % scenarios.HEADLINE)
+                        "none with --quick)" % ",".join(scenarios.UNPINNED))
     p.add_argument("--idle-conns", type=int, default=10000,
                    help="connections held open by idle10k (default 10000)")
     p.add_argument("--idle-timeout", type=int, default=60,
@@ -467,7 +468,8 @@ def parse_args(argv):
     if opts.rounds < 1 or opts.duration < 1 or opts.warmup < 0:
         p.error("--rounds and --duration must be >= 1, --warmup >= 0")
     if opts.unpinned is None:
-        opts.unpinned = "none" if opts.quick else scenarios.HEADLINE
+        opts.unpinned = "none" if opts.quick else ",".join(
+            scenarios.UNPINNED)
     if opts.unpinned == "all":
         extra = list(opts.scenario_names)
     elif opts.unpinned == "none":
@@ -526,7 +528,7 @@ def main(argv=None):
         servers = []
         for n in opts.server_names:
             srv = peers.CLASSES[n](data, opts.reinstall)
-            twins = sum(1 for x in servers if x.venv.name == n)
+            twins = sum(1 for x in servers if x.name.split("#")[0] == n)
             if twins:  # an A/A run: the same server again, for the noise
                 srv.name = "%s#%d" % (n, twins + 1)
             servers.append(srv)

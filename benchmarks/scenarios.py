@@ -88,6 +88,9 @@ SCENARIOS = [
 BY_NAME = {s.name: s for s in SCENARIOS}
 NAMES = [s.name for s in SCENARIOS]
 HEADLINE = "hello-100"
+# The unpinned pass, where the servers with worker processes
+# (waitress_c-w2, gunicorn-w2) run: both cores are theirs to use.
+UNPINNED = [HEADLINE, "sleep10ms"]
 
 
 def preflight(port, scenario, timeout=10.0):

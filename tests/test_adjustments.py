@@ -203,6 +203,9 @@ DEFAULTS = {
     "channel_request_lookahead": 0,
     "server_name": "waitress.invalid",
     "shutdown_timeout": 30.0,
+    "workers": 1,
+    "max_requests": 0,
+    "max_requests_jitter": 0,
 }
 
 
@@ -281,6 +284,9 @@ FROM_STRINGS = [
     ("channel_request_lookahead", "3", 3),
     ("server_name", "example.org", "example.org"),
     ("shutdown_timeout", "2.5", 2.5),
+    ("workers", "4", 4),
+    ("max_requests", "1000", 1000),
+    ("max_requests_jitter", "50", 50),
 ]
 
 NEEDS_PROXY = {"trusted_proxy_count", "trusted_proxy_headers"}

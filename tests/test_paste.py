@@ -50,6 +50,9 @@ unix_socket_perms = 660
 channel_request_lookahead = 2
 server_name = example.org
 shutdown_timeout = 2.5
+workers = 2
+max_requests = 1000
+max_requests_jitter = 10
 """
 
 EXPECTED = {
@@ -83,6 +86,9 @@ EXPECTED = {
     "channel_request_lookahead": 2,
     "server_name": "example.org",
     "shutdown_timeout": 2.5,
+    "workers": 2,
+    "max_requests": 1000,
+    "max_requests_jitter": 10,
 }
 
 

@@ -112,7 +112,9 @@ def test_help_lists_every_adjustment_in_its_section():
     assert sections[STANDARD][:4] == ["help", "version", "call", "app"]
     for opt in OPTIONS:
         assert opt.flag[2:] in sections[opt.section]
-    assert len(sections[STANDARD]) + len(sections[TUNING]) == 4 + len(OPTIONS)
+    assert len(sections[STANDARD]) + len(sections[TUNING]) == len(
+        runner.RUNNER_FLAGS
+    ) + len(OPTIONS)
 
 
 def test_help_shows_flag_forms():
@@ -174,6 +176,9 @@ VALUE_FLAGS = {
     "channel_request_lookahead": "3",
     "server_name": "example.org",
     "shutdown_timeout": "2.5",
+    "workers": "3",
+    "max_requests": "1000",
+    "max_requests_jitter": "50",
 }
 
 CONTEXT = {

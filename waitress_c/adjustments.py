@@ -398,6 +398,35 @@ OPTIONS: tuple[Option, ...] = (
         "30",
         extra=True,
     ),
+    Option(
+        "workers", int, 1, "INT", TUNING,
+        "Number of server processes.  With 1 (the default) the server runs "
+        "in this process, as waitress does.  With more, this process binds "
+        "the listening sockets, starts that many worker processes that "
+        "serve them (each with its own event loop and pool of threads) and "
+        "supervises them: a worker that dies is replaced, SIGHUP replaces "
+        "them one by one, SIGTTIN and SIGTTOU add and remove one.",
+        "1",
+        extra=True,
+    ),
+    Option(
+        "max_requests", int, 0, "INT", TUNING,
+        "Recycle a worker process after it has received this many "
+        "requests: it finishes them, exits, and a fresh worker takes its "
+        "place (a guard against an application that leaks memory).  0 "
+        "never recycles.  Setting it runs the worker processes even with "
+        "workers=1.",
+        "0",
+        extra=True,
+    ),
+    Option(
+        "max_requests_jitter", int, 0, "INT", TUNING,
+        "Add a random number of requests between 0 and this to each "
+        "worker's max_requests, so that the workers are not all recycled "
+        "at the same time.",
+        "0",
+        extra=True,
+    ),
 )
 
 OPTION_MAP: dict[str, Option] = {opt.name: opt for opt in OPTIONS}
@@ -453,6 +482,9 @@ class Adjustments:
     channel_request_lookahead: int
     server_name: str
     shutdown_timeout: float
+    workers: int
+    max_requests: int
+    max_requests_jitter: int
 
     # Options set on every accepted TCP connection, as (level, name, value).
     # Not an adjustment: passing it to the constructor is an error.
@@ -485,6 +517,15 @@ class Adjustments:
         )
         self._check_proxy_settings()
         self.check_sockets(self.sockets)
+        self._check_workers()
+
+    def _check_workers(self) -> None:
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
+        if self.max_requests < 0 or self.max_requests_jitter < 0:
+            raise ValueError(
+                "max_requests and max_requests_jitter may not be negative"
+            )
 
     def _check_proxy_settings(self) -> None:
         if self.trusted_proxy_count is not None and self.trusted_proxy is None:
@@ -533,25 +574,26 @@ class Adjustments:
         """Read command-line arguments the way ``waitress-serve`` does.
 
         Returns ``(kw, args)``: ``kw`` maps option names to the strings to
-        pass to the constructor, plus the runner's own ``help`` and
-        ``call`` (bools) and ``app`` (str or None); ``args`` are the
+        pass to the constructor, plus the runner's own ``help``, ``call``,
+        ``preload`` and ``reload`` (bools) and ``app`` (str or None); ``args`` are the
         positional arguments.  ``--name`` / ``--no-name`` give ``"true"`` /
         ``"false"``; repeated ``--listen`` values are joined with spaces.
         Raises ``getopt.GetoptError`` (prefixes of long options are
         accepted, as with getopt).
         """
-        long_opts = ["help", "call", "app="]
+        long_opts = ["help", "call", "app=", "preload", "reload"]
         for opt in OPTIONS:
             flag = opt.flag[2:]
             if opt.is_bool:
                 long_opts += [flag, "no-" + flag]
             else:
                 long_opts.append(flag + "=")
-        kw: dict[str, Any] = {"help": False, "call": False, "app": None}
+        kw: dict[str, Any] = {"help": False, "call": False, "app": None,
+                              "preload": False, "reload": False}
         opts, args = getopt.getopt(argv, "", long_opts)
         for flag, value in opts:
             name = flag[2:].replace("-", "_")
-            if name in ("help", "call"):
+            if name in ("help", "call", "preload", "reload"):
                 kw[name] = True
             elif name == "app":
                 kw[name] = value

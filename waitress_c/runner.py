@@ -63,6 +63,20 @@ RUNNER_FLAGS = (
         "module search path) and OBJECT looked up in it; the dotted form "
         "package.module.object is also accepted.",
     ),
+    (
+        "--preload",
+        "With worker processes (workers > 1 or max_requests): import the "
+        "application once, in the supervisor, before the workers are "
+        "forked, rather than in each worker.  The workers share the "
+        "imported code's memory and an import error stops the start at "
+        "once, but SIGHUP no longer loads changed code.",
+    ),
+    (
+        "--reload",
+        "For development: restart the server whenever a source file of "
+        "the application changes (needs hupper: pip install "
+        "waitress_c[reload]).  Implies --preload.",
+    ),
 )
 
 USAGE = "Usage:\n\n    {name} [OPTS] [MODULE:OBJECT]\n"
@@ -259,13 +273,19 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
     # Check the options before importing the application: a mistake is
     # reported at once, as a usage error rather than a traceback.
     # The warnings are left to the construction serve() does.
+    preload = kw.pop("preload")
+    reload = kw.pop("reload")
     try:
         _check_ports(kw)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            Adjustments(**kw)
+            adj = Adjustments(**kw)
     except ValueError as exc:
         return _fail(name, str(exc))
+    if reload:
+        status = _start_reloader(name, argv, adj)
+        if status is not None:
+            return status
 
     # Without a level of its own the logger would inherit WARNING from the
     # root logger, and "Serving on ..." would not be shown.
@@ -273,6 +293,16 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
         logger.setLevel(logging.INFO)
 
     sys.path.append(os.getcwd())
+    from waitress_c.supervisor import AppLoader, WorkerBootError, wants_supervisor
+
+    if wants_supervisor(adj) and not (preload or reload):
+        # Each worker imports the application after the fork.
+        app = AppLoader(app_name, call)
+        try:
+            _serve(app, **kw)
+        except (ListenError, WorkerBootError) as exc:
+            return _error(str(exc))
+        return 0
     try:
         app = _import_app(app_name)
     except LookupError as exc:
@@ -294,6 +324,31 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
         )
     try:
         _serve(app, **kw)
-    except ListenError as exc:
+    except (ListenError, WorkerBootError) as exc:
         return _error(str(exc))
     return 0
+
+
+def _start_reloader(name: str, argv: list[str], adj: Adjustments) -> int | None:
+    """``--reload``: in the process hupper watches, None (go on and serve);
+    otherwise run the monitor until it stops, and return its status."""
+    try:
+        import hupper
+    except ImportError:
+        print(
+            "Error: --reload needs the hupper package: "
+            "pip install 'waitress_c[reload]'",
+            file=sys.stderr,
+        )
+        return 1
+    if hupper.is_active():
+        return None
+    try:
+        hupper.start_reloader(
+            "waitress_c.runner.run",
+            worker_kwargs={"argv": list(argv)},
+            shutdown_interval=adj.shutdown_timeout,
+        )
+    except SystemExit as exc:  # the monitor's end
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0  # pragma: no cover - start_reloader exits

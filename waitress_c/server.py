@@ -235,7 +235,12 @@ WSGIServer = TcpWSGIServer
 
 def create_server(application: Optional[Callable], **kw: Any) -> BaseWSGIServer:
     """Bind the sockets ``kw`` describes and return a server; call
-    ``run()`` on it to serve.  Takes waitress's adjustments."""
+    ``run()`` on it to serve.  Takes waitress's adjustments.
+
+    With ``workers`` > 1 or ``max_requests`` set, the result is a
+    ``waitress_c.supervisor.Supervisor``: the same ``run()``, ``close()``,
+    ``print_listen()`` and ``effective_listen``, but ``run()`` forks the
+    worker processes that serve, and supervises them."""
     if application is None:
         raise ValueError(
             'The "app" passed to ``create_server`` was ``None``.  You forgot '
@@ -260,6 +265,10 @@ def create_server(application: Optional[Callable], **kw: Any) -> BaseWSGIServer:
                 socks.append(
                     _make_tcp_socket(adj, family, socktype, proto, sockaddr)
                 )
+        from waitress_c.supervisor import Supervisor, wants_supervisor
+
+        if wants_supervisor(adj):  # workers > 1 or max_requests
+            return Supervisor(application, adj, socks, owned)
         if len(socks) == 1:
             cls = UnixWSGIServer if socks[0].family == socket.AF_UNIX else TcpWSGIServer
         else:

@@ -1,0 +1,878 @@
+"""Worker processes (docs/workers.rst): a supervisor that binds once and
+forks ``workers`` servers, replaces the ones that die, stops them
+gracefully, replaces them one by one on SIGHUP, recycles them after
+``max_requests``, and leaves no orphan when it is killed; ``--reload``.
+
+Every server is a real subprocess on 127.0.0.1 (port 0, or a free port for
+--reload) or a unix socket; every load is bounded in requests and time.
+"""
+
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from waitress_c import create_server
+from waitress_c.adjustments import Adjustments
+from waitress_c.supervisor import Supervisor, describe_status
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+# The application: its answer names the code version, the pid serving and
+# the pid that imported the module.  /slow?SECONDS sleeps first; with
+# ?id=NAME it first writes its pid to the file NAME in RECORDS.
+APP = '''
+import os, time
+
+VERSION = "%(version)s"
+IMPORTED_IN = os.getpid()
+RECORDS = %(records)r
+
+
+def app(environ, start_response):
+    query = dict(
+        p.split("=", 1) for p in environ["QUERY_STRING"].split("&") if "=" in p
+    )
+    if "id" in query:
+        with open(os.path.join(RECORDS, query["id"]), "w") as f:
+            f.write(str(os.getpid()))
+    if "sleep" in query:
+        time.sleep(float(query["sleep"]))
+    body = ("%%s %%d %%d" %% (VERSION, os.getpid(), IMPORTED_IN)).encode()
+    start_response(
+        "200 OK",
+        [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
+'''
+
+SERVING = re.compile(r"Serving on http://(\S+):(\d+)")
+
+
+def write_app(directory, version="v1", name="wapp", extra=""):
+    records = os.path.join(str(directory), "records")
+    os.makedirs(records, exist_ok=True)
+    path = os.path.join(str(directory), name + ".py")
+    text = APP % {"version": version, "records": records} + extra
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def answer(body):
+    """(version, pid, imported_in) of a response body."""
+    version, pid, imported = body.decode().split()
+    return version, int(pid), int(imported)
+
+
+class Supervised:
+    """``python -m waitress_c ARGS`` (or any command) in a subprocess, its
+    output collected by a thread, so nothing blocks on a full pipe."""
+
+    def __init__(self, args, cwd, ready=SERVING, timeout=20.0, env=None):
+        self.proc = subprocess.Popen(
+            args,
+            cwd=str(cwd),
+            env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.lines = []
+        self.cond = threading.Condition()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        match = self.wait_for(ready, timeout=timeout)
+        if ready is SERVING:
+            self.host, self.port = match.group(1), int(match.group(2))
+
+    def _read(self):
+        for line in iter(self.proc.stdout.readline, b""):
+            with self.cond:
+                self.lines.append(line.decode("utf-8", "replace"))
+                self.cond.notify_all()
+        with self.cond:
+            self.lines.append(None)  # EOF
+            self.cond.notify_all()
+
+    @property
+    def output(self):
+        with self.cond:
+            return "".join(x for x in self.lines if x is not None)
+
+    def wait_for(self, regex, count=1, timeout=20.0):
+        """The ``count``-th match of ``regex`` in the output (bounded)."""
+        if isinstance(regex, str):
+            regex = re.compile(regex)
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                matches = list(regex.finditer(self.output_unlocked()))
+                if len(matches) >= count:
+                    return matches[count - 1]
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.lines and self.lines[-1] is None):
+                    break
+                self.cond.wait(min(left, 0.5))
+        self.kill()
+        raise AssertionError(
+            "no %r (x%d) in the output:\n%s" % (regex.pattern, count, self.output)
+        )
+
+    def output_unlocked(self):
+        return "".join(x for x in self.lines if x is not None)
+
+    def worker_pids(self):
+        """Live children of the supervisor."""
+        return children(self.proc.pid)
+
+    def get(self, path="/", timeout=10.0):
+        return get(self.port, path, timeout)
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout=30.0):
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError("did not exit:\n" + self.output)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            for pid in children(self.proc.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.reader.join(timeout=5)
+
+
+def children(ppid):
+    pids = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            stat = proc_stat(int(name))
+            if stat and int(stat[1]) == ppid and stat[0] != "Z":
+                pids.append(int(name))
+    return sorted(pids)
+
+
+def proc_stat(pid):
+    """(state, ppid) from /proc/PID/stat, or None."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2 :].split()
+    return fields[0].decode(), int(fields[1])
+
+
+def alive(pid):
+    stat = proc_stat(pid)
+    return stat is not None and stat[0] != "Z"
+
+
+def get(port, path="/", timeout=10.0):
+    """One request on a new connection: the body of a 200 (else raises)."""
+    if isinstance(port, str):
+        conn = UnixConnection(port, timeout=timeout)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        assert resp.status == 200, (resp.status, body)
+        return body
+    finally:
+        conn.close()
+
+
+class UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout):
+        http.client.HTTPConnection.__init__(self, "localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+class Load:
+    """``threads`` clients sending GET ``path`` on a new connection each
+    time, until stop() or ``seconds`` or ``limit`` requests in all."""
+
+    def __init__(self, port, path="/", threads=4, seconds=30.0, limit=20000,
+                 stop_on_failure=False):
+        self.port, self.path = port, path
+        self.deadline = time.monotonic() + seconds
+        self.limit = limit
+        self.stop_on_failure = stop_on_failure
+        self.results = []  # (time, body or None, error or None, path)
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.counter = 0
+        self.threads = [
+            threading.Thread(target=self._run, daemon=True) for _ in range(threads)
+        ]
+        for t in self.threads:
+            t.start()
+
+    def _next(self):
+        with self.lock:
+            self.counter += 1
+            return self.counter
+
+    def _run(self):
+        while not self.stopped.is_set() and time.monotonic() < self.deadline:
+            n = self._next()
+            if n > self.limit:
+                break
+            path = self.path.replace("{n}", str(n))
+            try:
+                body, err = get(self.port, path), None
+            except Exception as exc:  # noqa: BLE001 - recorded
+                body, err = None, exc
+            with self.lock:
+                self.results.append((time.monotonic(), body, err, path))
+            if err is not None and self.stop_on_failure:
+                break
+
+    def stop(self):
+        self.stopped.set()
+        for t in self.threads:
+            t.join(timeout=40)
+        return self.results
+
+    def failures(self):
+        with self.lock:
+            return [r for r in self.results if r[2] is not None]
+
+    def count(self):
+        with self.lock:
+            return len(self.results)
+
+
+def waitress_c(*args):
+    return [sys.executable, "-m", "waitress_c", "--listen=127.0.0.1:0"] + list(
+        args
+    )
+
+
+@pytest.fixture
+def app_dir(tmp_path):
+    write_app(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def servers():
+    started = []
+    yield started
+    for s in started:
+        s.close()
+
+
+def start(servers, args, cwd, workers=2, **kw):
+    s = Supervised(args, cwd, **kw)
+    servers.append(s)
+    s.wait_for(r"Worker pid \d+: serving", count=workers)
+    return s
+
+
+def seen_pids(port, want, seconds=15.0, path="/"):
+    """Worker pids answering, until ``want`` distinct ones were seen."""
+    pids = set()
+    deadline = time.monotonic() + seconds
+    while len(pids) < want and time.monotonic() < deadline:
+        # A few concurrent slow requests spread over the workers.
+        results = []
+
+        def one():
+            try:
+                results.append(answer(get(port, "/?sleep=0.05"))[1])
+            except Exception:  # noqa: BLE001 - the caller checks the count
+                pass
+
+        threads = [threading.Thread(target=one) for _ in range(2 * want)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=15)
+        pids.update(results)
+    return pids
+
+
+def assert_no_failed_request(results, allowed=()):
+    """No request failed, but for the ``allowed`` exception types.  A
+    worker's graceful stop answers the requests on every connection it has
+    accepted, so a connection closed without a response is a failure."""
+    failures = [
+        r for r in results
+        if r[2] is not None and not isinstance(r[2], allowed)
+    ]
+    assert failures == [], (len(failures), len(results), failures[:3])
+
+
+# -- settings and API ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{"workers": 0}, {"workers": "-1"}, {"max_requests": -1},
+     {"max_requests_jitter": "-5"}],
+)
+def test_bad_worker_settings_are_refused(kw):
+    with pytest.raises(ValueError):
+        Adjustments(**kw)
+
+
+def test_default_is_one_process_and_no_supervisor():
+    server = create_server(lambda e, s: [], listen="127.0.0.1:0")
+    try:
+        assert not isinstance(server, Supervisor)
+    finally:
+        server.close()
+        for sock in server.sockets:
+            sock.close()
+
+
+def test_create_server_with_workers_returns_a_bound_supervisor():
+    sup = create_server(lambda e, s: [], listen="127.0.0.1:0", workers=3)
+    try:
+        assert isinstance(sup, Supervisor)
+        assert sup.adj.workers == 3
+        assert sup.worker_pids == []  # nothing forked before run()
+        port = int(sup.effective_port)
+        assert sup.effective_host == "127.0.0.1" and port > 0
+        # Bound and listening already: a connection waits in the backlog.
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+    finally:
+        for sock in sup.sockets:
+            sock.close()
+
+
+def test_max_requests_alone_uses_the_supervisor():
+    sup = create_server(lambda e, s: [], listen="127.0.0.1:0", max_requests=5)
+    try:
+        assert isinstance(sup, Supervisor) and sup.adj.workers == 1
+    finally:
+        for sock in sup.sockets:
+            sock.close()
+
+
+def test_describe_status():
+    assert describe_status(3 << 8) == "exit status 3"
+    assert describe_status(signal.SIGKILL) == "killed by signal SIGKILL"
+
+
+# -- serving ----------------------------------------------------------------------
+
+
+def test_n_workers_all_serve(app_dir, servers):
+    s = start(servers, waitress_c("--workers=3", "--threads=2", "wapp:app"),
+              app_dir, workers=3)
+    workers = s.worker_pids()
+    assert len(workers) == 3
+    pids = seen_pids(s.port, 3)
+    assert pids == set(workers)
+    assert s.proc.pid not in pids
+    # The supervisor itself: one thread, no event loop (no epoll instance).
+    assert os.listdir("/proc/%d/task" % s.proc.pid) == [str(s.proc.pid)]
+    fds = os.listdir("/proc/%d/fd" % s.proc.pid)
+    links = []
+    for fd in fds:
+        try:
+            links.append(os.readlink("/proc/%d/fd/%s" % (s.proc.pid, fd)))
+        except OSError:
+            pass
+    assert not [x for x in links if "eventpoll" in x or "eventfd" in x], links
+    # Every worker has its loop and its threads.
+    for pid in workers:
+        assert len(os.listdir("/proc/%d/task" % pid)) >= 3
+
+
+def test_app_is_imported_in_each_worker(app_dir, servers):
+    s = start(servers, waitress_c("--workers=2", "wapp:app"), app_dir)
+    for _ in range(10):
+        _, pid, imported = answer(s.get())
+        assert imported == pid  # imported after the fork, in the worker
+
+
+def test_preload_imports_once_in_the_supervisor(app_dir, servers):
+    s = start(servers, waitress_c("--workers=2", "--preload", "wapp:app"),
+              app_dir)
+    for _ in range(10):
+        _, pid, imported = answer(s.get())
+        assert imported == s.proc.pid != pid
+
+
+def test_boot_failure_stops_with_status_1(tmp_path):
+    (tmp_path / "broken.py").write_text("raise RuntimeError('no database')\n")
+    proc = subprocess.run(
+        waitress_c("--workers=2", "broken:app"),
+        cwd=str(tmp_path), capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "RuntimeError: no database" in proc.stderr
+    assert "failed to boot (exit status 3)" in proc.stderr
+    assert "Error: worker pid" in proc.stderr
+
+
+def test_unix_socket_and_serve_api(tmp_path, servers):
+    """serve(app, workers=2, unix_socket=...) from Python."""
+    write_app(tmp_path)
+    path = str(tmp_path / "w.sock")
+    script = (
+        "import logging, wapp, waitress_c\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "waitress_c.serve(wapp.app, unix_socket=%r, workers=2, threads=2)\n"
+        % path
+    )
+    s = start(servers, [sys.executable, "-c", script], tmp_path,
+              ready=re.compile(r"Serving on http://unix:"))
+    pids = seen_pids(path, 2)
+    assert pids == set(s.worker_pids())
+    _, pid, imported = answer(get(path))
+    assert imported == s.proc.pid  # serve() got an imported application
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 0
+
+
+def test_callers_sockets_are_shared_and_left_open(tmp_path, servers):
+    """serve(app, sockets=[s], workers=2): the caller's socket serves from
+    both workers and is still open in the caller afterwards."""
+    write_app(tmp_path)
+    script = (
+        "import logging, socket, sys, wapp, waitress_c\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "s = socket.socket()\n"
+        "s.bind(('127.0.0.1', 0))\n"
+        "s.listen(64)\n"
+        "waitress_c.serve(wapp.app, sockets=[s], workers=2, threads=2)\n"
+        "print('after serve: fileno', s.fileno(), flush=True)\n"
+    )
+    s = start(servers, [sys.executable, "-c", script], tmp_path)
+    assert seen_pids(s.port, 2) == set(s.worker_pids())
+    s.signal(signal.SIGINT)
+    assert s.wait() == 0
+    s.reader.join(timeout=5)
+    fileno = int(re.search(r"after serve: fileno (-?\d+)", s.output).group(1))
+    assert fileno >= 0
+
+
+# -- supervision --------------------------------------------------------------
+
+
+def slow_requests(port, n, seconds, tag):
+    """Start ``n`` slow requests in threads; returns (threads, results) with
+    results[id] = body or the exception."""
+    results = {}
+
+    def one(i):
+        rid = "%s%d" % (tag, i)
+        try:
+            results[rid] = get(port, "/?id=%s&sleep=%s" % (rid, seconds),
+                               timeout=seconds + 20)
+        except Exception as exc:  # noqa: BLE001 - checked by the caller
+            results[rid] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    return threads, results
+
+
+def records(app_dir, tag=""):
+    """{request id: pid} of the requests the application has started."""
+    out = {}
+    folder = app_dir / "records"
+    for name in os.listdir(folder):
+        if name.startswith(tag):
+            text = (folder / name).read_text()
+            if text:
+                out[name] = int(text)
+    return out
+
+
+def test_sigkill_of_a_worker_loses_only_its_requests(app_dir, servers):
+    s = start(servers, waitress_c("--workers=2", "--threads=2", "wapp:app"),
+              app_dir)
+    threads, results = slow_requests(s.port, 4, 4.0, "k")
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        started = records(app_dir, "k")
+        if len(set(started.values())) == 2 or len(started) == 4:
+            break
+        time.sleep(0.05)
+    started = records(app_dir, "k")
+    assert started
+    victim = sorted(started.values())[0]
+    os.kill(victim, signal.SIGKILL)
+    done_before = set(results)  # none, unless the machine is very slow
+    for t in threads:
+        t.join(timeout=30)
+    for rid, pid in started.items():
+        if rid in done_before:
+            continue
+        if pid == victim:
+            assert isinstance(results[rid], Exception), rid
+        else:
+            assert isinstance(results[rid], bytes), (rid, results[rid])
+            assert answer(results[rid])[1] == pid
+    s.wait_for(r"Worker pid %d died \(killed by signal SIGKILL\); starting "
+               r"a replacement" % victim)
+    s.wait_for(r"Worker pid \d+: serving", count=3)
+    pids = seen_pids(s.port, 2)
+    assert len(pids) == 2 and victim not in pids
+    assert pids == set(s.worker_pids())
+
+
+def test_sighup_rolls_new_code_in_without_a_failed_request(app_dir, servers):
+    s = start(servers, waitress_c("--workers=2", "--threads=2", "wapp:app"),
+              app_dir)
+    old = set(s.worker_pids())
+    load = Load(s.port, threads=4, seconds=30)
+    try:
+        time.sleep(0.5)
+        write_app(app_dir, version="v2-new")  # another size: no stale .pyc
+        s.signal(signal.SIGHUP)
+        s.wait_for("Rolling restart complete", timeout=25)
+        for pid in old:
+            s.wait_for(r"Worker pid %d exited \(exit status 0\)" % pid,
+                       timeout=25)
+        time.sleep(0.5)
+    finally:
+        results = load.stop()
+    assert len(results) > 50
+    new = set(s.worker_pids())
+    assert len(new) == 2 and not new & old
+    after = [answer(s.get()) for _ in range(6)]
+    assert all(v == "v2-new" and pid in new for v, pid, _ in after)
+    versions = [answer(r[1])[0] for r in results if r[1] is not None]
+    assert versions[0] == "v1" and versions[-1] == "v2-new"
+    assert_no_failed_request(results)
+
+
+def test_sigterm_under_load_finishes_what_was_accepted(app_dir, servers):
+    s = start(servers, waitress_c("--workers=2", "--threads=4",
+                                  "--shutdown-timeout=20", "wapp:app"),
+              app_dir)
+    workers = s.worker_pids()
+    load = Load(s.port, path="/?id=t{n}&sleep=0.3", threads=6, seconds=30,
+                stop_on_failure=True)
+    time.sleep(1.0)
+    s.signal(signal.SIGTERM)
+    status = s.wait(timeout=30)
+    results = load.stop()
+    assert status == 0
+    started = records(app_dir, "t")
+    assert len(started) >= 6
+    by_id = {r[3].split("id=")[1].split("&")[0]: r for r in results}
+    for rid in started:
+        assert rid in by_id, rid
+        assert by_id[rid][2] is None, (rid, by_id[rid][2])  # answered
+    # Connections after the stop are refused, and no worker is left.
+    with pytest.raises(OSError):
+        get(s.port, timeout=2)
+    assert not [p for p in workers if alive(p)]
+    assert "SIGTERM: stopping the workers gracefully" in s.output
+    # Refused: after the stop.  Reset: waiting in the kernel's accept queue
+    # when the listener closed, never accepted by a worker.
+    assert_no_failed_request(
+        results, allowed=(ConnectionRefusedError, ConnectionResetError))
+
+
+def test_max_requests_recycles_without_a_failed_request(app_dir, servers):
+    s = start(servers, waitress_c("--max-requests=20", "--threads=2",
+                                  "wapp:app"),
+              app_dir, workers=1)
+    load = Load(s.port, threads=2, seconds=30, limit=100)
+    for t in load.threads:
+        t.join(timeout=40)
+    results = load.stop()
+    assert len(results) == 100
+    answered = [answer(r[1])[1] for r in results if r[1] is not None]
+    counts = {}
+    for pid in answered:
+        counts[pid] = counts.get(pid, 0) + 1
+    assert len(counts) >= 4
+    retired = list(dict.fromkeys(answered))[:-1]
+    for pid in retired:
+        # The 20th request stops it; the other client's requests accepted
+        # before the stop took effect are still served.
+        assert 20 <= counts[pid] <= 24, counts
+    deadline = time.monotonic() + 10
+    while [p for p in retired if alive(p)] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [p for p in retired if alive(p)] == []
+    assert "max_requests reached, recycling it" in s.output
+    assert_no_failed_request(results)
+
+
+def test_ttin_and_ttou_change_the_worker_count(app_dir, servers):
+    s = start(servers, waitress_c("--workers=2", "wapp:app"), app_dir)
+    s.signal(signal.SIGTTIN)
+    s.wait_for(r"Worker pid \d+: serving", count=3)
+    assert len(s.worker_pids()) == 3
+    s.signal(signal.SIGTTOU)
+    s.wait_for("SIGTTOU: 2 workers wanted")
+    s.wait_for(r"\(one worker less\)")
+    deadline = time.monotonic() + 15
+    while len(s.worker_pids()) != 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(s.worker_pids()) == 2
+    assert seen_pids(s.port, 2) == set(s.worker_pids())
+
+
+def test_killed_supervisor_leaves_no_orphan(app_dir, servers):
+    s = start(servers, waitress_c("--workers=2", "wapp:app"), app_dir)
+    workers = s.worker_pids()
+    threads, results = slow_requests(s.port, 1, 1.5, "o")
+    deadline = time.monotonic() + 5
+    while not records(app_dir, "o") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    s.proc.kill()  # SIGKILL
+    s.proc.wait(timeout=10)
+    deadline = time.monotonic() + 15
+    while [p for p in workers if alive(p)] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [p for p in workers if alive(p)] == []
+    for t in threads:
+        t.join(timeout=20)
+    # The request in flight was finished: the workers stopped gracefully.
+    assert isinstance(results["o0"], bytes), results["o0"]
+    with pytest.raises(OSError):
+        get(s.port, timeout=2)
+
+
+# -- --reload ---------------------------------------------------------------
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_reload_restarts_when_a_file_changes(app_dir, servers, workers):
+    pytest.importorskip("hupper")
+    port = free_port()
+    args = [sys.executable, "-m", "waitress_c", "--reload",
+            "--listen=127.0.0.1:%d" % port, "--workers=%d" % workers,
+            "--shutdown-timeout=5", "wapp:app"]
+    s = Supervised(args, app_dir)
+    servers.append(s)
+    deadline = time.monotonic() + 20
+    first = None
+    while first is None and time.monotonic() < deadline:
+        try:
+            first = answer(get(port, timeout=2))
+        except (OSError, AssertionError, http.client.HTTPException):
+            time.sleep(0.1)
+    assert first is not None and first[0] == "v1"
+    # hupper learns of the module within a second or two of its import and
+    # then polls its mtime: touch the file again until the change is seen.
+    path = write_app(app_dir, version="v2-reloaded")
+    deadline = time.monotonic() + 40
+    touched = time.monotonic()
+    now = None
+    while time.monotonic() < deadline:
+        try:
+            now = answer(get(port, timeout=2))
+            if now[0] == "v2-reloaded":
+                break
+        except (OSError, AssertionError, http.client.HTTPException):
+            pass
+        if time.monotonic() - touched > 3:
+            os.utime(path)
+            touched = time.monotonic()
+        time.sleep(0.2)
+    assert now is not None and now[0] == "v2-reloaded", s.output
+    assert "wapp.py changed; reloading" in s.output
+    # hupper's monitor passes SIGTERM on to the server as a graceful stop.
+    s.signal(signal.SIGTERM)
+    assert s.wait(timeout=30) == 0
+
+
+def test_reload_without_hupper_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    from waitress_c import runner
+
+    monkeypatch.setitem(sys.modules, "hupper", None)  # import fails
+    calls = []
+    status = runner.run(
+        ["waitress-c-serve", "--reload", "wsgiref.simple_server:demo_app"],
+        _serve=lambda app, **kw: calls.append(app),
+    )
+    err = capsys.readouterr().err
+    assert status == 1 and calls == []
+    assert "--reload needs the hupper package" in err
+    assert "pip install 'waitress_c[reload]'" in err
+
+
+def test_runner_passes_a_loader_unless_preload(monkeypatch):
+    from waitress_c import runner
+    from waitress_c.supervisor import AppLoader
+
+    calls = []
+
+    def fake(app, **kw):
+        calls.append((app, kw))
+
+    app = "wsgiref.simple_server:demo_app"
+    assert runner.run(["x", "--workers=2", app], _serve=fake) == 0
+    assert runner.run(["x", "--workers=2", "--preload", app], _serve=fake) == 0
+    assert runner.run(["x", "--max-requests=9", app], _serve=fake) == 0
+    assert runner.run(["x", app], _serve=fake) == 0
+    loader = calls[0][0]
+    assert isinstance(loader, AppLoader) and calls[0][1] == {"workers": "2"}
+    from wsgiref.simple_server import demo_app
+
+    assert loader.load() is demo_app
+    assert calls[1][0] is demo_app
+    assert isinstance(calls[2][0], AppLoader)
+    assert calls[3][0] is demo_app
+
+
+def test_close_before_run_starts_no_worker():
+    sup = create_server(lambda e, s: [], listen="127.0.0.1:0", workers=2)
+    port = int(sup.effective_port)
+    sup.close()
+    sup.run()  # returns at once
+    assert sup.worker_pids == []
+    with pytest.raises(OSError):
+        get(port, timeout=2)  # its sockets are closed
+
+
+def test_close_from_another_thread_stops_gracefully(tmp_path, servers):
+    write_app(tmp_path)
+    script = (
+        "import logging, threading, time, urllib.request, wapp, waitress_c\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "sup = waitress_c.create_server(wapp.app, listen='127.0.0.1:0',\n"
+        "                               workers=2)\n"
+        "url = 'http://127.0.0.1:%s/?sleep=0.5' % sup.effective_port\n"
+        "def closer():\n"
+        "    for _ in range(100):\n"
+        "        try:\n"
+        "            body = urllib.request.urlopen(url, timeout=5).read()\n"
+        "            break\n"
+        "        except OSError:\n"
+        "            time.sleep(0.1)\n"
+        "    print('answered before close:', body.decode(), flush=True)\n"
+        "    sup.close()\n"
+        "threading.Thread(target=closer, daemon=True).start()\n"
+        "sup.run()\n"
+        "print('run returned', flush=True)\n"
+    )
+    s = Supervised([sys.executable, "-c", script], tmp_path,
+                   ready=re.compile("run returned"), timeout=30)
+    servers.append(s)
+    assert s.wait() == 0
+    assert "answered before close: v1" in s.output
+    assert "close(): stopping the workers gracefully" in s.output
+
+
+def test_workers_still_busy_after_shutdown_timeout_are_killed(app_dir, servers):
+    """A request longer than shutdown_timeout does not hold the stop up:
+    the worker is cut off (by its core's own deadline, or by the
+    supervisor's SIGKILL 5 s later), and the supervisor still exits 0."""
+    s = start(servers, waitress_c("--workers=2", "--shutdown-timeout=0.5",
+                                  "wapp:app"), app_dir)
+    threads, results = slow_requests(s.port, 1, 30, "x")
+    deadline = time.monotonic() + 5
+    while not records(app_dir, "x") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert records(app_dir, "x")
+    t0 = time.monotonic()
+    s.signal(signal.SIGTERM)
+    assert s.wait(timeout=20) == 0
+    assert time.monotonic() - t0 < 0.5 + 5 + 3
+    for t in threads:
+        t.join(timeout=10)
+    assert isinstance(results["x0"], Exception)
+
+
+def test_max_requests_jitter_spreads_the_limits(app_dir, servers):
+    """Each worker's limit is max_requests plus 0..jitter: with one client
+    at a time, every retired worker served between 5 and 5 + 10."""
+    s = start(servers, waitress_c("--max-requests=5",
+                                  "--max-requests-jitter=10", "wapp:app"),
+              app_dir, workers=1)
+    load = Load(s.port, threads=1, seconds=30, limit=80)
+    for t in load.threads:
+        t.join(timeout=40)
+    results = load.stop()
+    answered = [answer(r[1])[1] for r in results if r[1] is not None]
+    counts = {}
+    for pid in answered:
+        counts[pid] = counts.get(pid, 0) + 1
+    retired = list(dict.fromkeys(answered))[:-1]
+    assert len(retired) >= 4
+    for pid in retired:
+        assert 5 <= counts[pid] <= 15, counts
+    assert_no_failed_request(results)
+
+
+@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGQUIT])
+def test_second_signal_stops_at_once(app_dir, servers, second):
+    s = start(servers, waitress_c("--workers=2", "--shutdown-timeout=60",
+                                  "wapp:app"), app_dir)
+    threads, results = slow_requests(s.port, 1, 30, "q")
+    deadline = time.monotonic() + 5
+    while not records(app_dir, "q") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert records(app_dir, "q")
+    s.signal(signal.SIGTERM)
+    s.wait_for("SIGTERM: stopping the workers gracefully")
+    time.sleep(0.3)
+    assert s.proc.poll() is None  # waiting for the slow request
+    t0 = time.monotonic()
+    s.signal(second)
+    assert s.wait(timeout=20) == 0
+    assert time.monotonic() - t0 < 5
+    for t in threads:
+        t.join(timeout=10)
+    assert isinstance(results["q0"], Exception)
+    assert "%s: stopping the workers now" % second.name in s.output
+
+
+def test_app_loader_calls_factories_and_refuses_none(tmp_path, monkeypatch):
+    from waitress_c.supervisor import AppLoader
+
+    (tmp_path / "factory_mod.py").write_text(
+        "def app(e, s):\n    return []\n"
+        "def make():\n    return app\n"
+        "def nothing():\n    return None\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import factory_mod
+
+    assert AppLoader("factory_mod:make", call=True).load() is factory_mod.app
+    assert AppLoader("factory_mod.app").load() is factory_mod.app
+    with pytest.raises(ValueError, match="is None \\(returned by --call\\)"):
+        AppLoader("factory_mod:nothing", call=True).load()

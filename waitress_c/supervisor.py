@@ -1,0 +1,690 @@
+"""Several server processes on the same listening sockets, supervised.
+
+With ``workers`` > 1 (or ``max_requests`` set), ``create_server`` binds the
+listeners as usual and returns a :class:`Supervisor` instead of a server.
+Its ``run()`` forks the worker processes, each of which builds the normal
+server (event loop and thread pool) on the inherited sockets, and then only
+watches them: it never creates an event loop or a thread of its own, and
+serves no request.  The workers share each listening socket, and so its
+accept queue: a worker that stops accepting leaves the waiting connections
+to the others.
+
+Control goes through signals, as with gunicorn:
+
+=========  =============================================================
+to         signal and effect
+=========  =============================================================
+supervisor SIGTERM, SIGINT: graceful stop (workers finish what they have
+           accepted, within ``shutdown_timeout``); a second one, or
+           SIGQUIT: immediate stop.  SIGHUP: replace the workers one by
+           one.  SIGTTIN / SIGTTOU: one worker more / less.
+worker     SIGTERM: graceful stop of that worker (it is replaced);
+           SIGQUIT: immediate stop.  SIGINT, SIGHUP, SIGTTIN and SIGTTOU
+           are ignored: they are the supervisor's business.
+=========  =============================================================
+
+A worker learns that the supervisor is gone from a pipe whose only writer
+is the supervisor (and, on Linux, from ``PR_SET_PDEATHSIG``); it then stops
+gracefully, so killing the supervisor with SIGKILL leaves no orphan serving.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import itertools
+import logging
+import os
+import pkgutil
+import random
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from typing import Callable, Dict, List, Optional
+
+from waitress_c.adjustments import Adjustments
+
+__all__ = ["AppLoader", "Supervisor", "WorkerBootError", "wants_supervisor"]
+
+logger = logging.getLogger("waitress_c")
+
+# A worker that could not build its application or its server exits with
+# this status (gunicorn uses the same number).
+BOOT_ERROR = 3
+# Seconds a stopping worker gets beyond shutdown_timeout before SIGKILL.
+KILL_MARGIN = 5.0
+# A worker that dies sooner than this after it started counts as a failure
+# in a row: the next replacement waits longer (0, 0.5, 1, 2 ... 30 s).
+STABLE_AFTER = 5.0
+MAX_BACKOFF = 30.0
+
+# Bytes on a worker's status pipe.
+READY = b"R"  # the server is built: the worker serves from now on
+RETIRING = b"Q"  # max_requests reached: the worker is stopping by itself
+
+_CLOSE = 0  # byte the supervisor's close() writes (no signal has number 0)
+_SUPERVISOR_SIGNALS = tuple(
+    getattr(signal, name)
+    for name in (
+        "SIGINT", "SIGTERM", "SIGQUIT", "SIGHUP", "SIGTTIN", "SIGTTOU",
+        "SIGCHLD",
+    )
+)
+_WORKER_IGNORED = (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
+_PR_SET_PDEATHSIG = 1
+
+
+class WorkerBootError(RuntimeError):
+    """The first workers could not start (their exit status is logged)."""
+
+
+def wants_supervisor(adj: Adjustments) -> bool:
+    """Whether these settings need worker processes and a supervisor."""
+    return adj.workers > 1 or adj.max_requests > 0
+
+
+class AppLoader:
+    """An application named ``MODULE:OBJECT`` (or ``package.module.object``),
+    imported in each worker after the fork rather than in the supervisor;
+    with ``call``, the object is called and what it returns is served."""
+
+    def __init__(self, name: str, call: bool = False) -> None:
+        self.name = name
+        self.call = call
+
+    def load(self) -> Callable:
+        app = pkgutil.resolve_name(self.name)
+        if self.call:
+            app = app()
+        if app is None:
+            raise ValueError(
+                "The WSGI application %r is None%s."
+                % (self.name, " (returned by --call)" if self.call else "")
+            )
+        return app
+
+    def __repr__(self) -> str:
+        return "AppLoader(%r, call=%r)" % (self.name, self.call)
+
+
+def describe_status(status: int) -> str:
+    """A wait status as words: "exit status 3", "killed by signal SIGKILL"."""
+    code = os.waitstatus_to_exitcode(status)
+    if code >= 0:
+        return "exit status %d" % code
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = str(-code)
+    return "killed by signal %s" % name
+
+
+def _server_class(socks):
+    from waitress_c.server import (
+        MultiSocketServer,
+        TcpWSGIServer,
+        UnixWSGIServer,
+    )
+
+    if len(socks) != 1:
+        return MultiSocketServer
+    if socks[0].family == socket.AF_UNIX:
+        return UnixWSGIServer
+    return TcpWSGIServer
+
+
+def _set_parent_death_signal(sig: int) -> None:
+    """Linux: have the kernel send ``sig`` when the parent dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover
+        pass
+
+
+class _Worker:
+    """The supervisor's record of one worker process."""
+
+    __slots__ = ("pid", "fd", "started", "ready", "retiring", "replaces",
+                 "kill_at")
+
+    def __init__(self, pid: int, fd: int, replaces: Optional[int]) -> None:
+        self.pid = pid
+        self.fd = fd  # read end of its status pipe, -1 once at EOF
+        self.started = time.monotonic()
+        self.ready = False
+        self.retiring = False  # stopping: no longer counts as serving
+        self.replaces = replaces  # the pid a rolling restart retires for it
+        self.kill_at: Optional[float] = None  # SIGKILL deadline
+
+
+class _Stopper:
+    """Stops a worker's server at most once per level (1 graceful, 2
+    immediate), whoever asks: signals, the supervisor's pipe, max_requests."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.level = 0
+        self.lock = threading.Lock()
+
+    def stop(self, level: int) -> None:
+        with self.lock:
+            while self.level < level:
+                self.level += 1
+                self.server.close()
+
+
+class Supervisor:
+    """What ``create_server`` returns when ``workers`` > 1 or
+    ``max_requests`` is set: the listening sockets are bound; ``run()``
+    starts the worker processes and supervises them until ``close()`` (from
+    any thread) or SIGINT/SIGTERM, and returns once every worker has
+    exited.  ``effective_listen`` (and ``effective_host`` /
+    ``effective_port`` for one listener) are as on a server.
+    """
+
+    def __init__(self, application, adj: Adjustments, sockets, owned: bool):
+        from waitress_c.server import _sockinfo
+
+        self.application = application
+        self.adj = adj
+        self.sockets: List[socket.socket] = list(sockets)
+        self._owned = owned
+        self.effective_listen = [_sockinfo(s) for s in self.sockets]
+        self._workers: Dict[int, _Worker] = {}
+        self._target = adj.workers
+        self._ran = False
+        self._pid = os.getpid()
+        # Signals (through set_wakeup_fd) and close() wake the loop here.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._close_calls: List[int] = []
+        self._stopping = 0
+        self._booting = True  # until the first workers are all ready
+        self._boot_failed: Optional[str] = None
+        self._failures = 0  # quick deaths in a row
+        self._spawn_at = 0.0  # no spawning before this (backoff)
+        self._reload_queue: List[int] = []
+        self._reload_new: Optional[int] = None
+        self._alive_r = self._alive_w = -1
+        self._poller = select.poll()
+        self._by_fd: Dict[int, _Worker] = {}  # status pipe -> worker
+
+    # -- the public surface ---------------------------------------------------
+
+    @property
+    def effective_host(self) -> str:
+        return self.effective_listen[0][0]
+
+    @property
+    def effective_port(self) -> str:
+        return self.effective_listen[0][1]
+
+    @property
+    def worker_pids(self) -> List[int]:
+        """The pids of the worker processes alive now."""
+        return sorted(self._workers)
+
+    def print_listen(self, format_str: str) -> None:
+        for host, port in self.effective_listen:
+            if ":" in host:
+                host = "[%s]" % host
+            logger.info(format_str.format(host, port))
+
+    def close(self) -> None:
+        """Stop: gracefully the first time, at once the second.  Safe from
+        any thread, and before run()."""
+        self._close_calls.append(1)  # list.append: safe from any thread
+        try:
+            self._wake_w.send(bytes([_CLOSE]))
+        except OSError:
+            pass
+
+    def run(self) -> None:
+        if self._ran:
+            raise RuntimeError("run() may be called only once")
+        self._ran = True
+        self._pid = os.getpid()
+        in_main = threading.current_thread() is threading.main_thread()
+        restore = self._install_signals() if in_main else None
+        self._alive_r, self._alive_w = os.pipe()
+        try:
+            logger.info(
+                "Supervisor pid %d: starting %d worker%s",
+                self._pid, self._target, "" if self._target == 1 else "s",
+            )
+            self._loop(poll_ms=1000 if restore else 200)
+        finally:
+            for w in list(self._workers.values()):  # only after errors
+                self._kill(w, signal.SIGKILL)
+            self._reap(block=True)
+            for w in list(self._by_fd.values()):
+                self._forget_fd(w)
+            if restore:
+                self._restore_signals(restore)
+            os.close(self._alive_w)
+            os.close(self._alive_r)
+            self._wake_r.close()
+            self._wake_w.close()
+            self._close_sockets()
+        if self._boot_failed:
+            raise WorkerBootError(self._boot_failed)
+        logger.info("Supervisor pid %d: stopped", self._pid)
+
+    # -- the loop -------------------------------------------------------------
+
+    def _loop(self, poll_ms: int) -> None:
+        self._poller.register(self._wake_r.fileno(), select.POLLIN)
+        self._read_wakeups()  # close() before run(): start no worker
+        while True:
+            self._reap()
+            if self._stopping and not self._workers:
+                return
+            self._tick()
+            timeout = self._timeout(poll_ms)
+            for fd, _ in self._poller.poll(timeout):
+                if fd == self._wake_r.fileno():
+                    self._read_wakeups()
+                    continue
+                w = self._by_fd[fd]
+                try:
+                    data = os.read(fd, 64)
+                except OSError:
+                    data = b""
+                if data:
+                    self._on_status(w, data)
+                else:  # EOF: the worker has exited or is about to
+                    self._forget_fd(w)
+
+    def _forget_fd(self, w: _Worker) -> None:
+        if w.fd >= 0:
+            self._poller.unregister(w.fd)
+            del self._by_fd[w.fd]
+            os.close(w.fd)
+            w.fd = -1
+
+    def _timeout(self, poll_ms: int) -> int:
+        """Milliseconds until the next deadline, at most ``poll_ms``."""
+        now = time.monotonic()
+        deadlines = [w.kill_at for w in self._workers.values() if w.kill_at]
+        if self._spawn_at > now and not self._stopping:
+            deadlines.append(self._spawn_at)
+        ms = poll_ms
+        for d in deadlines:
+            ms = min(ms, max(0, int((d - now) * 1000) + 1))
+        return ms
+
+    def _read_wakeups(self) -> None:
+        try:
+            data = self._wake_r.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        for sig in data:
+            if sig == _CLOSE:
+                continue
+            if sig in (signal.SIGINT, signal.SIGTERM):
+                self._begin_stop(self._stopping + 1, signal.Signals(sig).name)
+            elif sig == signal.SIGQUIT:
+                self._begin_stop(2, "SIGQUIT")
+            elif sig == signal.SIGHUP:
+                self._begin_reload()
+            elif sig == signal.SIGTTIN:
+                self._target += 1
+                logger.info("SIGTTIN: %d workers wanted", self._target)
+            elif sig == signal.SIGTTOU:
+                if self._target > 1:
+                    self._target -= 1
+                logger.info("SIGTTOU: %d workers wanted", self._target)
+        while self._close_calls:
+            self._close_calls.pop()
+            self._begin_stop(self._stopping + 1, "close()")
+
+    def _on_status(self, w: _Worker, data: bytes) -> None:
+        if READY in data and not w.ready:
+            w.ready = True
+            logger.info("Worker pid %d: serving", w.pid)
+            if w.pid == self._reload_new:
+                self._reload_new = None
+                old = self._workers.get(w.replaces or 0)
+                if old is not None and not old.retiring:
+                    self._retire(old, "replaced")
+                if not self._reload_queue:
+                    logger.info("Rolling restart complete")
+            if self._booting and all(
+                x.ready for x in self._workers.values() if not x.retiring
+            ):
+                self._booting = False
+        if RETIRING in data and not w.retiring:
+            w.retiring = True
+            w.kill_at = time.monotonic() + self._stop_allowance()
+            logger.info(
+                "Worker pid %d: max_requests reached, recycling it", w.pid
+            )
+
+    def _tick(self) -> None:
+        """Deadlines, the next step of a rolling restart, the worker
+        count."""
+        now = time.monotonic()
+        for w in self._workers.values():
+            if w.kill_at is not None and now >= w.kill_at:
+                logger.warning(
+                    "Worker pid %d did not stop in time: SIGKILL", w.pid
+                )
+                self._kill(w, signal.SIGKILL)
+                w.kill_at = None
+        if self._stopping:
+            return
+        if self._reload_new is None:
+            while self._reload_queue:
+                old = self._workers.get(self._reload_queue.pop(0))
+                if old is not None and not old.retiring:
+                    self._reload_new = self._spawn(replaces=old.pid)
+                    break
+        serving = [w for w in self._workers.values() if not w.retiring]
+        extra = 1 if self._reload_new is not None else 0
+        missing = self._target + extra - len(serving)
+        if missing > 0 and now >= self._spawn_at:
+            for _ in range(missing):
+                self._spawn()
+        elif missing < 0:
+            # SIGTTOU: the oldest go first (never the one booting for a
+            # rolling restart).
+            candidates = sorted(
+                (w for w in serving if w.pid != self._reload_new),
+                key=lambda w: w.started,
+            )
+            for w in candidates[: -missing]:
+                self._retire(w, "one worker less")
+
+    # -- workers --------------------------------------------------------------
+
+    def _stop_allowance(self) -> float:
+        return self.adj.shutdown_timeout + KILL_MARGIN
+
+    def _kill(self, w: _Worker, sig: int) -> None:
+        try:
+            os.kill(w.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _retire(self, w: _Worker, why: str) -> None:
+        logger.info("Worker pid %d: stopping gracefully (%s)", w.pid, why)
+        w.retiring = True
+        w.kill_at = time.monotonic() + self._stop_allowance()
+        self._kill(w, signal.SIGTERM)
+
+    def _begin_stop(self, level: int, why: str) -> None:
+        level = min(level, 2)
+        if level <= self._stopping:
+            return
+        self._stopping = level
+        self._reload_queue.clear()
+        self._reload_new = None
+        if level == 1:
+            logger.info(
+                "%s: stopping the workers gracefully (shutdown_timeout %g s)",
+                why, self.adj.shutdown_timeout,
+            )
+        else:
+            logger.info("%s: stopping the workers now", why)
+        # The listeners stay open only in the workers, whose servers close
+        # them at once: new connections are refused from now on.
+        self._close_sockets()
+        now = time.monotonic()
+        for w in self._workers.values():
+            w.retiring = True
+            limit = now + (self._stop_allowance() if level == 1 else KILL_MARGIN)
+            w.kill_at = min(w.kill_at or limit, limit)
+            self._kill(w, signal.SIGTERM if level == 1 else signal.SIGQUIT)
+
+    def _begin_reload(self) -> None:
+        if self._stopping:
+            return
+        olds = sorted(
+            (w for w in self._workers.values() if not w.retiring),
+            key=lambda w: w.started,
+        )
+        logger.info(
+            "SIGHUP: replacing %d worker%s one by one",
+            len(olds), "" if len(olds) == 1 else "s",
+        )
+        # A new SIGHUP during a rolling restart starts over with the
+        # workers serving now (new ones included).
+        self._reload_queue = [w.pid for w in olds if w.pid != self._reload_new]
+
+    def _reap(self, block: bool = False) -> None:
+        for pid in list(self._workers):
+            try:
+                done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                done, status = pid, 0
+            if done:
+                self._on_exit(self._workers.pop(pid), status)
+
+    def _on_exit(self, w: _Worker, status: int) -> None:
+        how = describe_status(status)
+        if w.fd >= 0:  # a last status byte may wait there
+            try:
+                data = os.read(w.fd, 64)
+            except OSError:
+                data = b""
+            if data:
+                self._on_status(w, data)
+            self._forget_fd(w)
+        if self._stopping or w.retiring:
+            logger.info("Worker pid %d exited (%s)", w.pid, how)
+            return
+        now = time.monotonic()
+        if not w.ready:
+            if self._booting:
+                self._boot_failed = "worker pid %d failed to boot (%s)" % (
+                    w.pid, how)
+                logger.error("Worker pid %d failed to boot (%s): stopping",
+                             w.pid, how)
+                self._begin_stop(1, "boot failure")
+                return
+            if w.pid == self._reload_new:
+                logger.error(
+                    "Worker pid %d failed to boot (%s): rolling restart "
+                    "abandoned, the other workers keep serving", w.pid, how)
+                self._reload_new = None
+                self._reload_queue.clear()
+                return
+        if now - w.started < STABLE_AFTER:
+            self._failures += 1
+        else:
+            self._failures = 0
+        delay = 0.0
+        if self._failures > 1:
+            delay = min(MAX_BACKOFF, 0.5 * 2 ** (self._failures - 2))
+        self._spawn_at = now + delay
+        logger.warning(
+            "Worker pid %d died (%s); starting a replacement%s",
+            w.pid, how, " in %g s" % delay if delay else "",
+        )
+
+    def _spawn(self, replaces: Optional[int] = None) -> Optional[int]:
+        """Fork one worker; returns its pid (None if fork failed)."""
+        r, w = os.pipe()
+        blocked = signal.pthread_sigmask(
+            signal.SIG_BLOCK, _SUPERVISOR_SIGNALS)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            os.close(r)
+            os.close(w)
+            logger.error("Cannot start a worker: %s", exc)
+            self._spawn_at = time.monotonic() + 1.0
+            return None
+        if pid == 0:  # the worker
+            status = 70
+            try:
+                os.close(r)
+                status = self._worker_main(w, blocked)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                for stream in (sys.stdout, sys.stderr):
+                    try:
+                        stream.flush()
+                    except Exception:
+                        pass
+                os._exit(status)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        os.close(w)
+        self._workers[pid] = rec = _Worker(pid, r, replaces)
+        self._by_fd[r] = rec
+        self._poller.register(r, select.POLLIN)
+        logger.info(
+            "Worker pid %d: starting%s", pid,
+            " (to replace pid %d)" % replaces if replaces else "",
+        )
+        return pid
+
+    # -- in the worker process ----------------------------------------------
+
+    def _worker_main(self, status_w: int, mask) -> int:
+        """Runs in the forked child; returns its exit status."""
+        for sig in _SUPERVISOR_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        for sig in _WORKER_IGNORED:
+            signal.signal(sig, signal.SIG_IGN)
+        signal.set_wakeup_fd(-1)
+        self._wake_r.close()
+        self._wake_w.close()
+        os.close(self._alive_w)
+        for fd in self._by_fd:
+            os.close(fd)
+        self._workers = {}
+        self._by_fd = {}
+        _set_parent_death_signal(signal.SIGTERM)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if os.getppid() != self._pid:
+            return 0  # the supervisor died while we were being born
+        retire: List[Callable[[], None]] = []
+        try:
+            app = self.application
+            if isinstance(app, AppLoader):
+                app = app.load()
+            if self.adj.max_requests:
+                limit = self.adj.max_requests + random.randint(
+                    0, self.adj.max_requests_jitter)
+                app = _count_requests(app, limit, lambda: retire[0]())
+            server = _server_class(self.sockets)(
+                app, self.adj, self.sockets, False)
+        except BaseException:
+            logger.exception("Worker pid %d: cannot start", os.getpid())
+            return BOOT_ERROR
+        # The server's core serves its own copies of the listening sockets
+        # and closes them when it stops: closing ours leaves the listeners
+        # open in this process only as long as it accepts on them.
+        for sock in self.sockets:
+            sock.close()
+        stopper = _Stopper(server)
+
+        def retire_self() -> None:
+            logger.info(
+                "Worker pid %d: %d requests (max_requests): stopping",
+                os.getpid(), limit)
+            _write(status_w, RETIRING)
+            stopper.stop(1)
+
+        retire.append(retire_self)
+        self._serve_in_worker(server, stopper, status_w)
+        return 0
+
+    def _serve_in_worker(self, server, stopper: _Stopper, status_w: int):
+        """Run the server in a thread; the main thread turns signals and the
+        supervisor's death into stops."""
+        r, w = socket.socketpair()
+        r.setblocking(False)
+        w.setblocking(False)
+        signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGQUIT):
+            signal.signal(sig, lambda signum, frame: None)
+        done = threading.Event()
+
+        def serve() -> None:
+            try:
+                server.run()
+            finally:
+                done.set()
+                w.send(b"\0")  # wake the main thread: the server is done
+
+        loop = threading.Thread(target=serve, name="waitress_c-loop")
+        loop.start()
+        _write(status_w, READY)
+        poller = select.poll()
+        poller.register(r.fileno(), select.POLLIN)
+        poller.register(self._alive_r, select.POLLIN)
+        while not done.is_set():
+            for fd, _ in poller.poll(1000):
+                if fd == self._alive_r:  # the supervisor is gone
+                    poller.unregister(fd)
+                    stopper.stop(1)
+                    continue
+                try:
+                    data = r.recv(64)
+                except (BlockingIOError, InterruptedError):
+                    data = b""
+                for sig in data:
+                    if sig == signal.SIGQUIT:
+                        stopper.stop(2)
+                    elif sig == signal.SIGTERM:
+                        stopper.stop(1)
+            if os.getppid() != self._pid:
+                stopper.stop(1)
+        loop.join()
+        signal.set_wakeup_fd(-1)
+
+    # -- helpers --------------------------------------------------------------
+
+    def _close_sockets(self) -> None:
+        if self._owned:
+            for sock in self.sockets:
+                sock.close()
+
+    def _install_signals(self):
+        old_fd = signal.set_wakeup_fd(
+            self._wake_w.fileno(), warn_on_full_buffer=False)
+        old = {}
+        for sig in _SUPERVISOR_SIGNALS:
+            # The wakeup fd carries the signal number to the loop.
+            old[sig] = signal.signal(sig, lambda signum, frame: None)
+        return old_fd, old
+
+    @staticmethod
+    def _restore_signals(state) -> None:
+        old_fd, old = state
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(old_fd)
+
+
+def _write(fd: int, data: bytes) -> None:
+    try:
+        os.write(fd, data)
+    except OSError as exc:  # the supervisor is gone
+        if exc.errno not in (errno.EPIPE, errno.EBADF):
+            raise
+
+
+def _count_requests(app, limit: int, on_limit: Callable[[], None]):
+    """``app``, calling ``on_limit`` when its ``limit``-th request starts
+    (that request is served like the others)."""
+    counter = itertools.count(1)
+
+    def counted(environ, start_response):
+        if next(counter) == limit:  # atomic under the GIL
+            on_limit()
+        return app(environ, start_response)
+
+    return counted
