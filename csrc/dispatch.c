@@ -211,9 +211,9 @@ serve_channel(wc_worker_t *w, wc_channel_t *ch)
 
         int close = 0;
         if (req->error_status) {
-            wc_wsgi_error_response(w, ch, req->version ? req->version : 10,
-                                   req->error_status, req->error_detail,
-                                   strlen(req->error_detail));
+            wc_response_error(w, ch, req->version ? req->version : 10,
+                              req->error_status, req->error_detail,
+                              strlen(req->error_detail));
             close = 1;
         } else {
             wc_wsgi_serve(w, ch, req, &close);

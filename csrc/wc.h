@@ -405,7 +405,7 @@ void wc_dispatch_drain_logs(wc_server_t *srv, PyObject *logger,
  * has stopped.  Holds the GIL only while emitting. */
 PyObject *wc_dispatch_log_main(PyObject *server);
 
-/* ---- wsgi.c: environ, calling the app, the response (GIL held) --------- */
+/* ---- wsgi.c, environ.c, response.c: one request on a worker (GIL held) - */
 
 struct wc_worker_s {
     PyObject *server;           /* ServerObject, borrowed */
@@ -421,9 +421,12 @@ int wc_wsgi_init(PyObject *module);
 void wc_wsgi_serve(wc_worker_t *w, wc_channel_t *ch, wc_request_t *req,
                    int *close);
 void wc_wsgi_worker_done(wc_worker_t *w);
-void wc_wsgi_error_response(wc_worker_t *w, wc_channel_t *ch, int version,
-                            int status, const char *detail, size_t dlen);
+/* A server-generated error page in waitress's format, with
+ * Connection: close.  No Python needed. */
+void wc_response_error(wc_worker_t *w, wc_channel_t *ch, int version,
+                       int status, const char *detail, size_t dlen);
 const char *wc_date(wc_worker_t *w, size_t *len);
+int wc_environ_init(void) WC_RAISES_NEG;
 
 /* ---- module.c: the ServerObject, module state -------------------------- */
 
@@ -444,6 +447,11 @@ typedef struct {
     PyObject *io_open;
     PyObject *format_exc;
 } ServerObject;
+
+/* environ.c.  New reference; *path_out gets a new reference to PATH_INFO
+ * (for log lines). */
+PyObject *wc_environ_build(ServerObject *so, wc_channel_t *ch,
+                           wc_request_t *req, PyObject **path_out);
 
 /* ---- start_response.c --------------------------------------------------- */
 
