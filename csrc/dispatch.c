@@ -211,9 +211,13 @@ serve_channel(wc_worker_t *w, wc_channel_t *ch)
 
         int close = 0;
         if (req->error_status) {
-            wc_response_error(w, ch, req->version ? req->version : 10,
-                              req->error_status, req->error_detail,
-                              strlen(req->error_detail));
+            uint64_t n = wc_response_error(w, ch,
+                                           req->version ? req->version : 10,
+                                           req->error_status,
+                                           req->error_detail,
+                                           strlen(req->error_detail));
+            if (((ServerObject *)w->server)->access_log)
+                wc_wsgi_log_error(w, ch, req, req->error_status, n);
             close = 1;
         } else {
             wc_wsgi_serve(w, ch, req, &close);

@@ -254,6 +254,20 @@ make_input(ServerObject *so, wc_request_t *req)
     return f;
 }
 
+/* New reference: REMOTE_ADDR as the connection gives it ("localhost" on
+ * a unix socket). */
+PyObject *
+wc_environ_peer(wc_channel_t *ch)
+{
+    char addr[INET6_ADDRSTRLEN];
+    if (ch->peer_family == 0)
+        strcpy(addr, "localhost");
+    else
+        inet_ntop(ch->peer_family == 6 ? AF_INET6 : AF_INET, ch->peer_addr,
+                  addr, sizeof(addr));
+    return PyUnicode_FromString(addr);
+}
+
 /* New reference: the environ for one request. */
 PyObject *
 wc_environ_build(ServerObject *so, wc_channel_t *ch, wc_request_t *req,
@@ -292,13 +306,7 @@ wc_environ_build(ServerObject *so, wc_channel_t *ch, wc_request_t *req,
         SET_NEW(keys[K_QUERY_STRING], latin1(req->query, req->query_len));
     else if (PyDict_SetItem(env, keys[K_QUERY_STRING], keys[V_EMPTY]) < 0)
         goto error;
-    char addr[INET6_ADDRSTRLEN];
-    if (ch->peer_family == 0)
-        strcpy(addr, "localhost");
-    else
-        inet_ntop(ch->peer_family == 6 ? AF_INET6 : AF_INET, ch->peer_addr,
-                  addr, sizeof(addr));
-    v = PyUnicode_FromString(addr);
+    v = wc_environ_peer(ch);
     if (v == NULL || PyDict_SetItem(env, keys[K_REMOTE_ADDR], v) < 0
         || PyDict_SetItem(env, keys[K_REMOTE_HOST], v) < 0)
         goto error;

@@ -1,7 +1,8 @@
 /* module.c: the waitress_c._core module (multi-phase init, PEP 489) and
  * its Server type, the small C surface the Python package drives:
  *
- *     srv = Server(app, listeners, adj, drop_proxy_headers=False)
+ *     srv = Server(app, listeners, adj, drop_proxy_headers=False,
+ *                  access_log=None)
  *     srv.worker()      # in each worker thread: serves until stopped
  *     srv.run(sigfd)    # in the serving thread: the loop, GIL released
  *     srv.close()       # any thread: graceful stop (twice: immediate)
@@ -248,11 +249,11 @@ static PyObject *
 server_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"app", "listeners", "adj", "drop_proxy_headers",
-                             NULL};
-    PyObject *app, *listeners, *adj;
+                             "access_log", NULL};
+    PyObject *app, *listeners, *adj, *access_log = Py_None;
     int drop = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|p:Server", kwlist, &app,
-                                     &listeners, &adj, &drop))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|pO:Server", kwlist, &app,
+                                     &listeners, &adj, &drop, &access_log))
         return NULL;
     if (!PyCallable_Check(app)) {
         PyErr_SetString(PyExc_TypeError, "app must be callable");
@@ -283,6 +284,7 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     wc_server_t *srv = so->srv;
     srv->owner = so;
     so->app = Py_NewRef(app);
+    so->access_log = access_log != Py_None ? Py_NewRef(access_log) : NULL;
     so->sr_type = Py_NewRef(st->sr_type);
     so->input_type = Py_NewRef(st->input_type);
     so->file_wrapper = Py_NewRef(st->filewrapper_type);
@@ -438,6 +440,7 @@ server_traverse(ServerObject *so, visitproc visit, void *arg)
     Py_VISIT(so->disc_type);
     Py_VISIT(so->io_open);
     Py_VISIT(so->format_exc);
+    Py_VISIT(so->access_log);
     Py_VISIT(Py_TYPE(so));
     return 0;
 }
@@ -458,6 +461,7 @@ server_clear(ServerObject *so)
     Py_CLEAR(so->disc_type);
     Py_CLEAR(so->io_open);
     Py_CLEAR(so->format_exc);
+    Py_CLEAR(so->access_log);
     return 0;
 }
 
@@ -519,7 +523,8 @@ static PyType_Slot server_slots[] = {
     {Py_tp_traverse, server_traverse},
     {Py_tp_clear, server_clear},
     {Py_tp_dealloc, server_dealloc},
-    {Py_tp_doc, "Server(app, listeners, adj, drop_proxy_headers=False)"},
+    {Py_tp_doc, "Server(app, listeners, adj, drop_proxy_headers=False, "
+                "access_log=None)"},
     {0, NULL},
 };
 

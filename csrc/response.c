@@ -122,6 +122,7 @@ wc_response_head(response_t *r, int64_t known_len)
     wc_buf_t *b = &r->w->out;
     wc_config_t *cfg = &r->so->srv->cfg;
     int code = status_code(sr->status);
+    r->status = code;
     int app_cl = sr->content_length >= 0;
 
     r->has_body = !((code >= 100 && code < 200) || code == 204
@@ -543,8 +544,9 @@ wc_response_finish(response_t *r, int *close)
     return 0;
 }
 
-/* A server-generated error in waitress's format.  No Python needed. */
-void
+/* A server-generated error in waitress's format.  No Python needed.
+ * Returns the body bytes sent (0 when the client is gone). */
+uint64_t
 wc_response_error(wc_worker_t *w, wc_channel_t *ch, int version,
                   int status, const char *detail, size_t dlen)
 {
@@ -578,4 +580,5 @@ wc_response_error(wc_worker_t *w, wc_channel_t *ch, int version,
             rv = -1;    /* the client is gone; it is closing anyway */
     }
     b->len = 0;
+    return rv == 0 ? blen : 0;
 }

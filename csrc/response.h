@@ -22,6 +22,7 @@ typedef struct response_s {
     int64_t cl;             /* framing Content-Length, -1 if none */
     uint64_t sent;          /* body bytes accepted (before framing) */
     int failed;             /* the client is gone */
+    int status;             /* status code sent, 0 before the head */
     int warned_long;
     int warned_nobody;
     struct iovec iov[WC_IOV_MAX];

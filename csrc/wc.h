@@ -423,8 +423,11 @@ void wc_wsgi_serve(wc_worker_t *w, wc_channel_t *ch, wc_request_t *req,
 void wc_wsgi_worker_done(wc_worker_t *w);
 /* A server-generated error page in waitress's format, with
  * Connection: close.  No Python needed. */
-void wc_response_error(wc_worker_t *w, wc_channel_t *ch, int version,
-                       int status, const char *detail, size_t dlen);
+uint64_t wc_response_error(wc_worker_t *w, wc_channel_t *ch, int version,
+                           int status, const char *detail, size_t dlen);
+/* The access log line of a server error answered without the app. */
+void wc_wsgi_log_error(wc_worker_t *w, wc_channel_t *ch, wc_request_t *req,
+                       int status, uint64_t nbytes);
 const char *wc_date(wc_worker_t *w, size_t *len);
 int wc_environ_init(void) WC_RAISES_NEG;
 
@@ -446,12 +449,14 @@ typedef struct {
     PyObject *disc_type;
     PyObject *io_open;
     PyObject *format_exc;
+    PyObject *access_log;       /* callable, or NULL when off */
 } ServerObject;
 
 /* environ.c.  New reference; *path_out gets a new reference to PATH_INFO
  * (for log lines). */
 PyObject *wc_environ_build(ServerObject *so, wc_channel_t *ch,
                            wc_request_t *req, PyObject **path_out);
+PyObject *wc_environ_peer(wc_channel_t *ch);
 
 /* ---- start_response.c --------------------------------------------------- */
 

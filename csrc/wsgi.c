@@ -10,6 +10,10 @@
 
 #include <string.h>
 
+static void log_access(ServerObject *so, PyObject *env, wc_channel_t *ch,
+                       wc_request_t *req, int status, uint64_t nbytes,
+                       uint64_t t0, PyObject *headers);
+
 /* New reference to the exception being raised, normalized, with its
  * traceback attached; clears the error indicator. */
 static PyObject *
@@ -55,10 +59,9 @@ app_failed(response_t *r, int *close)
 {
     PyObject *exc = fetch_exc();
     *close = 1;
-    if (exc == NULL)
-        return;
     if (r->failed) {
-        /* Client gone: not the app's fault. */
+        /* Client gone (a write failed, or the connection timed out while
+         * the response waited): not the app's fault. */
         PyObject *res = PyObject_CallMethod(r->so->logger, "info", "sO",
                                             "Client disconnected while "
                                             "serving %s",
@@ -68,6 +71,8 @@ app_failed(response_t *r, int *close)
         Py_XDECREF(exc);
         return;
     }
+    if (exc == NULL)
+        return;
     if (!r->sr->headers_sent
         && PyObject_TypeCheck(exc, (PyTypeObject *)r->so->bad_request)) {
         PyObject *s = PyObject_Str(exc);
@@ -78,7 +83,9 @@ app_failed(response_t *r, int *close)
             d = "";
             n = 0;
         }
-        wc_response_error(r->w, r->ch, r->version, 400, d, (size_t)n);
+        r->sent = wc_response_error(r->w, r->ch, r->version, 400, d,
+                                    (size_t)n);
+        r->status = 400;
         Py_XDECREF(s);
         Py_DECREF(exc);
         return;
@@ -96,6 +103,7 @@ app_failed(response_t *r, int *close)
     Py_XDECREF(fn);
     PyErr_Clear();
     if (!r->sr->headers_sent) {
+        r->status = 500;
         if (r->so->srv->cfg.expose_tracebacks) {
             PyObject *trace = PyException_GetTraceback(exc);
             PyObject *tb = PyObject_CallFunctionObjArgs(
@@ -116,15 +124,15 @@ app_failed(response_t *r, int *close)
                     "error";
                 n = (Py_ssize_t)strlen(d);
             }
-            wc_response_error(r->w, r->ch, r->version, 500, d,
-                              (size_t)n);
+            r->sent = wc_response_error(r->w, r->ch, r->version, 500, d,
+                                        (size_t)n);
             Py_XDECREF(tb);
             Py_XDECREF(txt);
         } else {
             static const char d[] = "The server encountered an unexpected "
                                     "internal server error";
-            wc_response_error(r->w, r->ch, r->version, 500, d,
-                              sizeof(d) - 1);
+            r->sent = wc_response_error(r->w, r->ch, r->version, 500, d,
+                                        sizeof(d) - 1);
         }
     }
     Py_DECREF(exc);
@@ -300,6 +308,7 @@ wc_wsgi_serve(wc_worker_t *w, wc_channel_t *ch, wc_request_t *req,
     r.cl = -1;
     *close = 0;
 
+    uint64_t t0 = so->access_log ? uv_hrtime() : 0;
     env = wc_environ_build(so, ch, req, &r.path);
     if (env == NULL)
         goto failed;
@@ -349,7 +358,9 @@ failed:
             PyErr_Clear();
             static const char d[] = "The server encountered an unexpected "
                                     "internal server error";
-            wc_response_error(w, ch, r.version, 500, d, sizeof(d) - 1);
+            r.sent = wc_response_error(w, ch, r.version, 500, d,
+                                       sizeof(d) - 1);
+            r.status = 500;
             *close = 1;
             goto done;
         }
@@ -374,10 +385,62 @@ done:
         PyErr_Clear();
         *close = 1;
     }
+    if (so->access_log)
+        log_access(so, env, ch, req, r.status, r.sent, t0,
+                   sr ? sr->headers : NULL);
     Py_XDECREF(result);
     Py_XDECREF(env);
     Py_XDECREF(r.path);
     if (sr)
         release_sr(w, sr);
     w->out.len = 0;
+}
+
+/* New reference: str of the bytes, or None when there are none. */
+static PyObject *
+str_or_none(const char *p, size_t n)
+{
+    if (p == NULL)
+        return Py_NewRef(Py_None);
+    return PyUnicode_DecodeLatin1(p, (Py_ssize_t)n, NULL);
+}
+
+/* Hand one response's facts to the access log (waitress_c/access_log.py
+ * formats them).  `env` and `headers` may be NULL.  Never raises: a
+ * failing access log is reported, not the request's problem. */
+static void
+log_access(ServerObject *so, PyObject *env, wc_channel_t *ch,
+           wc_request_t *req, int status, uint64_t nbytes, uint64_t t0,
+           PyObject *headers)
+{
+    uint64_t micros = (uv_hrtime() - t0) / 1000;
+    PyObject *peer = env ? Py_NewRef(Py_None) : wc_environ_peer(ch);
+    PyObject *method = str_or_none(req->method, req->method_len);
+    PyObject *target = str_or_none(req->target, req->target_len);
+    PyObject *proto = req->version == 11 ? PyUnicode_FromString("HTTP/1.1")
+                      : req->version == 10 ? PyUnicode_FromString("HTTP/1.0")
+                                           : Py_NewRef(Py_None);
+    PyObject *res = NULL;
+    if (peer && method && target && proto)
+        res = PyObject_CallFunction(so->access_log, "OOOOOiKKO",
+                                    env ? env : Py_None, peer, method,
+                                    target, proto, status,
+                                    (unsigned long long)nbytes,
+                                    (unsigned long long)micros,
+                                    headers ? headers : Py_None);
+    if (res == NULL)
+        PyErr_WriteUnraisable(so->access_log);
+    Py_XDECREF(res);
+    Py_XDECREF(peer);
+    Py_XDECREF(method);
+    Py_XDECREF(target);
+    Py_XDECREF(proto);
+}
+
+void
+wc_wsgi_log_error(wc_worker_t *w, wc_channel_t *ch, wc_request_t *req,
+                  int status, uint64_t nbytes)
+{
+    ServerObject *so = (ServerObject *)w->server;
+    log_access(so, NULL, ch, req, status, nbytes, uv_hrtime(), NULL);
 }

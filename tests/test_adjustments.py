@@ -206,6 +206,8 @@ DEFAULTS = {
     "workers": 1,
     "max_requests": 0,
     "max_requests_jitter": 0,
+    "access_log": False,
+    "access_log_format": '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
 }
 
 
@@ -287,6 +289,8 @@ FROM_STRINGS = [
     ("workers", "4", 4),
     ("max_requests", "1000", 1000),
     ("max_requests_jitter", "50", 50),
+    ("access_log", "yes", True),
+    ("access_log_format", "%(h)s %(s)s %(D)s", "%(h)s %(s)s %(D)s"),
 ]
 
 NEEDS_PROXY = {"trusted_proxy_count", "trusted_proxy_headers"}

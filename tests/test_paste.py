@@ -53,6 +53,8 @@ shutdown_timeout = 2.5
 workers = 2
 max_requests = 1000
 max_requests_jitter = 10
+access_log = true
+access_log_format = %%(h)s %%(s)s %%(b)s
 """
 
 EXPECTED = {
@@ -89,6 +91,8 @@ EXPECTED = {
     "workers": 2,
     "max_requests": 1000,
     "max_requests_jitter": 10,
+    "access_log": True,
+    "access_log_format": "%(h)s %(s)s %(b)s",
 }
 
 

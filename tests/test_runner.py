@@ -179,6 +179,7 @@ VALUE_FLAGS = {
     "workers": "3",
     "max_requests": "1000",
     "max_requests_jitter": "50",
+    "access_log_format": "%(h)s %(s)s",
 }
 
 CONTEXT = {

@@ -19,6 +19,8 @@ import socket
 import warnings
 from typing import Any, Callable, Iterable, NamedTuple
 
+from waitress_c.access_log import COMBINED, check_format
+
 __all__ = [
     "Adjustments",
     "OPTIONS",
@@ -94,6 +96,11 @@ def slash_fixed_str(value: str) -> str:
 def str_iftruthy(value: Any) -> str | None:
     """``str(value)``, or None for a false value (``''``, ``None``, 0)."""
     return str(value) if value else None
+
+
+def access_log_format(value: str) -> str:
+    """A format of ``%(atom)s`` fields; unknown atoms are refused."""
+    return check_format(str(value))
 
 
 def as_socket_list(value: Iterable[Any]) -> list[socket.socket]:
@@ -394,7 +401,8 @@ OPTIONS: tuple[Option, ...] = (
         "requests in flight may take to finish.  New connections are "
         "refused from the start of the stop; once this many seconds have "
         "passed, the connections still open are closed, what was cut off is "
-        "logged, and the server returns.",
+        "logged, and the server returns.  0 waits for as long as they "
+        "take.",
         "30",
         extra=True,
     ),
@@ -425,6 +433,25 @@ OPTIONS: tuple[Option, ...] = (
         "worker's max_requests, so that the workers are not all recycled "
         "at the same time.",
         "0",
+        extra=True,
+    ),
+    Option(
+        "access_log", asbool, False, None, STANDARD,
+        "Log one line per response, the server's own error responses "
+        "included, at INFO on the waitress_c.access logger (route it with "
+        "the logging configuration).",
+        "off",
+        extra=True,
+    ),
+    Option(
+        "access_log_format", access_log_format, COMBINED, "FORMAT", STANDARD,
+        "The access log line, in gunicorn's format: %(h)s remote address, "
+        "%(t)s time, %(r)s request line, %(s)s status, %(b)s body bytes, "
+        "%(f)s referer, %(a)s user agent, %(D)s / %(M)s duration in "
+        "microseconds / milliseconds, %({name}i)s a request header, "
+        "%({name}o)s a response header; the full list is in the docs.  The "
+        "default is Apache's combined format.",
+        "combined",
         extra=True,
     ),
 )
@@ -485,6 +512,8 @@ class Adjustments:
     workers: int
     max_requests: int
     max_requests_jitter: int
+    access_log: bool
+    access_log_format: str
 
     # Options set on every accepted TCP connection, as (level, name, value).
     # Not an adjustment: passing it to the constructor is an error.

@@ -131,7 +131,14 @@ class BaseWSGIServer:
             # Our own sockets are shut down when a stop begins (new
             # connections refused at once); the caller's are left alone.
             listeners.append((sock.fileno(), is_unix, str(port), owned))
-        self._core = _core.Server(app, listeners, adj, drop_proxy_headers=drop)
+        access = None
+        if adj.access_log:
+            from waitress_c.access_log import AccessLog
+
+            access = AccessLog(adj.access_log_format)
+        self._core = _core.Server(
+            app, listeners, adj, drop_proxy_headers=drop, access_log=access
+        )
         self._threads: List[threading.Thread] = []
         self._ran = False
 
