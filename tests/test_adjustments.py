@@ -79,7 +79,9 @@ def test_every_option_has_help_and_a_shown_default(opt):
 
 def test_legacy_options_are_marked():
     legacy = {o.name for o in OPTIONS if o.legacy}
-    assert legacy == {"send_bytes", "asyncore_loop_timeout", "asyncore_use_poll"}
+    assert legacy == {
+        "send_bytes", "asyncore_loop_timeout", "asyncore_use_poll", "cleanup_interval"
+    }
     for opt in OPTIONS:
         if opt.legacy:
             assert "no effect" in opt.help or "ignored" in opt.help

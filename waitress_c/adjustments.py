@@ -298,14 +298,19 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "cleanup_interval", int, 30, "INT", TUNING,
-        "Seconds between two looks for idle connections (see "
-        "channel_timeout).",
+        "Accepted for compatibility with waitress, where it is the time "
+        "between two looks for idle connections; it has no effect: "
+        "waitress_c checks every connection's timeouts once a second.",
         "30",
+        legacy=True,
     ),
     Option(
         "channel_timeout", int, 120, "INT", TUNING,
         "Seconds a connection may stay idle (nothing received, nothing "
-        "sent, no request being served) before it is closed.",
+        "sent, no request being served) before it is closed; also the "
+        "longest a response may wait without the client taking a byte of "
+        "it, and the longest a request head may take to arrive from its "
+        "first byte.  Checked every second.",
         "120",
     ),
     Option(
