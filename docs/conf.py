@@ -4,17 +4,18 @@ Build with ``make docs`` (HTML in build/docs, every warning an error).
 """
 
 import os
-import tomllib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-with open(os.path.join(HERE, os.pardir, "pyproject.toml"), "rb") as f:
-    _project = tomllib.load(f)["project"]
+# The version's one source (read, not imported: no build needed).
+_version = {}
+with open(os.path.join(HERE, os.pardir, "waitress_c", "_version.py")) as f:
+    exec(f.read(), _version)
 
 project = "waitress_c"
 author = "the waitress_c authors"
 copyright = "the waitress_c authors; ZPL-2.1"
-release = _project["version"]
+release = _version["__version__"]
 version = ".".join(release.split(".")[:2])
 
 root_doc = "index"
