@@ -42,7 +42,6 @@ import logging
 import os
 import re
 import time
-from typing import Any
 
 __all__ = ["AccessLog", "COMBINED"]
 
@@ -50,106 +49,90 @@ __all__ = ["AccessLog", "COMBINED"]
 COMBINED = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 
 _ATOM = re.compile(r"%\(([^)]*)\)")
-_SIMPLE = set("hlutrmUqHsBbfaTMDLp")
 
 logger = logging.getLogger("waitress_c.access")
 
 
 def check_format(fmt: str) -> str:
     """Refuse a format with an unknown atom (at start-up, not per request)."""
-    for name in _ATOM.findall(fmt):
-        if name in _SIMPLE:
-            continue
-        if len(name) > 3 and name[0] == "{" and name[-2] == "}" and name[-1] in "ioe":
-            continue
-        raise ValueError("unknown access log atom %%(%s)s" % name)
-    try:
-        fmt % _Atoms(None, None, "", None, None, None, 0, 0, 0, None)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ValueError("bad access log format %r: %s" % (fmt, exc)) from None
+    _compile(fmt)
     return fmt
 
 
-class _Atoms:
-    """The mapping ``fmt % atoms`` reads: each value computed on demand."""
+def _env(r, key):
+    env = r[0]
+    v = env.get(key) if env is not None else None
+    return v if v else "-"
 
-    __slots__ = (
-        "env", "peer", "method", "target", "proto", "status", "nbytes",
-        "micros", "headers", "when",
-    )
 
-    def __init__(self, env, peer, method, target, proto, status, nbytes, micros, when, headers):
-        self.env = env
-        self.peer = peer
-        self.method = method
-        self.target = target
-        self.proto = proto
-        self.status = status
-        self.nbytes = nbytes
-        self.micros = micros
-        self.when = when
-        self.headers = headers
+def _remote(r):
+    env = r[0]
+    v = env.get("REMOTE_ADDR") if env is not None else r[1]
+    return v or "-"
 
-    def _env(self, key):
-        env = self.env
-        v = env.get(key) if env is not None else None
-        return v if v else "-"
 
-    def __getitem__(self, name: str) -> Any:
-        first = name[:1]
-        if first == "h":
-            env = self.env
-            v = env.get("REMOTE_ADDR") if env is not None else self.peer
-            return v or "-"
-        if first == "r":
-            return "%s %s %s" % (self.method or "-", self.target or "-", self.proto or "-")
-        if first == "s":
-            return self.status or "-"
-        if first == "b":
-            return self.nbytes or "-"
-        if first == "B":
-            return self.nbytes
-        if first == "t":
-            return _clf_time(self.when)
-        if first == "f":
-            return self._env("HTTP_REFERER")
-        if first == "a":
-            return self._env("HTTP_USER_AGENT")
-        if first == "l":
-            return "-"
-        if first == "u":
-            return self._env("REMOTE_USER")
-        if first == "m":
-            return self.method or "-"
-        if first == "U":
-            return (self.target or "-").split("?", 1)[0]
-        if first == "q":
-            t = self.target or ""
-            return t.split("?", 1)[1] if "?" in t else "-"
-        if first == "H":
-            return self.proto or "-"
-        if first == "D":
-            return self.micros
-        if first == "M":
-            return self.micros // 1000
-        if first == "T":
-            return self.micros // 1000000
-        if first == "L":
-            return "%.6f" % (self.micros / 1e6)
-        if first == "p":
-            return os.getpid()
-        if first == "{":
-            key, kind = name[1:-2], name[-1]
-            if kind == "i":
-                return self._env("HTTP_" + key.upper().replace("-", "_"))
-            if kind == "e":
-                return self._env(key)
-            low = key.lower()
-            for k, v in self.headers or ():
-                if k.lower() == low:
-                    return v
-            return "-"
-        raise KeyError(name)
+def _query(r):
+    t = r[3] or ""
+    return t.split("?", 1)[1] if "?" in t else "-"
+
+
+# Each atom's value from the record r = (environ or None, peer, method,
+# target, protocol, status, body bytes, microseconds, time, headers).
+_GETTERS = {
+    "h": _remote,
+    "l": lambda r: "-",
+    "u": lambda r: _env(r, "REMOTE_USER"),
+    "t": lambda r: _clf_time(r[8]),
+    "r": lambda r: "%s %s %s" % (r[2] or "-", r[3] or "-", r[4] or "-"),
+    "m": lambda r: r[2] or "-",
+    "U": lambda r: (r[3] or "-").split("?", 1)[0],
+    "q": _query,
+    "H": lambda r: r[4] or "-",
+    "s": lambda r: r[5] or "-",
+    "B": lambda r: r[6],
+    "b": lambda r: r[6] or "-",
+    "f": lambda r: _env(r, "HTTP_REFERER"),
+    "a": lambda r: _env(r, "HTTP_USER_AGENT"),
+    "T": lambda r: r[7] // 1000000,
+    "M": lambda r: r[7] // 1000,
+    "D": lambda r: r[7],
+    "L": lambda r: "%.6f" % (r[7] / 1e6),
+    "p": lambda r: os.getpid(),
+}
+
+
+def _header_getter(key: str, kind: str):
+    if kind == "i":
+        name = "HTTP_" + key.upper().replace("-", "_")
+        return lambda r: _env(r, name)
+    if kind == "e":
+        return lambda r: _env(r, key)
+    low = key.lower()
+
+    def response_header(r):
+        for k, v in r[9] or ():
+            if k.lower() == low:
+                return v
+        return "-"
+
+    return response_header
+
+
+def _compile(fmt: str):
+    """The getters of the atoms ``fmt`` uses, by name; checks the format."""
+    getters = {}
+    for name in _ATOM.findall(fmt):
+        if name in _GETTERS:
+            getters[name] = _GETTERS[name]
+        elif len(name) > 3 and name[0] == "{" and name[-2] == "}" and name[-1] in "ioe":
+            getters[name] = _header_getter(name[1:-2], name[-1])
+        else:
+            raise ValueError("unknown access log atom %%(%s)s" % name)
+    try:
+        fmt % {k: "-" for k in getters}
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError("bad access log format %r: %s" % (fmt, exc)) from None
+    return tuple(getters.items())
 
 
 _clf_cache = [None, ""]
@@ -168,12 +151,13 @@ class AccessLog:
     """Called by the core once per response; see the module docstring."""
 
     def __init__(self, fmt: str = COMBINED) -> None:
-        self.fmt = check_format(fmt)
+        self.fmt = fmt
+        self.getters = _compile(fmt)
 
     def __call__(
         self, env, peer, method, target, proto, status, nbytes, micros, headers
     ) -> None:
         if not logger.isEnabledFor(logging.INFO):
             return
-        atoms = _Atoms(env, peer, method, target, proto, status, nbytes, micros, time.time(), headers)
-        logger.info("%s", self.fmt % atoms)
+        r = (env, peer, method, target, proto, status, nbytes, micros, time.time(), headers)
+        logger.info("%s", self.fmt % {k: get(r) for k, get in self.getters})
