@@ -869,6 +869,10 @@ wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, int n, int defer)
             pthread_mutex_lock(&srv->qlock);
             ch->defer_next = srv->defer_head;
             srv->defer_head = ch;
+            /* The tick is off (nothing was held back): wake the loop so
+             * that it starts it. */
+            if (!srv->tick_on && srv->async_live)
+                uv_async_send(&srv->async);
             pthread_mutex_unlock(&srv->qlock);
         }
         return rv;

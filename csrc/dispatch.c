@@ -57,7 +57,21 @@ wc_dispatch_wake(wc_server_t *srv)
     pthread_mutex_lock(&srv->qlock);
     if (srv->task_head && srv->idle_workers > srv->waking)
         wake_one(srv);
+    wc_dispatch_want_tick(srv);
     pthread_mutex_unlock(&srv->qlock);
+}
+
+/* qlock held.  Does the loop need its millisecond tick?  Only while output
+ * is held back, or tasks wait while a worker is idle (wc_dispatch_tick may
+ * have to wake it).  Parked requests (a long poll, a slow app with every
+ * worker busy) need no tick: the tick is off and costs nothing.  The loop
+ * sets and clears srv->tick_on under qlock, so a worker that holds output
+ * back while the tick is off knows to wake the loop. */
+int
+wc_dispatch_want_tick(wc_server_t *srv)
+{
+    return srv->defer_head != NULL
+           || (srv->task_head && srv->idle_workers > srv->waking);
 }
 
 /* Loop thread, every millisecond while channels are busy: tasks waiting

@@ -284,12 +284,17 @@ on_prepare(uv_prepare_t *p)
 {
     wc_server_t *srv = p->data;
     wc_dispatch_wake(srv);
-    /* While workers hold channels, tick every millisecond to send output
-     * they held back (a pipelined batch, a fast generator's blocks). */
-    if (!srv->tick_on && atomic_load(&srv->nbusy) > 0 && !srv->finished) {
+    /* Tick every millisecond while output is held back (a pipelined batch,
+     * a fast generator's blocks) or idle workers may be needed. */
+    if (srv->tick_on || srv->finished)
+        return;
+    pthread_mutex_lock(&srv->qlock);
+    int start = wc_dispatch_want_tick(srv);
+    if (start)
         srv->tick_on = 1;
+    pthread_mutex_unlock(&srv->qlock);
+    if (start)
         uv_timer_start(&srv->tick, on_tick, 1, 1);
-    }
 }
 
 static wc_channel_t *
@@ -317,15 +322,13 @@ on_tick(uv_timer_t *t)
         wc_channel_unref(ch);
         ch = next;
     }
-    if (atomic_load(&srv->nbusy) == 0) {
-        pthread_mutex_lock(&srv->qlock);
-        int empty = srv->defer_head == NULL;
-        pthread_mutex_unlock(&srv->qlock);
-        if (empty) {
-            uv_timer_stop(&srv->tick);
-            srv->tick_on = 0;
-        }
-    }
+    pthread_mutex_lock(&srv->qlock);
+    int stop = !wc_dispatch_want_tick(srv);
+    if (stop)
+        srv->tick_on = 0;
+    pthread_mutex_unlock(&srv->qlock);
+    if (stop)
+        uv_timer_stop(&srv->tick);
 }
 
 /* Once a second: close the connections channel_timeout says are done

@@ -339,7 +339,7 @@ struct wc_server_s {
     uv_prepare_t wake;          /* wakes workers once per loop iteration */
     uv_timer_t tick;            /* flushes held-back output, while busy */
     uv_timer_t grace;           /* shutdown_timeout of a graceful stop */
-    int tick_on;
+    int tick_on;                /* loop sets it, under qlock */
     atomic_int nbusy;           /* channels held by a task */
     uv_poll_t sigpoll;
     int sigfd;
@@ -396,6 +396,7 @@ uint64_t wc_now_ms(void);
 
 void wc_dispatch_push(wc_server_t *srv, wc_channel_t *ch);
 void wc_dispatch_wake(wc_server_t *srv);
+int wc_dispatch_want_tick(wc_server_t *srv);
 void wc_dispatch_tick(wc_server_t *srv);
 /* Runs in a Python thread; holds the GIL only while serving tasks. */
 PyObject *wc_dispatch_worker_main(PyObject *server);
