@@ -268,6 +268,9 @@ void wc_channel_unref(wc_channel_t *ch);
 void wc_channel_flush(wc_channel_t *ch);
 void wc_channel_kicked(wc_channel_t *ch);
 void wc_channel_stop(wc_channel_t *ch, int hard);
+void wc_channel_maybe_close(wc_channel_t *ch);
+/* Caller holds ch->lock: wake every thread parked on the channel. */
+void wc_channel_wake_waiters(wc_channel_t *ch);
 /* Worker side (any thread, no GIL needed): */
 int wc_channel_send(wc_channel_t *ch, struct iovec *iov, int n, int defer)
     WC_WUR;
