@@ -16,6 +16,10 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
+# Servers under a sanitizer (make asan, make tsan set WC_SANITIZED=1) start
+# and stop several times slower: their fixture waits are stretched by this.
+SLOW = float(os.environ.get("WC_TIMEOUT_SCALE") or (4 if os.environ.get("WC_SANITIZED") else 1))
+
 
 class ServerProcess:
     """``python tests/serve.py app kw`` in a subprocess."""
@@ -35,7 +39,7 @@ class ServerProcess:
             env=env,
             cwd=ROOT,
         )
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * SLOW
         line = b""
         os.set_blocking(self.proc.stdout.fileno(), False)
         while time.monotonic() < deadline:
@@ -103,7 +107,7 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            return self.proc.wait(timeout=timeout)
+            return self.proc.wait(timeout=timeout * SLOW)
         except subprocess.TimeoutExpired:
             self.kill()
             raise AssertionError("server did not stop on %s\n%s" % (sig, self.stderr()))
