@@ -8,7 +8,7 @@ APT_PKGS := libuv1-dev libhttp-parser-dev pkg-config curl
 CSRC := $(wildcard csrc/*.c csrc/*.h)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build serve test bench bench-quick asan fuzz clean
+.PHONY: all deps build serve test bench bench-quick asan tsan soak soak-short fuzz clean
 
 all: build
 
@@ -79,3 +79,32 @@ fuzz: build/fuzz_request
 	mkdir -p build/fuzz-corpus
 	build/fuzz_request -dict=fuzz/http.dict -max_total_time=$(FUZZ_SECONDS) \
 	  -max_len=4096 build/fuzz-corpus fuzz/corpus
+
+# The concurrency tests under ThreadSanitizer (a sanitized build in place;
+# the next `make build` restores the normal one).  The interpreter is not
+# instrumented: libtsan is preloaded into it and into every server
+# subprocess, and PYTHONMALLOC=malloc lets TSan see Python's allocations.
+# Reports go to build/tsan/report.PID; any report fails the target, even one
+# from a server process whose test passed.
+TSAN_LIB = $(shell gcc -print-file-name=libtsan.so)
+TSAN_LOGS = build/tsan
+TSAN_TESTS = tests/test_core.py tests/test_http_flow.py \
+  tests/test_http_pipelining.py tests/test_concurrency.py \
+  tests/test_server_limits.py \
+  tests/test_api.py::test_close_from_another_thread_while_serving_many_requests \
+  tests/test_http_differences.py::test_close_from_another_thread_finishes_the_running_response
+TSAN_OPTIONS_ALL = halt_on_error=1 second_deadlock_stack=1 \
+  suppressions=$(CURDIR)/tests/tsan.supp log_path=$(CURDIR)/$(TSAN_LOGS)/report
+tsan: $(VENV)/.stamp
+	@[ -e "$(TSAN_LIB)" ] || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libtsan2; }
+	WC_SANITIZE=thread $(PY) setup.py -q build_ext --inplace --force
+	rm -f waitress_c/.build-stamp
+	rm -rf $(TSAN_LOGS) && mkdir -p $(TSAN_LOGS)
+	LD_PRELOAD="$(TSAN_LIB)" PYTHONMALLOC=malloc WC_SANITIZED=1 \
+	TSAN_OPTIONS="$(TSAN_OPTIONS_ALL)" \
+	$(PY) -m pytest -q -p no:cacheprovider $(TSAN_TESTS); rc=$$?; \
+	if ls $(TSAN_LOGS)/report.* >/dev/null 2>&1; then \
+	  cat $(TSAN_LOGS)/report.*; \
+	  echo "tsan: ThreadSanitizer reports in $(TSAN_LOGS)/ (above)"; exit 1; \
+	fi; exit $$rc

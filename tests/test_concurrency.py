@@ -20,7 +20,9 @@ HEAD_RE = re.compile(rb"<([A-Z]):(\d{6}):(\d{10})>\.*")
 
 def small_socket(srv, rcvbuf=4096, timeout=10.0):
     """A TCP client with a small receive buffer (set before connect, so
-    the window the server sees stays small)."""
+    the window the server sees stays small).  Not too small for a client
+    that does read everything in the end: a window far below the loopback
+    MSS makes TCP itself crawl (tens of KiB/s)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     s.settimeout(timeout)
@@ -146,7 +148,7 @@ def test_concurrent_write_calls_to_a_slow_client(server_factory, nthreads):
     size, join = 32768, 6 * SLOW
     n = 384 // nthreads
     srv = server_factory(APP, threads=2, outbuf_high_watermark=65536)
-    s = small_socket(srv, timeout=join + 10)
+    s = small_socket(srv, rcvbuf=65536, timeout=join + 10)
     try:
         s.sendall(
             b"GET /writers?threads=%d&n=%d&size=%d&join=%d HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -185,7 +187,7 @@ def test_one_writer_thread_besides_the_app_to_a_slow_client(server_factory):
     than the one that called the app, parking on the watermark."""
     n, size, join = 256, 32768, 6 * SLOW
     srv = server_factory(APP, threads=2, outbuf_high_watermark=65536)
-    s = small_socket(srv, timeout=join + 10)
+    s = small_socket(srv, rcvbuf=65536, timeout=join + 10)
     try:
         s.sendall(
             b"GET /writers?threads=1&n=%d&size=%d&join=%d HTTP/1.1\r\nHost: x\r\n\r\n"
