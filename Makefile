@@ -31,9 +31,10 @@ $(VENV)/.stamp: .deps-stamp pyproject.toml setup.py
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
-# Rebuild the extension in place whenever a C file changes.
+# Rebuild the extension in place whenever a C file changes (--force: a
+# sanitized build left by `make asan` or `make tsan` looks up to date).
 waitress_c/.build-stamp: $(VENV)/.stamp $(CSRC)
-	$(PY) setup.py -q build_ext --inplace
+	$(PY) setup.py -q build_ext --inplace --force
 	@touch $@
 
 build: waitress_c/.build-stamp
@@ -108,3 +109,18 @@ tsan: $(VENV)/.stamp
 	  cat $(TSAN_LOGS)/report.*; \
 	  echo "tsan: ThreadSanitizer reports in $(TSAN_LOGS)/ (above)"; exit 1; \
 	fi; exit $$rc
+
+# Soak: SOAK_REQUESTS requests of mixed kinds (keep-alive, pipelined, POST
+# and chunked uploads echoed, streamed responses, clients that vanish or
+# read slowly) through one server from SOAK_CLIENTS client processes; every
+# answer checked; the server's RSS and open fds must not grow.  The whole
+# run is capped at SOAK_SECONDS.  soak-short is the CI-sized variant.
+SOAK_REQUESTS ?= 1000000
+SOAK_CLIENTS ?= 4
+SOAK_SECONDS ?= 1200
+soak: build
+	$(PY) tests/soak.py --requests $(SOAK_REQUESTS) --clients $(SOAK_CLIENTS) \
+	  --seconds $(SOAK_SECONDS)
+
+soak-short: build
+	$(PY) tests/soak.py --requests 100000 --clients $(SOAK_CLIENTS) --seconds 600
