@@ -56,15 +56,23 @@ clean:
 	rm -rf build *.egg-info waitress_c/*.so waitress_c/.build-stamp .deps-stamp
 
 # The test suite under AddressSanitizer + UBSan (a sanitized build in place;
-# the next `make build` restores the normal one).
+# the next `make build` restores the normal one).  Reports go to
+# build/asan/*.PID, so one from a server subprocess (even at its exit, after
+# its test passed) fails the target too.
 ASAN_PRELOAD = $(shell gcc -print-file-name=libasan.so) $(shell gcc -print-file-name=libubsan.so)
+ASAN_LOGS = build/asan
 asan: $(VENV)/.stamp
 	WC_SANITIZE=1 $(PY) setup.py -q build_ext --inplace --force
 	rm -f waitress_c/.build-stamp
-	LD_PRELOAD="$(ASAN_PRELOAD)" PYTHONMALLOC=malloc \
-	ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 \
-	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	rm -rf $(ASAN_LOGS) && mkdir -p $(ASAN_LOGS)
+	LD_PRELOAD="$(ASAN_PRELOAD)" PYTHONMALLOC=malloc WC_SANITIZED=1 \
+	ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:log_path=$(CURDIR)/$(ASAN_LOGS)/asan \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(CURDIR)/$(ASAN_LOGS)/ubsan \
+	$(PY) -m pytest -q -p no:cacheprovider tests; rc=$$?; \
+	if ls $(ASAN_LOGS)/*san.* >/dev/null 2>&1; then \
+	  cat $(ASAN_LOGS)/*san.*; \
+	  echo "asan: sanitizer reports in $(ASAN_LOGS)/ (above)"; exit 1; \
+	fi; exit $$rc
 
 # libFuzzer over the request parser (installs clang when missing).
 FUZZ_SECONDS ?= 60
