@@ -16,8 +16,8 @@ then) and runs a random mix of:
              what the token says it must be
   vanish     a client that reads part of an 8 MiB response, then closes
              (half the time with a reset)
-  slow       a 256 KiB .. 1 MiB response read in 16 KiB pieces with short
-             sleeps (bounded: at most 64 reads)
+  slow       a 256 KiB .. 1 MiB response read in pieces of at most 1/64 of
+             it (16 KiB at least), each after a 2 ms sleep
 
 Every request carries its own token (X-Token); every answer is checked for
 its status (200), its token (nothing crossed between requests or
