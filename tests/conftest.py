@@ -120,9 +120,11 @@ class ServerProcess:
     def stderr(self):
         if self.errfile.closed:
             return self._stderr
-        self.errfile.flush()
-        self.errfile.seek(0)
-        return self.errfile.read().decode("utf-8", "replace")
+        # A file of its own: the server writes through a descriptor that
+        # shares errfile's offset, so seeking errfile would make its next
+        # line overwrite the start of the log.
+        with open(self.errfile.name, "rb") as f:
+            return f.read().decode("utf-8", "replace")
 
     def close(self):
         try:
