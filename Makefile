@@ -8,7 +8,7 @@ APT_PKGS := libuv1-dev libhttp-parser-dev pkg-config curl nginx
 CSRC := $(wildcard csrc/*.c csrc/*.h)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build serve test bench bench-quick asan fuzz clean
+.PHONY: all deps build serve test bench bench-quick asan tsan soak soak-short fuzz clean
 
 all: build
 
@@ -35,9 +35,10 @@ $(VENV)/.stamp: .deps-stamp pyproject.toml setup.py
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
-# Rebuild the extension in place whenever a C file changes.
+# Rebuild the extension in place whenever a C file changes (--force: a
+# sanitized build left by `make asan` or `make tsan` looks up to date).
 waitress_c/.build-stamp: $(VENV)/.stamp $(CSRC)
-	$(PY) setup.py -q build_ext --inplace
+	$(PY) setup.py -q build_ext --inplace --force
 	@touch $@
 
 build: waitress_c/.build-stamp
@@ -59,15 +60,23 @@ clean:
 	rm -rf build *.egg-info waitress_c/*.so waitress_c/.build-stamp .deps-stamp
 
 # The test suite under AddressSanitizer + UBSan (a sanitized build in place;
-# the next `make build` restores the normal one).
+# the next `make build` restores the normal one).  Reports go to
+# build/asan/*.PID, so one from a server subprocess (even at its exit, after
+# its test passed) fails the target too.
 ASAN_PRELOAD = $(shell gcc -print-file-name=libasan.so) $(shell gcc -print-file-name=libubsan.so)
+ASAN_LOGS = build/asan
 asan: $(VENV)/.stamp
 	WC_SANITIZE=1 $(PY) setup.py -q build_ext --inplace --force
 	rm -f waitress_c/.build-stamp
-	LD_PRELOAD="$(ASAN_PRELOAD)" PYTHONMALLOC=malloc \
-	ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 \
-	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	rm -rf $(ASAN_LOGS) && mkdir -p $(ASAN_LOGS)
+	LD_PRELOAD="$(ASAN_PRELOAD)" PYTHONMALLOC=malloc WC_SANITIZED=1 \
+	ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:log_path=$(CURDIR)/$(ASAN_LOGS)/asan \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(CURDIR)/$(ASAN_LOGS)/ubsan \
+	$(PY) -m pytest -q -p no:cacheprovider tests; rc=$$?; \
+	if ls $(ASAN_LOGS)/*san.* >/dev/null 2>&1; then \
+	  cat $(ASAN_LOGS)/*san.*; \
+	  echo "asan: sanitizer reports in $(ASAN_LOGS)/ (above)"; exit 1; \
+	fi; exit $$rc
 
 # libFuzzer over the request parser (installs clang when missing).
 FUZZ_SECONDS ?= 60
@@ -188,3 +197,45 @@ test-all: .deps-stamp
 .PHONY: bench-workers
 bench-workers: build
 	$(PY) benchmarks/run.py --no-pin --servers waitress_c,waitress_c-w2,bjoern,gunicorn-w2 --scenarios hello-100,sleep10ms
+# The test suite under ThreadSanitizer (a sanitized build in place; the next
+# `make build` restores the normal one).  The interpreter is not
+# instrumented: libtsan is preloaded into it and into every server
+# subprocess, and PYTHONMALLOC=malloc lets TSan see Python's allocations.
+# Reports go to build/tsan/report.PID; any report fails the target, even one
+# from a server process whose test passed.  The whole suite takes about as
+# long as the concurrency tests alone (tests/test_concurrency.py, test_core,
+# test_http_flow, test_http_pipelining, the graceful-stop tests in
+# test_server_limits) and reaches more code; TSAN_TESTS narrows it.
+TSAN_LIB = $(shell gcc -print-file-name=libtsan.so)
+TSAN_LOGS = build/tsan
+TSAN_TESTS = tests
+TSAN_OPTIONS_ALL = halt_on_error=1 second_deadlock_stack=1 \
+  suppressions=$(CURDIR)/tests/tsan.supp log_path=$(CURDIR)/$(TSAN_LOGS)/report
+tsan: $(VENV)/.stamp
+	@[ -e "$(TSAN_LIB)" ] || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libtsan2; }
+	WC_SANITIZE=thread $(PY) setup.py -q build_ext --inplace --force
+	rm -f waitress_c/.build-stamp
+	rm -rf $(TSAN_LOGS) && mkdir -p $(TSAN_LOGS)
+	LD_PRELOAD="$(TSAN_LIB)" PYTHONMALLOC=malloc WC_SANITIZED=1 \
+	TSAN_OPTIONS="$(TSAN_OPTIONS_ALL)" \
+	$(PY) -m pytest -q -p no:cacheprovider $(TSAN_TESTS); rc=$$?; \
+	if ls $(TSAN_LOGS)/report.* >/dev/null 2>&1; then \
+	  cat $(TSAN_LOGS)/report.*; \
+	  echo "tsan: ThreadSanitizer reports in $(TSAN_LOGS)/ (above)"; exit 1; \
+	fi; exit $$rc
+
+# Soak: SOAK_REQUESTS requests of mixed kinds (keep-alive, pipelined, POST
+# and chunked uploads echoed, streamed responses, clients that vanish or
+# read slowly) through one server from SOAK_CLIENTS client processes; every
+# answer checked; the server's RSS and open fds must not grow.  The whole
+# run is capped at SOAK_SECONDS.  soak-short is the CI-sized variant.
+SOAK_REQUESTS ?= 1000000
+SOAK_CLIENTS ?= 4
+SOAK_SECONDS ?= 1200
+soak: build
+	$(PY) tests/soak.py --requests $(SOAK_REQUESTS) --clients $(SOAK_CLIENTS) \
+	  --seconds $(SOAK_SECONDS)
+
+soak-short: build
+	$(PY) tests/soak.py --requests 100000 --clients $(SOAK_CLIENTS) --seconds 600

@@ -49,6 +49,18 @@ def find_http_parser():
     fail("libhttp_parser.so was not found (libhttp-parser-dev)")
 
 
+def sanitizers(value):
+    """WC_SANITIZE: unset or empty for none; "thread" for ThreadSanitizer;
+    anything else ("1", "address") for AddressSanitizer + UBSan.  TSan cannot
+    be combined with ASan, so the two are separate builds."""
+    value = value.strip().lower()
+    if value in ("", "0"):
+        return ""
+    if value in ("thread", "tsan"):
+        return "thread"
+    return "address,undefined"
+
+
 def extension():
     cflags = pkg_config("--cflags")
     libs = pkg_config("--libs")
@@ -67,11 +79,12 @@ def extension():
         extra_compile.append("-Werror")
     if os.environ.get("WC_DEBUG"):
         extra_compile += ["-O0", "-g3", "-UNDEBUG"]
-    if os.environ.get("WC_SANITIZE"):
-        extra_compile += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"]
+    sanitize = sanitizers(os.environ.get("WC_SANITIZE", ""))
+    if sanitize:
+        extra_compile += ["-fsanitize=" + sanitize, "-fno-omit-frame-pointer", "-g"]
     extra_link = list(libs) + ["-lhttp_parser"]
-    if os.environ.get("WC_SANITIZE"):
-        extra_link += ["-fsanitize=address,undefined"]
+    if sanitize:
+        extra_link += ["-fsanitize=" + sanitize]
     return Extension(
         "waitress_c._core",
         sources=sorted(glob.glob("csrc/*.c")),

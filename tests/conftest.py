@@ -16,6 +16,10 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
+# Servers under a sanitizer (make asan, make tsan set WC_SANITIZED=1) start
+# and stop several times slower: their fixture waits are stretched by this.
+SLOW = float(os.environ.get("WC_TIMEOUT_SCALE") or (4 if os.environ.get("WC_SANITIZED") else 1))
+
 
 class ServerProcess:
     """``python tests/serve.py app kw`` in a subprocess."""
@@ -35,7 +39,7 @@ class ServerProcess:
             env=env,
             cwd=ROOT,
         )
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * SLOW
         line = b""
         os.set_blocking(self.proc.stdout.fileno(), False)
         while time.monotonic() < deadline:
@@ -103,7 +107,7 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            return self.proc.wait(timeout=timeout)
+            return self.proc.wait(timeout=timeout * SLOW)
         except subprocess.TimeoutExpired:
             self.kill()
             raise AssertionError("server did not stop on %s\n%s" % (sig, self.stderr()))
@@ -116,9 +120,11 @@ class ServerProcess:
     def stderr(self):
         if self.errfile.closed:
             return self._stderr
-        self.errfile.flush()
-        self.errfile.seek(0)
-        return self.errfile.read().decode("utf-8", "replace")
+        # A file of its own: the server writes through a descriptor that
+        # shares errfile's offset, so seeking errfile would make its next
+        # line overwrite the start of the log.
+        with open(self.errfile.name, "rb") as f:
+            return f.read().decode("utf-8", "replace")
 
     def close(self):
         try:

@@ -11,6 +11,9 @@ import subprocess
 import sys
 import time
 
+# Sanitized runs (WC_SANITIZED=1) start and stop servers more slowly.
+SLOW = float(os.environ.get("WC_TIMEOUT_SCALE") or (4 if os.environ.get("WC_SANITIZED") else 1))
+
 SERVING = re.compile(r"Serving on http://(\S+):(\d+)")
 
 # A WSGI application that answers with a JSON object of some environ keys.
@@ -66,7 +69,7 @@ class Server:
         self._wait_for(ready, timeout)
 
     def _wait_for(self, ready, timeout):
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * SLOW
         sel = selectors.DefaultSelector()
         sel.register(self.proc.stderr, selectors.EVENT_READ)
         sel.register(self.proc.stdout, selectors.EVENT_READ)
@@ -109,7 +112,7 @@ class Server:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         try:
-            out, err = self.proc.communicate(timeout=timeout)
+            out, err = self.proc.communicate(timeout=timeout * SLOW)
         except subprocess.TimeoutExpired:
             self.kill()
             raise AssertionError("server did not stop on SIGINT")
