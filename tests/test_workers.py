@@ -622,9 +622,10 @@ def test_max_requests_recycles_without_a_failed_request(app_dir, servers):
     assert len(counts) >= 4
     retired = list(dict.fromkeys(answered))[:-1]
     for pid in retired:
-        # The 20th request stops it; the other client's requests accepted
-        # before the stop took effect are still served.
-        assert 20 <= counts[pid] <= 24, counts
+        # The 20th request stops it; requests received before the loop has
+        # begun the stop (the next ones on the two keep-alive connections;
+        # a few more when a sanitizer slows the loop) are still answered.
+        assert 20 <= counts[pid] <= 30, counts
     deadline = time.monotonic() + 10
     while [p for p in retired if alive(p)] and time.monotonic() < deadline:
         time.sleep(0.05)
