@@ -13,13 +13,11 @@ import socket
 import struct
 import subprocess
 import sys
-import textwrap
-import threading
 import time
 
 import pytest
-from conftest import HERE, ROOT, ServerProcess
-from http_helpers import Client, get, key, log_count, marks, wait_log, wait_marks
+from conftest import HERE, ROOT
+from http_helpers import Client, get, key, log_count, wait_log, wait_marks
 
 APP = "apps_hardening:router"
 
@@ -82,22 +80,15 @@ def wait_eof(sock, timeout):
 
 
 @pytest.fixture
-def make(tmp_path):
-    started = []
+def make(server_factory):
+    """make(transport, **adjustments): a server of this module's app."""
 
     def start(transport="tcp", **kw):
         if transport == "unix":
-            kw["unix_socket"] = str(tmp_path / ("s%d" % len(started)))
-        s = ServerProcess(APP, **kw)
-        started.append(s)
-        return s
+            kw["unix_socket"] = True
+        return server_factory(APP, **kw)
 
-    yield start
-    for s in started:
-        try:
-            s.close()
-        except AssertionError:
-            pass
+    return start
 
 
 def hello_ok(srv, timeout=10.0):
