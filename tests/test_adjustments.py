@@ -329,6 +329,12 @@ def test_option_from_string_matches_waitress(name, value, expected):
     assert getattr(make(**kw), name) == getattr(make_waitress(**kw), name)
 
 
+@pytest.mark.parametrize("value", ["-1", "nan", "inf"])
+def test_shutdown_timeout_must_be_a_duration(value):
+    with pytest.raises(ValueError, match="shutdown_timeout"):
+        make(shutdown_timeout=value)
+
+
 def test_ident_empty_means_none():
     assert make(ident="").ident is None
 

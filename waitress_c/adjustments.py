@@ -560,6 +560,8 @@ class Adjustments:
             raise ValueError(
                 "max_requests and max_requests_jitter may not be negative"
             )
+        if not 0 <= self.shutdown_timeout < 1e9:
+            raise ValueError("shutdown_timeout must be a number of seconds >= 0")
 
     def _check_proxy_settings(self) -> None:
         if self.trusted_proxy_count is not None and self.trusted_proxy is None:
