@@ -8,6 +8,7 @@ traffic goes to 127.0.0.1 or a unix socket only."""
 
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -248,7 +249,10 @@ def test_new_connections_are_refused_from_the_first_signal(make, transport, sig)
     assert b"Connection: close" in head
     assert srv.wait(timeout=10) == 0
     err = srv.stderr()
-    assert "Shutting down (%s): connections open: 1, requests in progress: 1" % sig.name in err
+    # The connection of wait_marks may not be closed yet: 1 or 2 open.
+    assert re.search(
+        r"Shutting down \(%s\): connections open: [12], requests in progress: 1" % sig.name, err
+    ), err
     assert "Server stopped" in err
 
 
