@@ -188,3 +188,27 @@ def test_chunked_request_environ(srv):
     assert env["CONTENT_LENGTH"] == "3"
     assert env["HTTP_EXPECT"] == "100-continue"
     assert env["HTTP_CONNECTION"] == "keep-alive"
+
+
+latin1_prefixed = server_fixture(name="latin1_prefixed", transports=("tcp",), url_prefix="/caf\xe9")
+wide_prefixed = server_fixture(name="wide_prefixed", transports=("tcp",), url_prefix="/\u20ac")
+
+
+@pytest.mark.parametrize(
+    "target,path",
+    [("/caf%E9/x/env", "/x/env"), ("/caf%E9", ""), ("/caf%C3%A9/x/env", "/caf\xc3\xa9/x/env")],
+)
+def test_non_ascii_url_prefix_matches_the_latin1_path(latin1_prefixed, target, path):
+    """The prefix is compared with PATH_INFO as latin-1, character for
+    character, as waitress compares the two strings (the core once compared
+    its UTF-8 bytes, so "/café" never matched)."""
+    env, _ = env_of(latin1_prefixed, get(target))
+    assert env["SCRIPT_NAME"] == "/caf\xe9"
+    assert env["PATH_INFO"] == path
+
+
+def test_prefix_beyond_latin1_matches_no_path(wide_prefixed):
+    """No latin-1 PATH_INFO can start with "/€": nothing is removed."""
+    env, _ = env_of(wide_prefixed, get("/%E2%82%AC/x/env"))
+    assert env["SCRIPT_NAME"] == "/\u20ac"
+    assert env["PATH_INFO"] == "/\xe2\x82\xac/x/env"
