@@ -23,8 +23,6 @@
 
 static void on_write(uv_write_t *req, int status);
 
-/* ---- the loop's writes -------------------------------------------------- */
-
 /* A thread parked on a channel (output over the high watermark, or the
  * worker waiting for app threads still in write()).  Lives on the parked
  * thread's stack, linked into ch->waiters under ch->lock. */
@@ -33,6 +31,7 @@ struct wc_waiter_s {
     pthread_cond_t cond;
 };
 
+/* ---- the loop's writes -------------------------------------------------- */
 
 /* A uv_write in flight: allocated only when the socket is full, so an
  * idle connection does not carry one. */
@@ -195,6 +194,7 @@ on_write(uv_write_t *req, int status)
     wc_channel_flush(ch);
 }
 
+/* ---- parking ----------------------------------------------------------- */
 
 /* ch->lock held. */
 void
@@ -216,7 +216,6 @@ park(wc_channel_t *ch, wc_waiter_t *me)
         pp = &(*pp)->next;
     *pp = me->next;
 }
-
 
 /* ---- the workers' writes --------------------------------------------------
  * Called by workers and app threads, GIL held or not.  ch->lock serializes
