@@ -233,12 +233,18 @@ queue_request(wc_channel_t *ch, wc_request_t *r)
         atomic_fetch_add(&ch->srv->nbusy, 1);
         push = 1;
     }
+    /* Marked paused in the same hold: a worker that takes the request at
+     * once must see it, or nobody would ask the loop to read again. */
     int backlog = backlog_full(ch);
+    if (backlog)
+        ch->read_paused = 1;
     pthread_mutex_unlock(&ch->lock);
     if (push)
         wc_dispatch_push(ch->srv, ch);
-    if (backlog)
-        pause_reading(ch);
+    if (backlog && ch->reading) {
+        uv_read_stop(&ch->h.stream);
+        ch->reading = 0;
+    }
     return backlog;
 }
 

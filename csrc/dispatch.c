@@ -197,6 +197,9 @@ serve_channel(wc_worker_t *w, wc_channel_t *ch)
             if (ch->out.head && !ch->writing
                 && wc_channel_send_locked(ch, NULL, 0, 0) < 0)
                 ch->broken = 1;
+            /* Nothing waits: reading, if it was paused, may go on. */
+            if (ch->read_paused)
+                ch->want_read = 1;
             if (ch->continue_wanted && !ch->broken) {
                 struct iovec iov = {(void *)continue_line,
                                     sizeof(continue_line) - 1};
