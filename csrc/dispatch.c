@@ -57,7 +57,6 @@ wc_dispatch_wake(wc_server_t *srv)
     pthread_mutex_lock(&srv->qlock);
     if (srv->task_head && srv->idle_workers > srv->waking)
         wake_one(srv);
-    wc_dispatch_want_tick(srv);
     pthread_mutex_unlock(&srv->qlock);
 }
 
@@ -74,7 +73,7 @@ wc_dispatch_want_tick(wc_server_t *srv)
            || (srv->task_head && srv->idle_workers > srv->waking);
 }
 
-/* Loop thread, every millisecond while channels are busy: tasks waiting
+/* Loop thread, every millisecond while the tick runs: tasks waiting
  * while no task was taken since the last tick means the serving workers
  * are blocked in the app (I/O, sleep) or in a long computation: wake
  * another, up to the whole pool.  A long queue that is being drained is
