@@ -1,4 +1,4 @@
-"""Expect: 100-continue (waitress-behaviour.md 3.7, deliberate
+"""Expect: 100-continue (as in waitress, deliberate
 difference 4)."""
 
 import pytest

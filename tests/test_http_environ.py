@@ -1,4 +1,4 @@
-"""url_prefix / SCRIPT_NAME (waitress-behaviour.md 3.17) and the WSGI
+"""url_prefix / SCRIPT_NAME (as in waitress) and the WSGI
 environ (3.18)."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""wsgi.file_wrapper (waitress-behaviour.md 3.19) and deliberate
+"""wsgi.file_wrapper (as in waitress) and deliberate
 difference 15: a real file goes out with sendfile(2) from the loop thread,
 never read through Python."""
 

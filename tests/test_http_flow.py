@@ -1,5 +1,5 @@
 """Flow control: channel_request_lookahead and client-disconnect detection
-(waitress-behaviour.md 3.26), output backpressure with a slow reader
+(as in waitress), output backpressure with a slow reader
 (3.27), and input spooling (3.28)."""
 
 import socket

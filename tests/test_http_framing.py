@@ -1,4 +1,4 @@
-"""Choice of response framing (waitress-behaviour.md 3.3), HEAD
+"""Choice of response framing (as in waitress), HEAD
 (deliberate difference 1, overriding 3.4) and a wrong Content-Length from
 the app (3.5)."""
 

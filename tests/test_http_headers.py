@@ -1,4 +1,4 @@
-"""Response headers (waitress-behaviour.md 3.8), the start_response,
+"""Response headers (as in waitress), the start_response,
 write() and app_iter rules (3.9 to 3.11), and deliberate differences 12
 and 13."""
 

@@ -1,4 +1,4 @@
-"""Keep-alive and connection close (waitress-behaviour.md 3.2, deliberate
+"""Keep-alive and connection close (as in waitress, deliberate
 differences 2 and 3)."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""Request size limits (waitress-behaviour.md 3.12) and the error
+"""Request size limits (as in waitress) and the error
 responses the server generates (3.13), byte for byte; deliberate
 difference 16 (a malformed trusted proxy header)."""
 

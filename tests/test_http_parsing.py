@@ -1,4 +1,4 @@
-"""Request parsing: header strictness (waitress-behaviour.md 3.14), chunked
+"""Request parsing: header strictness (as in waitress), chunked
 bodies (3.15), the request target (3.16), and the request-smuggling cases
 behind deliberate differences 5 to 10."""
 

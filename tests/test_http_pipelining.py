@@ -1,4 +1,4 @@
-"""Pipelining (waitress-behaviour.md 3.6)."""
+"""Pipelining (as in waitress)."""
 
 import time
 

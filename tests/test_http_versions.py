@@ -1,4 +1,4 @@
-"""HTTP versions and the status line (waitress-behaviour.md 3.1, and
+"""HTTP versions and the status line (as in waitress, and
 deliberate difference 8)."""
 
 import pytest
