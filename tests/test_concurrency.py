@@ -133,6 +133,21 @@ def get_hello(srv, timeout):
         s.close()
 
 
+
+def trickle_then_read(s, seconds, join):
+    """Read a trickle for `seconds` (the writers park meanwhile), then the
+    whole chunked response; returns (status, headers, body)."""
+    buf = b""
+    slow_until = time.monotonic() + seconds
+    while time.monotonic() < slow_until:
+        time.sleep(0.02)
+        buf += s.recv(2048)
+    deadline = time.monotonic() + join + 10
+    status, headers, rest = read_head(s, buf, deadline)
+    body, extra = read_chunked(s, rest, deadline)
+    assert extra == b""
+    return status, headers, body
+
 # -- (a) several threads in write() ------------------------------------------
 
 
@@ -151,17 +166,9 @@ def test_concurrent_write_calls_to_a_slow_client(server_factory, nthreads):
         )
         # Slow phase: the writers fill the queue past the watermark and
         # park; a trickle of reads lets them on one at a time.
-        buf = b""
-        slow_until = time.monotonic() + 1.5
-        while time.monotonic() < slow_until:
-            time.sleep(0.02)
-            buf += s.recv(2048)
-        deadline = time.monotonic() + join + 10
-        status, headers, rest = read_head(s, buf, deadline)
+        status, headers, body = trickle_then_read(s, 1.5, join)
         assert status == 200
         assert headers.get("transfer-encoding") == "chunked"
-        body, extra = read_chunked(s, rest, deadline)
-        assert extra == b""
         check_blocks(body, [chr(ord("A") + i) for i in range(nthreads)], n)
 
         # The connection and the server are still fine.
@@ -188,16 +195,8 @@ def test_one_writer_thread_besides_the_app_to_a_slow_client(server_factory):
             b"GET /writers?threads=1&n=%d&size=%d&join=%d HTTP/1.1\r\nHost: x\r\n\r\n"
             % (n, size, join)
         )
-        buf = b""
-        slow_until = time.monotonic() + 1.0
-        while time.monotonic() < slow_until:
-            time.sleep(0.02)
-            buf += s.recv(2048)
-        deadline = time.monotonic() + join + 10
-        status, headers, rest = read_head(s, buf, deadline)
+        status, headers, body = trickle_then_read(s, 1.0, join)
         assert status == 200
-        body, extra = read_chunked(s, rest, deadline)
-        assert extra == b""
         check_blocks(body, ["A"], n)
     finally:
         s.close()
