@@ -219,7 +219,12 @@ class BaseWSGIServer:
         w.close()
 
 
-class TcpWSGIServer(BaseWSGIServer):
+class FirstListener:
+    """``effective_host`` and ``effective_port``: those of the first
+    listener, as waitress gives them for a single one."""
+
+    effective_listen: List[Tuple[str, str]]
+
     @property
     def effective_host(self) -> str:
         return self.effective_listen[0][0]
@@ -227,6 +232,10 @@ class TcpWSGIServer(BaseWSGIServer):
     @property
     def effective_port(self) -> str:
         return self.effective_listen[0][1]
+
+
+class TcpWSGIServer(FirstListener, BaseWSGIServer):
+    pass
 
 
 class UnixWSGIServer(TcpWSGIServer):

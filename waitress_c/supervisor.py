@@ -47,6 +47,7 @@ import traceback
 from typing import Callable, Dict, List, Optional
 
 from waitress_c.adjustments import Adjustments
+from waitress_c.server import FirstListener
 
 __all__ = ["AppLoader", "Supervisor", "WorkerBootError", "wants_supervisor"]
 
@@ -180,7 +181,7 @@ class _Stopper:
                 self.server.close()
 
 
-class Supervisor:
+class Supervisor(FirstListener):
     """What ``create_server`` returns when ``workers`` > 1 or
     ``max_requests`` is set: the listening sockets are bound; ``run()``
     starts the worker processes and supervises them until ``close()`` (from
@@ -218,14 +219,6 @@ class Supervisor:
         self._by_fd: Dict[int, _Worker] = {}  # status pipe -> worker
 
     # -- the public surface ---------------------------------------------------
-
-    @property
-    def effective_host(self) -> str:
-        return self.effective_listen[0][0]
-
-    @property
-    def effective_port(self) -> str:
-        return self.effective_listen[0][1]
 
     @property
     def worker_pids(self) -> List[int]:
