@@ -242,7 +242,7 @@ class WaitressC(Server):
             digest = source_digest(src)
             spec = "waitress_c working tree %s" % digest
             install = [
-                ["install", "-q", "setuptools>=61", "wheel"],
+                ["install", "-q", "setuptools>=77", "wheel"],
                 ["uninstall", "-y", "-q", "waitress_c"],
                 ["install", "-q", "--no-build-isolation", src],
             ]
