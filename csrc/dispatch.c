@@ -299,6 +299,7 @@ wc_dispatch_worker_main(PyObject *server)
     w.server = server;
 
     PyThreadState *ts = PyEval_SaveThread();
+    wc_thread_batch(NULL, NULL);    /* the thread ends with the server */
     pthread_mutex_lock(&srv->qlock);
     srv->workers_started++;
     for (;;) {

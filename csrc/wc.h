@@ -388,6 +388,10 @@ int wc_server_init(wc_server_t *srv);
 int wc_server_listen(wc_server_t *srv, int index, int fd, int is_unix,
                      int owned);
 int wc_server_run(wc_server_t *srv, int sigfd);
+/* The calling thread to SCHED_BATCH (from SCHED_OTHER only); *old and
+ * *old_param, when given, receive what to restore. */
+struct sched_param;
+void wc_thread_batch(int *old, struct sched_param *old_param);
 void wc_server_request_close(wc_server_t *srv);
 void wc_server_channel_closed(wc_server_t *srv);
 void wc_server_log(wc_server_t *srv, int level, const char *fmt, ...)
