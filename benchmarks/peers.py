@@ -242,7 +242,9 @@ class WaitressC(Server):
             digest = source_digest(src)
             spec = "waitress_c working tree %s" % digest
             install = [
-                ["install", "-q", "setuptools>=61", "wheel"],
+                # What pyproject.toml's build-system asks for: older ones
+                # reject its SPDX license string, and the venv's own is older.
+                ["install", "-q", "setuptools>=77", "wheel"],
                 ["uninstall", "-y", "-q", "waitress_c"],
                 ["install", "-q", "--no-build-isolation", src],
             ]
