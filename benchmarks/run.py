@@ -550,16 +550,16 @@ def progress_text(r):
             fmt.fmt_num(r["rps"]), fmt.fmt_ms(r["p50"]), fmt.fmt_ms(r["p99"]),
             fmt.fmt_num(r["errors"]), fmt.fmt_num(r["cpu_us"], 1))
         text += ", new conn %s ms" % fmt.fmt_ms(r["probe_ms"])
-    elif "opened" in r:
-        text = "%d/%d open, %s per connection, new request %s ms" % (
-            r["opened"], r["wanted"], fmt.fmt_bytes(r["rss_per_conn"]),
-            fmt.fmt_ms(r["new_p50"]))
     elif "queued" in r:
         text = ("%d/%d open, RSS +%s MB for %s MB held (%s), %d whole in "
                 "%.1f s" % (r["opened"], r["wanted"], fmt.fmt_mb(
                     r["rss_growth"]), fmt.fmt_mb(r["queued"]),
                     fmt.fmt_ratio(r["rss_growth"], r["queued"]),
                     r["whole"], r["read_s"]))
+    elif "opened" in r:
+        text = "%d/%d open, %s per connection, new request %s ms" % (
+            r["opened"], r["wanted"], fmt.fmt_bytes(r["rss_per_conn"]),
+            fmt.fmt_ms(r["new_p50"]))
     elif "cpu_pct" in r:
         text = "%d/%d answered, server CPU %.2f%% of a core" % (
             r["answered"], r["wanted"], r["cpu_pct"])

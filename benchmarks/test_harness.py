@@ -15,6 +15,7 @@ import peers  # noqa: E402
 import report  # noqa: E402
 import scenarios  # noqa: E402
 import slowread  # noqa: E402
+from common import MIB  # noqa: E402
 
 OK = (b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHello, world!")
 
@@ -380,3 +381,17 @@ def test_newest_results_prefers_full_runs(tmp_path):
     assert report.newest_results(str(tmp_path)).endswith("2026-01-01-aaa.md")
     (tmp_path / "empty").mkdir()
     assert report.newest_results(str(tmp_path / "empty")) is None
+
+
+def test_progress_line_of_each_kind():
+    import run
+    slow = own(opened=1000, wanted=1000, rss_growth=MIB, in_kernel=0,
+               queued=2 * MIB, growth_ratio=0.5, quiet_s=2.0, whole=1000,
+               read_s=3.0, rss=1)
+    idle = own(opened=10, wanted=10, still_open=10, rss_per_conn=300.0,
+               new_p50=1.0, new_max=2.0, rss=1)
+    poll = own(answered=100, wanted=100, cpu_pct=0.25, window_s=7.0,
+               last_s=10.0, rss=1)
+    assert "RSS +1.0 MB for 2.0 MB held (0.50x)" in run.progress_text(slow)
+    assert "300 B per connection" in run.progress_text(idle)
+    assert "server CPU 0.25% of a core" in run.progress_text(poll)
