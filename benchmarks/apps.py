@@ -10,6 +10,8 @@ Every server loads this same module (``apps:app``, with ``benchmarks/`` on
     /echo       reads the whole request body and sends it back
     /file       a 10 MiB file through ``wsgi.file_wrapper``
     /sleep      ``time.sleep(0.01)`` and then ``Hello, world!``
+    /longpoll   ``time.sleep(LONGPOLL_SECONDS)`` and then ``Hello, world!``:
+                a parked request, as a long-poll endpoint holds one
 
 The file for ``/file`` is named by the environment variable
 ``WC_BENCH_FILE`` (``run.py`` creates it once per run and serves the same file
@@ -26,6 +28,9 @@ BIG = b"x" * MIB
 FILE_SIZE = 10 * MIB
 FILE_BLOCK = 64 * 1024
 TEXT = ("Content-Type", "text/plain")
+# run.py measures the server's CPU in the middle of this sleep: keep it
+# well above the measurement window (LONGPOLL_WINDOW there).
+LONGPOLL_SECONDS = 10.0
 
 
 def data_file():
@@ -116,6 +121,11 @@ def sleep(environ, start_response):
     return hello(environ, start_response)
 
 
+def longpoll(environ, start_response):
+    time.sleep(LONGPOLL_SECONDS)
+    return hello(environ, start_response)
+
+
 def not_found(environ, start_response):
     body = b"Not Found"
     start_response("404 Not Found", [TEXT, ("Content-Length", str(len(body)))])
@@ -129,6 +139,7 @@ ROUTES = {
     "/echo": echo,
     "/file": send_file,
     "/sleep": sleep,
+    "/longpoll": longpoll,
 }
 
 

@@ -43,21 +43,7 @@ def parse_response(buf, eof):
     Returns (Response, bytes used).  Raises Incomplete when more data is
     needed (unless ``eof``), ValueError when the bytes are not HTTP.
     """
-    end = buf.find(b"\r\n\r\n")
-    if end < 0:
-        if eof:
-            raise ValueError("connection closed inside the headers")
-        raise Incomplete
-    lines = buf[:end].decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/"):
-        raise ValueError("not an HTTP status line: %r" % lines[0][:40])
-    version, status = parts[0], int(parts[1])
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    start = end + 4
+    version, status, headers, start = parse_head(buf, eof)
     if "chunked" in headers.get("transfer-encoding", "").lower():
         body, used = parse_chunks(buf, start, eof)
         return Response(version, status, headers, body, "chunked"), used
@@ -75,6 +61,29 @@ def parse_response(buf, eof):
     if not eof:
         raise Incomplete
     return Response(version, status, headers, buf[start:], "close"), len(buf)
+
+
+def parse_head(buf, eof=False):
+    """Parse the status line and headers at the front of ``buf``.
+
+    Returns (version, status, headers, where the body starts), with header
+    names in lower case.  Raises Incomplete or ValueError as
+    ``parse_response`` does.
+    """
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        if eof:
+            raise ValueError("connection closed inside the headers")
+        raise Incomplete
+    lines = buf[:end].decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/"):
+        raise ValueError("not an HTTP status line: %r" % lines[0][:40])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return parts[0], int(parts[1]), headers, end + 4
 
 
 def parse_chunks(buf, pos, eof):

@@ -17,6 +17,13 @@ from common import (BENCH, HOST, LOGS, ROOT, VENVS, WORK, log, one_line,
 ALL = ["waitress_c", "waitress", "bjoern", "fastwsgi", "gunicorn", "uwsgi",
        "nginx", "waitress_c-w2", "gunicorn-w2"]
 QUICK = ["waitress_c", "waitress", "bjoern"]
+THREADS = 4
+
+
+def threads(scenario):
+    """Worker threads for ``scenario``: 4, unless it parks more requests
+    than that at once."""
+    return scenario.threads or THREADS
 
 
 def apt_install(package, probe):
@@ -186,6 +193,7 @@ class Server:
     wsgi = True
     venv_name = None   # another server's venv (the same install)
     pinnable = True    # False: several processes, meaningless on one CPU
+    threaded = True    # False: one thread runs the app (no parked requests)
 
     def __init__(self, data, reinstall=False):
         self.data = data
@@ -242,6 +250,8 @@ class WaitressC(Server):
             digest = source_digest(src)
             spec = "waitress_c working tree %s" % digest
             install = [
+                # What pyproject.toml's build-system asks for: older ones
+                # reject its SPDX license string, and the venv's own is older.
                 ["install", "-q", "setuptools>=77", "wheel"],
                 ["uninstall", "-y", "-q", "waitress_c"],
                 ["install", "-q", "--no-build-isolation", src],
@@ -272,7 +282,8 @@ class WaitressC(Server):
 
     def command(self, port, scenario):
         argv = [self.venv.bin("waitress-c-serve"),
-                "--listen=%s:%d" % (HOST, port), "--threads=4"]
+                "--listen=%s:%d" % (HOST, port),
+                "--threads=%d" % threads(scenario)]
         if scenario.name == "idle10k":
             argv.append("--connection-limit=20000")
         elif scenario.conns >= 100:
@@ -290,7 +301,8 @@ class Waitress(Server):
 
     def command(self, port, scenario):
         argv = [self.venv.bin("waitress-serve"),
-                "--listen=%s:%d" % (HOST, port), "--threads=4"]
+                "--listen=%s:%d" % (HOST, port),
+                "--threads=%d" % threads(scenario)]
         if scenario.name == "idle10k":
             # select() cannot watch fds past 1024: waitress needs poll here.
             argv += ["--connection-limit=20000", "--asyncore-use-poll"]
@@ -304,6 +316,7 @@ class Bjoern(Server):
     name = "bjoern"
     dist = "bjoern"
     how = "bjoern.run (one thread, libev)"
+    threaded = False
 
     def prepare(self):
         self.reason = apt_install("libev-dev", "dpkg:libev-dev")
@@ -319,6 +332,7 @@ class FastWSGI(Server):
     name = "fastwsgi"
     dist = "fastwsgi"
     how = "fastwsgi.run (one thread, libuv)"
+    threaded = False
 
     def command(self, port, scenario):
         return [self.venv.python, os.path.join(BENCH, "launch.py"),
@@ -332,7 +346,8 @@ class Gunicorn(Server):
 
     def command(self, port, scenario):
         argv = [self.venv.bin("gunicorn"), "--worker-class=gthread",
-                "--workers=1", "--threads=4", "--bind=%s:%d" % (HOST, port),
+                "--workers=1", "--threads=%d" % threads(scenario),
+                "--bind=%s:%d" % (HOST, port),
                 "--log-level=warning", "--backlog=2048"]
         if scenario.name == "idle10k":
             argv.append("--worker-connections=20000")
@@ -347,7 +362,8 @@ class UWSGI(Server):
     def command(self, port, scenario):
         return [self.venv.bin("uwsgi"),
                 "--http11-socket=%s:%d" % (HOST, port),
-                "--processes=1", "--threads=4", "--pythonpath=" + BENCH,
+                "--processes=1", "--threads=%d" % threads(scenario),
+                "--pythonpath=" + BENCH,
                 "--module=apps:app", "--disable-logging", "--die-on-term",
                 "--listen=1024", "--need-app", "--lazy-apps"]
 

@@ -52,16 +52,12 @@ def summarize(runs):
             probe_failed=sum(1 for p in probes if p is None),
         )
     else:
-        s.update(
-            opened=med([r["opened"] for r in good]),
-            wanted=good[0]["wanted"],
-            still_open=med([r["still_open"] for r in good]),
-            rss_per_conn=med([r["rss_per_conn"] for r in good]),
-            new_p50=med([r["new_p50"] for r in good]),
-            new_max=med([r["new_max"] for r in good]),
-            errors=sum(r["errors"] for r in good),
-            rss=med([r["rss"] for r in good]),
-        )
+        # The harness's own measurements (idle10k, slowread1k, longpoll100)
+        # are all figures: their medians, and the errors of every round.
+        for key in good[0]:
+            if key not in ("server", "notes"):
+                s[key] = med([r[key] for r in good])
+        s["errors"] = sum(r["errors"] for r in good)
     return s
 
 
@@ -138,6 +134,7 @@ class Report:
         self.header()
         first = self.opts.passes[0][0]
         self.targets(first)
+        self.targets_11(first)
         for pname, scen_names in self.opts.passes:
             self.one_pass(pname, scen_names)
         return "\n".join(self.lines) + "\n"
@@ -172,7 +169,7 @@ class Report:
         self.add()
 
     def applies(self, srv, sc):
-        return srv.wsgi or BY_NAME[sc].nginx
+        return BY_NAME[sc].admits(srv)
 
     # ---------------------------------------------------------- targets
     def targets(self, pname):
@@ -194,6 +191,25 @@ class Report:
                           "-" if met is None else ("yes" if met else "**no**")]))
         self.add()
 
+    def targets_11(self, first):
+        """Issue 11's targets: the unpinned rows from the unpinned pass,
+        the rest from ``first``."""
+        if not any(s.name == "waitress_c" and s.reason is None
+                   for s in self.servers):
+            return
+        checks = target_checks_11(self.get, first, [
+            s.name for s in self.servers if s.wsgi and s.name != "waitress_c"])
+        if not checks:
+            return
+        self.add("## waitress_c against the targets of issue 11")
+        self.add()
+        self.add("| target | waitress_c | bound | met |")
+        self.add("|---|---|---|---|")
+        for what, ours, bound, met in checks:
+            self.add(row([what, ours, bound,
+                          "-" if met is None else ("yes" if met else "**no**")]))
+        self.add()
+
     # ------------------------------------------------------------ a pass
     def one_pass(self, pname, scen_names):
         o = self.opts
@@ -203,7 +219,7 @@ class Report:
         else:
             self.add("## Unpinned")
         self.add()
-        load = [n for n in scen_names if n != "idle10k"]
+        load = [n for n in scen_names if BY_NAME[n].kind == "load"]
         if load:
             self.matrix(pname, load, "req/s (median)", "rps", 0)
             self.matrix(pname, load,
@@ -212,8 +228,13 @@ class Report:
         for sc in scen_names:
             self.add("### %s: %s" % (sc, BY_NAME[sc].what))
             self.add()
-            if sc == "idle10k":
+            kind = BY_NAME[sc].kind
+            if kind == "idle":
                 self.idle_table(pname)
+            elif kind == "slowread":
+                self.slowread_table(pname, sc)
+            elif kind == "longpoll":
+                self.longpoll_table(pname, sc)
             else:
                 self.load_table(pname, sc)
             self.add()
@@ -310,6 +331,66 @@ class Report:
                 fmt_num(s["errors"]), fmt_mb(s["rss"]),
             ]))
 
+    def slowread_table(self, pname, sc):
+        self.add("| server | connections | in the kernel MB | held by the "
+                 "server MB | RSS growth MB | growth / held | quiet after s "
+                 "| whole responses | read back s | errors | peak RSS MB "
+                 "| notes |")
+        self.add("|---" * 12 + "|")
+        for srv in self.servers:
+            s = self.own_row(pname, sc, srv, 12)
+            if s is None:
+                continue
+            self.add(row([
+                srv.name, "%s of %s" % (fmt_num(s["opened"]),
+                                        fmt_num(s["wanted"])),
+                fmt_mb(s["in_kernel"]), fmt_mb(s["queued"]),
+                fmt_mb(s["rss_growth"]),
+                fmt_ratio(s["rss_growth"], s["queued"]),
+                fmt_num(s["quiet_s"], 1), fmt_num(s["whole"]),
+                fmt_num(s["read_s"], 1), fmt_num(s["errors"]),
+                fmt_mb(s["rss"]), "; ".join(s["notes"]),
+            ]))
+
+    def longpoll_table(self, pname, sc):
+        self.add("| server | answered | server CPU % of a core | window s "
+                 "| last answer s | errors | peak RSS MB | notes |")
+        self.add("|---" * 8 + "|")
+        for srv in self.servers:
+            s = self.own_row(pname, sc, srv, 8)
+            if s is None:
+                continue
+            self.add(row([
+                srv.name, "%s of %s" % (fmt_num(s["answered"]),
+                                        fmt_num(s["wanted"])),
+                fmt_num(s["cpu_pct"], 2), fmt_num(s["window_s"], 1),
+                fmt_num(s["last_s"], 1), fmt_num(s["errors"]),
+                fmt_mb(s["rss"]), "; ".join(s["notes"]),
+            ]))
+
+    def own_row(self, pname, sc, srv, width):
+        """The summary behind one server's row of a table of the harness's
+        own measurements, or None when the row is written here already (or
+        there is none)."""
+        if srv.reason is not None:
+            self.add(row([srv.name, "unavailable"] + [""] * (width - 2)))
+            return None
+        if not srv.threaded and BY_NAME[sc].threads:
+            self.add(row([srv.name, "n/a: one thread"] + [""] * (width - 2)))
+            return None
+        s = self.get(pname, sc, srv.name)
+        if s is None or not self.applies(srv, sc):
+            return None
+        if s["good"] == 0:
+            self.add(row([srv.name, failure_text(s)] + [""] * (width - 3)
+                         + ["; ".join(s["notes"])]))
+            return None
+        if s["good"] < s["rounds"]:
+            s = dict(s, notes=s["notes"] + ["%d of %d rounds failed: %s" % (
+                s["rounds"] - s["good"], s["rounds"],
+                one_line(s["failures"][0], 80))])
+        return s
+
 
 def target_checks(get, peers):
     """[(what, ours, bound, met)] for the targets of issue 5 that this run
@@ -318,13 +399,10 @@ def target_checks(get, peers):
     out = []
 
     def value(sc, name, key):
-        s = get(sc, name)
-        return None if s is None else s.get(key)
+        return figure(get(sc, name), key)
 
     def best_peer(sc):
-        vals = [(value(sc, p, "rps"), p) for p in peers]
-        vals = [v for v in vals if v[0] is not None]
-        return max(vals) if vals else (None, None)
+        return best_of(get, sc, peers)
 
     def ge(what, sc, bound, label, key="rps", fmt=fmt_num):
         ours = value(sc, "waitress_c", key)
@@ -381,6 +459,83 @@ def target_checks(get, peers):
         out.append(("idle10k new request < 10 ms (worst of 11)",
                     fmt_ms(lat) + " ms" if lat is not None else "fails",
                     "10 ms", None if lat is None else lat < 10))
+    return out
+
+
+def figure(summary, key):
+    return None if summary is None else summary.get(key)
+
+
+def best_of(get, sc, peers):
+    """(req/s, name) of the fastest of ``peers`` in ``sc``, or (None,
+    None)."""
+    vals = [(figure(get(sc, p), "rps"), p) for p in peers]
+    vals = [v for v in vals if v[0] is not None]
+    return max(vals) if vals else (None, None)
+
+
+def target_checks_11(get, first, peers):
+    """[(what, ours, bound, met)] for the targets of issue 11 that this run
+    measured.  ``get(pass, scenario, server)`` returns a summary or None;
+    the unpinned rows come from the unpinned pass, the others from
+    ``first``; ``peers`` are the WSGI peers that ran (for "best peer")."""
+    out = []
+
+    def ours(pname, sc):
+        return get(pname, sc, "waitress_c")
+
+    def check(what, s, key, bound, label, met, fmt=fmt_num):
+        """One row, if waitress_c ran the scenario: ``met(figure, bound)``
+        judges it, and a missing bound leaves it unjudged."""
+        if s is None:
+            return
+        v = figure(s, key)
+        if v is None:
+            out.append((what, "fails", label, False))
+        else:
+            out.append((what, fmt(v), label,
+                        None if bound is None else met(v, bound)))
+
+    def at_least(a, b):
+        return a >= b
+
+    def at_most(a, b):
+        return a <= b
+
+    def below(a, b):
+        return a < b
+
+    # dict.fromkeys: one row each when the only pass is the unpinned one
+    for pname, sc in dict.fromkeys([("unpinned", "hello-100"),
+                                    (first, "hello-1000"),
+                                    ("unpinned", "hello-1000")]):
+        bj = figure(get(pname, sc, "bjoern"), "rps")
+        check("%s %s req/s >= bjoern" % (sc, pname), ours(pname, sc), "rps",
+              bj, fmt_num(bj), at_least)
+        if sc == "hello-1000":
+            check("%s %s errors = 0" % (sc, pname), ours(pname, sc),
+                  "errors", 0, "0", at_most)
+    check("hello-100 %s server CPU per request <= 6 us" % first,
+          ours(first, "hello-100"), "cpu_us", 6.0, "6.0 us", at_most,
+          lambda v: fmt_num(v, 1) + " us")
+    best, who = best_of(lambda sc, p: get(first, sc, p), "1mib-16", peers)
+    check("1mib-16 >= best peer", ours(first, "1mib-16"), "rps", best,
+          "%s (%s)" % (fmt_num(best), who) if who else "-", at_least)
+    idle = ours(first, "idle10k")
+    check("idle10k RSS per connection <= 320 B", idle, "rss_per_conn", 320,
+          "320 B", at_most, fmt_bytes)
+    check("idle10k new request < 10 ms (worst of 11)", idle, "new_max", 10,
+          "10 ms", below, lambda v: fmt_ms(v) + " ms")
+    slow = ours(first, "slowread1k")
+    check("slowread1k errors = 0 (every response whole)", slow, "errors", 0,
+          "0", at_most)
+    check("slowread1k RSS growth <= 2x the bytes the server holds", slow,
+          "growth_ratio", 2.0, "2.00", at_most,
+          lambda v: "%.2f (%s MB for %s MB)" % (
+              v, fmt_mb(slow["rss_growth"]), fmt_mb(slow["queued"])))
+    check("longpoll100 server CPU < 1% of a core, 100 parked",
+          ours(first, "longpoll100"), "cpu_pct", 1.0, "1.00 %", below,
+          lambda v: "%.2f %%" % v)
     return out
 
 

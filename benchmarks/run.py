@@ -35,13 +35,24 @@ import client
 import peers
 import report
 import scenarios
-from common import (HOST, LOGS, LUA, RESULTS, ROOT, VENVS, WORK, log,
+import slowread
+from common import (HOST, LOGS, LUA, MIB, RESULTS, ROOT, VENVS, WORK, log,
                     one_line, tail, write_text)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_CPU = 0
 CLIENT_CPU = 1
 RUNNING = set()
+# slowread1k: the server is quiet once its RSS moves less than this and the
+# kernel's queues not at all for QUIET_FOR seconds.
+RSS_SLACK = 256 * 1024
+QUIET_FOR = 2.0
+QUIET_TIMEOUT = 30.0
+READ_BACK_TIMEOUT = 60.0
+# longpoll100: the CPU window opens this long after the requests are sent
+# (every one is parked by then) and closes well before the app wakes.
+LONGPOLL_SETTLE = 1.5
+LONGPOLL_WINDOW = 7.0
 
 
 # ------------------------------------------------------------------ helpers
@@ -363,6 +374,149 @@ def measure_idle(server, scenario, pinned, opts):
         run.stop()
 
 
+def measure_slowread(server, scenario, pinned, opts):
+    """Open ``scenario.conns`` connections that each ask for the 1 MiB body
+    and read nothing.  Once the server is quiet, compare the growth of its
+    RSS with the bytes it must be holding (asked for, minus what sits in the
+    kernel's socket queues); then read every response to its end and check
+    it.  Time-boxed."""
+    result = {"server": server.name}
+    run, err, result["notes"] = start_checked(server, scenario, pinned)
+    socks = []
+    affinity = os.sched_getaffinity(0)
+    try:
+        if err is not None:
+            result["error"] = err
+            return result
+        if pinned:
+            os.sched_setaffinity(0, {CLIENT_CPU})
+        for _ in range(5):  # let the server allocate what one response needs
+            client.exchange(run.port, scenario.request(), 1, 10.0)
+        time.sleep(0.3)
+        rss0 = group_status(run.pgid, "VmRSS")
+        socks, failures = slowread.open_readers(
+            run.port, scenario.conns, scenario.request(),
+            time.monotonic() + 30.0)
+
+        def sample():
+            return (group_status(run.pgid, "VmRSS"),) + (
+                slowread.kernel_queues(run.port))
+
+        (rss1, send_q, recv_q), waited, quiet = slowread.wait_quiet(
+            sample, (RSS_SLACK, 0, 0), QUIET_FOR, QUIET_TIMEOUT)
+        if not quiet:
+            result["notes"].append("still changing after %.0f s" % waited)
+        t0 = time.monotonic()
+        readings = slowread.read_back(socks,
+                                      time.monotonic() + READ_BACK_TIMEOUT)
+        read_s = time.monotonic() - t0
+        socks = []
+        whole, asked, problems = slowread.account(readings, MIB)
+        result["notes"] += problems[:3]
+        queued = asked - send_q - recv_q
+        growth = rss1 - rss0
+        result.update(
+            opened=len(readings), wanted=scenario.conns, rss_growth=growth,
+            in_kernel=send_q + recv_q, queued=queued,
+            growth_ratio=growth / queued if queued > 0 else None,
+            quiet_s=waited, whole=whole, read_s=read_s,
+            errors=failures + len(readings) - whole,
+            rss=group_status(run.pgid, "VmHWM"),
+        )
+        if not run.alive():
+            result["error"] = "server died: %s" % tail(run.logpath, 2)
+        return result
+    finally:
+        for s in socks:
+            s.close()
+        os.sched_setaffinity(0, affinity)
+        run.stop()
+
+
+class Parked(threading.Thread):
+    """One long-poll request on its own connection: its answer, and when it
+    came."""
+
+    def __init__(self, port, request, timeout):
+        threading.Thread.__init__(self, daemon=True)
+        self.port, self.request, self.timeout = port, request, timeout
+        self.problem = "no answer"
+        self.at = None
+
+    def run(self):
+        responses, _, problem = client.exchange(self.port, self.request, 1,
+                                                self.timeout)
+        self.at = time.monotonic()
+        if problem is not None:
+            self.problem = problem
+        elif responses[0].status != 200:
+            self.problem = "status %d" % responses[0].status
+        elif responses[0].body != scenarios.HELLO:
+            self.problem = "wrong body (%d bytes)" % len(responses[0].body)
+        else:
+            self.problem = None
+
+
+def measure_longpoll(server, scenario, pinned, opts):
+    """Park ``scenario.conns`` requests in the sleeping app at once and
+    measure the server's CPU over a window inside the sleep, with no other
+    load; then check every answer.  There is no preflight: one request
+    takes the whole sleep, and every answer is checked here."""
+    # Imported here, not at the top: apps writes its data file at import,
+    # and peers.DataDir has already told it where by now.
+    from apps import LONGPOLL_SECONDS
+
+    result = {"server": server.name, "notes": []}
+    run = Running(server, scenario, pinned)
+    affinity = os.sched_getaffinity(0)
+    try:
+        err = run.wait_ready()
+        if err is not None:
+            result["error"] = err
+            return result
+        if pinned:
+            os.sched_setaffinity(0, {CLIENT_CPU})  # the threads inherit it
+        timeout = 2 * LONGPOLL_SECONDS + 10
+        parked = [Parked(run.port, scenario.request(), timeout)
+                  for _ in range(scenario.conns)]
+        t0 = time.monotonic()
+        for p in parked:
+            p.start()
+        time.sleep(LONGPOLL_SETTLE)
+        cpu0, w0 = group_cpu(run.pgid), time.monotonic()
+        time.sleep(LONGPOLL_WINDOW)
+        cpu1, w1 = group_cpu(run.pgid), time.monotonic()
+        for p in parked:
+            p.join(max(0.0, t0 + timeout + 1 - time.monotonic()))
+        good = [p for p in parked if p.problem is None]
+        early = sum(1 for p in good if p.at < w1)
+        # Answered more than 2 s after the sleep: it waited for a thread.
+        late = sum(1 for p in good if p.at - t0 > LONGPOLL_SECONDS + 2)
+        result["notes"] += sorted({p.problem for p in parked
+                                   if p.problem})[:3]
+        if early:
+            result["notes"].append("%d answered inside the window" % early)
+        if late:
+            result["notes"].append("%d waited for a thread" % late)
+        result.update(
+            answered=len(good), wanted=scenario.conns,
+            cpu_pct=(cpu1 - cpu0) / (w1 - w0) * 100.0, window_s=w1 - w0,
+            last_s=max(p.at - t0 for p in good) if good else None,
+            errors=len(parked) - len(good) + early + late,
+            rss=group_status(run.pgid, "VmHWM"),
+        )
+        if not run.alive():
+            result["error"] = "server died: %s" % tail(run.logpath, 2)
+        return result
+    finally:
+        os.sched_setaffinity(0, affinity)
+        run.stop()
+
+
+MEASURE = {"load": measure, "idle": measure_idle,
+           "slowread": measure_slowread, "longpoll": measure_longpoll}
+
+
 def run_passes(opts, servers):
     """Every pass, scenario, round and server, servers interleaved within a
     round.  Returns summaries keyed by (pass, scenario, server)."""
@@ -372,11 +526,11 @@ def run_passes(opts, servers):
         pinned = pname == "pinned"
         for sc in scen_names:
             scen = scenarios.BY_NAME[sc]
-            active = [s for s in ready if (s.wsgi or scen.nginx)
+            active = [s for s in ready if scen.admits(s)
                       and (s.pinnable or not pinned)]
             for rnd in range(opts.rounds):
                 for srv in active:
-                    how = measure_idle if sc == "idle10k" else measure
+                    how = MEASURE[scen.kind]
                     try:
                         r = how(srv, scen, pinned, opts)
                     except Exception as exc:  # noqa: BLE001 - reported
@@ -396,10 +550,19 @@ def progress_text(r):
             fmt.fmt_num(r["rps"]), fmt.fmt_ms(r["p50"]), fmt.fmt_ms(r["p99"]),
             fmt.fmt_num(r["errors"]), fmt.fmt_num(r["cpu_us"], 1))
         text += ", new conn %s ms" % fmt.fmt_ms(r["probe_ms"])
+    elif "queued" in r:
+        text = ("%d/%d open, RSS +%s MB for %s MB held (%s), %d whole in "
+                "%.1f s" % (r["opened"], r["wanted"], fmt.fmt_mb(
+                    r["rss_growth"]), fmt.fmt_mb(r["queued"]),
+                    fmt.fmt_ratio(r["rss_growth"], r["queued"]),
+                    r["whole"], r["read_s"]))
     elif "opened" in r:
         text = "%d/%d open, %s per connection, new request %s ms" % (
             r["opened"], r["wanted"], fmt.fmt_bytes(r["rss_per_conn"]),
             fmt.fmt_ms(r["new_p50"]))
+    elif "cpu_pct" in r:
+        text = "%d/%d answered, server CPU %.2f%% of a core" % (
+            r["answered"], r["wanted"], r["cpu_pct"])
     else:
         text = ""
     if "error" in r:

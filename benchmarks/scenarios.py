@@ -1,5 +1,6 @@
-"""The benchmark scenarios of issue 5: what wrk sends and what a correct
-answer looks like.  docs/benchmarks.rst describes each one."""
+"""The benchmark scenarios of issues 5 and 11: what wrk (or the harness's
+own client) sends and what a correct answer looks like.
+docs/benchmarks.rst describes each one."""
 
 import client
 from common import MIB
@@ -7,17 +8,26 @@ from common import MIB
 HELLO = b"Hello, world!"
 PIPELINE_DEPTH = 16
 POST_SIZE = 64 * 1024
+SLOW_READERS = 1000
+LONGPOLL_CONNS = 100
+# Enough worker threads to park every long-poll request at once, and a few
+# to spare, as a deployment expecting them would configure.
+LONGPOLL_THREADS = 110
 
 
 class Scenario:
     """One load shape: a path, a connection count and the wrk arguments.
 
     ``mode`` is passed to wrk/bench.lua, ``headers`` to wrk -H.  ``nginx``
-    says whether nginx (static files only) can take part.
+    says whether nginx (static files only) can take part.  ``kind`` says
+    who measures it: ``load`` is wrk; ``idle``, ``slowread`` and
+    ``longpoll`` are the harness's own clients.  ``threads``, when set, is
+    the worker threads each threaded server gets (a server with one thread
+    cannot take part).
     """
 
     def __init__(self, name, path, conns, what, mode=("get",), headers=(),
-                 check=None, nginx=True):
+                 check=None, nginx=True, kind="load", threads=None):
         self.name = name
         self.path = path
         self.conns = conns
@@ -26,6 +36,14 @@ class Scenario:
         self.headers = list(headers)
         self.check = check or (lambda body: body == HELLO)
         self.nginx = nginx
+        self.kind = kind
+        self.threads = threads
+
+    def admits(self, server):
+        """Whether ``server`` takes part: nginx only serves files, and a
+        scenario that parks requests needs a server with threads."""
+        return ((server.wsgi or self.nginx)
+                and (server.threaded or self.threads is None))
 
     @property
     def keep_alive(self):
@@ -68,6 +86,8 @@ SCENARIOS = [
              "Content-Length, 100 connections", nginx=False),
     Scenario("1mib", "/1mib", 100, "1 MiB body, 100 connections",
              check=has_size(MIB)),
+    Scenario("1mib-16", "/1mib", 16, "1 MiB body, 16 connections",
+             check=has_size(MIB)),
     Scenario("post64k", "/echo", 100,
              "64 KiB POST echoed back, 100 connections",
              mode=("post", str(POST_SIZE)), check=has_size(POST_SIZE),
@@ -83,14 +103,22 @@ SCENARIOS = [
              mode=("pipeline", str(PIPELINE_DEPTH))),
     Scenario("idle10k", "/hello", 10000,
              "10,000 idle keep-alive connections: RSS per connection, and "
-             "a new request answered while they are open"),
+             "a new request answered while they are open", kind="idle"),
+    Scenario("slowread1k", "/1mib", SLOW_READERS,
+             "1,000 connections each ask for the 1 MiB body and read "
+             "nothing: server RSS against the bytes it must hold",
+             check=has_size(MIB), kind="slowread"),
+    Scenario("longpoll100", "/longpoll", LONGPOLL_CONNS,
+             "100 long-poll requests parked in an app that sleeps, no "
+             "other load: server CPU while they wait", nginx=False,
+             kind="longpoll", threads=LONGPOLL_THREADS),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
 NAMES = [s.name for s in SCENARIOS]
 HEADLINE = "hello-100"
 # The unpinned pass, where the servers with worker processes
 # (waitress_c-w2, gunicorn-w2) run: both cores are theirs to use.
-UNPINNED = [HEADLINE, "sleep10ms"]
+UNPINNED = [HEADLINE, "hello-1000", "sleep10ms"]
 
 
 def preflight(port, scenario, timeout=10.0):

@@ -1,6 +1,7 @@
 """Checks of the harness's own logic that need no server: the response
-parser behind the preflight, the scenarios' requests, the medians and the
-target table.  Run with ``.venv/bin/python -m pytest benchmarks``."""
+parser behind the preflight, the scenarios' requests, the medians, the
+target tables and slowread1k's accounting.  Run with
+``.venv/bin/python -m pytest benchmarks``."""
 
 import os
 import sys
@@ -10,8 +11,11 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import client  # noqa: E402
+import peers  # noqa: E402
 import report  # noqa: E402
 import scenarios  # noqa: E402
+import slowread  # noqa: E402
+from common import MIB  # noqa: E402
 
 OK = (b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHello, world!")
 
@@ -119,6 +123,197 @@ def test_target_checks():
     assert bound == ["15 (uwsgi)"]
 
 
+# /proc/net/tcp as the kernel writes it (columns after tx:rx cut): a
+# listener on port 0x1F90 (8080), two of its connections, the readers' ends
+# of them, and an unrelated connection.
+PROC_NET_TCP = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000005 00:00000000
+   1: 0100007F:1F90 0100007F:A000 01 00030000:00000000 00:00000000
+   2: 0100007F:1F90 0100007F:A001 01 00000100:00000040 00:00000000
+   3: 0100007F:A000 0100007F:1F90 01 00000000:00008000 00:00000000
+   4: 0100007F:A001 0100007F:1F90 01 00000000:00000010 00:00000000
+   5: 0100007F:A001 0100007F:0050 01 00099999:00099999 00:00000000
+   6: 0100007F:A002 0100007F:1F90 06 00000000:00007777 00:00000000
+"""
+
+
+def test_kernel_queues_count_server_sends_and_reader_receives():
+    send, recv = slowread.parse_queues(PROC_NET_TCP, 0x1F90)
+    # The server's unread requests (0x40) and the listener's backlog are
+    # not response bytes; neither is another port's traffic nor a socket
+    # in TIME_WAIT.
+    assert send == 0x30000 + 0x100
+    assert recv == 0x8000 + 0x10
+
+
+def test_wait_quiet_needs_a_still_stretch():
+    now = [0.0]
+    figures = iter([(100, 5), (200, 5), (300, 5), (300, 5), (310, 5),
+                    (305, 5), (305, 5), (305, 5)])
+
+    def sleep(dt):
+        now[0] += dt
+
+    value, waited, quiet = slowread.wait_quiet(
+        lambda: next(figures), (20, 0), quiet_for=1.0, timeout=10.0,
+        interval=0.5, clock=lambda: now[0], sleep=sleep)
+    # 100 at t=0 (before the loop), 200 at t=0, 300 at t=0.5, then within
+    # the slack of 20 of 300: quiet 1 s later.
+    assert quiet and waited == 1.5 and value == (310, 5)
+
+
+def test_wait_quiet_gives_up():
+    now = [0.0]
+    count = iter(range(100))
+
+    def sleep(dt):
+        now[0] += dt
+
+    value, waited, quiet = slowread.wait_quiet(
+        lambda: (0, next(count)), (0, 0), quiet_for=1.0, timeout=2.0,
+        interval=0.5, clock=lambda: now[0], sleep=sleep)
+    assert not quiet and waited == 2.0
+
+
+class _Sock:
+    def close(self):
+        pass
+
+
+def reading(data, *more):
+    r = slowread.Reading(_Sock())
+    for chunk in (data,) + more:
+        r.feed(chunk)
+    return r
+
+
+def test_readings_and_accounting():
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
+    whole = reading(head[:5], head[5:] + b"0123", b"456789")
+    assert whole.whole and whole.head == len(head)
+    short = reading(head + b"01234")
+    short.problem = "closed after 5 of 10 body bytes"
+    bad = reading(b"HTTP/1.1 500 Oops\r\nContent-Length: 10\r\n\r\n"
+                  b"0123456789")
+    never = slowread.Reading(_Sock())
+    got, asked, problems = slowread.account([whole, short, bad, never], 10)
+    assert got == 1
+    # Four responses asked for (the 500's head is 2 bytes longer); the one
+    # whose head never came counts as the median one.
+    assert asked == 49 + 49 + 51 + 49
+    assert problems == ["closed after 5 of 10 body bytes", "status 500"]
+    with pytest.raises(ValueError):
+        reading(head + b"0123456789!")
+    with pytest.raises(ValueError):
+        reading(b"HTTP/1.1 200 OK\r\n\r\n")
+
+
+def test_longpoll_admits_threaded_servers_only():
+    poll, hello = scenarios.BY_NAME["longpoll100"], scenarios.BY_NAME[
+        "hello-100"]
+    waitress, bjoern, nginx = (_Server("waitress"),
+                               _Server("bjoern", threaded=False),
+                               _Server("nginx", wsgi=False))
+    assert poll.admits(waitress) and hello.admits(bjoern)
+    assert not poll.admits(bjoern) and not poll.admits(nginx)
+    assert hello.admits(nginx)
+    assert peers.threads(poll) == scenarios.LONGPOLL_THREADS
+    assert peers.threads(hello) == 4
+
+
+def test_new_scenarios_in_the_default_run():
+    assert scenarios.BY_NAME["1mib-16"].conns == 16
+    assert "hello-1000" in scenarios.UNPINNED
+    assert scenarios.BY_NAME["slowread1k"].kind == "slowread"
+
+
+def own(**figures):
+    return dict({"server": "x", "notes": [], "errors": 0}, **figures)
+
+
+def issue_11_results():
+    s = report.summarize
+    return {
+        ("unpinned", "hello-100", "waitress_c"): s([run(110)]),
+        ("unpinned", "hello-100", "bjoern"): s([run(100)]),
+        ("pinned", "hello-100", "waitress_c"): s([run(120, cpu=6.5)]),
+        ("pinned", "hello-100", "bjoern"): s([run(100)]),
+        ("pinned", "hello-1000", "waitress_c"): s([run(90, errors=2)]),
+        ("pinned", "hello-1000", "bjoern"): s([run(100)]),
+        ("pinned", "1mib-16", "waitress_c"): s([run(30)]),
+        ("pinned", "1mib-16", "bjoern"): s([run(20)]),
+        ("pinned", "1mib-16", "nginx"): s([run(50)]),
+        ("pinned", "idle10k", "waitress_c"): s([own(
+            opened=10, wanted=10, still_open=10, rss_per_conn=300.0,
+            new_p50=1.0, new_max=12.0, rss=1)]),
+        ("pinned", "slowread1k", "waitress_c"): s([own(
+            opened=1000, wanted=1000, rss_growth=300 * 1024 ** 2,
+            in_kernel=200 * 1024 ** 2, queued=800 * 1024 ** 2,
+            growth_ratio=0.375, quiet_s=2.5, whole=1000, read_s=4.0,
+            rss=1)]),
+        ("pinned", "slowread1k", "waitress"): s([
+            own(opened=1000, wanted=1000, rss_growth=2, in_kernel=1,
+                queued=1, growth_ratio=2.0, quiet_s=2.0, whole=990,
+                read_s=4.0, rss=1, errors=10),
+            {"error": "boom", "notes": []}]),
+        ("pinned", "longpoll100", "waitress_c"): s([own(
+            answered=100, wanted=100, cpu_pct=0.4, window_s=7.0,
+            last_s=10.1, rss=1)]),
+    }
+
+
+def test_target_checks_11():
+    results = issue_11_results()
+    checks = report.target_checks_11(
+        lambda p, sc, n: results.get((p, sc, n)), "pinned",
+        ["bjoern", "waitress"])
+    met = {what: ok for what, _, _, ok in checks}
+    assert met == {
+        "hello-100 unpinned req/s >= bjoern": True,
+        "hello-1000 pinned req/s >= bjoern": False,
+        "hello-1000 pinned errors = 0": False,
+        "hello-100 pinned server CPU per request <= 6 us": False,
+        # nginx is not a WSGI peer: bjoern is the best.
+        "1mib-16 >= best peer": True,
+        "idle10k RSS per connection <= 320 B": True,
+        "idle10k new request < 10 ms (worst of 11)": False,
+        "slowread1k errors = 0 (every response whole)": True,
+        "slowread1k RSS growth <= 2x the bytes the server holds": True,
+        "longpoll100 server CPU < 1% of a core, 100 parked": True,
+    }
+    shown = {what: (ours, bound) for what, ours, bound, _ in checks}
+    assert shown["slowread1k RSS growth <= 2x the bytes the server holds"] \
+        == ("0.38 (300.0 MB for 800.0 MB)", "2.00")
+    assert shown["1mib-16 >= best peer"] == ("30", "20 (bjoern)")
+
+
+def test_report_renders_issue_11_tables():
+    """The new scenarios get their own tables, no req/s matrix rows, and a
+    single-threaded server an n/a in longpoll100."""
+    class Opts(_Opts):
+        passes = [("pinned", ["hello-100", "slowread1k", "longpoll100"])]
+
+    servers = [_Server("waitress_c"), _Server("waitress"),
+               _Server("bjoern", threaded=False)]
+    text = report.Report(Opts(), servers, issue_11_results(), 0,
+                         1.0).render()
+    assert "## waitress_c against the targets of issue 5" in text
+    assert "## waitress_c against the targets of issue 11" in text
+    lines = text.splitlines()
+    matrix = lines.index("### req/s (median)")
+    assert not any(x.startswith("| slowread1k") or x.startswith(
+        "| longpoll100") for x in lines[matrix:matrix + 8])
+    assert ("| waitress_c | 1,000 of 1,000 | 200.0 | 800.0 | 300.0 | 0.38x "
+            "| 2.5 | 1,000 | 4.0 | 0 | 0.0 |  |") in lines
+    assert any(x.startswith("| waitress | 1,000 of 1,000 |")
+               and x.endswith("| 10 | 0.0 | 1 of 2 rounds failed: boom |")
+               for x in lines)
+    assert ("| waitress_c | 100 of 100 | 0.40 | 7.0 | 10.1 | 0 | 0.0 |  |"
+            in lines)
+    assert "| bjoern | n/a: one thread |  |  |  |  |  |  |" in lines
+
+
 class _Opts:
     passes = [("pinned", ["hello-100", "chunked", "pipeline16"])]
     commit = "abc1234"
@@ -128,8 +323,9 @@ class _Opts:
 
 
 class _Server:
-    def __init__(self, name, wsgi=True):
+    def __init__(self, name, wsgi=True, threaded=True):
         self.name, self.wsgi, self.reason = name, wsgi, None
+        self.threaded = threaded
         self.version, self.how = "1.0", "how " + name
 
 
@@ -185,3 +381,17 @@ def test_newest_results_prefers_full_runs(tmp_path):
     assert report.newest_results(str(tmp_path)).endswith("2026-01-01-aaa.md")
     (tmp_path / "empty").mkdir()
     assert report.newest_results(str(tmp_path / "empty")) is None
+
+
+def test_progress_line_of_each_kind():
+    import run
+    slow = own(opened=1000, wanted=1000, rss_growth=MIB, in_kernel=0,
+               queued=2 * MIB, growth_ratio=0.5, quiet_s=2.0, whole=1000,
+               read_s=3.0, rss=1)
+    idle = own(opened=10, wanted=10, still_open=10, rss_per_conn=300.0,
+               new_p50=1.0, new_max=2.0, rss=1)
+    poll = own(answered=100, wanted=100, cpu_pct=0.25, window_s=7.0,
+               last_s=10.0, rss=1)
+    assert "RSS +1.0 MB for 2.0 MB held (0.50x)" in run.progress_text(slow)
+    assert "300 B per connection" in run.progress_text(idle)
+    assert "server CPU 0.25% of a core" in run.progress_text(poll)
