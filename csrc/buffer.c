@@ -3,6 +3,9 @@
  *
  * GIL map: nothing here touches Python.  Buffers are owned by one thread at
  * a time; the output queue is shared and its callers hold the channel lock.
+ * A segment that refers to an object's bytes (wc_outq_append_ref) is not
+ * freed here when it is done: it goes to q->dead, for a thread that holds
+ * the GIL to release (dispatch.c).
  */
 #include "wc.h"
 
@@ -14,6 +17,11 @@
 #include <string.h>
 #include <unistd.h>
 
+/* A queue's first memory segment is sized to what it must hold (at least
+ * SEG_FIRST): a response that the socket did not take whole leaves a few
+ * hundred bytes, not a 64 KiB block, on each of many slow connections.
+ * Later ones, for a stream that keeps coming, take SEG_MIN. */
+#define SEG_FIRST 2048
 #define SEG_MIN 65536
 
 int
@@ -170,6 +178,8 @@ seg_new(size_t cap)
     if (s == NULL)
         return NULL;
     s->next = NULL;
+    s->base = s->data;
+    s->obj = NULL;
     s->off = s->len = 0;
     s->cap = cap;
     s->fd = -1;
@@ -195,7 +205,7 @@ wc_outq_append(wc_outq_t *q, const char *p, size_t n)
     q->bytes += n;
     q->mem += n;
     wc_seg_t *t = q->tail;
-    if (t && t->fd < 0 && t->cap > t->len) {
+    if (t && t->fd < 0 && t->obj == NULL && t->cap > t->len) {
         size_t room = t->cap - t->len;
         size_t k = n < room ? n : room;
         memcpy(t->data + t->len, p, k);
@@ -205,7 +215,8 @@ wc_outq_append(wc_outq_t *q, const char *p, size_t n)
     }
     if (n == 0)
         return 0;
-    wc_seg_t *s = seg_new(n > SEG_MIN ? n : SEG_MIN);
+    size_t least = q->head ? SEG_MIN : SEG_FIRST;
+    wc_seg_t *s = seg_new(n > least ? n : least);
     if (s == NULL) {
         q->bytes -= n;
         q->mem -= n;
@@ -214,6 +225,24 @@ wc_outq_append(wc_outq_t *q, const char *p, size_t n)
     memcpy(s->data, p, n);
     s->len = n;
     seg_link(q, s);
+    return 0;
+}
+
+/* Queue n bytes at p without copying them: they belong to `obj`, which
+ * the caller keeps alive (one reference, given to the queue) until the
+ * segment comes back through q->dead. */
+int
+wc_outq_append_ref(wc_outq_t *q, const char *p, size_t n, void *obj)
+{
+    wc_seg_t *s = seg_new(0);
+    if (s == NULL)
+        return UV_ENOMEM;
+    s->base = p;
+    s->obj = obj;
+    s->len = n;
+    seg_link(q, s);
+    q->bytes += n;
+    q->mem += n;
     return 0;
 }
 
@@ -295,7 +324,7 @@ wc_outq_iov(wc_outq_t *q, struct iovec *iov, int max, size_t *total)
         if (s->fd >= 0)
             break;
         if (s->len > s->off) {
-            iov[n].iov_base = s->data + s->off;
+            iov[n].iov_base = (char *)s->base + s->off;
             iov[n].iov_len = s->len - s->off;
             sum += iov[n].iov_len;
             n++;
@@ -306,8 +335,13 @@ wc_outq_iov(wc_outq_t *q, struct iovec *iov, int max, size_t *total)
 }
 
 static void
-seg_free(wc_seg_t *s)
+seg_free(wc_outq_t *q, wc_seg_t *s)
 {
+    if (s->obj != NULL) {
+        s->next = q->dead;
+        q->dead = s;
+        return;
+    }
     if (s->fd >= 0 && s->close_fd)
         close(s->fd);
     free(s);
@@ -334,7 +368,7 @@ wc_outq_consume(wc_outq_t *q, size_t n)
         q->head = s->next;
         if (q->head == NULL)
             q->tail = NULL;
-        seg_free(s);
+        seg_free(q, s);
     }
     if (q->head == NULL && q->spill_fd >= 0 && q->spill_end > 0) {
         /* Everything spilled is sent: give the disk space back. */
@@ -349,7 +383,7 @@ wc_outq_free(wc_outq_t *q)
     wc_seg_t *s = q->head;
     while (s) {
         wc_seg_t *next = s->next;
-        seg_free(s);
+        seg_free(q, s);
         s = next;
     }
     q->head = q->tail = NULL;

@@ -553,6 +553,7 @@ wc_channel_unref(wc_channel_t *ch)
         r = next;
     }
     wc_outq_free(&ch->out);
+    wc_channel_give_back(ch);
     free(ch->leftover);
     pthread_mutex_destroy(&ch->lock);
     free(ch);

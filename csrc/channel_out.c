@@ -5,9 +5,16 @@
  * before it, else into the output queue; output held back for a pipelined
  * batch; parking without the GIL on a full queue; app threads in write()).
  *
- * GIL map: nothing here touches Python.  wc_channel_flush and on_write run
- * on the loop thread; the rest on workers and app threads, with or
- * without the GIL, and never blocks on the client (MSG_DONTWAIT).
+ * GIL map: nothing here touches Python but wc_dispatch_retain, which is
+ * only called for a sender that passes `owners` and so holds the GIL.
+ * wc_channel_flush and on_write run on the loop thread; the rest on
+ * workers and app threads, with or without the GIL, and never blocks on
+ * the client (MSG_DONTWAIT).
+ *
+ * Zero copy: what the socket does not take of a large body block is
+ * queued as a reference to the app's bytes object, not copied.  When it is
+ * written the segment goes to the server's release list (give_back), and
+ * a worker drops the reference the next time it holds the GIL.
  */
 #include "wc.h"
 
@@ -19,6 +26,9 @@
 #include <unistd.h>
 
 #define SENDFILE_STEP (1 << 20)
+/* Blocks smaller than this are copied: a reference costs a segment and a
+ * later release with the GIL, a copy of a few KiB costs less. */
+#define ZC_MIN 16384
 #define FILE_BLOCK 65536        /* read into memory when the socket is full */
 
 static void on_write(uv_write_t *req, int status);
@@ -63,6 +73,29 @@ stamp(wc_channel_t *ch)
 {
     atomic_store_explicit(&ch->last_activity, wc_now_ms(),
                           memory_order_relaxed);
+}
+
+/* ch->lock held (or the channel is being freed): hand the queue's done
+ * reference segments to the server, for a worker to release. */
+void
+wc_channel_give_back(wc_channel_t *ch)
+{
+    wc_seg_t *dead = ch->out.dead;
+    if (dead == NULL)
+        return;
+    ch->out.dead = NULL;
+    wc_seg_t *last = dead;
+    uint64_t bytes = last->len;
+    while (last->next) {
+        last = last->next;
+        bytes += last->len;
+    }
+    wc_server_t *srv = ch->srv;
+    pthread_mutex_lock(&srv->qlock);
+    last->next = srv->release_head;
+    srv->release_head = dead;
+    srv->release_bytes += bytes;
+    pthread_mutex_unlock(&srv->qlock);
 }
 
 /* Write what the queue holds: synchronously while the socket takes it,
@@ -168,6 +201,7 @@ wc_channel_flush(wc_channel_t *ch)
     if (ch->waiters && (ch->broken || ch->out.bytes
                         <= ch->srv->cfg.outbuf_high_watermark))
         wc_channel_wake_waiters(ch);
+    wc_channel_give_back(ch);
     pthread_mutex_unlock(&ch->lock);
     wc_channel_maybe_close(ch);
 }
@@ -188,6 +222,7 @@ on_write(uv_write_t *req, int status)
         stamp(ch);
     }
     ch->wlen = 0;
+    wc_channel_give_back(ch);
     pthread_mutex_unlock(&ch->lock);
     if (status == UV_ECANCELED)
         return;   /* closing */
@@ -223,16 +258,19 @@ park(wc_channel_t *ch, wc_waiter_t *me)
 
 /* Send the iovecs: straight to the socket when nothing the loop must send
  * comes before them (bytes a worker queued itself go along in the same
- * sendmsg), the rest copied into the output queue for the loop.  With
+ * sendmsg), the rest into the output queue for the loop: copied, or, for
+ * an iovec of at least ZC_MIN bytes whose `owners` entry is an object
+ * (a bytes object; the caller holds the GIL), by reference.  With
  * `defer` (more pipelined responses follow) small output is only queued,
  * so a pipelined batch leaves in one sendmsg.  Returns 0; 1 when more than
  * outbuf_high_watermark bytes now wait (the caller should park in
  * wc_channel_wait_drained); UV_EPIPE when the client is gone. */
 int
-wc_channel_send(wc_channel_t *ch, struct iovec *iov, int n, int defer)
+wc_channel_send(wc_channel_t *ch, struct iovec *iov, void **owners, int n,
+                int defer)
 {
     pthread_mutex_lock(&ch->lock);
-    int rv = wc_channel_send_locked(ch, iov, n, defer);
+    int rv = wc_channel_send_locked(ch, iov, owners, n, defer);
     if (rv == 0 && ch->out.bytes > ch->srv->cfg.outbuf_high_watermark)
         rv = 1;
     pthread_mutex_unlock(&ch->lock);
@@ -242,16 +280,24 @@ wc_channel_send(wc_channel_t *ch, struct iovec *iov, int n, int defer)
 #define DEFER_MAX 65536
 
 static int
-queue_iov(wc_channel_t *ch, struct iovec *iov, int n)
+queue_iov(wc_channel_t *ch, struct iovec *iov, void **owners, int n)
 {
     size_t overflow = ch->srv->cfg.outbuf_overflow;
     if (ch->out.bytes == 0)
         stamp(ch);      /* a stall is timed from here */
     for (int i = 0; i < n; i++) {
         size_t len = iov[i].iov_len;
-        int r = ch->out.mem + len > overflow && len > 0
-                ? wc_outq_spill(&ch->out, iov[i].iov_base, len)
-                : wc_outq_append(&ch->out, iov[i].iov_base, len);
+        void *obj = owners ? owners[i] : NULL;
+        int r;
+        if (ch->out.mem + len > overflow && len > 0) {
+            r = wc_outq_spill(&ch->out, iov[i].iov_base, len);
+        } else if (obj != NULL && len >= ZC_MIN) {
+            r = wc_outq_append_ref(&ch->out, iov[i].iov_base, len, obj);
+            if (r == 0)
+                wc_dispatch_retain(obj);
+        } else {
+            r = wc_outq_append(&ch->out, iov[i].iov_base, len);
+        }
         if (r < 0) {
             ch->broken = 1;
             return r;
@@ -263,7 +309,8 @@ queue_iov(wc_channel_t *ch, struct iovec *iov, int n)
 /* The same, with ch->lock held by the caller.  n == 0 flushes what the
  * worker queued. */
 int
-wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, int n, int defer)
+wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, void **owners,
+                       int n, int defer)
 {
     struct iovec all[WC_IOV_MAX * 2];
     size_t qtotal = 0, total = 0;
@@ -279,7 +326,7 @@ wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, int n, int defer)
          * sends it within a millisecond if that write is slow to come
          * (PEP 3333: transmission goes on while the app makes the next
          * block). */
-        rv = queue_iov(ch, iov, n);
+        rv = queue_iov(ch, iov, owners, n);
         if (rv == 0 && !ch->deferred) {
             wc_server_t *srv = ch->srv;
             ch->deferred = 1;
@@ -326,8 +373,10 @@ wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, int n, int defer)
         stamp(ch);
     size_t left = (size_t)w;
     size_t from_q = left < qtotal ? left : qtotal;
-    if (from_q)
+    if (from_q) {
         wc_outq_consume(&ch->out, from_q);
+        wc_channel_give_back(ch);
+    }
     left -= from_q;
     int i = 0;
     while (i < n && left >= iov[i].iov_len) {
@@ -339,11 +388,13 @@ wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, int n, int defer)
         iov[i].iov_len -= left;
     }
     iov += i;
+    if (owners)
+        owners += i;
     n -= i;
     if (n == 0 && ch->out.head == NULL)
         return 0;
 queue_rest:
-    rv = queue_iov(ch, iov, n);
+    rv = queue_iov(ch, iov, owners, n);
     wc_channel_kick(ch);
     return rv;
 }

@@ -21,6 +21,9 @@
 #include <string.h>
 
 #define BATCH 16
+/* Sent reference segments wake an idle worker to release them once they
+ * hold this much; less waits for a worker's next task or the sweep. */
+#define RELEASE_WAKE (4u << 20)
 
 static const char continue_line[] = WC_CONTINUE_LINE;
 
@@ -55,9 +58,62 @@ void
 wc_dispatch_wake(wc_server_t *srv)
 {
     pthread_mutex_lock(&srv->qlock);
-    if (srv->task_head && srv->idle_workers > srv->waking)
+    if ((srv->task_head || srv->release_bytes >= RELEASE_WAKE)
+        && srv->idle_workers > srv->waking)
         wake_one(srv);
     pthread_mutex_unlock(&srv->qlock);
+}
+
+/* Loop thread, once a second: sent bodies wait at most that long for
+ * their release when no request comes. */
+void
+wc_dispatch_sweep(wc_server_t *srv)
+{
+    pthread_mutex_lock(&srv->qlock);
+    if (srv->release_head && srv->idle_workers > srv->waking)
+        wake_one(srv);
+    pthread_mutex_unlock(&srv->qlock);
+}
+
+/* GIL held (the sender passed owners). */
+void
+wc_dispatch_retain(void *obj)
+{
+    Py_INCREF((PyObject *)obj);
+}
+
+/* qlock held. */
+static wc_seg_t *
+take_release(wc_server_t *srv)
+{
+    wc_seg_t *list = srv->release_head;
+    srv->release_head = NULL;
+    srv->release_bytes = 0;
+    return list;
+}
+
+/* GIL held, no lock: drop the segments' references.  They are exact
+ * bytes objects (response.c passes no other), so no Python code runs. */
+static void
+release(wc_seg_t *s)
+{
+    while (s) {
+        wc_seg_t *next = s->next;
+        Py_DECREF((PyObject *)s->obj);
+        free(s);
+        s = next;
+    }
+}
+
+void
+wc_dispatch_release_all(wc_server_t *srv, int lock)
+{
+    if (lock)
+        pthread_mutex_lock(&srv->qlock);
+    wc_seg_t *list = take_release(srv);
+    if (lock)
+        pthread_mutex_unlock(&srv->qlock);
+    release(list);
 }
 
 /* qlock held.  Does the loop need its millisecond tick?  Only while output
@@ -194,7 +250,7 @@ serve_channel(wc_worker_t *w, wc_channel_t *ch)
             atomic_fetch_sub(&srv->nbusy, 1);
             /* Responses held back for a pipelined batch go out now. */
             if (ch->out.head && !ch->writing
-                && wc_channel_send_locked(ch, NULL, 0, 0) < 0)
+                && wc_channel_send_locked(ch, NULL, NULL, 0, 0) < 0)
                 ch->broken = 1;
             /* Nothing waits: reading, if it was paused, may go on. */
             if (ch->read_paused)
@@ -203,7 +259,7 @@ serve_channel(wc_worker_t *w, wc_channel_t *ch)
                 struct iovec iov = {(void *)continue_line,
                                     sizeof(continue_line) - 1};
                 ch->continue_wanted = 0;
-                if (wc_channel_send_locked(ch, &iov, 1, 0) < 0)
+                if (wc_channel_send_locked(ch, &iov, NULL, 1, 0) < 0)
                     ch->broken = 1;
             }
             if (ch->broken || ch->close_when_flushed || ch->saw_eof
@@ -254,7 +310,7 @@ serve_channel(wc_worker_t *w, wc_channel_t *ch)
     /* Fairness: back to the tail, still busy, still referenced. */
     pthread_mutex_lock(&ch->lock);
     if (ch->out.head && !ch->writing
-        && wc_channel_send_locked(ch, NULL, 0, 0) < 0)
+        && wc_channel_send_locked(ch, NULL, NULL, 0, 0) < 0)
         ch->broken = 1;
     pthread_mutex_unlock(&ch->lock);
     wc_dispatch_push(srv, ch);
@@ -303,35 +359,35 @@ wc_dispatch_worker_main(PyObject *server)
     pthread_mutex_lock(&srv->qlock);
     srv->workers_started++;
     for (;;) {
-        while (srv->task_head == NULL && !srv->workers_stop) {
+        while (srv->task_head == NULL && srv->release_head == NULL
+               && !srv->workers_stop) {
             srv->idle_workers++;
             pthread_cond_wait(&srv->qcond, &srv->qlock);
             srv->idle_workers--;
             if (srv->waking > 0)
                 srv->waking--;
         }
-        if (srv->task_head == NULL)
-            break;      /* workers_stop and nothing left */
+        wc_seg_t *dead = take_release(srv);
         wc_channel_t *ch = pop_task(srv);
+        if (ch == NULL && dead == NULL)
+            break;      /* workers_stop and nothing left */
         pthread_mutex_unlock(&srv->qlock);
 
         PyEval_RestoreThread(ts);
-        for (;;) {
+        release(dead);
+        while (ch) {
             serve_channel(&w, ch);
             /* Next task without letting the GIL go, unless the queue lock
              * is busy: then release the GIL before blocking on it. */
-            if (pthread_mutex_trylock(&srv->qlock) != 0) {
-                ts = PyEval_SaveThread();
-                pthread_mutex_lock(&srv->qlock);
+            if (pthread_mutex_trylock(&srv->qlock) != 0)
                 break;
-            }
+            dead = take_release(srv);
             ch = pop_task(srv);
-            if (ch == NULL) {
-                ts = PyEval_SaveThread();
-                break;
-            }
             pthread_mutex_unlock(&srv->qlock);
+            release(dead);
         }
+        ts = PyEval_SaveThread();
+        pthread_mutex_lock(&srv->qlock);
     }
     srv->live_workers--;
     if (srv->live_workers == 0 && srv->running && srv->async_live)

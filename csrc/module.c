@@ -377,6 +377,8 @@ server_run(ServerObject *so, PyObject *args, PyObject *kw)
     Py_BEGIN_ALLOW_THREADS
     rv = wc_server_run(so->srv, sigfd);
     Py_END_ALLOW_THREADS
+    /* Bodies sent after the last worker left. */
+    wc_dispatch_release_all(so->srv, 1);
     /* Lines the loop queued after the last worker left. */
     wc_dispatch_drain_logs(so->srv, so->logger, so->qlogger);
     if (rv < 0) {
@@ -485,6 +487,7 @@ server_dealloc(ServerObject *so)
          * server: leak it rather than free under them. */
         if (live == 0 || !srv->workers_started) {
             wc_server_destroy(srv);
+            wc_dispatch_release_all(srv, 0);
             PyMem_Free(srv);
         }
     }

@@ -112,6 +112,16 @@ warn(response_t *r, const char *fmt, PyObject *arg)
     Py_XDECREF(res);
 }
 
+/* Gather one iovec; owner: the exact bytes object p points into, or NULL
+ * (wc_channel_send may then queue it by reference). */
+static inline void
+add_iov(response_t *r, const void *p, size_t n, PyObject *owner)
+{
+    r->iov[r->niov].iov_base = (void *)p;
+    r->iov[r->niov].iov_len = n;
+    r->owners[r->niov++] = owner;
+}
+
 /* Decide the framing and write the status line and headers into w->out.
  * `known_len` is the whole body's length when the server knows it (-1
  * otherwise).  Returns -1 with an exception set. */
@@ -209,9 +219,7 @@ wc_response_head(response_t *r, int64_t known_len)
     sr->headers_sent = 1;
     r->niov = 0;
     r->nhex = 0;
-    r->iov[r->niov].iov_base = b->data;
-    r->iov[r->niov].iov_len = b->len;
-    r->niov++;
+    add_iov(r, b->data, b->len, NULL);
     return 0;
 
 nomem:
@@ -227,7 +235,7 @@ wc_response_flush(response_t *r, int defer)
 {
     if (r->niov == 0 || r->failed)
         return r->failed ? -1 : 0;
-    int rv = wc_channel_send(r->ch, r->iov, r->niov, defer);
+    int rv = wc_channel_send(r->ch, r->iov, r->owners, r->niov, defer);
     r->niov = 0;
     r->nhex = 0;
     r->w->out.len = 0;
@@ -259,7 +267,7 @@ flush(response_t *r)
 
 /* Queue body bytes (the memory must live until the next flush). */
 int
-wc_response_body(response_t *r, const char *p, size_t n)
+wc_response_body(response_t *r, const char *p, size_t n, PyObject *owner)
 {
     if (n == 0)
         return 0;
@@ -295,15 +303,11 @@ wc_response_body(response_t *r, const char *p, size_t n)
     if (r->chunked) {
         char *h = r->hex[r->nhex++];
         int k = snprintf(h, 20, "%zX\r\n", n);
-        r->iov[r->niov].iov_base = h;
-        r->iov[r->niov++].iov_len = (size_t)k;
+        add_iov(r, h, (size_t)k, NULL);
     }
-    r->iov[r->niov].iov_base = (void *)p;
-    r->iov[r->niov++].iov_len = n;
-    if (r->chunked) {
-        r->iov[r->niov].iov_base = (void *)"\r\n";
-        r->iov[r->niov++].iov_len = 2;
-    }
+    add_iov(r, p, n, owner);
+    if (r->chunked)
+        add_iov(r, "\r\n", 2, NULL);
     r->sent += n;
     return 0;
 }
@@ -320,7 +324,7 @@ wc_response_write(StartResponseObject *sr, const char *p, size_t n)
     wc_channel_writer_enter(ch);
     if (!sr->headers_sent && wc_response_head(r, -1) < 0)
         rv = -1;
-    else if (wc_response_body(r, p, n) < 0 || flush(r) < 0) {
+    else if (wc_response_body(r, p, n, NULL) < 0 || flush(r) < 0) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_OSError, "Client disconnected");
         rv = -1;
@@ -467,7 +471,8 @@ send_blocks(response_t *r, PyObject *result, uint64_t left)
         if (n > left)
             n = (size_t)left;
         left -= n;
-        int rv = wc_response_body(r, PyBytes_AS_STRING(item), n);
+        int rv = wc_response_body(r, PyBytes_AS_STRING(item), n,
+                                  PyBytes_CheckExact(item) ? item : NULL);
         if (rv == 0)
             rv = wc_response_flush(r, 1);
         Py_DECREF(item);
@@ -519,8 +524,7 @@ wc_response_finish(response_t *r, int *close)
     if (r->chunked) {
         if (r->niov + 1 > WC_IOV_MAX && flush(r) < 0)
             return -1;
-        r->iov[r->niov].iov_base = (void *)"0\r\n\r\n";
-        r->iov[r->niov++].iov_len = 5;
+        add_iov(r, "0\r\n\r\n", 5, NULL);
     }
     if (wc_response_flush(r, r->w->more) < 0)
         return -1;
@@ -576,7 +580,7 @@ wc_response_error(wc_worker_t *w, wc_channel_t *ch, int version,
         rv = wc_buf_appendf(b, "\r\n\r\n%s", cfg->error_tag);
     if (rv == 0) {
         struct iovec iov = {b->data, b->len};
-        if (wc_channel_send(ch, &iov, 1, 0) < 0)
+        if (wc_channel_send(ch, &iov, NULL, 1, 0) < 0)
             rv = -1;    /* the client is gone; it is closing anyway */
     }
     b->len = 0;

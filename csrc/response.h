@@ -26,6 +26,7 @@ typedef struct response_s {
     int warned_long;
     int warned_nobody;
     struct iovec iov[WC_IOV_MAX];
+    void *owners[WC_IOV_MAX];   /* the bytes object of iov[i], or NULL */
     int niov;
     char hex[WC_IOV_MAX / 2][20];
     int nhex;
@@ -34,8 +35,11 @@ typedef struct response_s {
 /* Decide the framing and write the status line and headers.  `known_len`
  * is the whole body's length when the server knows it (-1 otherwise). */
 int wc_response_head(response_t *r, int64_t known_len) WC_RAISES_NEG;
-/* Queue body bytes; the memory must live until the next flush. */
-int wc_response_body(response_t *r, const char *p, size_t n);
+/* Queue body bytes; the memory must live until the next flush.  `owner`
+ * is the exact bytes object they belong to, or NULL: then what the socket
+ * does not take is copied. */
+int wc_response_body(response_t *r, const char *p, size_t n,
+                     PyObject *owner);
 /* Send what was gathered; -1 when the client is gone (r->failed). */
 int wc_response_flush(response_t *r, int defer);
 /* A FileWrapper result: 1 sent, 0 not one we size, -1 error. */

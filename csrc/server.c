@@ -383,6 +383,7 @@ on_sweep(uv_timer_t *t)
     }
     if (!atomic_load(&srv->stopping))
         retry_held(srv);
+    wc_dispatch_sweep(srv);
     pthread_mutex_lock(&srv->qlock);
     if (srv->depth_warn) {
         srv->depth_due = 1;

@@ -89,6 +89,8 @@ void wc_spool_free(wc_spool_t *s);
  * uv_write may point into it while a worker appends behind. */
 struct wc_seg_s {
     wc_seg_t *next;
+    const char *base;   /* data, or the bytes of obj */
+    void *obj;          /* a PyObject the bytes belong to (a reference) */
     size_t off;         /* consumed (written) bytes */
     size_t len;         /* filled bytes */
     size_t cap;
@@ -107,11 +109,14 @@ struct wc_outq_s {
     int spill_fd;       /* temp file for output over outbuf_overflow */
     uint64_t spill_end;
     const char *dir;    /* temp directory (cfg->tmpdir); NULL: /tmp */
+    wc_seg_t *dead;     /* done segments whose obj a GIL holder releases */
 };
 
 void wc_outq_init(wc_outq_t *q, const char *dir);
 
 int wc_outq_append(wc_outq_t *q, const char *p, size_t n) WC_WUR;
+int wc_outq_append_ref(wc_outq_t *q, const char *p, size_t n, void *obj)
+    WC_WUR;
 int wc_outq_append_file(wc_outq_t *q, int fd, off_t off, uint64_t n,
                         int close_fd) WC_WUR;
 int wc_outq_spill(wc_outq_t *q, const char *p, size_t n) WC_WUR;
@@ -272,10 +277,13 @@ void wc_channel_maybe_close(wc_channel_t *ch);
 /* Caller holds ch->lock: wake every thread parked on the channel. */
 void wc_channel_wake_waiters(wc_channel_t *ch);
 /* Worker side (any thread, no GIL needed): */
-int wc_channel_send(wc_channel_t *ch, struct iovec *iov, int n, int defer)
-    WC_WUR;
-int wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, int n,
-                           int defer) WC_WUR;
+/* owners: NULL, or per iovec the object its bytes belong to (or NULL);
+ * then the caller holds the GIL. */
+int wc_channel_send(wc_channel_t *ch, struct iovec *iov, void **owners,
+                    int n, int defer) WC_WUR;
+int wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov,
+                           void **owners, int n, int defer) WC_WUR;
+void wc_channel_give_back(wc_channel_t *ch);
 int wc_channel_send_file(wc_channel_t *ch, int fd, off_t off, uint64_t n,
                          int close_fd) WC_WUR;
 int wc_channel_wait_drained(wc_channel_t *ch);
@@ -382,6 +390,8 @@ struct wc_server_s {
     wc_channel_t *kick_head;    /* channels a worker wants looked at */
     wc_channel_t *defer_head;   /* channels with output held back */
     wc_logmsg_t *log_head, *log_tail;
+    wc_seg_t *release_head;     /* sent reference segments (zero copy) */
+    uint64_t release_bytes;     /* their bytes */
 };
 
 int wc_server_init(wc_server_t *srv);
@@ -405,6 +415,12 @@ void wc_dispatch_push(wc_server_t *srv, wc_channel_t *ch);
 void wc_dispatch_wake(wc_server_t *srv);
 int wc_dispatch_want_tick(wc_server_t *srv);
 void wc_dispatch_tick(wc_server_t *srv);
+void wc_dispatch_sweep(wc_server_t *srv);
+/* GIL held: take a reference for a segment (channel_out.c), and release
+ * the sent ones: all that are left (`lock`: take qlock; 0 once the server
+ * is being destroyed and alone). */
+void wc_dispatch_retain(void *obj);
+void wc_dispatch_release_all(wc_server_t *srv, int lock);
 /* Runs in a Python thread; holds the GIL only while serving tasks. */
 PyObject *wc_dispatch_worker_main(PyObject *server);
 void wc_dispatch_drain_logs(wc_server_t *srv, PyObject *logger,

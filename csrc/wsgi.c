@@ -167,8 +167,10 @@ send_result(response_t *r, PyObject *result)
         if (!sr->headers_sent && wc_response_head(r, total) < 0)
             return -1;
         for (Py_ssize_t i = 0; i < n; i++) {
-            if (wc_response_body(r, PyBytes_AS_STRING(items[i]),
-                         (size_t)PyBytes_GET_SIZE(items[i])) < 0)
+            PyObject *b = items[i];
+            if (wc_response_body(r, PyBytes_AS_STRING(b),
+                                 (size_t)PyBytes_GET_SIZE(b),
+                                 PyBytes_CheckExact(b) ? b : NULL) < 0)
                 return -1;
         }
         /* A whole response: it may wait for the next pipelined one. */
@@ -205,7 +207,8 @@ send_result(response_t *r, PyObject *result)
         }
         /* Blocks may be held back briefly (at most a loop tick, about a
          * millisecond) and leave together: channel.c, defer. */
-        int rv = wc_response_body(r, PyBytes_AS_STRING(item), (size_t)n);
+        int rv = wc_response_body(r, PyBytes_AS_STRING(item), (size_t)n,
+                                  PyBytes_CheckExact(item) ? item : NULL);
         if (rv == 0)
             rv = wc_response_flush(r, 1);
         Py_DECREF(item);
