@@ -24,6 +24,23 @@
 #define SEG_FIRST 2048
 #define SEG_MIN 65536
 
+/* Decimal digits of v into buf (24 bytes); returns the length.  For the
+ * per-request numbers, where printf's machinery costs more than the
+ * digits. */
+size_t
+wc_fmt_u64(char *buf, uint64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    return n;
+}
+
 int
 wc_buf_reserve(wc_buf_t *b, size_t extra)
 {

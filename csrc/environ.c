@@ -311,11 +311,13 @@ wc_environ_build(ServerObject *so, wc_channel_t *ch, wc_request_t *req,
         || PyDict_SetItem(env, keys[K_REMOTE_HOST], v) < 0)
         goto error;
     Py_CLEAR(v);
-    if (ch->peer_family == 0)   /* waitress: str(None) on unix sockets */
+    if (ch->peer_family == 0) { /* waitress: str(None) on unix sockets */
         SET_NEW(keys[K_REMOTE_PORT], PyUnicode_FromString("None"));
-    else
-        SET_NEW(keys[K_REMOTE_PORT], PyUnicode_FromFormat("%u",
-                                                          ch->peer_port));
+    } else {
+        char num[24];
+        SET_NEW(keys[K_REMOTE_PORT],
+                latin1(num, wc_fmt_u64(num, ch->peer_port)));
+    }
     PyObject *err = PySys_GetObject("stderr");   /* borrowed */
     if (err && PyDict_SetItem(env, keys[K_WSGI_ERRORS], err) < 0)
         goto error;
@@ -360,10 +362,11 @@ wc_environ_build(ServerObject *so, wc_channel_t *ch, wc_request_t *req,
     if (req->authority)
         SET_NEW(keys[K_HTTP_HOST], latin1(req->authority,
                                           req->authority_len));
-    if (req->chunked)
+    if (req->chunked) {
+        char num[24];
         SET_NEW(keys[K_CONTENT_LENGTH],
-                PyUnicode_FromFormat("%llu",
-                                     (unsigned long long)req->body.len));
+                latin1(num, wc_fmt_u64(num, req->body.len)));
+    }
 #undef SET_NEW
     return env;
 

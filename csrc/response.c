@@ -87,21 +87,6 @@ put_str(wc_buf_t *b, PyObject *s)
 
 #define PUT_LIT(b, s) wc_buf_append((b), (s), sizeof(s) - 1)
 
-/* Decimal digits of v into buf (24 bytes); returns the length. */
-static size_t
-fmt_u64(char *buf, uint64_t v)
-{
-    char tmp[24];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++)
-        buf[i] = tmp[n - 1 - i];
-    return n;
-}
-
 static void
 warn(response_t *r, const char *fmt, PyObject *arg)
 {
@@ -185,7 +170,7 @@ wc_response_head(response_t *r, int64_t known_len)
     }
     if (r->has_body && !app_cl && r->cl >= 0) {
         char num[24];
-        size_t k = fmt_u64(num, (uint64_t)r->cl);
+        size_t k = wc_fmt_u64(num, (uint64_t)r->cl);
         if (PUT_LIT(b, "Content-Length: ") < 0 || wc_buf_append(b, num, k) < 0
             || PUT_LIT(b, "\r\n") < 0)
             goto nomem;

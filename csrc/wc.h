@@ -64,6 +64,7 @@ struct wc_buf_s {
     size_t cap;
 };
 
+size_t wc_fmt_u64(char *buf, uint64_t v);
 int wc_buf_reserve(wc_buf_t *b, size_t extra) WC_WUR;
 int wc_buf_append(wc_buf_t *b, const void *p, size_t n) WC_WUR;
 int wc_buf_appendf(wc_buf_t *b, const char *fmt, ...) WC_WUR
