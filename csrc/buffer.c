@@ -280,24 +280,23 @@ wc_outq_append_file(wc_outq_t *q, int fd, off_t off, uint64_t n, int close_fd)
 }
 
 void
-wc_outq_init(wc_outq_t *q, const char *dir)
+wc_outq_init(wc_outq_t *q)
 {
     memset(q, 0, sizeof(*q));
     q->spill_fd = -1;
-    q->dir = dir;
 }
 
 /* Append bytes to the queue's temp file (waitress's outbuf_overflow: a
  * slow reader of a big response costs disk, not memory).  The loop sends
  * them with sendfile like any file segment. */
 int
-wc_outq_spill(wc_outq_t *q, const char *p, size_t n)
+wc_outq_spill(wc_outq_t *q, const char *dir, const char *p, size_t n)
 {
     int rv;
     if (n == 0)
         return 0;
     if (q->spill_fd < 0) {
-        int fd = open_tempfile(q->dir);
+        int fd = open_tempfile(dir);
         if (fd < 0)
             return fd;
         q->spill_fd = fd;

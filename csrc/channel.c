@@ -105,7 +105,7 @@ wc_channel_accept(wc_server_t *srv, uv_stream_t *server, int index,
         return rv;
     }
     ch->h.handle.data = ch;
-    wc_outq_init(&ch->out, srv->cfg.tmpdir);
+    wc_outq_init(&ch->out);
     pthread_mutex_init(&ch->lock, NULL);
     /* From here the handle is live: errors go through close. */
     ch->next = srv->channels;

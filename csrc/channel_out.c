@@ -290,7 +290,8 @@ queue_iov(wc_channel_t *ch, struct iovec *iov, void **owners, int n)
         void *obj = owners ? owners[i] : NULL;
         int r;
         if (ch->out.mem + len > overflow && len > 0) {
-            r = wc_outq_spill(&ch->out, iov[i].iov_base, len);
+            r = wc_outq_spill(&ch->out, ch->srv->cfg.tmpdir,
+                              iov[i].iov_base, len);
         } else if (obj != NULL && len >= ZC_MIN) {
             r = wc_outq_append_ref(&ch->out, iov[i].iov_base, len, obj);
             if (r == 0)

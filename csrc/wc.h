@@ -109,18 +109,19 @@ struct wc_outq_s {
     uint64_t mem;       /* of which in memory segments */
     int spill_fd;       /* temp file for output over outbuf_overflow */
     uint64_t spill_end;
-    const char *dir;    /* temp directory (cfg->tmpdir); NULL: /tmp */
     wc_seg_t *dead;     /* done segments whose obj a GIL holder releases */
 };
 
-void wc_outq_init(wc_outq_t *q, const char *dir);
+void wc_outq_init(wc_outq_t *q);
 
 int wc_outq_append(wc_outq_t *q, const char *p, size_t n) WC_WUR;
 int wc_outq_append_ref(wc_outq_t *q, const char *p, size_t n, void *obj)
     WC_WUR;
 int wc_outq_append_file(wc_outq_t *q, int fd, off_t off, uint64_t n,
                         int close_fd) WC_WUR;
-int wc_outq_spill(wc_outq_t *q, const char *p, size_t n) WC_WUR;
+/* dir: the temp directory (cfg->tmpdir); NULL: /tmp. */
+int wc_outq_spill(wc_outq_t *q, const char *dir, const char *p, size_t n)
+    WC_WUR;
 int wc_outq_iov(wc_outq_t *q, struct iovec *iov, int max, size_t *total);
 void wc_outq_consume(wc_outq_t *q, size_t n);
 void wc_outq_free(wc_outq_t *q);
