@@ -43,6 +43,7 @@ static void begin_stop(wc_server_t *srv, int level, const char *why);
 static void check_exit(wc_server_t *srv);
 
 #define SWEEP_MS 1000
+#define ACCEPT_BATCH 64     /* connections accepted per loop iteration */
 
 int
 wc_server_init(wc_server_t *srv)
@@ -239,7 +240,24 @@ on_connection(uv_stream_t *server, int status)
         }
         return;
     }
+    /* libuv accepts in a loop until the kernel's queue is empty.  While
+     * clients reconnect as fast as the workers answer (a request per
+     * connection), that loop need not end: nothing else (close(), a
+     * signal, other connections' reads) would run.  Past ACCEPT_BATCH in
+     * one iteration the listener is held, and on_prepare resumes it. */
+    if (++srv->accepted_turn > ACCEPT_BATCH) {
+        ls->held = 1;
+        srv->batch_held = 1;
+        return;
+    }
     accept_one(srv, ls);
+    /* A close() asked for during the loop stops accepting now, not after
+     * up to ACCEPT_BATCH more connections (max_requests counts on it). */
+    pthread_mutex_lock(&srv->qlock);
+    int close_req = srv->close_requested;
+    pthread_mutex_unlock(&srv->qlock);
+    if (close_req > atomic_load(&srv->stopping))
+        begin_stop(srv, close_req >= 2 ? 2 : 1, "close() called");
 }
 
 /* Accept the connection libuv holds for this listener.  When that fails
@@ -318,6 +336,12 @@ static void
 on_prepare(uv_prepare_t *p)
 {
     wc_server_t *srv = p->data;
+    srv->accepted_turn = 0;
+    if (srv->batch_held) {
+        srv->batch_held = 0;
+        if (!atomic_load(&srv->stopping))
+            retry_held(srv);
+    }
     wc_dispatch_wake(srv);
     /* Tick every millisecond while output is held back (a pipelined batch,
      * a fast generator's blocks) or idle workers may be needed. */

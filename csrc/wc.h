@@ -367,6 +367,8 @@ struct wc_server_s {
     wc_channel_t *channels;     /* list head */
     uint64_t nchannels;
     int limit_logged;
+    int accepted_turn;          /* accepts in this loop iteration */
+    int batch_held;             /* a listener held for ACCEPT_BATCH */
     atomic_int stopping;        /* 1 graceful, 2 hard; workers read it */
     int finished;
     char readbuf[WC_READ_SIZE];
