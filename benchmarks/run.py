@@ -324,6 +324,22 @@ def measure(server, scenario, pinned, opts):
         run.stop()
 
 
+def checked_alive(run, result):
+    """``result``, with an error if the server died during the measurement."""
+    if not run.alive():
+        result["error"] = "server died: %s" % tail(run.logpath, 2)
+    return result
+
+
+def release(run, socks, affinity):
+    """Close a measurement's connections, give this process its CPUs back and
+    stop the server."""
+    for s in socks:
+        s.close()
+    os.sched_setaffinity(0, affinity)
+    run.stop()
+
+
 def measure_idle(server, scenario, pinned, opts):
     """Open ``--idle-conns`` keep-alive connections (each sends one request
     and reads the answer, then sits idle), then measure the RSS they cost and
@@ -364,14 +380,9 @@ def measure_idle(server, scenario, pinned, opts):
             errors=failures + (len(socks) - open_now),
             rss=group_status(run.pgid, "VmHWM"),
         )
-        if not run.alive():
-            result["error"] = "server died: %s" % tail(run.logpath, 2)
-        return result
+        return checked_alive(run, result)
     finally:
-        for s in socks:
-            s.close()
-        os.sched_setaffinity(0, affinity)
-        run.stop()
+        release(run, socks, affinity)
 
 
 def measure_slowread(server, scenario, pinned, opts):
@@ -423,14 +434,9 @@ def measure_slowread(server, scenario, pinned, opts):
             errors=failures + len(readings) - whole,
             rss=group_status(run.pgid, "VmHWM"),
         )
-        if not run.alive():
-            result["error"] = "server died: %s" % tail(run.logpath, 2)
-        return result
+        return checked_alive(run, result)
     finally:
-        for s in socks:
-            s.close()
-        os.sched_setaffinity(0, affinity)
-        run.stop()
+        release(run, socks, affinity)
 
 
 class Parked(threading.Thread):
