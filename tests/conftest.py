@@ -208,6 +208,12 @@ def recv_all(sock, timeout=10.0):
     return b"".join(chunks)
 
 
+def proc_rss_kb(pid):
+    """A process's resident set size in KiB (/proc/PID/status VmRSS)."""
+    with open("/proc/%d/status" % pid) as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
 def read_response(f, head=False):
     """Parse one HTTP response from a buffered binary file; returns
     (status_line, headers list, body).  Handles Content-Length, chunked,

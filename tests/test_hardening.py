@@ -17,15 +17,10 @@ import sys
 import time
 
 import pytest
-from conftest import HERE, ROOT
+from conftest import HERE, ROOT, proc_rss_kb
 from http_helpers import Client, get, key, log_count, wait_log, wait_marks
 
 APP = "apps_hardening:router"
-
-
-def proc_rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
 def reset_close(sock):

@@ -10,34 +10,20 @@ import time
 import pytest
 
 from apps_zero_copy import SHARED, SIZE
+from conftest import proc_rss_kb, read_response
 
 SANITIZED = bool(os.environ.get("WC_SANITIZED"))
 
 
-def rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-
-
 def read_body(s):
-    f = s.makefile("rb")
-    assert f.readline().startswith(b"HTTP/1.1 200 ")
-    length = None
-    while True:
-        line = f.readline()
-        if line == b"\r\n":
-            break
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":")[1])
-    body = f.read(length)
-    f.close()
+    """The body of the 200 response waiting on `s`."""
+    with s.makefile("rb") as f:
+        status, _, body = read_response(f)
+    assert status.startswith(b"HTTP/1.1 200 "), status
     return body
 
 
 def connect_slow(srv, path, n):
-    probe = srv.connect()
-    addr = probe.getpeername()
-    probe.close()
     conns = []
     for _ in range(n):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -46,7 +32,7 @@ def connect_slow(srv, path, n):
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1460)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
         s.settimeout(30)
-        s.connect(addr)
+        s.connect((srv.host, srv.port))
         s.sendall(("GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path).encode())
         conns.append(s)
     return conns
@@ -55,10 +41,10 @@ def connect_slow(srv, path, n):
 def wait_quiet(pid, limit=10.0):
     """RSS unchanged (within 256 KiB) for half a second, or `limit` s."""
     deadline = time.monotonic() + limit
-    last = rss_kb(pid)
+    last = proc_rss_kb(pid)
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        now = rss_kb(pid)
+        now = proc_rss_kb(pid)
         if abs(now - last) < 256:
             return now
         last = now
