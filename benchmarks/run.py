@@ -511,12 +511,9 @@ def measure_longpoll(server, scenario, pinned, opts):
             errors=len(parked) - len(good) + early + late,
             rss=group_status(run.pgid, "VmHWM"),
         )
-        if not run.alive():
-            result["error"] = "server died: %s" % tail(run.logpath, 2)
-        return result
+        return checked_alive(run, result)
     finally:
-        os.sched_setaffinity(0, affinity)
-        run.stop()
+        release(run, (), affinity)
 
 
 MEASURE = {"load": measure, "idle": measure_idle,
