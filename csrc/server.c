@@ -41,6 +41,7 @@ static void accept_one(wc_server_t *srv, wc_listener_t *ls);
 static void retry_held(wc_server_t *srv);
 static void begin_stop(wc_server_t *srv, int level, const char *why);
 static void check_exit(wc_server_t *srv);
+static void stop_if_asked(wc_server_t *srv, int close_req);
 
 #define SWEEP_MS 1000
 #define ACCEPT_BATCH 64     /* connections accepted per loop iteration */
@@ -256,8 +257,7 @@ on_connection(uv_stream_t *server, int status)
     pthread_mutex_lock(&srv->qlock);
     int close_req = srv->close_requested;
     pthread_mutex_unlock(&srv->qlock);
-    if (close_req > atomic_load(&srv->stopping))
-        begin_stop(srv, close_req >= 2 ? 2 : 1, "close() called");
+    stop_if_asked(srv, close_req);
 }
 
 /* Accept the connection libuv holds for this listener.  When that fails
@@ -324,8 +324,7 @@ on_async(uv_async_t *a)
         wc_channel_kicked(kicks);
         kicks = next;
     }
-    if (close_req > atomic_load(&srv->stopping))
-        begin_stop(srv, close_req >= 2 ? 2 : 1, "close() called");
+    stop_if_asked(srv, close_req);
     check_exit(srv);
 }
 
@@ -495,6 +494,15 @@ begin_stop(wc_server_t *srv, int level, const char *why)
         ch = next;
     }
     check_exit(srv);
+}
+
+/* close() was called `close_req` times (srv->close_requested, read under
+ * qlock): stop at that level if not already. */
+static void
+stop_if_asked(wc_server_t *srv, int close_req)
+{
+    if (close_req > atomic_load(&srv->stopping))
+        begin_stop(srv, close_req >= 2 ? 2 : 1, "close() called");
 }
 
 /* shutdown_timeout has passed: cut off what is left. */
