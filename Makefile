@@ -148,6 +148,9 @@ wheel-test: wheel
 # The sdist is a complete source tree: installed from the tarball into a
 # fresh venv, the suite runs from the unpacked tree against that install
 # (the tree's own waitress_c/ moved aside so only the installed one imports).
+# --no-cache-dir: pip caches the wheel it builds from a tarball under the
+# tarball's URL, and every version of the sdist has the same one, so without
+# it a rebuilt sdist can be tested with the extension of an older one.
 sdist-test: sdist .deps-stamp
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	sdist=$$(ls $(CURDIR)/dist/waitress_c-*.tar.gz); \
@@ -155,7 +158,8 @@ sdist-test: sdist .deps-stamp
 	echo "sdist-test: $$sdist in $$tmp"; \
 	$(PYTHON) -m venv "$$tmp/venv"; \
 	"$$tmp/venv/bin/python" -m pip install -q --upgrade pip 'setuptools>=77'; \
-	"$$tmp/venv/bin/python" -m pip install -q "waitress_c[test] @ file://$$sdist"; \
+	"$$tmp/venv/bin/python" -m pip install -q --no-cache-dir \
+	  "waitress_c[test] @ file://$$sdist"; \
 	mv "$$src/waitress_c" "$$tmp/waitress_c.unpacked"; \
 	cd "$$src"; \
 	"$$tmp/venv/bin/python" -c 'import sys, waitress_c; \
