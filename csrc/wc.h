@@ -29,6 +29,14 @@
 #define Py_READONLY READONLY
 #endif
 
+/* getattr that returns 0 instead of raising AttributeError (1 found,
+ * -1 another error). */
+#if PY_VERSION_HEX >= 0x030D0000
+#define WC_GETATTR_OPT PyObject_GetOptionalAttr
+#else
+#define WC_GETATTR_OPT _PyObject_LookupAttr
+#endif
+
 #define WC_CONTAINER_OF(ptr, type, field) \
     ((type *)((char *)(ptr) - offsetof(type, field)))
 

@@ -47,9 +47,14 @@ restore_exc(PyObject *exc)
 #endif
 }
 
+static PyObject *close_name;    /* "close", interned */
+
 int
 wc_wsgi_init(PyObject *module)
 {
+    if (close_name == NULL
+        && (close_name = PyUnicode_InternFromString("close")) == NULL)
+        return -1;
     return wc_environ_init();
 }
 
@@ -223,16 +228,18 @@ send_result(response_t *r, PyObject *result)
     return 0;
 }
 
+/* PEP 3333: result.close() when it has one.  Looked up without raising:
+ * most results (lists) have none, and the AttributeError with its
+ * formatted message cost 1.5% of a small request's CPU. */
 static int
 call_close(PyObject *result)
 {
-    PyObject *meth = PyObject_GetAttrString(result, "close");
-    if (meth == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
-            return -1;
-        PyErr_Clear();
+    PyObject *meth;
+    if (PyList_CheckExact(result) || PyTuple_CheckExact(result))
         return 0;
-    }
+    int found = WC_GETATTR_OPT(result, close_name, &meth);
+    if (found <= 0)
+        return found;
     PyObject *res = PyObject_CallNoArgs(meth);
     Py_DECREF(meth);
     if (res == NULL)

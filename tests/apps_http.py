@@ -320,11 +320,52 @@ class Closing:
         mark(self.k, "closed")
 
 
+class ClosingList(list):
+    """A list subclass may have a close() of its own: it is called."""
+
+    def close(self):
+        mark(self.k, "closed")
+
+
+class NoClose:
+    """An iterable without close()."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __iter__(self):
+        return iter(self.items)
+
+
+class CloseLookupFails(NoClose):
+    """Looking up close raises: AttributeError means no close(), anything
+    else is the app's error."""
+
+    def __init__(self, items, exc):
+        super().__init__(items)
+        self.exc = exc
+
+    @property
+    def close(self):
+        raise self.exc("close lookup")
+
+
 def closing(environ, start_response):
-    """?k=&mode=ok|raise-first|raise-later|str"""
+    """?k=&mode=ok|raise-first|raise-later|str|list-sub|none|lookup-attr|
+    lookup-error"""
     q = _q(environ)
     k, mode = q.get("k"), q.get("mode", "ok")
     start_response("200 OK", [("Content-Type", "text/plain")])
+    if mode == "list-sub":
+        body = ClosingList([b"a", b"b"])
+        body.k = k
+        return body
+    if mode == "none":
+        return NoClose([b"a", b"b"])
+    if mode == "lookup-attr":
+        return CloseLookupFails([b"a", b"b"], AttributeError)
+    if mode == "lookup-error":
+        return CloseLookupFails([b"a", b"b"], RuntimeError)
     if mode == "ok":
         return Closing(k, [b"a", b"b"])
     if mode == "raise-first":

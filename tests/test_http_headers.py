@@ -287,6 +287,35 @@ def test_close_is_always_called(srv, mode):
     assert wait_marks(srv, k, lambda ev: ev) == ["closed"]
 
 
+@pytest.mark.parametrize("mode", ["list-sub", "none", "lookup-attr"])
+def test_close_lookup(srv, mode):
+    """A list subclass's close() is called; an iterable without one (or
+    whose lookup raises AttributeError) is served as if it had none."""
+    k = key()
+    with Client(srv) as c:
+        r = c.request(get("/closing?k=%s&mode=%s" % (k, mode)))
+        assert r.status == 200 and r.body == b"ab"
+        assert c.request(get("/respond?b=next")).body == b"next"
+    if mode == "list-sub":
+        assert wait_marks(srv, k, lambda ev: ev) == ["closed"]
+    else:
+        assert marks(srv, k) == []
+
+
+def test_close_lookup_error_is_logged(srv):
+    """Another exception from the lookup is the app's error: logged, and
+    the connection closed after the whole response."""
+    before = log_count(srv, "RuntimeError: close lookup")
+    with Client(srv) as c:
+        c.send(get("/closing?mode=lookup-error"))
+        data = c.rest()
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert data.endswith(b"\r\n\r\n1\r\na\r\n1\r\nb\r\n0\r\n\r\n")
+    assert wait_log(srv, "RuntimeError: close lookup", before) > before
+    with Client(srv) as c:
+        assert c.request(get("/respond?b=next")).body == b"next"
+
+
 def test_exception_before_any_body_is_500(srv):
     assert_500(srv, "/raise-gen?n=0", "RuntimeError: boom in raise_gen")
 
