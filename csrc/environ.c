@@ -277,6 +277,26 @@ wc_environ_peer(wc_channel_t *ch)
     return PyUnicode_FromString(addr);
 }
 
+/* The keys every request sets go into the listener's template too, as
+ * None: the copy a request starts from then has them, in a table with
+ * room for the headers, and filling it in replaces values.  Without them
+ * the copy was sized for the template alone and grew (a rehash of every
+ * key) on each request. */
+int
+wc_environ_reserve(PyObject *tmpl)
+{
+    static const int ids[] = {
+        K_REQUEST_METHOD, K_SERVER_PROTOCOL, K_REQUEST_URI, K_PATH_INFO,
+        K_QUERY_STRING, K_REMOTE_ADDR, K_REMOTE_HOST, K_REMOTE_PORT,
+        K_WSGI_ERRORS, K_WSGI_INPUT, K_CLIENT_DISCONNECTED,
+    };
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        if (PyDict_SetItem(tmpl, keys[ids[i]], Py_None) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* New reference: the environ for one request. */
 PyObject *
 wc_environ_build(ServerObject *so, wc_channel_t *ch, wc_request_t *req,
@@ -328,7 +348,8 @@ wc_environ_build(ServerObject *so, wc_channel_t *ch, wc_request_t *req,
                 latin1(num, wc_fmt_u64(num, ch->peer_port)));
     }
     PyObject *err = PySys_GetObject("stderr");   /* borrowed */
-    if (err && PyDict_SetItem(env, keys[K_WSGI_ERRORS], err) < 0)
+    if (err ? PyDict_SetItem(env, keys[K_WSGI_ERRORS], err) < 0
+            : PyDict_DelItem(env, keys[K_WSGI_ERRORS]) < 0)
         goto error;
     SET_NEW(keys[K_WSGI_INPUT], make_input(so, req));
     SET_NEW(keys[K_CLIENT_DISCONNECTED],

@@ -212,6 +212,8 @@ make_template(ServerObject *so, PyObject *adj, PyObject *port)
     SET("wsgi.input_terminated", Py_NewRef(Py_True));
     SET("wsgi.file_wrapper", Py_NewRef(so->file_wrapper));
 #undef SET
+    if (wc_environ_reserve(d) < 0)
+        goto error;
     return d;
 
 error:

@@ -493,6 +493,8 @@ typedef struct {
 PyObject *wc_environ_build(ServerObject *so, wc_channel_t *ch,
                            wc_request_t *req, PyObject **path_out);
 PyObject *wc_environ_peer(wc_channel_t *ch);
+/* Add the keys every request sets to a listener's template. */
+int wc_environ_reserve(PyObject *tmpl) WC_RAISES_NEG;
 
 /* ---- start_response.c --------------------------------------------------- */
 
