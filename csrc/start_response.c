@@ -194,13 +194,9 @@ error:
 }
 
 static PyObject *
-sr_call(StartResponseObject *sr, PyObject *args, PyObject *kw)
+sr_start(StartResponseObject *sr, PyObject *status, PyObject *headers,
+         PyObject *exc_info)
 {
-    static char *kwlist[] = {"status", "headers", "exc_info", NULL};
-    PyObject *status, *headers, *exc_info = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O:start_response", kwlist,
-                                     &status, &headers, &exc_info))
-        return NULL;
     if (!sr->active) {
         PyErr_SetString(PyExc_RuntimeError, "start_response called after "
                         "the request was finished");
@@ -248,6 +244,56 @@ sr_call(StartResponseObject *sr, PyObject *args, PyObject *kw)
 }
 
 static PyObject *
+sr_call(StartResponseObject *sr, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"status", "headers", "exc_info", NULL};
+    PyObject *status, *headers, *exc_info = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O:start_response", kwlist,
+                                     &status, &headers, &exc_info))
+        return NULL;
+    return sr_start(sr, status, headers, exc_info);
+}
+
+/* The call every app makes once per request, without the argument tuple
+ * and the parser sr_call pays for.  Keywords go the slow way. */
+static PyObject *
+sr_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+              PyObject *kwnames)
+{
+    StartResponseObject *sr = (StartResponseObject *)self;
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+    if (kwnames == NULL && (n == 2 || n == 3))
+        return sr_start(sr, args[0], args[1], n == 3 ? args[2] : Py_None);
+    PyObject *tuple = PyTuple_New(n);
+    PyObject *kw = NULL, *res = NULL;
+    if (tuple == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++)
+        PyTuple_SET_ITEM(tuple, i, Py_NewRef(args[i]));
+    if (kwnames != NULL) {
+        if ((kw = PyDict_New()) == NULL)
+            goto done;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+            if (PyDict_SetItem(kw, PyTuple_GET_ITEM(kwnames, i),
+                               args[n + i]) < 0)
+                goto done;
+        }
+    }
+    res = sr_call(sr, tuple, kw);
+done:
+    Py_DECREF(tuple);
+    Py_XDECREF(kw);
+    return res;
+}
+
+void
+wc_start_response_init(StartResponseObject *sr)
+{
+    sr->vectorcall = sr_vectorcall;
+    sr->write = NULL;
+}
+
+static PyObject *
 sr_write(StartResponseObject *sr, PyObject *data)
 {
     if (!sr->active) {
@@ -292,9 +338,16 @@ static PyMethodDef sr_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyMemberDef sr_members[] = {
+    {"__vectorcalloffset__", Py_T_PYSSIZET,
+     offsetof(StartResponseObject, vectorcall), Py_READONLY},
+    {NULL},
+};
+
 static PyType_Slot sr_slots[] = {
-    {Py_tp_call, sr_call},
+    {Py_tp_call, PyVectorcall_Call},
     {Py_tp_methods, sr_methods},
+    {Py_tp_members, sr_members},
     {Py_tp_dealloc, sr_dealloc},
     {Py_tp_doc, "start_response(status, headers, exc_info=None)"},
     {0, NULL},
@@ -303,6 +356,7 @@ static PyType_Slot sr_slots[] = {
 PyType_Spec wc_start_response_spec = {
     .name = "waitress_c._core.StartResponse",
     .basicsize = sizeof(StartResponseObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION
+             | Py_TPFLAGS_HAVE_VECTORCALL,
     .slots = sr_slots,
 };

@@ -500,6 +500,7 @@ int wc_environ_reserve(PyObject *tmpl) WC_RAISES_NEG;
 
 typedef struct {
     PyObject_HEAD
+    vectorcallfunc vectorcall;  /* the call without an argument tuple */
     PyObject *status;           /* str or NULL */
     PyObject *write;            /* cached bound write(), or NULL */
     PyObject *headers;          /* list or NULL */
@@ -517,6 +518,8 @@ typedef struct {
 } StartResponseObject;
 
 extern PyType_Spec wc_start_response_spec;
+/* Fill in a new StartResponse (PyObject_New leaves it raw). */
+void wc_start_response_init(StartResponseObject *sr);
 /* Is the str `s` the lowercase ASCII `lit`, ignoring case? */
 int wc_ieq_ascii(PyObject *s, const char *lit, size_t n);
 #define WC_IEQ(s, lit) wc_ieq_ascii((s), (lit), sizeof(lit) - 1)

@@ -259,7 +259,7 @@ take_sr(wc_worker_t *w, ServerObject *so)
         sr = PyObject_New(StartResponseObject, (PyTypeObject *)so->sr_type);
         if (sr == NULL)
             return NULL;
-        sr->write = NULL;
+        wc_start_response_init(sr);
     }
     sr->status = NULL;
     sr->headers = NULL;

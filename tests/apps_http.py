@@ -218,6 +218,21 @@ class _Marker:
     pass
 
 
+def sr_kw(environ, start_response):
+    """start_response called with keywords, or with ?argc= positional
+    arguments (a TypeError unless 2 or 3)."""
+    q = _q(environ)
+    headers = [("Content-Type", "text/plain"), ("Content-Length", "2")]
+    if "argc" in q:
+        args = ["200 OK", headers, None, None][: int(q["argc"])]
+        start_response(*args)
+    elif q.get("how") == "all":
+        start_response(status="200 OK", headers=headers, exc_info=None)
+    else:
+        start_response("200 OK", headers=headers)
+    return [b"kw"]
+
+
 def sr_bad(environ, start_response):
     """?case= one violation of the start_response rules."""
     case = _q(environ)["case"]
@@ -583,6 +598,7 @@ ROUTES = {
     "sr-excinfo-before": sr_excinfo_before,
     "sr-excinfo-after": sr_excinfo_after,
     "sr-bad": sr_bad,
+    "sr-kw": sr_kw,
     "lazy-bad": lazy_bad,
     "lazy-ok": lazy_ok,
     "str-chunk": str_chunk,

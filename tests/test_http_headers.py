@@ -165,6 +165,20 @@ def test_second_call_without_exc_info(srv):
     assert_500(srv, "/sr-twice", "AssertionError: start_response called a second time without providing exc_info.")
 
 
+@pytest.mark.parametrize("query", ["how=kw", "how=all", "argc=2", "argc=3"])
+def test_start_response_arguments(srv, query):
+    """Positional or keyword, with or without exc_info."""
+    with Client(srv) as c:
+        r = c.request(get("/sr-kw?" + query))
+        assert r.status == 200 and r.body == b"kw"
+        assert c.request(get("/sr-kw?" + query)).body == b"kw"
+
+
+@pytest.mark.parametrize("argc", [0, 1, 4])
+def test_start_response_argument_count(srv, argc):
+    assert_500(srv, "/sr-kw?argc=%d" % argc, "TypeError")
+
+
 def test_exc_info_before_headers_replaces_them(srv):
     with Client(srv) as c:
         r = c.request(get("/sr-excinfo-before"))
