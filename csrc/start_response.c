@@ -20,6 +20,16 @@ bad_chars(PyObject *s)
     const void *d = PyUnicode_DATA(s);
     Py_ssize_t n = PyUnicode_GET_LENGTH(s);
     int other = 0;
+    if (kind == PyUnicode_1BYTE_KIND) {
+        /* The usual case, and a clean string is all printable: one
+         * compare a byte to see it. */
+        const unsigned char *b = d;
+        Py_ssize_t i = 0;
+        while (i < n && b[i] >= 0x20 && b[i] != 0x7f)
+            i++;
+        if (i == n)
+            return 0;
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_UCS4 c = PyUnicode_READ(kind, d, i);
         if (c == '\r' || c == '\n')
