@@ -4,11 +4,13 @@ started.  Each WSGI server runs ``apps:app`` from its own venv with
 """
 
 import hashlib
+import io
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 
 from common import (BENCH, HOST, LOGS, ROOT, VENVS, WORK, log, one_line,
@@ -97,6 +99,13 @@ class Venv:
 
     def bin(self, name):
         return os.path.join(self.path, "bin", name)
+
+    def cached(self, spec):
+        """Whether ``ensure(spec, ...)`` would install nothing: ``spec`` is
+        installed, or failed to install last time."""
+        failed = read_text(self.failed)
+        return read_text(self.stamp) == spec or bool(
+            failed and failed.split("\n", 1)[0] == spec)
 
     def ensure(self, spec, install, reinstall=False):
         """Return None when ready, else the reason it is not."""
@@ -194,6 +203,7 @@ class Server:
     venv_name = None   # another server's venv (the same install)
     pinnable = True    # False: several processes, meaningless on one CPU
     threaded = True    # False: one thread runs the app (no parked requests)
+    is_base = False    # waitress_c of another commit (--base): not a peer
 
     def __init__(self, data, reinstall=False):
         self.data = data
@@ -292,6 +302,85 @@ class WaitressC(Server):
             # for both waitresses alike.
             argv.append("--connection-limit=%d" % (scenario.conns + 100))
         return argv + ["apps:app"]
+
+
+def resolve_revision(rev, root=ROOT):
+    """(full sha, short sha) of the commit ``rev`` names in the repository
+    at ``root``; ValueError when it names none."""
+    def git(*args):
+        return subprocess.check_output(["git", "-C", root] + list(args),
+                                       stderr=subprocess.DEVNULL).decode()
+
+    try:
+        full = git("rev-parse", "--verify", "--quiet", "--end-of-options",
+                   rev + "^{commit}").strip()
+        short = git("rev-parse", "--short", full).strip()
+    except (OSError, subprocess.CalledProcessError):
+        raise ValueError("%r is not a commit of %s" % (rev, root)) from None
+    return full, short
+
+
+def base_name(short):
+    """The name of the server built from commit ``short``."""
+    return "waitress_c@" + short
+
+
+def export_revision(sha, dest, root=ROOT):
+    """``git archive sha`` unpacked into ``dest`` (made afresh): the whole
+    tree of that commit, of which the build reads what a working tree's
+    build reads."""
+    if os.path.exists(dest):
+        shutil.rmtree(dest)
+    os.makedirs(dest)
+    archive = subprocess.run(["git", "-C", root, "archive", "--format=tar",
+                              sha], capture_output=True)
+    if archive.returncode != 0:
+        return "git archive %s failed: %s" % (sha[:12], one_line(
+            archive.stderr.decode(errors="replace")))
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+        else:  # before 3.11.4; git archive writes no links out of the tree
+            tar.extractall(dest)
+    return None
+
+
+class WaitressCAt(WaitressC):
+    """waitress_c built from a commit (``run.py --base REV``), installed as
+    the working tree's is into a venv of its own, ``waitress_c-<sha>``; run
+    with the same arguments (``WaitressC.command``), the harness's apps and
+    clients from the working tree.  The venv is kept: a second run with
+    the same commit does not rebuild."""
+
+    is_base = True
+
+    def __init__(self, data, rev, sha, short, reinstall=False):
+        self.rev, self.sha, self.short = rev, sha, short
+        self.name = base_name(short)
+        self.venv_name = "waitress_c-" + short
+        self.how = ("waitress-c-serve --threads=4 (release build of commit "
+                    "%s, `%s`)" % (short, rev))
+        WaitressC.__init__(self, data, reinstall)
+
+    def prepare(self):
+        spec = "waitress_c commit %s" % self.sha
+        install = []
+        if self.reinstall or not self.venv.cached(spec):
+            src = os.path.join(WORK, "src-waitress_c-" + self.short)
+            self.reason = export_revision(self.sha, src)
+            if self.reason is not None:
+                return
+            install = [
+                ["install", "-q", "setuptools>=77", "wheel"],
+                ["uninstall", "-y", "-q", "waitress_c"],
+                ["install", "-q", "--no-build-isolation", src],
+            ]
+        self.reason = self.venv.ensure(spec, install, self.reinstall)
+        if self.reason is None:
+            self.reason = self.check()
+        if self.reason is None:
+            self.version = "%s (commit %s)" % (self.venv.version(self.dist),
+                                               self.short)
 
 
 class Waitress(Server):

@@ -4,6 +4,8 @@
     python benchmarks/run.py --quick          # hello at 100 connections:
                                               # waitress_c, waitress, bjoern
     python benchmarks/run.py --servers waitress_c,bjoern --scenarios hello-1
+    python benchmarks/run.py --base main --servers waitress_c,bjoern \
+        --scenarios hello-100             # the working tree against main
 
 Each server runs from its own venv under ``benchmarks/venvs/<name>``, created
 on demand with the interpreter running this script; waitress_c is installed
@@ -14,8 +16,12 @@ reference, not a WSGI peer.  Load comes from wrk, only ever against
 wrk to CPU 1 with taskset, and an unpinned pass follows.  Servers are
 interleaved (A B C, A B C, ...), each scenario is repeated ``--rounds``
 times, and the tables quote medians.  docs/benchmarks.rst says how to read
-them.  The report goes to ``benchmarks/results/<date>-<commit>.md`` and to
-stdout; progress goes to stderr.
+them.  ``--base REV`` adds ``waitress_c@<sha>``, waitress_c built from that
+commit (only the package: the harness and its apps are this tree's), run in
+the same rounds with the same settings, and the report gives the working
+tree's figures over its.  The report goes to
+``benchmarks/results/<date>-<commit>.md`` and to stdout; progress goes to
+stderr.
 """
 
 import argparse
@@ -605,6 +611,12 @@ def parse_args(argv):
                    help="connections held open by idle10k (default 10000)")
     p.add_argument("--idle-timeout", type=int, default=60,
                    help="seconds allowed for opening them (default 60)")
+    p.add_argument("--base", metavar="REV",
+                   help="also run waitress_c built from this git revision "
+                        "(a branch, tag or commit of this repository), as "
+                        "waitress_c@<sha>, interleaved with the working "
+                        "tree's and reported as ratios to it; adds "
+                        "waitress_c to --servers if missing")
     p.add_argument("--reinstall", action="store_true",
                    help="rebuild every venv, even one that failed before")
     p.add_argument("--output", help="the report file (default "
@@ -623,6 +635,11 @@ def parse_args(argv):
         opts.server_names = names(opts.servers, peers.ALL, "server")
     else:
         opts.server_names = peers.QUICK if opts.quick else peers.ALL
+    if opts.base is not None:
+        if not opts.base.strip():
+            p.error("--base needs a git revision")
+        if "waitress_c" not in opts.server_names:
+            opts.server_names = ["waitress_c"] + list(opts.server_names)
     if opts.scenarios:
         opts.scenario_names = names(opts.scenarios, scenarios.NAMES,
                                     "scenario")
@@ -656,17 +673,42 @@ def parse_args(argv):
 
 def run_kind(opts):
     """The report's file name suffix: a quick or partial run never
-    overwrites the full report of the same commit."""
+    overwrites the full report of the same commit, and a run against a base
+    (``-vs-<sha>``) never passes for a run of the peers."""
+    vs = "-vs-%s" % opts.base_short if getattr(opts, "base", None) else ""
     if opts.quick:
-        return "-quick"
+        return vs + "-quick"
     if (opts.server_names != peers.ALL
             or opts.scenario_names != scenarios.NAMES):
-        return "-partial"
-    return ""
+        return vs + "-partial"
+    return vs
+
+
+def make_servers(opts, data):
+    """The Server objects, in the order of every round: a server named
+    twice gets a twin (``name#2``), and the base, if any, comes right after
+    the first waitress_c."""
+    servers = []
+    for n in opts.server_names:
+        srv = peers.CLASSES[n](data, opts.reinstall)
+        twins = sum(1 for x in servers if x.name.split("#")[0] == n)
+        if twins:  # an A/A run: the same server again, for the noise
+            srv.name = "%s#%d" % (n, twins + 1)
+        servers.append(srv)
+        if n == "waitress_c" and not twins and opts.base is not None:
+            servers.append(peers.WaitressCAt(
+                data, opts.base, opts.base_sha, opts.base_short,
+                opts.reinstall))
+    return servers
 
 
 def main(argv=None):
     opts = parse_args(sys.argv[1:] if argv is None else argv)
+    if opts.base is not None:
+        try:
+            opts.base_sha, opts.base_short = peers.resolve_revision(opts.base)
+        except ValueError as exc:
+            sys.exit("cannot run: --base: %s" % exc)
     for d in (VENVS, WORK, LOGS, RESULTS):
         os.makedirs(d, exist_ok=True)
     nofile = raise_nofile()
@@ -691,13 +733,7 @@ def main(argv=None):
     started, t0 = time.time(), time.monotonic()
     data = peers.DataDir()
     try:
-        servers = []
-        for n in opts.server_names:
-            srv = peers.CLASSES[n](data, opts.reinstall)
-            twins = sum(1 for x in servers if x.name.split("#")[0] == n)
-            if twins:  # an A/A run: the same server again, for the noise
-                srv.name = "%s#%d" % (n, twins + 1)
-            servers.append(srv)
+        servers = make_servers(opts, data)
         for srv in servers:
             srv.prepare()
             log("%-10s %s" % (srv.name, srv.version if srv.reason is None

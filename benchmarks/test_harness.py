@@ -4,6 +4,8 @@ target tables and slowread1k's accounting.  Run with
 ``.venv/bin/python -m pytest benchmarks``."""
 
 import os
+import shutil
+import subprocess
 import sys
 
 import pytest
@@ -395,3 +397,102 @@ def test_progress_line_of_each_kind():
     assert "RSS +1.0 MB for 2.0 MB held (0.50x)" in run.progress_text(slow)
     assert "300 B per connection" in run.progress_text(idle)
     assert "server CPU 0.25% of a core" in run.progress_text(poll)
+
+
+# ------------------------------------------------------------ --base REV
+
+SHA = "3925458cee5ea7751925bbd793d6d2869321b503"
+
+
+def base_server(rev="main", sha=SHA, short=SHA[:7]):
+    return peers.WaitressCAt(None, rev, sha, short)
+
+
+def test_base_option_parsing():
+    import run
+    opts = run.parse_args(["--base", "main", "--servers", "bjoern",
+                           "--scenarios", "hello-100"])
+    # waitress_c is what the base is compared with: added when missing.
+    assert opts.base == "main"
+    assert opts.server_names == ["waitress_c", "bjoern"]
+    opts = run.parse_args(["--servers", "bjoern,waitress_c", "--base",
+                           "HEAD~3"])
+    assert opts.server_names == ["bjoern", "waitress_c"]
+    assert run.parse_args(["--quick"]).base is None
+    with pytest.raises(SystemExit):
+        run.parse_args(["--base", " "])
+
+
+def test_base_server_naming_and_settings():
+    srv = base_server()
+    assert srv.name == "waitress_c@3925458" == peers.base_name("3925458")
+    assert srv.is_base and not peers.WaitressC(None).is_base
+    assert srv.venv.path == os.path.join(peers.VENVS, "waitress_c-3925458")
+    assert "3925458" in srv.how and "`main`" in srv.how
+    # The same arguments as the working tree's, from its own venv.
+    tree = peers.WaitressC(None)
+    for sc in ("hello-100", "hello-1000", "idle10k", "longpoll100"):
+        scen = scenarios.BY_NAME[sc]
+        mine, theirs = tree.command(8080, scen), srv.command(8080, scen)
+        assert theirs[0] == srv.venv.bin("waitress-c-serve")
+        assert mine[1:] == theirs[1:]
+    assert (srv.pinnable, srv.threaded) == (tree.pinnable, tree.threaded)
+
+
+def test_base_comes_right_after_waitress_c():
+    import run
+    opts = run.parse_args(["--base", "main", "--servers",
+                           "bjoern,waitress_c,waitress_c"])
+    opts.base_sha, opts.base_short = SHA, SHA[:7]
+    names = [s.name for s in run.make_servers(opts, None)]
+    assert names == ["bjoern", "waitress_c", "waitress_c@3925458",
+                     "waitress_c#2"]
+    opts.base = None
+    assert [s.name for s in run.make_servers(opts, None)] == [
+        "bjoern", "waitress_c", "waitress_c#2"]
+
+
+def test_base_run_file_name():
+    import run
+    opts = run.parse_args(["--base", "main", "--scenarios", "hello-100"])
+    opts.base_short = "3925458"
+    assert run.run_kind(opts) == "-vs-3925458-partial"
+    opts = run.parse_args(["--base", "main"])
+    opts.base_short = "3925458"
+    assert run.run_kind(opts) == "-vs-3925458"
+    assert run.run_kind(run.parse_args([])) == ""
+
+
+def git_repo(path):
+    def git(*args):
+        subprocess.run(["git", "-C", str(path), "-c", "user.name=t", "-c",
+                        "user.email=t@t", "-c", "commit.gpgsign=false"]
+                       + list(args), check=True, capture_output=True)
+    git("init", "-q")
+    (path / "setup.py").write_text("old\n")
+    git("add", "setup.py")
+    git("commit", "-q", "-m", "one")
+    return git
+
+
+def test_base_revision_resolved_and_exported(tmp_path):
+    if shutil.which("git") is None:
+        pytest.skip("no git")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = git_repo(repo)
+    (repo / "setup.py").write_text("new, not committed\n")
+    full, short = peers.resolve_revision("HEAD", str(repo))
+    assert len(full) == 40 and full.startswith(short) and len(short) >= 7
+    assert peers.resolve_revision(full[:10], str(repo)) == (full, short)
+    for bad in ("nope", "HEAD~5", "--all", ""):
+        with pytest.raises(ValueError):
+            peers.resolve_revision(bad, str(repo))
+    dest = tmp_path / "src"
+    (dest / "stale").mkdir(parents=True)
+    assert peers.export_revision(full, str(dest), str(repo)) is None
+    # The commit's files, not the working tree's; the folder made afresh.
+    assert sorted(os.listdir(dest)) == ["setup.py"]
+    assert (dest / "setup.py").read_text() == "old\n"
+    git("tag", "v1")
+    assert peers.resolve_revision("v1", str(repo)) == (full, short)
