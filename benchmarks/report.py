@@ -133,6 +133,7 @@ class Report:
     def render(self):
         self.header()
         first = self.opts.passes[0][0]
+        self.against_base()
         self.targets(first)
         self.targets_11(first)
         for pname, scen_names in self.opts.passes:
@@ -150,6 +151,12 @@ class Report:
         self.add("- Python: %s (every venv is made from %s)" % (
             platform.python_version(), sys.executable))
         self.add("- commit: %s" % o.commit)
+        base = self.base()
+        if base is not None:
+            self.add("- base: %s, waitress_c built from `%s` (%s), "
+                     "interleaved with the working tree's in every round, "
+                     "with the same settings" % (base.name, base.rev,
+                                                 base.sha))
         self.add("- command: `%s`" % o.command)
         self.add("- load: wrk %s, %d s per run after %d s of warm-up, "
                  "%d round(s); servers interleaved within each round; "
@@ -171,6 +178,48 @@ class Report:
     def applies(self, srv, sc):
         return BY_NAME[sc].admits(srv)
 
+    def base(self):
+        """The server built from ``--base``, or None."""
+        for srv in self.servers:
+            if getattr(srv, "is_base", False):
+                return srv
+        return None
+
+    def peer_names(self):
+        """The WSGI peers of waitress_c that ran: not waitress_c, nor its
+        build from another commit."""
+        return [s.name for s in self.servers if s.wsgi
+                and s.name != "waitress_c" and not getattr(s, "is_base",
+                                                           False)]
+
+    # ------------------------------------------------ against the base
+    def against_base(self):
+        """waitress_c / waitress_c@<sha>: one line per scenario and figure
+        (req/s and CPU per request for wrk's scenarios, the headline figure
+        of the harness's own), for each pass."""
+        base = self.base()
+        if base is None:
+            return
+        ratio = "waitress_c / %s" % base.name
+        self.add("## waitress_c against %s (`%s`)" % (base.name, base.rev))
+        self.add()
+        self.add("The working tree over commit %s, from the same rounds: "
+                 "above 1 its figure is larger (faster for req/s; costlier "
+                 "for CPU and memory).  Judge a difference against the "
+                 "spreads (req/s, max - min over median, tree / base), and "
+                 "prefer CPU per request: it is steadier." % base.short)
+        self.add()
+        self.add(row(["pass", "scenario", "figure", "waitress_c", base.name,
+                      ratio, "spread"]))
+        self.add("|---" * 7 + "|")
+        for pname, scen_names in self.opts.passes:
+            for sc in scen_names:
+                for cells in base_rows(self.get(pname, sc, "waitress_c"),
+                                       self.get(pname, sc, base.name),
+                                       BY_NAME[sc].kind):
+                    self.add(row([pname, sc] + cells))
+        self.add()
+
     # ---------------------------------------------------------- targets
     def targets(self, pname):
         """Issue 5's targets for waitress_c, from this run's medians."""
@@ -178,8 +227,7 @@ class Report:
                    for s in self.servers):
             return
         checks = target_checks(lambda sc, name: self.get(pname, sc, name),
-                               [s.name for s in self.servers
-                                if s.wsgi and s.name != "waitress_c"])
+                               self.peer_names())
         if not checks:
             return
         self.add("## waitress_c against the targets of issue 5 (%s)" % pname)
@@ -197,8 +245,7 @@ class Report:
         if not any(s.name == "waitress_c" and s.reason is None
                    for s in self.servers):
             return
-        checks = target_checks_11(self.get, first, [
-            s.name for s in self.servers if s.wsgi and s.name != "waitress_c"])
+        checks = target_checks_11(self.get, first, self.peer_names())
         if not checks:
             return
         self.add("## waitress_c against the targets of issue 11")
@@ -390,6 +437,49 @@ class Report:
                 s["rounds"] - s["good"], s["rounds"],
                 one_line(s["failures"][0], 80))])
         return s
+
+
+# The figures compared with the base, by kind of scenario: (label, summary
+# key, format).  The first is the headline.
+BASE_FIGURES = {
+    "load": [("req/s", "rps", fmt_num),
+             ("CPU us/req", "cpu_us", lambda v: fmt_num(v, 1))],
+    "idle": [("RSS per connection", "rss_per_conn", fmt_bytes),
+             ("new request max ms", "new_max", fmt_ms)],
+    "slowread": [("RSS growth MB", "rss_growth", fmt_mb)],
+    "longpoll": [("server CPU % of a core", "cpu_pct",
+                  lambda v: fmt_num(v, 2))],
+}
+
+
+def base_rows(tree, base, kind):
+    """[figure, tree's, base's, ratio, spread] cells for one scenario of one
+    pass, from the two summaries (either may be None: it did not run).  A
+    figure missing on one side reads ``fails`` (the summary exists) or
+    ``-``, and its ratio ``-``; so does the spread of fewer than two good
+    rounds."""
+    if tree is None and base is None:
+        return []
+
+    def cell(s, key, fmt):
+        if s is None:
+            return "-"
+        v = s.get(key)
+        return "fails" if v is None else fmt(v)
+
+    def spread(s):
+        # One round has no spread: "0%" would claim a steadiness not seen.
+        v = None if s is None or s["good"] < 2 else s.get("spread")
+        return "-" if v is None else "%.0f%%" % (v * 100)
+
+    out = []
+    for label, key, fmt in BASE_FIGURES[kind]:
+        mine, theirs = figure(tree, key), figure(base, key)
+        out.append([label, cell(tree, key, fmt), cell(base, key, fmt),
+                    fmt_ratio(mine, theirs),
+                    "%s / %s" % (spread(tree), spread(base))
+                    if key == "rps" else ""])
+    return out
 
 
 def target_checks(get, peers):
@@ -630,12 +720,13 @@ def parse_results(text):
 
 def newest_results(directory=None):
     """The newest report of a full run in ``benchmarks/results`` (quick and
-    partial runs are left out): the one committed last, and a file with
-    uncommitted changes before all of them; None if there is none."""
+    partial runs, and runs against a ``--base``, are left out): the one
+    committed last, and a file with uncommitted changes before all of them;
+    None if there is none."""
     directory = directory or RESULTS
     paths = [os.path.join(directory, n) for n in os.listdir(directory)
              if n.endswith(".md") and "-quick" not in n
-             and "-partial" not in n]
+             and "-partial" not in n and "-vs-" not in n]
 
     def when(path):
         try:

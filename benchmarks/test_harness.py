@@ -496,3 +496,85 @@ def test_base_revision_resolved_and_exported(tmp_path):
     assert (dest / "setup.py").read_text() == "old\n"
     git("tag", "v1")
     assert peers.resolve_revision("v1", str(repo)) == (full, short)
+
+
+def base_results():
+    s = report.summarize
+    base = "waitress_c@3925458"
+    return {
+        ("pinned", "hello-100", "waitress_c"): s([run(110, cpu=9.0),
+                                                  run(100, cpu=10.0)]),
+        ("pinned", "hello-100", base): s([run(100, cpu=10.0)]),
+        ("pinned", "hello-100", "bjoern"): s([run(150)]),
+        ("pinned", "1mib", "waitress_c"): s([run(10)]),
+        ("pinned", "1mib", base): s([run(20)]),
+        ("pinned", "1mib", "bjoern"): s([run(12)]),
+        ("pinned", "pipeline16", "waitress_c"): s([run(50)]),
+        ("pinned", "pipeline16", base): {
+            "rounds": 1, "good": 0, "failures": ["boom"], "notes": []},
+        ("pinned", "idle10k", "waitress_c"): s([own(
+            opened=10, wanted=10, still_open=10, rss_per_conn=300.0,
+            new_p50=1.0, new_max=2.0, rss=1)]),
+        ("pinned", "idle10k", base): s([own(
+            opened=10, wanted=10, still_open=10, rss_per_conn=400.0,
+            new_p50=1.0, new_max=4.0, rss=1)]),
+    }
+
+
+def test_report_rows_against_the_base():
+    class Opts(_Opts):
+        passes = [("pinned", ["hello-100", "1mib", "pipeline16", "idle10k"])]
+
+    servers = [_Server("waitress_c"), base_server(), _Server("bjoern")]
+    text = report.Report(Opts(), servers, base_results(), 0, 1.0).render()
+    lines = text.splitlines()
+    assert ("- base: waitress_c@3925458, waitress_c built from `main` (%s), "
+            "interleaved with the working tree's in every round, with the "
+            "same settings" % SHA) in lines
+    head = lines.index("## waitress_c against waitress_c@3925458 (`main`)")
+    table = lines[head:lines.index("", head + 4)]
+    assert table[4:] == [
+        "| pass | scenario | figure | waitress_c | waitress_c@3925458 "
+        "| waitress_c / waitress_c@3925458 | spread |",
+        "|---|---|---|---|---|---|---|",
+        "| pinned | hello-100 | req/s | 105 | 100 | 1.05x | 10% / - |",
+        "| pinned | hello-100 | CPU us/req | 9.5 | 10.0 | 0.95x |  |",
+        "| pinned | 1mib | req/s | 10 | 20 | 0.50x | - / - |",
+        "| pinned | 1mib | CPU us/req | 10.0 | 10.0 | 1.00x |  |",
+        "| pinned | pipeline16 | req/s | 50 | fails | - | - / - |",
+        "| pinned | pipeline16 | CPU us/req | 10.0 | fails | - |  |",
+        "| pinned | idle10k | RSS per connection | 300 B | 400 B | 0.75x "
+        "|  |",
+        "| pinned | idle10k | new request max ms | 2.00 | 4.00 | 0.50x |  |",
+    ]
+    # The comparison comes before the targets, and the base, beside
+    # waitress_c in every table, is no peer of it there.
+    assert head < lines.index(
+        "## waitress_c against the targets of issue 5 (pinned)")
+    assert "| 1mib >= best peer | 10 | 12 (bjoern) | **no** |" in lines
+    matrix = lines.index("### req/s (median)")
+    assert lines[matrix + 2] == ("| scenario | waitress_c "
+                                 "| waitress_c@3925458 | bjoern |")
+    assert any(x.startswith("| waitress_c@3925458 | 100 | - | 0.67x |")
+               for x in lines)
+    # Without a base there is no such section.
+    plain = report.Report(Opts(), [_Server("waitress_c"), _Server("bjoern")],
+                          base_results(), 0, 1.0).render()
+    assert "waitress_c@" not in plain
+
+
+def test_base_rows_when_one_side_did_not_run():
+    s = report.summarize([run(100), run(150), run(50)])
+    assert report.base_rows(None, None, "load") == []
+    assert report.base_rows(s, None, "load")[0] == [
+        "req/s", "100", "-", "-", "100% / -"]
+    poll = report.summarize([own(answered=100, wanted=100, cpu_pct=0.5,
+                                 window_s=7.0, last_s=10.0, rss=1)])
+    assert report.base_rows(poll, poll, "longpoll") == [
+        ["server CPU % of a core", "0.50", "0.50", "1.00x", ""]]
+
+
+def test_newest_results_leaves_out_runs_against_a_base(tmp_path):
+    for name in ("2026-01-01-aaa.md", "2026-01-02-bbb-vs-ccc.md"):
+        (tmp_path / name).write_text("# x\n")
+    assert report.newest_results(str(tmp_path)).endswith("2026-01-01-aaa.md")
