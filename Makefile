@@ -50,11 +50,15 @@ test: build
 	$(PY) -m pytest -q tests
 
 # Benchmarks: waitress_c side by side with its peers, each from its own venv.
+# BENCH_ARGS go to benchmarks/run.py, e.g. a change measured against main:
+#   make bench BENCH_ARGS="--base main --servers waitress_c,bjoern \
+#     --scenarios hello-100,hello-1000,idle10k"
+BENCH_ARGS ?=
 bench: build
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 bench-quick: build
-	$(PY) benchmarks/run.py --quick
+	$(PY) benchmarks/run.py --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf build *.egg-info waitress_c/*.so waitress_c/.build-stamp .deps-stamp
