@@ -38,7 +38,7 @@ $(VENV)/.stamp: .deps-stamp pyproject.toml setup.py
 # Rebuild the extension in place whenever a C file changes (--force: a
 # sanitized build left by `make asan` or `make tsan` looks up to date).
 waitress_c/.build-stamp: $(VENV)/.stamp $(CSRC)
-	$(PY) setup.py -q build_ext --inplace --force
+	WC_CHECKS=1 $(PY) setup.py -q build_ext --inplace --force
 	@touch $@
 
 build: waitress_c/.build-stamp

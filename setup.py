@@ -80,6 +80,10 @@ def extension():
     if os.environ.get("WC_DEBUG"):
         extra_compile += ["-O0", "-g3", "-UNDEBUG"]
     sanitize = sanitizers(os.environ.get("WC_SANITIZE", ""))
+    # WC_CHECKS=1: the lifecycle's assertions (csrc/wc.h, WC_ASSERT), on
+    # in the test and sanitizer builds.
+    if os.environ.get("WC_CHECKS") or os.environ.get("WC_DEBUG") or sanitize:
+        extra_compile.append("-DWC_CHECKS")
     if sanitize:
         extra_compile += ["-fsanitize=" + sanitize, "-fno-omit-frame-pointer", "-g"]
     extra_link = list(libs) + ["-lhttp_parser"]

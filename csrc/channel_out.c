@@ -67,12 +67,13 @@ start_write(wc_channel_t *ch, uv_buf_t *bufs, unsigned n, char *blk)
     return rv;
 }
 
-/* ch->lock held: bytes went out (or started to wait), now. */
+/* ch->lock held: the client took bytes, or output began to wait in an
+ * empty queue, now.  A stall is timed from here (wc_channel_sweep); reads
+ * never move this clock. */
 static void
 stamp(wc_channel_t *ch)
 {
-    atomic_store_explicit(&ch->last_activity, wc_now_ms(),
-                          memory_order_relaxed);
+    atomic_store_explicit(&ch->out_at, wc_now_ms(), memory_order_relaxed);
 }
 
 /* ch->lock held (or the channel is being freed): hand the queue's done
@@ -109,7 +110,7 @@ wc_channel_flush(wc_channel_t *ch)
     struct iovec iov[WC_IOV_MAX];
     uv_buf_t bufs[WC_IOV_MAX];
 
-    if (ch->closing)
+    if (ch->state == WC_CONN_CLOSED)
         return;
     pthread_mutex_lock(&ch->lock);
     while (!ch->writing && !ch->broken && ch->out.head) {
@@ -484,7 +485,7 @@ wc_channel_disconnected(wc_channel_t *ch)
 {
     pthread_mutex_lock(&ch->lock);
     int gone = ch->broken
-               || (ch->saw_eof && ch->srv->cfg.lookahead > 0);
+               || (ch->peer_eof && ch->srv->cfg.lookahead > 0);
     pthread_mutex_unlock(&ch->lock);
     return gone;
 }

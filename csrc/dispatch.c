@@ -25,8 +25,6 @@
  * hold this much; less waits for a worker's next task or the sweep. */
 #define RELEASE_WAKE (4u << 20)
 
-static const char continue_line[] = WC_CONTINUE_LINE;
-
 static void wake_one(wc_server_t *srv);
 
 void
@@ -219,68 +217,18 @@ wc_dispatch_drain_logs(wc_server_t *srv, PyObject *logger, PyObject *qlogger)
     emit_logs((ServerObject *)srv->owner, m, depth);
 }
 
-static void
-drop_pending(wc_channel_t *ch)
-{
-    wc_request_t *r = ch->pend_head;
-    ch->pend_head = ch->pend_tail = NULL;
-    ch->npending = 0;
-    ch->pend_bytes = 0;
-    while (r) {
-        wc_request_t *next = r->next;
-        wc_request_free(r);
-        r = next;
-    }
-}
-
-/* GIL held.  Serve a channel's queued requests in order. */
+/* GIL held.  Serve a channel's queued requests in order, at most BATCH
+ * of them before the channel goes to the back of the queue.  The channel
+ * decides what each step means for the connection (channel.c). */
 static void
 serve_channel(wc_worker_t *w, wc_channel_t *ch)
 {
-    wc_server_t *srv = ch->srv;
-
     for (int i = 0; i < BATCH; i++) {
-        pthread_mutex_lock(&ch->lock);
-        wc_request_t *req = ch->pend_head;
-        if (req == NULL || ch->broken || ch->close_when_flushed) {
-            /* Going idle. */
-            if (ch->broken || ch->close_when_flushed)
-                drop_pending(ch);
-            ch->busy = 0;
-            atomic_fetch_sub(&srv->nbusy, 1);
-            /* Responses held back for a pipelined batch go out now. */
-            if (ch->out.head && !ch->writing
-                && wc_channel_send_locked(ch, NULL, NULL, 0, 0) < 0)
-                ch->broken = 1;
-            /* Nothing waits: reading, if it was paused, may go on. */
-            if (ch->read_paused)
-                ch->want_read = 1;
-            if (ch->continue_wanted && !ch->broken) {
-                struct iovec iov = {(void *)continue_line,
-                                    sizeof(continue_line) - 1};
-                ch->continue_wanted = 0;
-                if (wc_channel_send_locked(ch, &iov, NULL, 1, 0) < 0)
-                    ch->broken = 1;
-            }
-            if (ch->broken || ch->close_when_flushed || ch->saw_eof
-                || ch->read_paused || atomic_load(&srv->stopping))
-                wc_channel_kick(ch);
-            pthread_mutex_unlock(&ch->lock);
+        wc_request_t *req = wc_channel_take(ch, &w->more);
+        if (req == NULL) {
             wc_channel_unref(ch);
             return;
         }
-        ch->pend_head = req->next;
-        if (ch->pend_head == NULL)
-            ch->pend_tail = NULL;
-        wc_channel_release_pending(ch, req);
-        w->more = ch->pend_head != NULL;
-        if (ch->read_paused && wc_channel_backlog_low(ch) && !ch->want_read) {
-            ch->want_read = 1;
-            wc_channel_kick(ch);
-        }
-        pthread_mutex_unlock(&ch->lock);
-        req->next = NULL;
-
         int close = 0;
         if (req->error_status) {
             uint64_t n = wc_response_error(w, ch,
@@ -296,24 +244,12 @@ serve_channel(wc_worker_t *w, wc_channel_t *ch)
         }
         wc_request_free(req);
         if (close) {
-            pthread_mutex_lock(&ch->lock);
-            ch->close_when_flushed = 1;
-            drop_pending(ch);
-            ch->busy = 0;
-            atomic_fetch_sub(&srv->nbusy, 1);
-            wc_channel_kick(ch);
-            pthread_mutex_unlock(&ch->lock);
+            wc_channel_end(ch);
             wc_channel_unref(ch);
             return;
         }
     }
-    /* Fairness: back to the tail, still busy, still referenced. */
-    pthread_mutex_lock(&ch->lock);
-    if (ch->out.head && !ch->writing
-        && wc_channel_send_locked(ch, NULL, NULL, 0, 0) < 0)
-        ch->broken = 1;
-    pthread_mutex_unlock(&ch->lock);
-    wc_dispatch_push(srv, ch);
+    wc_channel_yield(ch);
 }
 
 /* The log thread: waits (no GIL) for the loop's log lines and emits them

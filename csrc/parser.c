@@ -150,10 +150,18 @@ wc_head_scan(wc_request_t *r, const char *p, size_t n, int *complete,
     size_t used = 0;
     *complete = 0;
 
-    /* Empty lines before a request are ignored (RFC 9112 2.2). */
+    /* Empty lines before a request are ignored (RFC 9112 2.2: at least
+     * one must be).  A few are plenty: more is a client holding the
+     * connection with line ends, and is refused. */
     if (r->head.len == 0) {
-        while (used < n && (p[used] == '\r' || p[used] == '\n'))
+        while (used < n && (p[used] == '\r' || p[used] == '\n')) {
+            if (++r->blank > WC_MAX_BLANK) {
+                wc_request_error(r, 400, "Too many empty lines before the "
+                                         "request line");
+                return used + 1;
+            }
             used++;
+        }
         if (used == n)
             return used;
     }
@@ -792,4 +800,81 @@ out:
         wc_request_error(r, 413, r->detail_buf);
     }
     return (size_t)(p - buf);
+}
+
+/* Step the request through head -> body (Content-Length or chunked) with
+ * the bytes at p.  The one framing state machine: the loop (channel.c)
+ * and the fuzzer both call it.  *used gets the bytes taken; on
+ * WC_FEED_DONE the rest belongs to the next request. */
+int
+wc_request_feed(wc_request_t *r, const char *p, size_t n, size_t *used,
+                const wc_config_t *cfg)
+{
+    size_t off = 0;
+    int complete = 0;
+
+    *used = 0;
+    while (off < n) {
+        size_t k = 0;
+        switch (r->pstate) {
+        case WC_PARSE_HEAD:
+            k = wc_head_scan(r, p + off, n - off, &complete, cfg);
+            off += k;
+            if (r->error_status)
+                goto error;
+            if (!complete)
+                goto more;
+            wc_parse_head(r, cfg);
+            if (r->error_status)
+                goto error;
+            if (r->chunked) {
+                r->pstate = WC_PARSE_CHUNKED;
+            } else if (r->body_remaining > 0) {
+                r->pstate = WC_PARSE_BODY;
+                /* One allocation for a body that stays in memory. */
+                if (r->body_remaining <= cfg->inbuf_overflow
+                    && wc_buf_reserve(&r->body.mem,
+                                      (size_t)r->body_remaining) < 0) {
+                    wc_request_error(r, 500, "Out of memory");
+                    goto error;
+                }
+            } else {
+                goto done;
+            }
+            break;
+        case WC_PARSE_BODY:
+            k = n - off < r->body_remaining ? n - off
+                                            : (size_t)r->body_remaining;
+            if (wc_spool_write(&r->body, p + off, k) < 0) {
+                wc_request_error(r, 500, "Could not store the request body");
+                goto error;
+            }
+            off += k;
+            r->body_remaining -= k;
+            if (r->body_remaining == 0)
+                goto done;
+            break;
+        case WC_PARSE_CHUNKED:
+            k = wc_chunked_feed(r, p + off, n - off, &complete, cfg);
+            off += k;
+            if (r->error_status)
+                goto error;
+            if (complete)
+                goto done;
+            break;
+        default:
+            wc_request_error(r, 500, "Request already complete");
+            goto error;
+        }
+    }
+more:
+    *used = off;
+    return WC_FEED_MORE;
+done:
+    *used = off;
+    r->pstate = WC_PARSE_DONE;
+    return WC_FEED_DONE;
+error:
+    *used = off;
+    return WC_FEED_ERROR;
 }

@@ -122,10 +122,10 @@ wc_response_head(response_t *r, int64_t known_len)
 
     r->has_body = !((code >= 100 && code < 200) || code == 204
                     || code == 304);
-    /* Stopping: the requests already received are answered, the last
-     * one with Connection: close. */
-    r->keep_alive = r->req_keep_alive
-                    && !(atomic_load(&r->so->srv->stopping) && !r->w->more);
+    /* The request's own keep-alive, as the connection allows it now (a
+     * stopping server closes after its last request), less what the
+     * framing forbids below. */
+    r->keep_alive = wc_channel_keep_alive(r->ch, r->req_keep_alive);
     r->cl = -1;
     if (!r->has_body) {
         /* no body, no framing headers of ours */

@@ -271,7 +271,8 @@ accept_one(wc_server_t *srv, wc_listener_t *ls)
     int rv = wc_channel_accept(srv, &ls->h.stream, ls->index, &taken);
     if (rv < 0 && !taken)
         ls->held = 1;
-    if (rv < 0 && rv != UV_ENOTCONN && srv->cfg.log_socket_errors)
+    if (rv < 0 && rv != UV_ENOTCONN && rv != UV_EAGAIN
+        && srv->cfg.log_socket_errors)
         wc_server_log(srv, 30, "server accept() threw an exception: %s",
                       uv_strerror(rv));
 }
@@ -389,8 +390,8 @@ on_tick(uv_timer_t *t)
         uv_timer_stop(&srv->tick);
 }
 
-/* Once a second: close the connections channel_timeout says are done
- * (channel.c decides), accept on listeners whose accept failed, and let
+/* Once a second: let each connection's clocks close it (timeouts, a
+ * stop's grace, a linger's end: channel.c decides), accept on listeners whose accept failed, and let
  * the log thread report a long task queue. */
 static void
 on_sweep(uv_timer_t *t)
@@ -400,8 +401,7 @@ on_sweep(uv_timer_t *t)
     wc_channel_t *ch = srv->channels;
     while (ch) {
         wc_channel_t *next = ch->next;
-        if (wc_channel_timed_out(ch, now))
-            wc_channel_close(ch);
+        wc_channel_sweep(ch, now);
         ch = next;
     }
     if (!atomic_load(&srv->stopping))
@@ -475,6 +475,19 @@ begin_stop(wc_server_t *srv, int level, const char *why)
     if (srv->close_requested < level)
         srv->close_requested = level;
     pthread_mutex_unlock(&srv->qlock);
+    /* A connection libuv has already taken from the kernel but we held
+     * back (at connection_limit, or past the accept batch) would be reset
+     * with its request unread when the listener closes: serve it, over
+     * the limit if need be, like the others. */
+    if (level == 1) {
+        for (int i = 0; i < srv->nlisteners; i++) {
+            wc_listener_t *ls = &srv->listeners[i];
+            if (ls->held && ls->open) {
+                ls->held = 0;
+                accept_one(srv, ls);
+            }
+        }
+    }
     close_listeners(srv);
     if (was == 0 && why) {
         int busy = atomic_load(&srv->nbusy);

@@ -168,6 +168,8 @@ struct wc_request_s {
     uint32_t nheaders;
     uint32_t headers_cap;
     size_t line_start;          /* head scan: start of the current line */
+    int pstate;                 /* WC_PARSE_*: wc_request_feed's step */
+    uint32_t blank;             /* CR/LF bytes before the request line */
     int64_t content_length;     /* -1: none */
     uint64_t body_remaining;    /* CL bodies, while reading */
     uint64_t raw_body;          /* chunked: framing bytes included */
@@ -188,7 +190,19 @@ enum {
     WC_PARSE_HEAD = 0,
     WC_PARSE_BODY,
     WC_PARSE_CHUNKED,
+    WC_PARSE_DONE,
 };
+
+/* wc_request_feed's answers. */
+enum {
+    WC_FEED_ERROR = -1,         /* r->error_status is set */
+    WC_FEED_MORE = 0,           /* every byte taken; more are needed */
+    WC_FEED_DONE = 1,           /* complete; the rest is the next request's */
+};
+
+/* CR/LF bytes allowed before a request line (RFC 9112 2.2): eight
+ * empty lines. */
+#define WC_MAX_BLANK 16
 
 extern const char wc_slash[];   /* r->path of "http://host" */
 /* target.c: split r->target into path, query, authority.  Returns 0, or
@@ -211,6 +225,10 @@ void wc_parse_head(wc_request_t *r, const wc_config_t *cfg);
  * sets r->error_status on errors. */
 size_t wc_chunked_feed(wc_request_t *r, const char *p, size_t n, int *done,
                        const wc_config_t *cfg);
+/* Feed request bytes: head, then the body by its framing.  Returns a
+ * WC_FEED_* answer; *used gets the bytes of p taken. */
+int wc_request_feed(wc_request_t *r, const char *p, size_t n, size_t *used,
+                    const wc_config_t *cfg);
 
 /* ---- channel.c: one client connection (loop thread) -------------------- */
 
@@ -222,6 +240,56 @@ typedef union {
     uv_pipe_t pipe;
 } wc_stream_u;
 
+/* A connection's lifecycle.  The loop thread owns it: `state` changes
+ * only in channel.c's set_state(), which asserts that the step is one of
+ * the arrows below (docs/design.rst draws them).  The input side and the
+ * service side overlap (a pipelined head arrives while the previous
+ * request is served): `state` is where the loop is with the client;
+ * whether a worker holds the channel is `busy`.
+ *
+ *   IDLE   -> HEAD, DONE, CLOSED        between requests
+ *   HEAD   -> BODY, IDLE, PAUSED, DONE, CLOSED
+ *   BODY   -> IDLE, PAUSED, DONE, CLOSED
+ *   PAUSED -> IDLE, HEAD, BODY, PAUSED, DONE, CLOSED
+ *   DONE   -> LINGER, CLOSED
+ *   LINGER -> CLOSED
+ */
+typedef enum {
+    WC_CONN_IDLE = 0,   /* no byte of a next request yet */
+    WC_CONN_HEAD,       /* a head arriving, from its first byte (an empty
+                           line's too): the head clock runs */
+    WC_CONN_BODY,       /* its body arriving */
+    WC_CONN_PAUSED,     /* backlog full: not reading; bytes read and not
+                           yet parsed wait in `leftover` */
+    WC_CONN_DONE,       /* no further request is read: what was received
+                           is answered, then the connection lingers */
+    WC_CONN_LINGER,     /* all owed output written and the write side
+                           shut: input read and discarded until EOF, a
+                           byte bound or the linger time, then closed */
+    WC_CONN_CLOSED,     /* uv_close called */
+    WC_CONN_NSTATES
+} wc_conn_state;
+
+/* Assertions on the lifecycle: on in the test and sanitizer builds
+ * (-DWC_CHECKS), compiled out of release builds. */
+#ifdef WC_CHECKS
+void wc_assert_fail(const char *expr, const char *file, int line)
+    __attribute__((noreturn));
+#define WC_ASSERT(e) \
+    ((e) ? (void)0 : wc_assert_fail(#e, __FILE__, __LINE__))
+#else
+#define WC_ASSERT(e) ((void)0)
+#endif
+
+/* Events a worker posts to the loop (ch->ev, under ch->lock); the loop
+ * drains them in wc_channel_kicked.  ROOM and IDLE are posted only when
+ * the loop asked for them (ch->wants). */
+enum {
+    WC_EV_CLOSE = 1,    /* a response ended the connection */
+    WC_EV_ROOM = 2,     /* the backlog is low again */
+    WC_EV_IDLE = 4,     /* no worker holds the channel any more */
+};
+
 struct wc_channel_s {
     wc_stream_u h;
     wc_server_t *srv;
@@ -230,17 +298,18 @@ struct wc_channel_s {
     int fd;
 
     /* Loop thread only. */
+    wc_conn_state state;
     wc_channel_t *prev, *next;  /* srv->channels */
-    wc_request_t *req;          /* being received */
-    int pstate;                 /* WC_PARSE_* */
-    uint64_t head_start;        /* ms: first byte of the head in ch->req */
-    char *leftover;             /* bytes read but not parsed: backlog */
+    wc_request_t *req;          /* being received (HEAD, BODY) */
+    uint64_t head_at;           /* ms: first byte of the head */
+    uint64_t in_at;             /* ms: last byte read, or state entered */
+    uint64_t stop_at;           /* ms: a graceful stop reached it; 0 not */
+    uint64_t linger_end;        /* ms: LINGER closes then at the latest */
+    uint64_t lingered;          /* bytes discarded while lingering */
+    char *leftover;             /* read, not parsed: the backlog was full */
     size_t leftover_len;
-    unsigned reading : 1;
-    unsigned closing : 1;       /* uv_close called */
-    unsigned stop_parsing : 1;  /* an error or a close request was seen */
-    unsigned eof : 1;
-    unsigned fresh : 1;         /* no request received yet */
+    unsigned reading : 1;       /* uv_read_start is in force */
+    unsigned continue_owed : 1; /* 100 Continue once no worker holds it */
     size_t wlen;                /* bytes in the outstanding uv_write */
 
     /* Shared: under `lock`. */
@@ -248,6 +317,7 @@ struct wc_channel_s {
     wc_waiter_t *waiters;       /* threads parked on this channel */
     wc_request_t *pend_head, *pend_tail;
     int npending;               /* complete requests waiting */
+    int nspooled;               /* of which with a body in a temp file */
     size_t pend_bytes;          /* their memory */
     int writers;                /* app threads inside write() */
     int busy;                   /* queued for, or held by, a worker */
@@ -256,18 +326,20 @@ struct wc_channel_s {
     int kicked;                 /* on srv->kick list */
     wc_channel_t *kick_next;
     wc_channel_t *defer_next;
-    unsigned close_when_flushed : 1;
+    unsigned ev : 3;            /* WC_EV_*: posted by workers */
+    unsigned wants : 3;         /* WC_EV_ROOM | WC_EV_IDLE the loop waits
+                                   for */
     unsigned broken : 1;        /* no more writes: reset, closed, error */
-    unsigned continue_wanted : 1; /* 100 Continue owed once idle */
-    unsigned want_read : 1;     /* worker asks the loop to read again */
-    unsigned saw_eof : 1;       /* copy of eof, for workers */
-    unsigned read_paused : 1;   /* backlog full: the loop stopped reading */
+    unsigned peer_eof : 1;      /* the client shut its side */
     unsigned deferred : 1;      /* on srv->defer_head: output held back */
 
-    /* ms, monotonic: the last byte read or written, or when output
-     * started waiting in an empty queue.  Idle and stalled connections
-     * are timed from it. */
-    _Atomic uint64_t last_activity;
+    /* ms, monotonic: the last byte the client took, or when output began
+     * to wait in an empty queue.  A stall is timed from it; reads never
+     * move it.  Written under `lock`, read by the loop's sweep. */
+    _Atomic uint64_t out_at;
+    /* Set by the loop when a stop finds the request in service the last
+     * one it will take (nothing else read): its response says close. */
+    atomic_int stop_close;
     wc_channel_t *task_next;    /* srv task queue (under queue lock) */
 
     /* The peer, formatted by workers: family 0 (unix), 4 or 6. */
@@ -278,15 +350,31 @@ struct wc_channel_s {
 
 int wc_channel_accept(wc_server_t *srv, uv_stream_t *listener, int index,
                       int *taken);
+/* Loop thread: */
 void wc_channel_close(wc_channel_t *ch);
 void wc_channel_unref(wc_channel_t *ch);
 void wc_channel_flush(wc_channel_t *ch);
 void wc_channel_kicked(wc_channel_t *ch);
 void wc_channel_stop(wc_channel_t *ch, int hard);
 void wc_channel_maybe_close(wc_channel_t *ch);
+/* Once a second: timeouts, stop grace and lingering (closes the channel
+ * when its time is up). */
+void wc_channel_sweep(wc_channel_t *ch, uint64_t now);
 /* Caller holds ch->lock: wake every thread parked on the channel. */
 void wc_channel_wake_waiters(wc_channel_t *ch);
 /* Worker side (any thread, no GIL needed): */
+/* The next request to serve, or NULL: the worker lets the channel go
+ * (output it held back is sent, the loop told if it waits for that).
+ * *more: further requests wait behind the one returned. */
+wc_request_t *wc_channel_take(wc_channel_t *ch, int *more);
+/* The response just served ends the connection: the worker lets the
+ * channel go, and the loop closes it once the output is written. */
+void wc_channel_end(wc_channel_t *ch);
+/* May the response being written promise keep-alive?  `asked`: what the
+ * request asked for (its keep_alive bit). */
+int wc_channel_keep_alive(wc_channel_t *ch, int asked);
+/* Fairness: the worker sends what it held back and re-queues the task. */
+void wc_channel_yield(wc_channel_t *ch);
 /* owners: NULL, or per iovec the object its bytes belong to (or NULL);
  * then the caller holds the GIL. */
 int wc_channel_send(wc_channel_t *ch, struct iovec *iov, void **owners,
@@ -303,9 +391,6 @@ void wc_channel_writer_enter(wc_channel_t *ch);
 void wc_channel_writer_leave(wc_channel_t *ch);
 int wc_channel_has_writers(wc_channel_t *ch);
 void wc_channel_wait_writers(wc_channel_t *ch);
-void wc_channel_release_pending(wc_channel_t *ch, wc_request_t *r);
-int wc_channel_backlog_low(const wc_channel_t *ch);
-int wc_channel_timed_out(wc_channel_t *ch, uint64_t now);
 
 /* ---- server.c: the loop, listeners, signals, shutdown ------------------ */
 
