@@ -84,12 +84,12 @@ asan: $(VENV)/.stamp
 
 # libFuzzer over the request parser (installs clang when missing).
 FUZZ_SECONDS ?= 60
-build/fuzz_request: fuzz/fuzz_request.c csrc/parser.c csrc/target.c csrc/buffer.c csrc/wc.h
+build/fuzz_request: fuzz/fuzz_request.c csrc/parser.c csrc/target.c csrc/buffer.c csrc/loop.h
 	@command -v clang-14 >/dev/null || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq clang-14 libclang-rt-14-dev; }
 	mkdir -p build
-	clang-14 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Icsrc \
-	  $$(python3-config --includes) $$(pkg-config --cflags libuv) \
+	clang-14 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
+	  -DWC_CHECKS -Icsrc $$(pkg-config --cflags libuv) \
 	  fuzz/fuzz_request.c csrc/parser.c csrc/target.c csrc/buffer.c -lhttp_parser -o $@
 
 fuzz: build/fuzz_request

@@ -7,7 +7,7 @@
  * freed here when it is done: it goes to q->dead, for a thread that holds
  * the GIL to release (dispatch.c).
  */
-#include "wc.h"
+#include "loop.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -22,7 +22,7 @@
  * wc_channel_yield, wc_channel_kick), which runs on workers, GIL held or
  * not, and touches only the fields under ch->lock.  Only the loop closes.
  */
-#include "wc.h"
+#include "loop.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -16,7 +16,7 @@
  * written the segment goes to the server's release list (give_back), and
  * a worker drops the reference the next time it holds the GIL.
  */
-#include "wc.h"
+#include "loop.h"
 
 #include <errno.h>
 #include <stdlib.h>

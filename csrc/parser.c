@@ -13,7 +13,7 @@
  *
  * GIL map: loop thread, no GIL.  Nothing here touches Python.
  */
-#include "wc.h"
+#include "loop.h"
 
 #include <http_parser.h>
 #include <stdlib.h>

@@ -18,7 +18,7 @@
  * wc_thread_batch); the thread that called serve() gets its old policy
  * back when the loop returns.
  */
-#include "wc.h"
+#include "loop.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -11,7 +11,7 @@
  *
  * GIL map: loop thread, no GIL.  Nothing here touches Python.
  */
-#include "wc.h"
+#include "loop.h"
 
 #include <string.h>
 

@@ -2,10 +2,10 @@
  * buffer.c).  The first input byte picks one of three modes (its value
  * modulo 4):
  *
- *   0, 1  a byte stream, driven exactly as the loop thread drives it in
- *         channel.c: head scan, head parse, Content-Length or chunked body,
- *         pipelined requests.  The same byte picks the read size, so the
- *         bytes are also tried split across reads.
+ *   0, 1  a byte stream through wc_request_feed, the function the loop
+ *         thread calls (channel.c): head scan, head parse, Content-Length
+ *         or chunked body, pipelined requests.  The same byte picks the
+ *         read size, so the bytes are also tried split across reads.
  *   2     a chunked body (after a second byte that picks a piece size), fed
  *         to wc_chunked_feed whole, byte by byte and in pieces: the three
  *         must agree on every outcome, and the decoded body is never longer
@@ -18,7 +18,7 @@
  * `make fuzz` builds and runs it with the corpus and dictionary beside
  * this file; seeds start with their mode byte ('@' stream, 'B' chunked,
  * 'C' target). */
-#include "wc.h"
+#include "loop.h"
 
 #include <http_parser.h>
 #include <stdlib.h>
@@ -70,7 +70,7 @@ fuzz_stream(const char *p, size_t n, size_t step)
     wc_config_t cfg;
     init_cfg(&cfg);
     wc_request_t *r = NULL;
-    int state = WC_PARSE_HEAD, requests = 0, stop = 0;
+    int requests = 0, stop = 0;
 
     while (n > 0 && !stop && requests < 64) {
         size_t chunk = n < step ? n : step;
@@ -78,65 +78,39 @@ fuzz_stream(const char *p, size_t n, size_t step)
         size_t left = chunk;
         while (left > 0 && !stop) {
             size_t used = 0;
-            int complete = 0, done = 0;
             if (r == NULL) {
                 r = wc_request_new(cfg.inbuf_overflow);
                 if (r == NULL)
                     abort();
-                state = WC_PARSE_HEAD;
             }
-            switch (state) {
-            case WC_PARSE_HEAD:
-                used = wc_head_scan(r, c, left, &complete, &cfg);
-                if (used > left)
+            int was_head = r->pstate == WC_PARSE_HEAD;
+            int rv = wc_request_feed(r, c, left, &used, &cfg);
+            if (used > left)
+                abort();
+            if (rv == WC_FEED_ERROR) {
+                if (!r->error_status)
                     abort();
-                if (r->error_status) {
-                    stop = 1;
-                    break;
-                }
-                if (!complete)
-                    break;
-                wc_parse_head(r, &cfg);
-                if (r->error_status) {
-                    stop = 1;
-                    break;
-                }
+                stop = 1;
+            } else if (r->error_status) {
+                abort();        /* an error is always reported */
+            } else if (rv == WC_FEED_MORE && used != left) {
+                abort();        /* it never stops short without a reason */
+            }
+            if (was_head && r->pstate != WC_PARSE_HEAD && !r->error_status)
                 check_request(r);
-                if (r->chunked)
-                    state = WC_PARSE_CHUNKED;
-                else if (r->body_remaining)
-                    state = WC_PARSE_BODY;
-                else
-                    done = 1;
-                break;
-            case WC_PARSE_BODY:
-                used = left < r->body_remaining ? left
-                                                : (size_t)r->body_remaining;
-                if (wc_spool_write(&r->body, c, used) < 0)
-                    abort();
-                r->body_remaining -= used;
-                done = r->body_remaining == 0;
-                break;
-            case WC_PARSE_CHUNKED:
-                used = wc_chunked_feed(r, c, left, &complete, &cfg);
-                if (used > left)
-                    abort();
-                if (r->error_status)
-                    stop = 1;
-                else if (!complete && used != left)
-                    abort();    /* it never stops short without a reason */
-                done = complete;
-                break;
-            }
             c += used;
             left -= used;
-            if (done) {
+            if (rv == WC_FEED_DONE) {
+                if (r->pstate != WC_PARSE_DONE)
+                    abort();
                 if (r->body.len > cfg.max_body)
                     abort();
                 if (!r->chunked && r->content_length >= 0
                     && r->body.len != (uint64_t)r->content_length)
                     abort();
                 if (r->chunked && r->body.len > r->raw_body)
+                    abort();
+                if (r->blank > WC_MAX_BLANK)
                     abort();
                 wc_request_free(r);
                 r = NULL;

@@ -1,0 +1,504 @@
+/* loop.h: the loop side of waitress_c._core, without Python.
+ *
+ * Buffers, the request parser, the connection (channel) and its
+ * lifecycle, the server loop, and the task queue's loop-side calls.  The
+ * files that run on the loop thread (server.c, channel.c, channel_out.c,
+ * parser.c, target.c, buffer.c) include this header and not Python.h, so
+ * that "the loop never touches Python" is checked by the compiler.  wc.h
+ * adds the worker side (Python) on top of it.
+ *
+ * Loop-side functions (no GIL) return 0 or a negative UV_E* / -errno and
+ * never set a Python exception.
+ */
+#ifndef WC_LOOP_H
+#define WC_LOOP_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+#include <sys/types.h>
+#include <time.h>
+#include <uv.h>
+
+#define WC_CONTAINER_OF(ptr, type, field) \
+    ((type *)((char *)(ptr) - offsetof(type, field)))
+
+#define WC_WUR __attribute__((warn_unused_result))
+
+#define WC_READ_SIZE 65536
+#define WC_IOV_MAX 64
+#define WC_CONTINUE_LINE "HTTP/1.1 100 Continue\r\n\r\n"
+
+typedef struct wc_buf_s wc_buf_t;
+typedef struct wc_spool_s wc_spool_t;
+typedef struct wc_seg_s wc_seg_t;
+typedef struct wc_outq_s wc_outq_t;
+typedef struct wc_header_s wc_header_t;
+typedef struct wc_request_s wc_request_t;
+typedef struct wc_chunker_s wc_chunker_t;
+typedef struct wc_channel_s wc_channel_t;
+typedef struct wc_listener_s wc_listener_t;
+typedef struct wc_config_s wc_config_t;
+typedef struct wc_server_s wc_server_t;
+typedef struct wc_worker_s wc_worker_t;
+typedef struct wc_logmsg_s wc_logmsg_t;
+typedef struct wc_waiter_s wc_waiter_t;
+
+/* ---- buffer.c: plain growable bytes, body spool, output queue ---------- */
+
+struct wc_buf_s {
+    char *data;
+    size_t len;
+    size_t cap;
+};
+
+size_t wc_fmt_u64(char *buf, uint64_t v);
+int wc_buf_reserve(wc_buf_t *b, size_t extra) WC_WUR;
+int wc_buf_append(wc_buf_t *b, const void *p, size_t n) WC_WUR;
+int wc_buf_appendf(wc_buf_t *b, const char *fmt, ...) WC_WUR
+    __attribute__((format(printf, 2, 3)));
+void wc_buf_free(wc_buf_t *b);
+
+/* A request body: in memory up to `overflow` bytes, then in an unlinked
+ * temp file.  Written by the loop thread, then owned by one worker. */
+struct wc_spool_s {
+    wc_buf_t mem;
+    int fd;             /* -1 while in memory */
+    uint64_t len;
+    size_t overflow;
+    const char *dir;    /* temp directory (cfg->tmpdir); NULL: /tmp */
+};
+
+void wc_spool_init(wc_spool_t *s, size_t overflow);
+int wc_spool_write(wc_spool_t *s, const char *p, size_t n) WC_WUR;
+void wc_spool_free(wc_spool_t *s);
+
+/* Output segments: workers append at the tail, the loop consumes the head;
+ * both under the channel lock.  A segment's data never moves, so a
+ * uv_write may point into it while a worker appends behind. */
+struct wc_seg_s {
+    wc_seg_t *next;
+    const char *base;   /* data, or the bytes of obj */
+    void *obj;          /* a PyObject the bytes belong to (a reference) */
+    size_t off;         /* consumed (written) bytes */
+    size_t len;         /* filled bytes */
+    size_t cap;
+    int fd;             /* >= 0: a file segment sent with sendfile */
+    unsigned close_fd : 1;  /* close fd when the segment is done */
+    unsigned no_sendfile : 1; /* sendfile refused this fd: read+write */
+    off_t file_off;     /* file segments: next offset */
+    char data[];
+};
+
+struct wc_outq_s {
+    wc_seg_t *head;
+    wc_seg_t *tail;
+    uint64_t bytes;     /* pending, not yet written */
+    uint64_t mem;       /* of which in memory segments */
+    int spill_fd;       /* temp file for output over outbuf_overflow */
+    uint64_t spill_end;
+    wc_seg_t *dead;     /* done segments whose obj a GIL holder releases */
+};
+
+void wc_outq_init(wc_outq_t *q);
+
+int wc_outq_append(wc_outq_t *q, const char *p, size_t n) WC_WUR;
+int wc_outq_append_ref(wc_outq_t *q, const char *p, size_t n, void *obj)
+    WC_WUR;
+int wc_outq_append_file(wc_outq_t *q, int fd, off_t off, uint64_t n,
+                        int close_fd) WC_WUR;
+/* dir: the temp directory (cfg->tmpdir); NULL: /tmp. */
+int wc_outq_spill(wc_outq_t *q, const char *dir, const char *p, size_t n)
+    WC_WUR;
+int wc_outq_iov(wc_outq_t *q, struct iovec *iov, int max, size_t *total);
+void wc_outq_consume(wc_outq_t *q, size_t n);
+void wc_outq_free(wc_outq_t *q);
+
+/* ---- parser.c: request head, body framing, chunked decoding ------------ */
+
+struct wc_header_s {
+    const char *name;
+    const char *value;
+    uint32_t name_len;
+    uint32_t value_len;
+};
+
+struct wc_chunker_s {
+    int state;
+    uint64_t size;      /* current chunk: bytes still to come */
+    uint32_t digits;
+    uint32_t ext_len;
+    uint32_t trailer_len;
+    uint32_t line_len;
+};
+
+/* One parsed request.  Built by the loop thread; once complete it belongs
+ * to the channel's queue and then to the worker that serves it. */
+struct wc_request_s {
+    wc_request_t *next;
+    wc_buf_t head;              /* request line + headers, raw bytes */
+    const char *method;
+    const char *target;
+    const char *path;           /* origin-form path within target */
+    const char *query;          /* after '?', NULL if none */
+    const char *authority;      /* absolute-form host[:port], or NULL */
+    uint32_t method_len, target_len, path_len, query_len, authority_len;
+    int version;                /* 10, 11; 0 when unknown */
+    wc_header_t *headers;
+    uint32_t nheaders;
+    uint32_t headers_cap;
+    size_t line_start;          /* head scan: start of the current line */
+    int pstate;                 /* WC_PARSE_*: wc_request_feed's step */
+    uint32_t blank;             /* CR/LF bytes before the request line */
+    int64_t content_length;     /* -1: none */
+    uint64_t body_remaining;    /* CL bodies, while reading */
+    uint64_t raw_body;          /* chunked: framing bytes included */
+    wc_spool_t body;
+    wc_chunker_t chunker;
+    unsigned chunked : 1;
+    unsigned keep_alive : 1;    /* what the request asks for */
+    unsigned expect_continue : 1;
+    unsigned close_after : 1;   /* framing was doubtful: close after */
+    unsigned has_te : 1;
+    /* An error "request" carries a status for the worker to answer. */
+    int error_status;
+    const char *error_detail;   /* static, or detail_buf */
+    char detail_buf[160];
+};
+
+enum {
+    WC_PARSE_HEAD = 0,
+    WC_PARSE_BODY,
+    WC_PARSE_CHUNKED,
+    WC_PARSE_DONE,
+};
+
+/* wc_request_feed's answers. */
+enum {
+    WC_FEED_ERROR = -1,         /* r->error_status is set */
+    WC_FEED_MORE = 0,           /* every byte taken; more are needed */
+    WC_FEED_DONE = 1,           /* complete; the rest is the next request's */
+};
+
+/* CR/LF bytes allowed before a request line (RFC 9112 2.2): eight
+ * empty lines. */
+#define WC_MAX_BLANK 16
+
+extern const char wc_slash[];   /* r->path of "http://host" */
+/* target.c: split r->target into path, query, authority.  Returns 0, or
+ * -1 with r->error_status set (400 "Bad URI"). */
+int wc_parse_target(wc_request_t *r);
+wc_request_t *wc_request_new(size_t inbuf_overflow);
+void wc_request_free(wc_request_t *r);
+void wc_request_error(wc_request_t *r, int status, const char *detail);
+void wc_request_errorf(wc_request_t *r, int status, const char *fmt,
+                       const char *arg, size_t alen);
+/* Copy head bytes from p into r->head, line by line, up to the empty
+ * line (then *complete).  Returns the bytes of p used; sets
+ * r->error_status on a bare LF or a head over max_header. */
+size_t wc_head_scan(wc_request_t *r, const char *p, size_t n, int *complete,
+                    const wc_config_t *cfg);
+/* Parse a complete head (r->head).  Returns 0 and fills r, or sets
+ * r->error_status. */
+void wc_parse_head(wc_request_t *r, const wc_config_t *cfg);
+/* Feed chunked body bytes; returns bytes consumed, sets *done at the end;
+ * sets r->error_status on errors. */
+size_t wc_chunked_feed(wc_request_t *r, const char *p, size_t n, int *done,
+                       const wc_config_t *cfg);
+/* Feed request bytes: head, then the body by its framing.  Returns a
+ * WC_FEED_* answer; *used gets the bytes of p taken. */
+int wc_request_feed(wc_request_t *r, const char *p, size_t n, size_t *used,
+                    const wc_config_t *cfg);
+
+/* ---- channel.c: one client connection (loop thread) -------------------- */
+
+/* A TCP or unix stream handle, seen as whichever libuv type a call wants. */
+typedef union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+} wc_stream_u;
+
+/* A connection's lifecycle.  The loop thread owns it: `state` changes
+ * only in channel.c's set_state(), which asserts that the step is one of
+ * the arrows below (docs/design.rst draws them).  The input side and the
+ * service side overlap (a pipelined head arrives while the previous
+ * request is served): `state` is where the loop is with the client;
+ * whether a worker holds the channel is `busy`.
+ *
+ *   IDLE   -> HEAD, DONE, CLOSED        between requests
+ *   HEAD   -> BODY, IDLE, PAUSED, DONE, CLOSED
+ *   BODY   -> IDLE, PAUSED, DONE, CLOSED
+ *   PAUSED -> IDLE, HEAD, BODY, PAUSED, DONE, CLOSED
+ *   DONE   -> LINGER, CLOSED
+ *   LINGER -> CLOSED
+ */
+typedef enum {
+    WC_CONN_IDLE = 0,   /* no byte of a next request yet */
+    WC_CONN_HEAD,       /* a head arriving, from its first byte (an empty
+                           line's too): the head clock runs */
+    WC_CONN_BODY,       /* its body arriving */
+    WC_CONN_PAUSED,     /* backlog full: not reading; bytes read and not
+                           yet parsed wait in `leftover` */
+    WC_CONN_DONE,       /* no further request is read: what was received
+                           is answered, then the connection lingers */
+    WC_CONN_LINGER,     /* all owed output written and the write side
+                           shut: input read and discarded until EOF, a
+                           byte bound or the linger time, then closed */
+    WC_CONN_CLOSED,     /* uv_close called */
+    WC_CONN_NSTATES
+} wc_conn_state;
+
+/* Assertions on the lifecycle: on in the test and sanitizer builds
+ * (-DWC_CHECKS), compiled out of release builds. */
+#ifdef WC_CHECKS
+void wc_assert_fail(const char *expr, const char *file, int line)
+    __attribute__((noreturn));
+#define WC_ASSERT(e) \
+    ((e) ? (void)0 : wc_assert_fail(#e, __FILE__, __LINE__))
+#else
+#define WC_ASSERT(e) ((void)0)
+#endif
+
+/* Events a worker posts to the loop (ch->ev, under ch->lock); the loop
+ * drains them in wc_channel_kicked.  ROOM and IDLE are posted only when
+ * the loop asked for them (ch->wants). */
+enum {
+    WC_EV_CLOSE = 1,    /* a response ended the connection */
+    WC_EV_ROOM = 2,     /* the backlog is low again */
+    WC_EV_IDLE = 4,     /* no worker holds the channel any more */
+};
+
+struct wc_channel_s {
+    wc_stream_u h;
+    wc_server_t *srv;
+    int listener;               /* index in srv->listeners */
+    atomic_int refs;            /* loop 1 until close_cb; task 1; kick 1 */
+    int fd;
+
+    /* Loop thread only. */
+    wc_conn_state state;
+    wc_channel_t *prev, *next;  /* srv->channels */
+    wc_request_t *req;          /* being received (HEAD, BODY) */
+    uint64_t head_at;           /* ms: first byte of the head */
+    uint64_t in_at;             /* ms: last byte read, or state entered */
+    uint64_t stop_at;           /* ms: a graceful stop reached it; 0 not */
+    uint64_t linger_end;        /* ms: LINGER closes then at the latest */
+    uint64_t lingered;          /* bytes discarded while lingering */
+    char *leftover;             /* read, not parsed: the backlog was full */
+    size_t leftover_len;
+    unsigned reading : 1;       /* uv_read_start is in force */
+    unsigned continue_owed : 1; /* 100 Continue once no worker holds it */
+    size_t wlen;                /* bytes in the outstanding uv_write */
+
+    /* Shared: under `lock`. */
+    pthread_mutex_t lock;
+    wc_waiter_t *waiters;       /* threads parked on this channel */
+    wc_request_t *pend_head, *pend_tail;
+    int npending;               /* complete requests waiting */
+    int nspooled;               /* of which with a body in a temp file */
+    size_t pend_bytes;          /* their memory */
+    int writers;                /* app threads inside write() */
+    int busy;                   /* queued for, or held by, a worker */
+    wc_outq_t out;
+    int writing;                /* a uv_write is outstanding */
+    int kicked;                 /* on srv->kick list */
+    wc_channel_t *kick_next;
+    wc_channel_t *defer_next;
+    unsigned ev : 3;            /* WC_EV_*: posted by workers */
+    unsigned wants : 3;         /* WC_EV_ROOM | WC_EV_IDLE the loop waits
+                                   for */
+    unsigned broken : 1;        /* no more writes: reset, closed, error */
+    unsigned peer_eof : 1;      /* the client shut its side */
+    unsigned deferred : 1;      /* on srv->defer_head: output held back */
+
+    /* ms, monotonic: the last byte the client took, or when output began
+     * to wait in an empty queue.  A stall is timed from it; reads never
+     * move it.  Written under `lock`, read by the loop's sweep. */
+    _Atomic uint64_t out_at;
+    /* Set by the loop when a stop finds the request in service the last
+     * one it will take (nothing else read): its response says close. */
+    atomic_int stop_close;
+    wc_channel_t *task_next;    /* srv task queue (under queue lock) */
+
+    /* The peer, formatted by workers: family 0 (unix), 4 or 6. */
+    uint8_t peer_family;
+    uint16_t peer_port;
+    unsigned char peer_addr[16];
+};
+
+int wc_channel_accept(wc_server_t *srv, uv_stream_t *listener, int index,
+                      int *taken);
+/* Loop thread: */
+void wc_channel_close(wc_channel_t *ch);
+void wc_channel_unref(wc_channel_t *ch);
+void wc_channel_flush(wc_channel_t *ch);
+void wc_channel_kicked(wc_channel_t *ch);
+void wc_channel_stop(wc_channel_t *ch, int hard);
+void wc_channel_maybe_close(wc_channel_t *ch);
+/* Once a second: timeouts, stop grace and lingering (closes the channel
+ * when its time is up). */
+void wc_channel_sweep(wc_channel_t *ch, uint64_t now);
+/* Caller holds ch->lock: wake every thread parked on the channel. */
+void wc_channel_wake_waiters(wc_channel_t *ch);
+/* Worker side (any thread, no GIL needed): */
+/* The next request to serve, or NULL: the worker lets the channel go
+ * (output it held back is sent, the loop told if it waits for that).
+ * *more: further requests wait behind the one returned. */
+wc_request_t *wc_channel_take(wc_channel_t *ch, int *more);
+/* The response just served ends the connection: the worker lets the
+ * channel go, and the loop closes it once the output is written. */
+void wc_channel_end(wc_channel_t *ch);
+/* May the response being written promise keep-alive?  `asked`: what the
+ * request asked for (its keep_alive bit). */
+int wc_channel_keep_alive(wc_channel_t *ch, int asked);
+/* Fairness: the worker sends what it held back and re-queues the task. */
+void wc_channel_yield(wc_channel_t *ch);
+/* owners: NULL, or per iovec the object its bytes belong to (or NULL);
+ * then the caller holds the GIL. */
+int wc_channel_send(wc_channel_t *ch, struct iovec *iov, void **owners,
+                    int n, int defer) WC_WUR;
+int wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov,
+                           void **owners, int n, int defer) WC_WUR;
+void wc_channel_give_back(wc_channel_t *ch);
+int wc_channel_send_file(wc_channel_t *ch, int fd, off_t off, uint64_t n,
+                         int close_fd) WC_WUR;
+int wc_channel_wait_drained(wc_channel_t *ch);
+void wc_channel_kick(wc_channel_t *ch);
+int wc_channel_disconnected(wc_channel_t *ch);
+void wc_channel_writer_enter(wc_channel_t *ch);
+void wc_channel_writer_leave(wc_channel_t *ch);
+int wc_channel_has_writers(wc_channel_t *ch);
+void wc_channel_wait_writers(wc_channel_t *ch);
+
+/* ---- server.c: the loop, listeners, signals, shutdown ------------------ */
+
+struct wc_config_s {
+    int threads;
+    int backlog;
+    size_t recv_bytes;          /* accepted; reads are WC_READ_SIZE */
+    uint64_t connection_limit;
+    uint64_t channel_timeout_ms;
+    uint64_t cleanup_interval_ms;
+    uint64_t shutdown_timeout_ms;
+    size_t max_header;
+    uint64_t max_body;
+    size_t inbuf_overflow;
+    size_t outbuf_overflow;
+    uint64_t outbuf_high_watermark;
+    int lookahead;
+    int expose_tracebacks;
+    int log_socket_errors;
+    int drop_proxy_headers;
+    char ident[128];            /* "" when none */
+    char server_line[160];      /* "Server: <ident>\r\n", or "" */
+    size_t server_line_len;
+    char error_tag[160];        /* "(generated by X)" */
+    char tmpdir[4096];          /* for spooled bodies and spilled output:
+                                   tempfile.gettempdir() at creation */
+};
+
+struct wc_listener_s {
+    wc_stream_u h;
+    wc_server_t *srv;
+    int index;
+    int is_unix;
+    int fd;
+    int open;
+    int owned;                  /* ours to shut: refuse at once on stop */
+    int held;                   /* a connection waits: over the limit, or
+                                   its accept failed (retried) */
+};
+
+struct wc_logmsg_s {
+    wc_logmsg_t *next;
+    int level;                  /* Python logging level */
+    int queue_logger;
+    char text[];
+};
+
+struct wc_server_s {
+    uv_loop_t loop;
+    uv_async_t async;
+    uv_timer_t sweep;
+    uv_prepare_t wake;          /* wakes workers once per loop iteration */
+    uv_timer_t tick;            /* flushes held-back output, while busy */
+    uv_timer_t grace;           /* shutdown_timeout of a graceful stop */
+    int tick_on;                /* loop sets it, under qlock */
+    atomic_int nbusy;           /* channels held by a task */
+    uv_poll_t sigpoll;
+    int sigfd;
+    wc_config_t cfg;
+    void *owner;                /* the ServerObject; never dereferenced
+                                   by the loop thread */
+
+    wc_listener_t *listeners;
+    int nlisteners;
+
+    /* Loop thread only. */
+    wc_channel_t *channels;     /* list head */
+    uint64_t nchannels;
+    int limit_logged;
+    int accepted_turn;          /* accepts in this loop iteration */
+    int batch_held;             /* a listener held for ACCEPT_BATCH */
+    atomic_int stopping;        /* 1 graceful, 2 hard; workers read it */
+    int finished;
+    char readbuf[WC_READ_SIZE];
+
+    /* Shared: under qlock. */
+    pthread_mutex_t qlock;
+    pthread_cond_t qcond;
+    wc_channel_t *task_head, *task_tail;
+    int ntasks;
+    int idle_workers;
+    int waking;                 /* signalled, not yet running */
+    uint64_t pops, pops_seen;   /* tasks taken; as of the last tick */
+    int live_workers;
+    int workers_started;
+    int workers_stop;
+    int close_requested;        /* close() was called */
+    int running;
+    int depth_warn;             /* queue depth to log, 0 if none */
+    int depth_due;              /* the sweep asks for it to be logged */
+    int async_live;             /* uv_async_send is allowed */
+    pthread_cond_t log_cond;    /* the log thread waits here */
+    int log_stop;
+    wc_channel_t *kick_head;    /* channels a worker wants looked at */
+    wc_channel_t *defer_head;   /* channels with output held back */
+    wc_logmsg_t *log_head, *log_tail;
+    wc_seg_t *release_head;     /* sent reference segments (zero copy) */
+    uint64_t release_bytes;     /* their bytes */
+};
+
+int wc_server_init(wc_server_t *srv);
+int wc_server_listen(wc_server_t *srv, int index, int fd, int is_unix,
+                     int owned);
+int wc_server_run(wc_server_t *srv, int sigfd);
+/* The calling thread to SCHED_BATCH (from SCHED_OTHER only); *old and
+ * *old_param, when given, receive what to restore. */
+struct sched_param;
+void wc_thread_batch(int *old, struct sched_param *old_param);
+void wc_server_request_close(wc_server_t *srv);
+void wc_server_channel_closed(wc_server_t *srv);
+void wc_server_log(wc_server_t *srv, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void wc_server_destroy(wc_server_t *srv);
+uint64_t wc_now_ms(void);
+
+/* ---- dispatch.c: the task queue and the worker pool -------------------- */
+
+void wc_dispatch_push(wc_server_t *srv, wc_channel_t *ch);
+void wc_dispatch_wake(wc_server_t *srv);
+int wc_dispatch_want_tick(wc_server_t *srv);
+void wc_dispatch_tick(wc_server_t *srv);
+void wc_dispatch_sweep(wc_server_t *srv);
+/* GIL held: take a reference for a segment (channel_out.c), and release
+ * the sent ones: all that are left (`lock`: take qlock; 0 once the server
+ * is being destroyed and alone). */
+void wc_dispatch_retain(void *obj);
+void wc_dispatch_release_all(wc_server_t *srv, int lock);
+
+#endif /* WC_LOOP_H */
