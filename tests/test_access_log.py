@@ -4,7 +4,10 @@ are read from the server's stderr (tests/serve.py logs at INFO)."""
 
 import logging
 import re
+import socket
+import struct
 import time
+import uuid
 
 import pytest
 from http_helpers import Client, get
@@ -201,6 +204,32 @@ def test_header_and_environ_atoms_are_escaped(server_factory):
     (line,) = access_lines(srv, 1)
     assert line == r"i1\x22\x85i2\x9B\x5C|e1\x0Ae2\x0B\x0C\x1D\x1E\x85\x7F\x00|200|5"
     assert only_line_with(srv, "i1") == PREFIX + line
+
+
+def test_newline_in_path_is_escaped_in_the_error_log(make):
+    srv = make(access_log=True)
+    with Client(srv) as c:
+        r = c.request(get("/%0AFAKE%20LOG%20LINE%85%E2%80%A8/raise-gen"))
+        assert r.status == 500
+    (line,) = access_lines(srv, 1)
+    assert COMBINED_LINE.match(line).group(3) == "GET /%0AFAKE%20LOG%20LINE%85%E2%80%A8/raise-gen HTTP/1.1"
+    # PATH_INFO is latin-1: U+2028 arrives as its three UTF-8 bytes.
+    err = only_line_with(srv, "FAKE LOG LINE")
+    assert err == r"ERROR:waitress_c:Exception while serving /\x0AFAKE LOG LINE\x85â\x80¨/raise-gen"
+
+
+def test_newline_in_path_is_escaped_in_the_disconnect_line(make):
+    srv = make(access_log=True, outbuf_high_watermark=65536)
+    s = srv.connect(timeout=10)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.sendall(get("/%0AFAKE%20LOG%20LINE/produce?n=4096&block=65536&k=" + uuid.uuid4().hex))
+    s.recv(1024)
+    # A reset, not a FIN: the next write fails.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    access_lines(srv, 1)
+    err = only_line_with(srv, "FAKE LOG LINE")
+    assert err == r"INFO:waitress_c:Client disconnected while serving /\x0AFAKE LOG LINE/produce"
 
 
 def test_a_long_field_is_capped(make):
