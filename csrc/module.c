@@ -303,6 +303,15 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     Py_DECREF(logging);
     if (so->logger == NULL || so->qlogger == NULL)
         goto error;
+    /* The error lines about a request write its path escaped as the
+     * access log writes its values: waitress_c/access_log.py, escape(). */
+    PyObject *alog = PyImport_ImportModule("waitress_c.access_log");
+    if (alog == NULL)
+        goto error;
+    so->log_escape = PyObject_GetAttrString(alog, "escape");
+    Py_DECREF(alog);
+    if (so->log_escape == NULL)
+        goto error;
 
     if (read_config(&srv->cfg, adj) < 0)
         goto error;
@@ -445,6 +454,7 @@ server_traverse(ServerObject *so, visitproc visit, void *arg)
     Py_VISIT(so->io_open);
     Py_VISIT(so->format_exc);
     Py_VISIT(so->access_log);
+    Py_VISIT(so->log_escape);
     Py_VISIT(Py_TYPE(so));
     return 0;
 }
@@ -466,6 +476,7 @@ server_clear(ServerObject *so)
     Py_CLEAR(so->io_open);
     Py_CLEAR(so->format_exc);
     Py_CLEAR(so->access_log);
+    Py_CLEAR(so->log_escape);
     return 0;
 }
 

@@ -88,6 +88,7 @@ typedef struct {
     PyObject *io_open;
     PyObject *format_exc;
     PyObject *access_log;       /* callable, or NULL when off */
+    PyObject *log_escape;       /* access_log.escape, for error lines */
 } ServerObject;
 
 /* environ.c.  New reference; *path_out gets a new reference to PATH_INFO

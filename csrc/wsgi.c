@@ -49,6 +49,41 @@ restore_exc(PyObject *exc)
 
 static PyObject *close_name;    /* "close", interned */
 
+/* New reference: the path for an error line, escaped by the access log's
+ * escape() (a client's "/%0A..." is a newline in PATH_INFO, which must
+ * not start a line of the log), or None.  Never NULL and never raises:
+ * the callers have fetched the exception they log. */
+static PyObject *
+log_path(ServerObject *so, PyObject *path)
+{
+    if (path == NULL)
+        return Py_NewRef(Py_None);
+    PyObject *s = PyObject_CallOneArg(so->log_escape, path);
+    if (s == NULL) {
+        /* Never the raw path instead. */
+        PyErr_Clear();
+        return Py_NewRef(Py_None);
+    }
+    return s;
+}
+
+/* "Exception while serving PATH" and exc's traceback, at ERROR. */
+static void
+log_exception(ServerObject *so, PyObject *path, PyObject *exc)
+{
+    PyObject *p = log_path(so, path);
+    PyObject *kw = Py_BuildValue("{sO}", "exc_info", exc ? exc : Py_None);
+    PyObject *fn = PyObject_GetAttrString(so->logger, "error");
+    PyObject *args = Py_BuildValue("(sO)", "Exception while serving %s", p);
+    PyObject *res = (kw && fn && args) ? PyObject_Call(fn, args, kw) : NULL;
+    Py_XDECREF(res);
+    Py_XDECREF(args);
+    Py_XDECREF(fn);
+    Py_XDECREF(kw);
+    Py_DECREF(p);
+    PyErr_Clear();
+}
+
 int
 wc_wsgi_init(PyObject *module)
 {
@@ -67,11 +102,12 @@ app_failed(response_t *r, int *close)
     if (r->failed) {
         /* Client gone (a write failed, or the connection timed out while
          * the response waited): not the app's fault. */
+        PyObject *p = log_path(r->so, r->path);
         PyObject *res = PyObject_CallMethod(r->so->logger, "info", "sO",
                                             "Client disconnected while "
-                                            "serving %s",
-                                            r->path ? r->path : Py_None);
+                                            "serving %s", p);
         Py_XDECREF(res);
+        Py_DECREF(p);
         PyErr_Clear();
         Py_XDECREF(exc);
         return;
@@ -95,18 +131,7 @@ app_failed(response_t *r, int *close)
         Py_DECREF(exc);
         return;
     }
-    PyObject *kw = Py_BuildValue("{sO}", "exc_info", exc);
-    PyObject *fn = PyObject_GetAttrString(r->so->logger, "error");
-    if (kw && fn) {
-        PyObject *args = Py_BuildValue("(sO)", "Exception while serving %s",
-                                       r->path ? r->path : Py_None);
-        PyObject *res = args ? PyObject_Call(fn, args, kw) : NULL;
-        Py_XDECREF(args);
-        Py_XDECREF(res);
-    }
-    Py_XDECREF(kw);
-    Py_XDECREF(fn);
-    PyErr_Clear();
+    log_exception(r->so, r->path, exc);
     if (!r->sr->headers_sent) {
         r->status = 500;
         if (r->so->srv->cfg.expose_tracebacks) {
@@ -380,19 +405,8 @@ failed:
 done:
     if (result != NULL && call_close(result) < 0) {
         PyObject *exc = fetch_exc();
-        PyObject *kw = Py_BuildValue("{sO}", "exc_info",
-                                     exc ? exc : Py_None);
-        PyObject *fn = PyObject_GetAttrString(so->logger, "error");
-        PyObject *args = Py_BuildValue("(sO)", "Exception while serving %s",
-                                       r.path ? r.path : Py_None);
-        PyObject *res = (kw && fn && args) ? PyObject_Call(fn, args, kw)
-                                           : NULL;
-        Py_XDECREF(res);
-        Py_XDECREF(args);
-        Py_XDECREF(fn);
-        Py_XDECREF(kw);
+        log_exception(so, r.path, exc);
         Py_XDECREF(exc);
-        PyErr_Clear();
         *close = 1;
     }
     if (so->access_log)

@@ -2,13 +2,17 @@
 server's own error responses included.  Real server processes; the lines
 are read from the server's stderr (tests/serve.py logs at INFO)."""
 
+import logging
 import re
+import socket
+import struct
 import time
+import uuid
 
 import pytest
 from http_helpers import Client, get
 
-from waitress_c.access_log import AccessLog, check_format
+from waitress_c.access_log import FIELD_CAP, AccessLog, check_format, escape
 
 APP = "apps_hardening:router"
 PREFIX = "INFO:waitress_c.access:"
@@ -119,3 +123,165 @@ def test_unknown_atom_is_refused():
         check_format("%(h)s %(nope)s")
     with pytest.raises(ValueError):
         AccessLog("%(h)d")
+
+
+# -- log injection: client bytes never start a line or a terminal escape ----
+#
+# Header bytes are latin-1 in the environ: 0x85 is U+0085 (NEL), a line
+# break for str.splitlines and Unicode-aware log readers, and 0x9B is
+# U+009B, a terminal's CSI.  Every atom's value is escaped (\xHH), so are
+# the server's own error lines about a path.  Each test reads the whole
+# stderr with splitlines(), as such a reader would, and checks that the
+# forged text is on exactly one line: the escaped one.
+
+INJECT_APP = "apps_access_log:router"
+
+
+def only_line_with(srv, marker):
+    """The one stderr line holding marker; a forged line would be another."""
+    found = [line for line in srv.stderr().splitlines() if marker in line]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_c1_bytes_in_user_agent_are_escaped(make):
+    srv = make(access_log=True)
+    with Client(srv) as c:
+        r = c.request(b"GET /hello HTTP/1.1\r\nHost: x\r\nUser-Agent: ua\x85FAKE LINE\x9b31m\r\n\r\n")
+        assert r.status == 200
+    (line,) = access_lines(srv, 1)
+    m = COMBINED_LINE.match(line)
+    assert m, line
+    assert m.group(7) == r"ua\x85FAKE LINE\x9B31m"
+    assert only_line_with(srv, "FAKE LINE") == PREFIX + line
+
+
+def test_quote_in_referer_cannot_forge_a_field(make):
+    srv = make(access_log=True)
+    with Client(srv) as c:
+        r = c.request(get("/hello", headers=['Referer: x" 999 "forged\\', "User-Agent: ua"]))
+        assert r.status == 200
+    (line,) = access_lines(srv, 1)
+    m = COMBINED_LINE.match(line)
+    assert m, line
+    assert m.groups()[2:] == ("GET /hello HTTP/1.1", "200", "5", r"x\x22 999 \x22forged\x5C", "ua")
+    assert only_line_with(srv, "forged") == PREFIX + line
+
+
+def test_c1_bytes_in_a_bad_request_line_are_escaped(make):
+    srv = make(access_log=True)
+    with Client(srv) as c:
+        c.send(b"GET /a\x85FAKE\x9bb HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = c.response()
+    assert r.status == 400
+    (line,) = access_lines(srv, 1)
+    m = COMBINED_LINE.match(line)
+    assert m, line
+    assert m.group(3) == r"GET /a\x85FAKE\x9Bb HTTP/1.1"
+    assert m.group(4) == "400"
+    assert only_line_with(srv, "FAKE") == PREFIX + line
+
+
+def test_newline_in_remote_user_is_escaped(server_factory):
+    srv = server_factory(INJECT_APP, access_log=True)
+    with Client(srv) as c:
+        r = c.request(get("/hello?user=bob%0AINFO:waitress_c.access:FORGED%0D%1C%E9"))
+        assert r.status == 200
+    time.sleep(0.2)
+    lines = access_lines(srv, 2, timeout=0.5)
+    assert len(lines) == 1, lines
+    assert lines[0].split(" ")[2] == r"bob\x0AINFO:waitress_c.access:FORGED\x0D\x1Cé"
+    assert only_line_with(srv, "FORGED") == PREFIX + lines[0]
+
+
+def test_header_and_environ_atoms_are_escaped(server_factory):
+    srv = server_factory(INJECT_APP, access_log=True, access_log_format="%({X-Foo}i)s|%({FOO}e)s|%(s)s|%(B)s")
+    with Client(srv) as c:
+        r = c.request(
+            get("/hello?foo=e1%0Ae2%0B%0C%1D%1E%85%7F%00", headers=['X-Foo: i1"\x85i2\x9b\\'])
+        )
+        assert r.status == 200
+    (line,) = access_lines(srv, 1)
+    assert line == r"i1\x22\x85i2\x9B\x5C|e1\x0Ae2\x0B\x0C\x1D\x1E\x85\x7F\x00|200|5"
+    assert only_line_with(srv, "i1") == PREFIX + line
+
+
+def test_newline_in_path_is_escaped_in_the_error_log(make):
+    srv = make(access_log=True)
+    with Client(srv) as c:
+        r = c.request(get("/%0AFAKE%20LOG%20LINE%85%E2%80%A8/raise-gen"))
+        assert r.status == 500
+    (line,) = access_lines(srv, 1)
+    assert COMBINED_LINE.match(line).group(3) == "GET /%0AFAKE%20LOG%20LINE%85%E2%80%A8/raise-gen HTTP/1.1"
+    # PATH_INFO is latin-1: U+2028 arrives as its three UTF-8 bytes.
+    err = only_line_with(srv, "FAKE LOG LINE")
+    assert err == r"ERROR:waitress_c:Exception while serving /\x0AFAKE LOG LINE\x85â\x80¨/raise-gen"
+
+
+def test_newline_in_path_is_escaped_in_the_disconnect_line(make):
+    srv = make(access_log=True, outbuf_high_watermark=65536)
+    s = srv.connect(timeout=10)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.sendall(get("/%0AFAKE%20LOG%20LINE/produce?n=4096&block=65536&k=" + uuid.uuid4().hex))
+    s.recv(1024)
+    # A reset, not a FIN: the next write fails.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    access_lines(srv, 1)
+    err = only_line_with(srv, "FAKE LOG LINE")
+    assert err == r"INFO:waitress_c:Client disconnected while serving /\x0AFAKE LOG LINE/produce"
+
+
+def test_a_long_field_is_capped(make):
+    srv = make(access_log=True)
+    with Client(srv) as c:
+        r = c.request(get("/hello", headers=["User-Agent: " + "a" * 10000, "Referer: " + "\x85" * 1000]))
+        assert r.status == 200
+    (line,) = access_lines(srv, 1)
+    m = COMBINED_LINE.match(line)
+    assert m, line
+    assert m.group(7) == "a" * (FIELD_CAP - 3) + "..."
+    # Cut before a whole escape, never inside one.
+    assert m.group(6) == r"\x85" * ((FIELD_CAP - 3) // 4) + "..."
+
+
+# -- escape() itself ------------------------------------------------------
+
+
+def test_escape_every_line_break_and_control():
+    # Every character str.splitlines splits on.
+    assert escape("a\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029b") == (
+        r"a\x0A\x0D\x0B\x0C\x1C\x1D\x1E\x85\u2028\u2029b"
+    )
+    for c in range(0x110000):
+        out = escape(chr(c))
+        assert len(("x" + out + "x").splitlines()) == 1, hex(c)
+        if c < 0x20 or 0x7F <= c <= 0x9F or chr(c) in '"\\':
+            assert out == "\\x%02X" % c
+        elif c in (0x2028, 0x2029):
+            assert out == "\\u%04X" % c
+        else:
+            assert out == chr(c)
+
+
+def test_escape_keeps_clean_text_and_caps():
+    s = "Mozilla/5.0 (X11; Linux x86_64) é 日本"
+    assert escape(s) is s
+    assert escape("a" * FIELD_CAP) == "a" * FIELD_CAP
+    assert escape("a" * (FIELD_CAP + 1)) == "a" * (FIELD_CAP - 3) + "..."
+    # An escape that would straddle the cut is left out whole.
+    for k in range(8):
+        out = escape("a" * (FIELD_CAP - 8 + k) + "\u2028" * 10)
+        assert len(out) <= FIELD_CAP and out.endswith("...")
+        assert re.fullmatch(r"a*(\\u2028)*\.\.\.", out), out[-20:]
+    assert escape("x\ny", cap=3) == "..."
+    assert escape("a\"b", quotes=False) == 'a"b'
+    assert escape("a\\b\n", quotes=False) == r"a\x5Cb\x0A"
+
+
+def test_numbers_stay_numbers_and_other_values_become_text(caplog):
+    log = AccessLog("%(s)s %(B)s %(b)s %(D)s %(u)s %({FOO}e)s %({BAR}e)s")
+    env = {"REMOTE_USER": "a\nb", "FOO": 7, "BAR": ["x\n"]}
+    with caplog.at_level(logging.INFO, logger="waitress_c.access"):
+        log(env, None, "GET", "/", "HTTP/1.1", 200, 0, 12, None)
+    assert [r.getMessage() for r in caplog.records] == [r"200 0 - 12 a\x0Ab 7 ['x\x5Cn']"]

@@ -702,3 +702,30 @@ def test_malformed_header_gets_the_standard_400(tmp_path):
         'WARNING:waitress_c:Malformed proxy header "X-Forwarded-Proto" from '
         '"127.0.0.1": unsupported proto value value: ftp' in output
     )
+
+
+def test_client_bytes_in_warnings_are_escaped(local_rejection):
+    """Line breaks and terminal escapes (C0, DEL, C1, U+2028/9) and the
+    backslash are written \\xHH; a quote stays as waitress writes it."""
+    result = run(
+        proxy_headers_middleware,
+        {"xfp": 'ftp"\x85FAKE\x9b2J\\'},
+        trusted_proxy="*",
+        trusted_proxy_headers={"x-forwarded-proto"},
+    )
+    assert result == (
+        "400",
+        'Header "X-Forwarded-Proto" malformed.',
+        [
+            'Malformed proxy header "X-Forwarded-Proto" from "192.168.1.1": '
+            r'unsupported proto value value: ftp"\x85fake\x9B2j\x5C'
+        ],
+    )
+    _, env, log = run(
+        proxy_headers_middleware,
+        {"forwarded": "f\x85oo\x9b=bar;for=x"},
+        trusted_proxy="*",
+        trusted_proxy_headers={"forwarded"},
+    )
+    assert log == [r"Unknown Forwarded token: f\x85oo\x9B"]
+    assert env["REMOTE_ADDR"] == "x"

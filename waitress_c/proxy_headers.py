@@ -23,6 +23,8 @@ import logging
 import re
 from typing import Any, Callable, Iterable, NamedTuple
 
+from waitress_c.access_log import escape
+
 __all__ = [
     "MalformedProxyHeader",
     "PROXY_HEADERS",
@@ -125,12 +127,13 @@ def proxy_headers_middleware(
                     environ, trusted_proxy_count, trusted_headers, logger
                 )
             except MalformedProxyHeader as exc:
+                # The reason may quote the value: both are the client's.
                 logger.warning(
                     'Malformed proxy header "%s" from "%s": %s value: %s',
                     exc.header,
                     peer,
-                    exc.reason,
-                    exc.value,
+                    escape(exc.reason, quotes=False),
+                    escape(exc.value, quotes=False),
                 )
                 raise bad_request('Header "%s" malformed.' % exc.header) from None
         if clear_untrusted:
@@ -208,7 +211,7 @@ def _parse_forwarded(value: str, logger: logging.Logger) -> list[ForwardedElemen
             if token in fields:
                 fields[token] = undquote(item)
             else:
-                logger.warning("Unknown Forwarded token: %s" % token)
+                logger.warning("Unknown Forwarded token: %s", escape(token, quotes=False))
         elements.append(
             ForwardedElement(
                 fields["by"], fields["for"], fields["host"], fields["proto"]
