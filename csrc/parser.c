@@ -606,6 +606,14 @@ enum {
     CK_TR_END_LF,
 };
 
+static void
+over_max_body(wc_request_t *r, const wc_config_t *cfg)
+{
+    snprintf(r->detail_buf, sizeof(r->detail_buf), "exceeds max_body of %llu",
+             (unsigned long long)cfg->max_body);
+    wc_request_error(r, 413, r->detail_buf);
+}
+
 size_t
 wc_chunked_feed(wc_request_t *r, const char *buf, size_t n, int *done,
                 const wc_config_t *cfg)
@@ -622,6 +630,14 @@ wc_chunked_feed(wc_request_t *r, const char *buf, size_t n, int *done,
 
     while (p < end) {
         unsigned char c = (unsigned char)*p;
+        /* max_body bounds the raw bytes, framing included, and applies at
+         * the byte that reaches it (not at the end of the read): the
+         * answer must not depend on how the bytes arrive. */
+        uint64_t raw = r->raw_body + (uint64_t)(p - buf);
+        if (raw >= cfg->max_body) {
+            over_max_body(r, cfg);
+            goto out;
+        }
         if (k->state >= CK_EXT_PRE_NAME && k->state <= CK_EXT_POST_VAL
             && ++k->ext_len > MAX_CHUNK_EXT)
             FAIL("Invalid chunk extension");
@@ -723,10 +739,7 @@ wc_chunked_feed(wc_request_t *r, const char *buf, size_t n, int *done,
             k->state = k->size == 0 ? CK_TR_START : CK_DATA;
             if (k->size >= cfg->max_body
                 || r->body.len + k->size >= cfg->max_body) {
-                snprintf(r->detail_buf, sizeof(r->detail_buf),
-                         "exceeds max_body of %llu",
-                         (unsigned long long)cfg->max_body);
-                wc_request_error(r, 413, r->detail_buf);
+                over_max_body(r, cfg);
                 goto out;
             }
             break;
@@ -734,6 +747,8 @@ wc_chunked_feed(wc_request_t *r, const char *buf, size_t n, int *done,
             size_t take = (size_t)(end - p);
             if (take > k->size)
                 take = (size_t)k->size;
+            if (take > cfg->max_body - raw)
+                take = (size_t)(cfg->max_body - raw);   /* 413 next */
             if (wc_spool_write(&r->body, p, take) < 0) {
                 wc_request_error(r, 500, "Could not store the request "
                                          "body");
@@ -794,10 +809,8 @@ out:
 #undef FAIL
     r->raw_body += (uint64_t)(p - buf);
     if (!r->error_status && r->raw_body >= cfg->max_body) {
-        snprintf(r->detail_buf, sizeof(r->detail_buf),
-                 "exceeds max_body of %llu",
-                 (unsigned long long)cfg->max_body);
-        wc_request_error(r, 413, r->detail_buf);
+        over_max_body(r, cfg);
+        *done = 0;
     }
     return (size_t)(p - buf);
 }
