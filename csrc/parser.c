@@ -189,13 +189,18 @@ wc_head_scan(wc_request_t *r, const char *p, size_t n, int *complete,
                                          "message");
                 return used;
             }
-            /* Quote the line up to its CRLF, as far as it is here. */
+            /* Quote the line up to its CRLF, as far as it is here (a
+             * read may end before the CRLF, or between its CR and LF: that
+             * CR is left out too). */
             const char *rest = p + used, *stop = p + n;
             const char *q = rest;
             while (q + 1 < stop && !(q[0] == '\r' && q[1] == '\n'))
                 q++;
-            if (q + 1 >= stop)
+            if (q + 1 >= stop) {
                 q = stop;
+                if (q > rest && q[-1] == '\r')
+                    q--;
+            }
             size_t k = (size_t)(q - rest);
             if (wc_buf_append(&r->head, rest, k) < 0)
                 k = 0;
