@@ -27,8 +27,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 # The application: its answer names the code version, the pid serving and
-# the pid that imported the module.  /slow?SECONDS sleeps first; with
-# ?id=NAME it first writes its pid to the file NAME in RECORDS.
+# the pid that imported the module.  ?sleep=SECONDS sleeps first (with
+# &only=PID, only in that process); with ?id=NAME it first writes its pid to
+# the file NAME in RECORDS; ?size=N pads the body to at least N bytes.
 APP = '''
 import os, time
 
@@ -44,9 +45,12 @@ def app(environ, start_response):
     if "id" in query:
         with open(os.path.join(RECORDS, query["id"]), "w") as f:
             f.write(str(os.getpid()))
-    if "sleep" in query:
+    if "sleep" in query and int(query.get("only", os.getpid())) == os.getpid():
         time.sleep(float(query["sleep"]))
     body = ("%%s %%d %%d" %% (VERSION, os.getpid(), IMPORTED_IN)).encode()
+    size = int(query.get("size", 0))
+    if size > len(body):
+        body += b" " + b"x" * (size - len(body) - 1)
     start_response(
         "200 OK",
         [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))],
@@ -69,7 +73,7 @@ def write_app(directory, version="v1", name="wapp", extra=""):
 
 def answer(body):
     """(version, pid, imported_in) of a response body."""
-    version, pid, imported = body.decode().split()
+    version, pid, imported = body.decode().split()[:3]
     return version, int(pid), int(imported)
 
 
@@ -720,6 +724,72 @@ def test_reload_restarts_when_a_file_changes(app_dir, servers, workers):
     assert s.wait(timeout=30) == 0
 
 
+def get_when_serving(port, timeout=30.0):
+    """The answer of a server that may not be listening yet (a --reload
+    restart): retried until it comes, within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return answer(get(port, timeout=5))
+        except (OSError, AssertionError, http.client.HTTPException):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def reload_to(s, path, version, count):
+    """Write the application as ``version`` and touch it until the
+    ``count``-th reload begins (hupper watches a module from a second or
+    two after its import)."""
+    write_app(os.path.dirname(path), version=version)
+    deadline = time.monotonic() + 30
+    touched = time.monotonic()
+    while s.output.count("wapp.py changed; reloading") < count:
+        assert time.monotonic() < deadline and s.proc.poll() is None, s.output
+        if time.monotonic() - touched > 2:
+            os.utime(path)
+            touched = time.monotonic()
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_reload_with_shutdown_timeout_0_lets_a_long_request_finish(
+        app_dir, servers, workers):
+    """--reload with shutdown_timeout=0: hupper waits for the server it
+    stops as long as the server waits for its requests, so a request
+    longer than KILL_MARGIN, in flight when a file changes, is answered
+    whole before the new code serves."""
+    pytest.importorskip("hupper")
+    port = free_port()
+    args = [sys.executable, "-m", "waitress_c", "--reload",
+            "--listen=127.0.0.1:%d" % port, "--workers=%d" % workers,
+            "--threads=4", "--shutdown-timeout=0", "wapp:app"]
+    s = Supervised(args, app_dir)
+    servers.append(s)
+    assert get_when_serving(port)[0] == "v1"
+    # A first reload: hupper watches wapp.py from now on.
+    path = str(app_dir / "wapp.py")
+    reload_to(s, path, "v2", 1)
+    deadline = time.monotonic() + 30
+    while get_when_serving(port)[0] != "v2":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    req = LongRequest(port, app_dir, "r")
+    pid = req.started()
+    reload_to(s, path, "v3-after-the-long-one", 2)
+    assert req.in_flight()
+    version, served_by, _ = answer(req.body())
+    assert (version, served_by) == ("v2", pid)
+    deadline = time.monotonic() + 30
+    while get_when_serving(port)[0] != "v3-after-the-long-one":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert "forcefully killing" not in s.output
+    assert "did not stop in time" not in s.output
+    s.signal(signal.SIGTERM)
+    assert s.wait(timeout=30) == 0
+
+
 def test_reload_without_hupper_is_a_clear_error(tmp_path, monkeypatch, capsys):
     from waitress_c import runner
 
@@ -733,6 +803,19 @@ def test_reload_without_hupper_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert status == 1 and calls == []
     assert "--reload needs the hupper package" in err
     assert "pip install 'waitress_c[reload]'" in err
+
+
+def test_reload_never_kills_before_the_server_would():
+    """hupper's shutdown_interval: past the supervisor's SIGKILL
+    (shutdown_timeout + KILL_MARGIN), and no deadline for 0 (which hupper
+    would take as "kill at once")."""
+    from waitress_c.runner import reload_shutdown_interval
+    from waitress_c.supervisor import KILL_MARGIN
+
+    for timeout in (0.5, 30, 3600):
+        interval = reload_shutdown_interval(Adjustments(shutdown_timeout=timeout))
+        assert interval > timeout + KILL_MARGIN
+    assert reload_shutdown_interval(Adjustments(shutdown_timeout=0)) >= 1e9
 
 
 def test_runner_passes_a_loader_unless_preload(monkeypatch):
@@ -818,6 +901,123 @@ def test_workers_still_busy_after_shutdown_timeout_are_killed(app_dir, servers):
     assert isinstance(results["x0"], Exception)
 
 
+# -- shutdown_timeout=0: no deadline ----------------------------------------
+
+# How long the long requests below take: longer than the 5 s (KILL_MARGIN)
+# after which a stopping worker was once killed even with shutdown_timeout 0.
+LONG = 9
+LONG_SIZE = 256 * 1024  # their body: many writes, read whole or not at all
+
+
+class LongRequest:
+    """GET /?id=RID&sleep=LONG&size=LONG_SIZE on its own connection, in a
+    thread; with ``only``, only that worker sleeps (the others answer at
+    once)."""
+
+    def __init__(self, port, app_dir, rid, only=None):
+        self.app_dir, self.rid = app_dir, rid
+        path = "/?id=%s&sleep=%s&size=%d" % (rid, LONG, LONG_SIZE)
+        if only is not None:
+            path += "&only=%d" % only
+        self.result = None
+        self.thread = threading.Thread(target=self._run, args=(port, path),
+                                       daemon=True)
+        self.thread.start()
+
+    def _run(self, port, path):
+        try:
+            self.result = get(port, path, timeout=LONG + 30)
+        except Exception as exc:  # noqa: BLE001 - checked by the caller
+            self.result = exc
+
+    def started(self, timeout=20.0):
+        """The pid of the worker that started it (waits for its record)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = records(self.app_dir, self.rid).get(self.rid)
+            if pid is not None:
+                return pid
+            time.sleep(0.02)
+        raise AssertionError("request %s not started" % self.rid)
+
+    def in_flight(self):
+        return self.thread.is_alive()
+
+    def body(self):
+        """The whole body (raises if the response was cut off)."""
+        self.thread.join(timeout=LONG + 40)
+        assert not self.thread.is_alive()
+        if isinstance(self.result, Exception):
+            raise AssertionError("request %s failed: %r"
+                                 % (self.rid, self.result))
+        assert len(self.result) == LONG_SIZE, len(self.result)
+        return self.result
+
+
+def long_request_on(port, app_dir, pid, tag):
+    """A LongRequest that worker ``pid`` serves: requests are sent until
+    one lands there (the others are answered at once)."""
+    for i in range(50):
+        req = LongRequest(port, app_dir, "%s%d" % (tag, i), only=pid)
+        if req.started() == pid:
+            return req
+        req.body()
+    raise AssertionError("no request reached worker pid %d" % pid)
+
+
+def oldest_worker(s):
+    return int(s.wait_for(r"Worker pid (\d+): starting").group(1))
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP", "max_requests",
+                                 "SIGTTOU"])
+def test_shutdown_timeout_0_lets_a_long_request_finish(app_dir, servers, how):
+    """With shutdown_timeout=0 a graceful stop has no deadline: a request
+    longer than KILL_MARGIN is answered whole whatever stopped its worker
+    (the supervisor's SIGTERM, a rolling restart, max_requests, one worker
+    less), and the worker exits by itself, not by SIGKILL."""
+    args = ["--shutdown-timeout=0", "--threads=4"]
+    if how == "max_requests":
+        args += ["--max-requests=3"]
+        workers = 1
+    else:
+        args += ["--workers=2"]
+        workers = 2
+    s = start(servers, waitress_c(*args, "wapp:app"), app_dir,
+              workers=workers)
+    if how in ("SIGHUP", "SIGTTOU"):  # both stop the oldest worker first
+        req = long_request_on(s.port, app_dir, oldest_worker(s), "l")
+    else:
+        req = LongRequest(s.port, app_dir, "l")
+    pid = req.started()
+    if how == "SIGTERM":
+        s.signal(signal.SIGTERM)
+        s.wait_for("SIGTERM: stopping the workers gracefully")
+    elif how == "SIGHUP":
+        s.signal(signal.SIGHUP)
+        # After a new worker has booted, however long that takes.
+        s.wait_for(r"Worker pid %d: stopping gracefully \(replaced\)" % pid,
+                   timeout=LONG + 20)
+    elif how == "max_requests":
+        for _ in range(2):  # the 3rd request: max_requests
+            assert answer(s.get(timeout=20))[1] == pid
+        s.wait_for(r"Worker pid %d: max_requests reached" % pid)
+    else:
+        s.signal(signal.SIGTTOU)
+        s.wait_for(r"Worker pid %d: stopping gracefully \(one worker less\)"
+                   % pid)
+    if how != "SIGHUP":  # no boot to wait for: the stop began in flight
+        assert req.in_flight()
+    assert answer(req.body())[1] == pid
+    s.wait_for(r"Worker pid %d exited \(exit status 0\)" % pid,
+               timeout=LONG + 20)
+    if how == "SIGTERM":
+        assert s.wait(timeout=20) == 0
+    else:
+        assert s.get(timeout=20)  # the others (or a replacement) serve
+    assert "did not stop in time" not in s.output
+
+
 def test_max_requests_jitter_spreads_the_limits(app_dir, servers):
     """Each worker's limit is max_requests plus 0..jitter: with one client
     at a time, every retired worker served between 5 and 5 + 10."""
@@ -839,9 +1039,12 @@ def test_max_requests_jitter_spreads_the_limits(app_dir, servers):
     assert_no_failed_request(results)
 
 
+@pytest.mark.parametrize("timeout", ["60", "0"])
 @pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGQUIT])
-def test_second_signal_stops_at_once(app_dir, servers, second):
-    s = start(servers, waitress_c("--workers=2", "--shutdown-timeout=60",
+def test_second_signal_stops_at_once(app_dir, servers, second, timeout):
+    """Even without a deadline (shutdown_timeout=0)."""
+    s = start(servers, waitress_c("--workers=2",
+                                  "--shutdown-timeout=" + timeout,
                                   "wapp:app"), app_dir)
     threads, results = slow_requests(s.port, 1, 30, "q")
     deadline = time.monotonic() + 5
