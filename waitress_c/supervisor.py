@@ -596,11 +596,13 @@ class Supervisor(FirstListener):
         stopper = _Stopper(server)
 
         def retire_self() -> None:
+            # The stop first: until the loop has begun it, the requests
+            # that arrive are served as usual, beyond the limit.
+            stopper.stop(1)
+            _write(status_w, RETIRING)
             logger.info(
                 "Worker pid %d: %d requests (max_requests): stopping",
                 os.getpid(), limit)
-            _write(status_w, RETIRING)
-            stopper.stop(1)
 
         retire.append(retire_self)
         self._serve_in_worker(server, stopper, status_w)
