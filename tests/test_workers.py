@@ -937,8 +937,8 @@ def test_reload_never_kills_before_the_server_would():
     from waitress_c.supervisor import KILL_MARGIN
 
     for timeout in (0.5, 30, 3600):
-        interval = reload_shutdown_interval(Adjustments(shutdown_timeout=timeout))
-        assert interval > timeout + KILL_MARGIN
+        adj = Adjustments(shutdown_timeout=timeout)
+        assert reload_shutdown_interval(adj) > timeout + KILL_MARGIN
     assert reload_shutdown_interval(Adjustments(shutdown_timeout=0)) >= 1e9
 
 
