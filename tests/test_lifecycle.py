@@ -283,12 +283,14 @@ def test_close_after_a_large_response_is_not_a_reset(server_factory):
     assert headers(resps[0])["connection"] == "close"
 
 
-def test_an_error_response_is_not_reset_by_the_body_behind_it(server_factory):
+@pytest.mark.parametrize("kib", [256, 4096])
+def test_an_error_response_is_not_reset_by_the_body_behind_it(server_factory, kib):
     """A 413 for a body over max_request_body_size while the client is
-    still sending it: the client reads the whole 413."""
+    still sending it: the client reads the whole 413 (the linger is bounded
+    by time, not by the bytes it discards)."""
     srv = server_factory(APP, max_request_body_size=1000)
     s = srv.connect(timeout=20 * SLOW)
-    body = b"x" * (256 * 1024)
+    body = b"x" * (kib * 1024)
     sender = threading.Thread(
         target=lambda: s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
     )
@@ -403,3 +405,85 @@ def test_stop_closes_an_idle_keepalive_connection_after_the_grace(server_factory
         assert s.recv(100) == b""   # a clean end of stream, no reset
     finally:
         s.close()
+
+
+def test_stop_while_the_backlog_is_full_closes_after_the_last_request(server_factory):
+    """A stop while reading is paused behind a spooled body: both requests
+    are answered, and the last says Connection: close."""
+    srv = server_factory(APP, threads=1, inbuf_overflow=1000)
+    s = srv.connect(timeout=20 * SLOW)
+    body = b"x" * 5000
+    try:
+        s.sendall(b"GET /gate?t=1&id=q HTTP/1.1\r\nHost: x\r\n\r\n"
+                  + b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        wait_log(srv, "gate entered q")
+        srv.send_signal(signal.SIGTERM)
+        resps = read_all_responses(s)
+    finally:
+        s.close()
+    assert [r[2] for r in resps] == [b"gate q", b"5000 " + hashlib.sha256(body).hexdigest().encode()]
+    assert [headers(r).get("connection") for r in resps] == [None, "close"]
+    assert srv.wait(timeout=20 * SLOW) == 0
+
+
+def test_a_stray_crlf_after_a_request_gets_the_stop_grace(server_factory):
+    """An empty line after a request (RFC 9112 2.2; old browsers send one
+    after a POST body) leaves the connection between requests: a stop
+    closes it after the grace, not at shutdown_timeout."""
+    srv = server_factory(APP, shutdown_timeout=30)
+    s = srv.connect(timeout=20 * SLOW)
+    try:
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi\r\n")
+        assert read_response(s.makefile("rb"))[2].startswith(b"2 ")
+        srv.send_signal(signal.SIGTERM)
+        assert srv.wait(timeout=20 * SLOW) == 0
+    finally:
+        s.close()
+    assert "Shutdown timeout" not in srv.stderr()
+
+
+# -- 100 Continue ----------------------------------------------------------------
+
+def test_100_continue_is_never_sent_after_the_final_response(server_factory):
+    """The client sends its body without waiting for the 100 Continue owed
+    behind a slow response: no 100 Continue may follow the final response
+    (the next bytes are the next request's answer)."""
+    srv = server_factory(APP, threads=2)
+    s = srv.connect(timeout=20 * SLOW)
+    try:
+        f = s.makefile("rb")
+        s.sendall(b"GET /gate?t=0.5&id=c HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_log(srv, "gate entered c")
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello")
+        got = [read_response(f), read_response(f)]
+        if status(got[1]) == 100:     # allowed before the final response
+            got[1] = read_response(f)
+        s.sendall(HELLO)
+        third = read_response(f)
+    finally:
+        s.close()
+    assert got[0][2] == b"gate c"
+    assert got[1][2].startswith(b"5 ")
+    assert status(third) == 200 and third[2] == b"Hello, world!"
+
+
+def test_100_continue_owed_behind_a_large_response_is_sent(server_factory):
+    """A 100 Continue owed while a large response is still being written
+    goes out once that response is, though other events were handled
+    between (a request answered before, output queued for the socket)."""
+    srv = server_factory(APP, threads=2)
+    s = srv.connect(timeout=20 * SLOW)
+    try:
+        f = s.makefile("rb")
+        s.sendall(HELLO)
+        assert read_response(f)[2] == b"Hello, world!"
+        s.sendall(b"GET /big?mib=8 HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        assert len(read_response(f)[2]) == 8 << 20
+        cont = read_response(f)
+        assert cont is not None and status(cont) == 100
+        s.sendall(b"hello")
+        echo = read_response(f)
+    finally:
+        s.close()
+    assert echo[2].startswith(b"5 ")
