@@ -2,12 +2,15 @@
  * the write() callable it returns.  Enforces PEP 3333's rules with
  * waitress's messages: str status and headers, no CR/LF (header
  * injection) nor any other control character but HTAB, no hop-by-hop
- * headers, one Content-Length value, a second call only with exc_info.
+ * headers, a second call only with exc_info.  And what the framing
+ * depends on (RFC 9110): header names that are tokens, one Content-Length
+ * value of plain digits.
  *
  * GIL map: worker threads, GIL held.
  */
 #include "wc.h"
 
+#include <stdint.h>
 #include <string.h>
 
 /* What a status, header name or value must not contain: 1 for CR or LF
@@ -57,6 +60,29 @@ check_chars(PyObject *s, const char *what)
     return 0;
 }
 
+/* A header name must be a token (RFC 9110 5.1): anything else is either
+ * not the field the app meant ("Content-Length " is not Content-Length,
+ * and would get framing of ours beside it) or not one at all. */
+static int
+check_name(PyObject *name)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(name);
+    if (PyUnicode_KIND(name) == PyUnicode_1BYTE_KIND && n > 0) {
+        const unsigned char *d = PyUnicode_DATA(name);
+        Py_ssize_t i = 0;
+        while (i < n && wc_tchar[d[i]])
+            i++;
+        if (i == n)
+            return 0;
+    }
+    /* waitress's message for CR/LF, ours for other control characters. */
+    if (check_chars(name, "header name") < 0)
+        return -1;
+    PyErr_Format(PyExc_ValueError, "header name %R is not a token "
+                 "(RFC 9110 5.1)", name);
+    return -1;
+}
+
 int
 wc_ieq_ascii(PyObject *s, const char *lit, size_t n)
 {
@@ -88,32 +114,73 @@ is_hop_by_hop(PyObject *name)
     }
 }
 
-/* int(value) as waitress does; plain digits without a Python call. */
-static long long
-parse_content_length(PyObject *value)
+/* The app's Content-Length: 1*DIGIT (RFC 9110 8.6), ASCII only, that fits
+ * an int64.  Whitespace around it is not part of the field value (5.5):
+ * [*start, *end) is where the digits are.  waitress's int() also took
+ * "1_0", "+10" and Unicode digits, and the body was framed by a number
+ * the header sent did not say.  Returns the value, or -1 with
+ * ValueError. */
+static int64_t
+parse_content_length(PyObject *value, Py_ssize_t *start, Py_ssize_t *end)
 {
     if (PyUnicode_KIND(value) == PyUnicode_1BYTE_KIND) {
         const unsigned char *d = PyUnicode_DATA(value);
-        Py_ssize_t n = PyUnicode_GET_LENGTH(value);
-        long long v = 0;
-        Py_ssize_t i = 0;
-        for (; i < n && i < 18 && d[i] >= '0' && d[i] <= '9'; i++)
-            v = v * 10 + (d[i] - '0');
-        if (i == n && n > 0)
+        Py_ssize_t i = 0, j = PyUnicode_GET_LENGTH(value);
+        while (i < j && (d[i] == ' ' || d[i] == '\t'))
+            i++;
+        while (j > i && (d[j - 1] == ' ' || d[j - 1] == '\t'))
+            j--;
+        int64_t v = 0;
+        Py_ssize_t k = i;
+        for (; k < j && d[k] >= '0' && d[k] <= '9'; k++) {
+            int digit = d[k] - '0';
+            if (v > (INT64_MAX - digit) / 10)
+                break;
+            v = v * 10 + digit;
+        }
+        if (k == j && j > i) {
+            *start = i;
+            *end = j;
             return v;
+        }
     }
-    PyObject *num = PyLong_FromUnicodeObject(value, 10);
-    if (num == NULL)
-        return -1;
-    long long v = PyLong_AsLongLong(num);
-    Py_DECREF(num);
-    if (v == -1 && PyErr_Occurred())
-        return -1;
-    if (v < 0) {
-        PyErr_SetString(PyExc_ValueError, "negative Content-Length");
+    PyErr_Format(PyExc_ValueError, "invalid Content-Length value %R: not "
+                 "1*DIGIT, or too large (RFC 9110 8.6)", value);
+    return -1;
+}
+
+/* One (name, value) item of the app's headers: a tuple of two str, no
+ * control characters, a token name, not hop-by-hop.  *name and *value are
+ * borrowed from t.  Returns -1 with an exception. */
+static int
+check_pair(PyObject *t, PyObject **name, PyObject **value)
+{
+    if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2) {
+        PyErr_Format(PyExc_AssertionError, "Header %R is not a "
+                     "(name, value) tuple", t);
         return -1;
     }
-    return v;
+    *name = PyTuple_GET_ITEM(t, 0);
+    *value = PyTuple_GET_ITEM(t, 1);
+    if (!PyUnicode_Check(*name)) {
+        PyErr_Format(PyExc_AssertionError, "Header name %R is not a "
+                     "string in %R", *name, t);
+        return -1;
+    }
+    if (!PyUnicode_Check(*value)) {
+        PyErr_Format(PyExc_AssertionError, "Header value %R is not a "
+                     "string in %R", *value, t);
+        return -1;
+    }
+    if (check_chars(*value, "header value") < 0 || check_name(*name) < 0)
+        return -1;
+    if (is_hop_by_hop(*name)) {
+        PyErr_Format(PyExc_AssertionError, "%U is a \"hop-by-hop\" "
+                     "header; it cannot be used by a WSGI application "
+                     "(see PEP 3333)", *name);
+        return -1;
+    }
+    return 0;
 }
 
 /* Check the app's headers and note Content-Length / Server / Date.
@@ -134,49 +201,45 @@ check_headers(StartResponseObject *sr, PyObject *headers)
     sr->content_length = -1;
     sr->has_server = sr->has_date = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *t = PyList_GET_ITEM(headers, i);
-        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2) {
-            PyErr_Format(PyExc_AssertionError, "Header %R is not a "
-                         "(name, value) tuple", t);
+        PyObject *t = PyList_GET_ITEM(headers, i);    /* borrowed */
+        PyObject *name, *value;                       /* borrowed */
+        PyObject *pair;
+        if (check_pair(t, &name, &value) < 0)
             goto error;
-        }
-        PyObject *name = PyTuple_GET_ITEM(t, 0);
-        PyObject *value = PyTuple_GET_ITEM(t, 1);
-        if (!PyUnicode_Check(name)) {
-            PyErr_Format(PyExc_AssertionError, "Header name %R is not a "
-                         "string in %R", name, t);
-            goto error;
-        }
-        if (!PyUnicode_Check(value)) {
-            PyErr_Format(PyExc_AssertionError, "Header value %R is not a "
-                         "string in %R", value, t);
-            goto error;
-        }
-        if (check_chars(value, "header value") < 0
-            || check_chars(name, "header name") < 0)
-            goto error;
-        if (is_hop_by_hop(name)) {
-            PyErr_Format(PyExc_AssertionError, "%U is a \"hop-by-hop\" "
-                         "header; it cannot be used by a WSGI application "
-                         "(see PEP 3333)", name);
-            goto error;
-        }
+        Py_ssize_t start = 0, end = 0;
         switch (PyUnicode_GET_LENGTH(name)) {
         case 14:
             if (WC_IEQ(name, "content-length")) {
-                long long v = parse_content_length(value);
+                int64_t v = parse_content_length(value, &start, &end);
                 if (v < 0)
                     goto error;
                 if (sr->content_length >= 0) {
                     if (v != sr->content_length) {
                         PyErr_Format(PyExc_ValueError, "two different "
                                      "Content-Length values: %lld and "
-                                     "%lld", sr->content_length, v);
+                                     "%lld", (long long)sr->content_length,
+                                     (long long)v);
                         goto error;
                     }
-                    continue;   /* the same one again: sent once */
+                    /* The same number again: sent once (RFC 9110 8.6
+                     * lets a recipient collapse the repeats). */
+                    continue;
                 }
                 sr->content_length = v;
+                if (start > 0 || end < PyUnicode_GET_LENGTH(value)) {
+                    /* The header goes out as the number that frames the
+                     * body, without the whitespace. */
+                    PyObject *digits = PyUnicode_Substring(value, start,
+                                                           end);   /* new */
+                    if (digits == NULL)
+                        goto error;
+                    pair = PyTuple_Pack(2, name, digits);          /* new */
+                    Py_DECREF(digits);
+                    if (pair == NULL)
+                        goto error;
+                    PyList_SET_ITEM(out, nout++, pair);            /* stolen */
+                    continue;
+                }
             }
             break;
         case 6:
@@ -188,11 +251,12 @@ check_headers(StartResponseObject *sr, PyObject *headers)
                 sr->has_date = 1;
             break;
         }
-        PyObject *pair = PyTuple_CheckExact(t) ? Py_NewRef(t)
-                                               : PyTuple_Pack(2, name, value);
+        /* new */
+        pair = PyTuple_CheckExact(t) ? Py_NewRef(t)
+                                     : PyTuple_Pack(2, name, value);
         if (pair == NULL)
             goto error;
-        PyList_SET_ITEM(out, nout++, pair);
+        PyList_SET_ITEM(out, nout++, pair);                        /* stolen */
     }
     if (nout < n && PyList_SetSlice(out, nout, n, NULL) < 0)
         goto error;
@@ -370,3 +434,4 @@ PyType_Spec wc_start_response_spec = {
              | Py_TPFLAGS_HAVE_VECTORCALL,
     .slots = sr_slots,
 };
+

@@ -57,6 +57,7 @@ def pattern(n, seed=0):
 
 def respond(environ, start_response):
     """?s=STATUS&h=Name:Value (repeatable)&b=ITEM (repeatable)&mode=M&cl=N
+    (&u=1: the headers are percent-encoded UTF-8)
 
     mode: list (default), tuple, gen, write (each item through write()),
     writelist (first item written, the rest returned), single (a 1-element
@@ -65,6 +66,8 @@ def respond(environ, start_response):
     status = q.get("s", "200 OK")
     headers = []
     for h in _list(q.get("h")):
+        if q.get("u"):
+            h = h.encode("latin-1").decode("utf-8")
         name, _, value = h.partition(":")
         headers.append((name, value))
     if "cl" in q:
@@ -255,6 +258,8 @@ def sr_bad(environ, start_response):
         start_response("200 OK", ok + [("X-A", "v\nX-Injected: 1")])
     elif case == "value-cr":
         start_response("200 OK", ok + [("X-A", "v\rX-Injected: 1")])
+    elif case == "name-colon":
+        start_response("200 OK", ok + [("X-Injected: 1\tX-A", "v")])
     elif case == "name-crlf":
         start_response("200 OK", ok + [("X-Injected: 1\r\nX-A", "v")])
     elif case == "non-latin1":
