@@ -3,8 +3,8 @@
  * waitress's messages: str status and headers, no CR/LF (header
  * injection) nor any other control character but HTAB, no hop-by-hop
  * headers, a second call only with exc_info.  And what the framing
- * depends on (RFC 9110): header names that are tokens, one Content-Length
- * value of plain digits.
+ * depends on (RFC 9110): a final status (200-599), header names that are
+ * tokens, one Content-Length value of plain digits.
  *
  * GIL map: worker threads, GIL held.
  */
@@ -267,6 +267,41 @@ error:
     return NULL;
 }
 
+/* The status must be a final one: three ASCII digits, 200 to 599, then a
+ * space and the reason, or nothing (PEP 3333's "999 Message here").  A 1xx
+ * sent as the answer leaves the real one to be taken for the answer to
+ * the next request on the connection (RFC 9112 6.3: a 1xx ends at its
+ * head); 0xx and 6xx-9xx are not HTTP status codes (RFC 9110 15), and a
+ * status without its code cannot be framed.  waitress sends any string.
+ * Returns -1 with ValueError. */
+static int
+check_status(PyObject *status)
+{
+    int kind = PyUnicode_KIND(status);
+    const void *d = PyUnicode_DATA(status);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(status);
+    int code = 0;
+    if (n >= 3 && (n == 3 || PyUnicode_READ(kind, d, 3) == ' ')) {
+        for (int i = 0; i < 3; i++) {
+            Py_UCS4 c = PyUnicode_READ(kind, d, i);
+            if (c < '0' || c > '9') {
+                code = -1;
+                break;
+            }
+            code = code * 10 + (int)(c - '0');
+        }
+    }
+    if (code >= 200 && code <= 599)
+        return 0;
+    if (code >= 100 && code <= 199)
+        PyErr_Format(PyExc_ValueError, "status %R is an interim (1xx) "
+                     "status, not a final one", status);
+    else
+        PyErr_Format(PyExc_ValueError, "status %R is not three digits "
+                     "from 200 to 599 and a reason (RFC 9110 15)", status);
+    return -1;
+}
+
 static PyObject *
 sr_start(StartResponseObject *sr, PyObject *status, PyObject *headers,
          PyObject *exc_info)
@@ -298,7 +333,7 @@ sr_start(StartResponseObject *sr, PyObject *status, PyObject *headers,
                      status);
         return NULL;
     }
-    if (check_chars(status, "status") < 0)
+    if (check_chars(status, "status") < 0 || check_status(status) < 0)
         return NULL;
     PyObject *checked = check_headers(sr, headers);
     if (checked == NULL)

@@ -57,13 +57,15 @@ def pattern(n, seed=0):
 
 def respond(environ, start_response):
     """?s=STATUS&h=Name:Value (repeatable)&b=ITEM (repeatable)&mode=M&cl=N
-    (&u=1: the headers are percent-encoded UTF-8)
+    (&u=1: STATUS and the headers are percent-encoded UTF-8)
 
     mode: list (default), tuple, gen, write (each item through write()),
     writelist (first item written, the rest returned), single (a 1-element
     list of the joined items), empty (an empty list)."""
     q = _q(environ)
     status = q.get("s", "200 OK")
+    if q.get("u"):
+        status = status.encode("latin-1").decode("utf-8")
     headers = []
     for h in _list(q.get("h")):
         if q.get("u"):

@@ -415,3 +415,35 @@ def test_header_name_that_is_not_a_token_is_500(srv, name):
 def test_header_name_with_a_colon_is_500(srv):
     assert_500(srv, "/sr-bad?case=name-colon", "is not a token")
 
+
+# -- the status: a final one, 200 to 599 (difference 22) ------------------------------
+
+
+@pytest.mark.parametrize(
+    "status",
+    ["100 Continue", "101 Switching Protocols", "103 Early Hints", "199 Odd", "000 Zero", "099 Low",
+     "600 Beyond", "999 Nine", "2000 OK", "20 OK", "200OK", "2O0 OK", "abc", "", " 200 OK", "200\tOK",
+     "\u0662\u0660\u0660 OK"],
+)
+def test_status_that_is_not_a_final_status_is_500(srv, status):
+    """A 1xx from start_response went out as if final, with keep-alive: the
+    client took the next request's response as the answer to this one."""
+    before = log_count(srv, "ValueError: status ")
+    with Client(srv) as c:
+        c.send(get("/respond?b=x&" + "u=1&s=" + quote(status, encoding="utf-8")) + get("/respond?b=next"))
+        r = c.response()
+        assert r.status_line == b"HTTP/1.1 500 Internal Server Error"
+        assert r.header("Connection") == "close"
+        assert c.closed()
+    assert wait_log(srv, "ValueError: status ", before) > before
+
+
+@pytest.mark.parametrize("status", ["200 OK", "299 Custom reason", "404 Not Found", "599 Last", "500 ", "200"])
+def test_final_statuses_go_out_as_written(srv, status):
+    """A bare code too, as waitress sends it (see also
+    test_http_versions.py::test_status_line_is_the_app_status_verbatim)."""
+    with Client(srv) as c:
+        r = c.request(get("/respond?b=x&s=" + quote(status)))
+        assert r.status_line == b"HTTP/1.1 " + status.encode()
+        assert c.request(get("/respond?b=next")).body == b"next"
+
