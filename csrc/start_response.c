@@ -1,12 +1,12 @@
-/* start_response.c: the start_response callable handed to the app, and
- * the write() callable it returns.  Enforces PEP 3333's rules with
- * waitress's messages: str status and headers, no CR/LF (header
- * injection) nor any other control character but HTAB, no hop-by-hop
- * headers, a second call only with exc_info.  And what the framing
- * depends on (RFC 9110): a final status (200-599), header names that are
- * tokens, one Content-Length value of plain digits.
+/* start_response.c: the start_response callable handed to the app, the
+ * write() callable it returns, and environ["wsgi.early_hints"].  Enforces
+ * PEP 3333's rules with waitress's messages: str status and headers, no
+ * CR/LF (header injection) nor any other control character but HTAB, no
+ * hop-by-hop headers, a second call only with exc_info.  And what the
+ * framing depends on (RFC 9110): a final status (200-599), header names
+ * that are tokens, one Content-Length value of plain digits.
  *
- * GIL map: worker threads, GIL held.
+ * GIL map: worker threads and app threads, GIL held.
  */
 #include "wc.h"
 
@@ -149,9 +149,10 @@ parse_content_length(PyObject *value, Py_ssize_t *start, Py_ssize_t *end)
     return -1;
 }
 
-/* One (name, value) item of the app's headers: a tuple of two str, no
- * control characters, a token name, not hop-by-hop.  *name and *value are
- * borrowed from t.  Returns -1 with an exception. */
+/* One (name, value) item of the app's headers, start_response's or
+ * early_hints': a tuple of two str, no control characters, a token name,
+ * not hop-by-hop.  *name and *value are borrowed from t.  Returns -1 with
+ * an exception. */
 static int
 check_pair(PyObject *t, PyObject **name, PyObject **value)
 {
@@ -295,7 +296,8 @@ check_status(PyObject *status)
         return 0;
     if (code >= 100 && code <= 199)
         PyErr_Format(PyExc_ValueError, "status %R is an interim (1xx) "
-                     "status, not a final one", status);
+                     "status, not a final one (interim responses: "
+                     "environ[\"wsgi.early_hints\"])", status);
     else
         PyErr_Format(PyExc_ValueError, "status %R is not three digits "
                      "from 200 to 599 and a reason (RFC 9110 15)", status);
@@ -400,6 +402,20 @@ wc_start_response_init(StartResponseObject *sr)
 {
     sr->vectorcall = sr_vectorcall;
     sr->write = NULL;
+    sr->hints = NULL;
+    sr->tmpls = NULL;
+}
+
+/* Let go of sr's EarlyHints: one still referenced elsewhere (an environ
+ * kept past its request) no longer reaches sr, so it can never send in
+ * the middle of another request's response, nor outlive sr. */
+static void
+drop_hints(StartResponseObject *sr)
+{
+    if (sr->hints == NULL)
+        return;
+    ((EarlyHintsObject *)sr->hints)->sr = NULL;
+    Py_CLEAR(sr->hints);
 }
 
 static PyObject *
@@ -437,6 +453,8 @@ sr_dealloc(StartResponseObject *sr)
     Py_XDECREF(sr->status);
     Py_XDECREF(sr->headers);
     Py_XDECREF(sr->write);
+    Py_XDECREF(sr->tmpls);
+    drop_hints(sr);
     PyObject_Free(sr);
     Py_DECREF(tp);
 }
@@ -470,3 +488,96 @@ PyType_Spec wc_start_response_spec = {
     .slots = sr_slots,
 };
 
+
+/* ---- environ["wsgi.early_hints"] ---------------------------------------- */
+
+int
+wc_early_hints_take(StartResponseObject *sr, PyTypeObject *type)
+{
+    /* Held only by sr and its templates: the usual case, nothing to
+     * make.  Else the last request's environ is still alive (a
+     * framework's reference cycle, until the cycle collector runs): a new
+     * one, so that the StartResponse itself stays reusable. */
+    Py_ssize_t mine = 1 + (sr->tmpls ? PyTuple_GET_SIZE(sr->tmpls) : 0);
+    if (sr->hints != NULL && Py_REFCNT(sr->hints) == mine)
+        return 0;
+    drop_hints(sr);
+    EarlyHintsObject *h = PyObject_New(EarlyHintsObject, type);   /* new */
+    if (h == NULL)
+        return -1;
+    h->sr = sr;
+    sr->hints = (PyObject *)h;      /* sr's reference */
+    return 1;
+}
+
+/* early_hints(headers): a "103 Early Hints" interim response with these
+ * (name, value) headers, sent at once, before the final response (RFC
+ * 8297; gunicorn's wsgi.early_hints).  The headers are checked as
+ * start_response checks its own, and an interim response has no
+ * Content-Length (RFC 9110 8.6).  On HTTP/1.0 it checks them and sends
+ * nothing: a server must not send a 1xx to an HTTP/1.0 client (15.2). */
+static PyObject *
+hints_call(EarlyHintsObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"headers", NULL};
+    PyObject *headers;      /* borrowed */
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O:early_hints", kwlist,
+                                     &headers))
+        return NULL;
+    StartResponseObject *sr = self->sr;
+    if (sr == NULL || !sr->active) {
+        PyErr_SetString(PyExc_RuntimeError, "early_hints called after the "
+                        "request was finished");
+        return NULL;
+    }
+    if (sr->headers_sent) {
+        /* The final head is out: a 1xx now would be read as the start
+         * of the next response. */
+        PyErr_SetString(PyExc_RuntimeError, "early_hints called after the "
+                        "response headers were sent");
+        return NULL;
+    }
+    if (!PyList_Check(headers)) {
+        PyErr_Format(PyExc_AssertionError, "headers must be a list, not "
+                     "%.80s", Py_TYPE(headers)->tp_name);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers); i++) {
+        PyObject *name, *value;     /* borrowed */
+        if (check_pair(PyList_GET_ITEM(headers, i), &name, &value) < 0)
+            return NULL;
+        if (WC_IEQ(name, "content-length")) {
+            PyErr_SetString(PyExc_ValueError, "Content-Length in an "
+                            "interim response (RFC 9110 8.6)");
+            return NULL;
+        }
+    }
+    /* No Python code runs between the checks and the writing: the list
+     * is written as it was checked. */
+    if (wc_response_hints(sr, headers) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static void
+hints_dealloc(EarlyHintsObject *h)
+{
+    PyTypeObject *tp = Py_TYPE(h);
+    PyObject_Free(h);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot hints_slots[] = {
+    {Py_tp_call, hints_call},
+    {Py_tp_dealloc, hints_dealloc},
+    {Py_tp_doc, "early_hints(headers): send 103 Early Hints with these "
+                "(name, value) headers now, before the final response."},
+    {0, NULL},
+};
+
+PyType_Spec wc_early_hints_spec = {
+    .name = "waitress_c._core.EarlyHints",
+    .basicsize = sizeof(EarlyHintsObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = hints_slots,
+};

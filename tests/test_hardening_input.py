@@ -365,6 +365,7 @@ def test_server_traverse_visits_every_member():
             "file_wrapper": _core.FileWrapper,
             "input_type": _core.Input,
             "sr_type": _core.StartResponse,
+            "hints_type": _core.EarlyHints,
             "disc_type": _core.ClientDisconnected,
             "bad_request": _core.BadRequest,
             "type": type(core),
@@ -382,8 +383,8 @@ def test_server_traverse_visits_every_member():
     assert missing == "[]"
     assert prefix == "2"  # url_prefix, and its latin-1 bytes
     assert templates == "1"
-    # io.open and traceback.format_exception are visited too: 14 members.
-    assert len(eval(kinds)) == 14, kinds
+    # io.open and traceback.format_exception are visited too: 15 members.
+    assert len(eval(kinds)) == 15, kinds
 
 
 def test_server_cycle_is_collected():
