@@ -188,6 +188,8 @@ enum {
 #define WC_MAX_BLANK 16
 
 extern const char wc_slash[];   /* r->path of "http://host" */
+/* parser.c: 1 for the 256 bytes of an RFC 9110 token (tchar), else 0. */
+extern const unsigned char *const wc_tchar;
 /* target.c: split r->target into path, query, authority.  Returns 0, or
  * -1 with r->error_status set (400 "Bad URI"). */
 int wc_parse_target(wc_request_t *r);

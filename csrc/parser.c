@@ -40,6 +40,8 @@ static const unsigned char tchar[256] = {
     ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
     ['y'] = 1, ['z'] = 1,
 };
+/* start_response.c checks the app's header names with it too. */
+const unsigned char *const wc_tchar = tchar;
 
 static int
 is_vchar_or_obs(unsigned char c)

@@ -365,6 +365,7 @@ def test_server_traverse_visits_every_member():
             "file_wrapper": _core.FileWrapper,
             "input_type": _core.Input,
             "sr_type": _core.StartResponse,
+            "hints_type": _core.EarlyHints,
             "disc_type": _core.ClientDisconnected,
             "bad_request": _core.BadRequest,
             "log_escape": access_log.escape,
