@@ -12,13 +12,13 @@ import re
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import time
 
 import pytest
-from conftest import HERE, ROOT, proc_rss_kb
 from http_helpers import Client, get, key, log_count, wait_log, wait_marks
+from http_reader import Reader
+from servers import HERE, ROOT, Server, proc_rss_kb
 
 APP = "apps_hardening:router"
 
@@ -27,35 +27,6 @@ def reset_close(sock):
     """Close with an RST (SO_LINGER 0), as a client that vanishes does."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
-
-
-def read_exactly(sock, n, timeout):
-    deadline = time.monotonic() + timeout
-    buf = bytearray()
-    while len(buf) < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("got %d of %d bytes" % (len(buf), n))
-        sock.settimeout(left)
-        data = sock.recv(min(n - len(buf), 1 << 20))
-        if not data:
-            raise EOFError("closed after %d of %d bytes" % (len(buf), n))
-        buf += data
-    return bytes(buf)
-
-
-def read_head(sock, timeout=10.0):
-    """The status line and headers; returns (head bytes, rest read)."""
-    deadline = time.monotonic() + timeout
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        sock.settimeout(max(0.01, deadline - time.monotonic()))
-        data = sock.recv(65536)
-        if not data:
-            raise EOFError(buf)
-        buf += data
-    head, _, rest = buf.partition(b"\r\n\r\n")
-    return head, rest
 
 
 def wait_eof(sock, timeout):
@@ -105,9 +76,10 @@ def test_two_threads_writing_to_one_slow_client_both_finish(make, transport):
     s = srv.connect(timeout=10)
     s.sendall(get("/two-writers?k=%s&n=%d&size=%d" % (k, n, size)))
     time.sleep(1.0)  # a slow reader: both writers park meanwhile
-    head, rest = read_head(s)
+    r = Reader(s, timeout=10.0, recv_size=65536)
+    head = r.read_head().head
     assert head.startswith(b"HTTP/1.1 200 ")
-    body = rest + read_exactly(s, 2 * n * size - len(rest), timeout=20)
+    body = r.exact(2 * n * size, timeout=20)
     s.close()
     seen = {b"A": 0, b"B": 0}
     for off in range(0, len(body), size):
@@ -133,13 +105,13 @@ def test_worker_waits_for_a_parked_writer_and_later_writes_raise(make):
     s = srv.connect(timeout=10)
     s.sendall(get("/orphan-writer?k=%s&size=%d" % (k, size)) + get("/hello"))
     time.sleep(0.6)
-    head, rest = read_head(s)
+    r = Reader(s, timeout=10.0, recv_size=65536)
+    head = r.read_head().head
     assert head.startswith(b"HTTP/1.1 200 ")
     assert b"Content-Length: %d" % size in head
-    body = rest + read_exactly(s, size - len(rest), timeout=20)
+    body = r.exact(size, timeout=20)
     assert body[:size] == b"x" * size
-    tail = body[size:]
-    head2, rest2 = read_head(s) if b"\r\n\r\n" not in tail else tail.partition(b"\r\n\r\n")[::2]
+    head2 = r.read_head().head
     assert head2.startswith(b"HTTP/1.1 200 "), head2
     ev = wait_marks(srv, k, lambda e: len(e) == 2)
     assert ev[0] == "first write returned"
@@ -173,7 +145,7 @@ def test_client_vanishing_mid_response_does_not_kill_a_sigpipe_default_process(
     for _ in range(4):
         s = srv.connect(timeout=10)
         s.sendall(get(target.format(k=key())))
-        read_head(s)
+        Reader(s, timeout=10.0, recv_size=65536).read_head()
         s.recv(65536)
         reset_close(s)
         time.sleep(0.3)  # the server writes into the reset connection
@@ -210,8 +182,9 @@ def test_a_write_that_makes_progress_is_not_a_stall(make):
     s = srv.connect(timeout=10)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     s.sendall(get("/produce?k=%s&n=%d&block=%d&cl=1" % (key(), n, block)))
-    head, rest = read_head(s)
-    got = len(rest)
+    r = Reader(s, timeout=10.0, recv_size=65536)
+    r.read_head()
+    got = len(r.take_buffered())
     t0 = time.monotonic()
     while got < n * block and time.monotonic() - t0 < 30:
         s.settimeout(5)
@@ -239,7 +212,7 @@ def test_new_connections_are_refused_from_the_first_signal(make, transport, sig)
     time.sleep(0.2)
     with pytest.raises(ConnectionRefusedError):
         srv.connect(timeout=2)
-    head, rest = read_head(busy)
+    head = Reader(busy, timeout=10.0, recv_size=65536).read_head().head
     assert head.startswith(b"HTTP/1.1 200 ")
     assert b"Connection: close" in head
     assert srv.wait(timeout=10) == 0
@@ -250,6 +223,9 @@ def test_new_connections_are_refused_from_the_first_signal(make, transport, sig)
     ), err
     assert "Server stopped" in err
 
+
+# A line of the script's stdout (a JSON object each).
+LINE = re.compile(r"(?m)^(.*)\n")
 
 CALLER_SOCKET_SCRIPT = r"""
 import json, socket, sys, threading, time
@@ -278,33 +254,29 @@ listener.close()
 
 
 def test_callers_sockets_are_not_closed_but_no_longer_accepted_on():
-    p = subprocess.Popen(
+    p = Server(
         [sys.executable, "-c", CALLER_SOCKET_SCRIPT, HERE],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
         env=dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, HERE])),
+        stdin=True,
+        ready=LINE,
+        ready_in="stdout",
     )
     try:
-        port = json.loads(p.stdout.readline())["port"]
+        port = json.loads(p.ready.group(1))["port"]
         c = socket.create_connection(("127.0.0.1", port), timeout=5)
         c.sendall(get("/hello", headers=["Connection: close"]))
         assert c.recv(65536).startswith(b"HTTP/1.1 200 ")
         c.close()
-        p.stdin.write("\n")
-        p.stdin.flush()
-        info = json.loads(p.stdout.readline())
+        p.write("\n")
+        info = json.loads(p.wait_for(LINE, count=2, stream="stdout").group(1))
         assert info["stopped"] and info["fileno"] >= 0
         c = socket.create_connection(("127.0.0.1", port), timeout=5)
-        p.stdin.write("\n")
-        p.stdin.flush()
+        p.write("\n")
         assert c.recv(100) == b"still mine"
         c.close()
         assert p.wait(timeout=10) == 0
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+        p.kill()
 
 
 def test_shutdown_timeout_bounds_a_graceful_stop(make):
@@ -330,7 +302,7 @@ def test_shutdown_timeout_zero_waits_for_the_request(make):
     s.sendall(get("/sleep?t=2&k=" + k))
     wait_marks(srv, k, lambda e: e == ["started"])
     srv.send_signal(signal.SIGTERM)
-    head, rest = read_head(s)
+    head = Reader(s, timeout=10.0, recv_size=65536).read_head().head
     assert head.startswith(b"HTTP/1.1 200 ")
     assert srv.wait(timeout=10) == 0
 
@@ -386,9 +358,10 @@ def test_a_body_that_keeps_arriving_keeps_its_connection(make):
     for b in body:
         time.sleep(0.4)  # 4 s in all, twice channel_timeout
         s.sendall(bytes([b]))
-    head, rest = read_head(s)
+    r = Reader(s, timeout=10.0, recv_size=65536)
+    head = r.read_head().head
     assert head.startswith(b"HTTP/1.1 200 ")
-    assert (rest + (read_exactly(s, 10 - len(rest), 5) if len(rest) < 10 else b"")) == body
+    assert r.exact(10, timeout=5) + r.take_buffered() == body
     s.close()
 
 
@@ -416,22 +389,14 @@ def test_pipelined_flood_memory_is_bounded_and_every_response_comes(make):
     # (A sanitizer's shadow memory makes RSS meaningless.)
     if not os.environ.get("WC_SANITIZED"):
         assert grown < 20 * 1024, "RSS grew by %d KiB" % grown
-    read_head(gate)
+    Reader(gate, timeout=10.0, recv_size=65536).read_head()
     expected = b"hello"
     for c in conns:
-        f = c.makefile("rb")
+        reader = Reader(c)
         for i in range(per_conn):
-            status = f.readline()
-            assert status.startswith(b"HTTP/1.1 200 "), (i, status)
-            length = None
-            while True:
-                line = f.readline()
-                if line == b"\r\n":
-                    break
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            assert f.read(length) == expected
-        f.close()
+            r = reader.response()
+            assert r.status_line.startswith(b"HTTP/1.1 200 "), (i, r.status_line)
+            assert r.body == expected
         c.close()
     gate.close()
 
