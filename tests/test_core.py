@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from conftest import read_response, recv_all
+from http_reader import read_response, recv_all
 
 
 def test_hello(server):

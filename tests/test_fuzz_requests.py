@@ -6,10 +6,9 @@ connections correctly.  `make asan` runs this under AddressSanitizer."""
 import random
 import re
 import socket
-import time
 
 import pytest
-from conftest import read_response
+from http_reader import recv_all
 
 SEEDS = [
     b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -57,26 +56,14 @@ def exchange(srv, payload, split):
             s.shutdown(socket.SHUT_WR)
         except OSError:
             pass  # the server answered and closed before we were done
-        out = b""
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline:
-            try:
-                data = s.recv(65536)
-            except socket.timeout:
-                break
-            except ConnectionResetError:
-                break
-            if not data:
-                break
-            out += data
-        return out
+        return recv_all(s, timeout=1.0, total=3, reset_ok=True)
     finally:
         s.close()
 
 
 @pytest.fixture(scope="module")
 def fuzz_server(request):
-    from conftest import ServerProcess
+    from servers import ServerProcess
 
     s = ServerProcess("router", max_request_body_size=100000, channel_timeout=5)
     yield s

@@ -65,7 +65,7 @@ def test_custom_ident(server_factory):
 
 @pytest.fixture(scope="module")
 def no_ident():
-    from conftest import ServerProcess
+    from servers import ServerProcess
 
     s = ServerProcess("apps_http:router", ident="")
     yield s

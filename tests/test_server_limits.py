@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from conftest import read_response, recv_all
+from http_reader import read_response, recv_all
 
 
 def get(sock, path="/hello"):

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from apps_zero_copy import SHARED, SIZE
-from conftest import proc_rss_kb, read_response
+from http_reader import read_response
+from servers import proc_rss_kb
 
 SANITIZED = bool(os.environ.get("WC_SANITIZED"))
 
