@@ -12,7 +12,8 @@ import time
 
 import pytest
 from apps_concurrency import HEAD_LEN, HELLO, block
-from conftest import SLOW
+from http_reader import Reader
+from servers import SLOW
 
 APP = "apps_concurrency:router"
 HEAD_RE = re.compile(rb"<([A-Z]):(\d{6}):(\d{10})>\.*")
@@ -28,65 +29,6 @@ def small_socket(srv, rcvbuf=4096, timeout=10.0):
     s.settimeout(timeout)
     s.connect((srv.host, srv.port))
     return s
-
-
-def read_head(s, buf, deadline):
-    """Read up to the end of a response head; returns (status, headers,
-    rest of the bytes read)."""
-    while b"\r\n\r\n" not in buf:
-        if time.monotonic() > deadline:
-            raise AssertionError("no response head in time; got %r" % buf[:200])
-        data = s.recv(65536)
-        if not data:
-            raise AssertionError("connection closed before the head; got %r" % buf[:200])
-        buf += data
-    head, _, rest = buf.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        headers[k.strip().lower()] = v.strip()
-    return int(lines[0].split()[1]), headers, rest
-
-
-def read_chunked(s, buf, deadline):
-    """Decode a chunked body (buf holds bytes already read past the head).
-    Returns (body, bytes after the body).  Fails with what was decoded so
-    far if the server closes or stalls first."""
-    body = bytearray()
-    pos = 0
-
-    def need(k):
-        nonlocal buf
-        while len(buf) - pos < k:
-            if time.monotonic() > deadline:
-                raise AssertionError("chunked body stalled after %d bytes" % len(body))
-            try:
-                data = s.recv(262144)
-            except socket.timeout:
-                raise AssertionError("chunked body stalled after %d bytes" % len(body))
-            if not data:
-                raise AssertionError(
-                    "connection closed inside the chunked body after %d bytes" % len(body)
-                )
-            buf += data
-
-    while True:
-        while True:
-            end = buf.find(b"\r\n", pos)
-            if end >= 0:
-                break
-            need(len(buf) - pos + 1)
-        size = int(buf[pos:end].split(b";")[0], 16)
-        pos = end + 2
-        if size == 0:
-            need(2)
-            assert buf[pos : pos + 2] == b"\r\n", "trailers are not expected"
-            return bytes(body), buf[pos + 2 :]
-        need(size + 2)
-        body += buf[pos : pos + size]
-        assert buf[pos + size : pos + size + 2] == b"\r\n", "bad chunk end"
-        pos += size + 2
 
 
 def check_blocks(body, tags, n):
@@ -121,14 +63,8 @@ def get_hello(srv, timeout):
     s = srv.connect(timeout=timeout)
     try:
         s.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        deadline = time.monotonic() + timeout
-        status, headers, rest = read_head(s, b"", deadline)
-        while len(rest) < int(headers["content-length"]):
-            data = s.recv(65536)
-            if not data or time.monotonic() > deadline:
-                break
-            rest += data
-        return status, rest
+        r = Reader(s, deadline=time.monotonic() + timeout).response()
+        return r.status, r.body
     finally:
         s.close()
 
@@ -142,11 +78,10 @@ def trickle_then_read(s, seconds, join):
     while time.monotonic() < slow_until:
         time.sleep(0.02)
         buf += s.recv(2048)
-    deadline = time.monotonic() + join + 10
-    status, headers, rest = read_head(s, buf, deadline)
-    body, extra = read_chunked(s, rest, deadline)
-    assert extra == b""
-    return status, headers, body
+    reader = Reader(s, deadline=time.monotonic() + join + 10, buf=buf)
+    r = reader.response(trailers=False)
+    assert reader.buf == b""
+    return r.status, r.header_map(), r.body
 
 # -- (a) several threads in write() ------------------------------------------
 
@@ -173,12 +108,8 @@ def test_concurrent_write_calls_to_a_slow_client(server_factory, nthreads):
 
         # The connection and the server are still fine.
         s.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
-        status, headers, rest = read_head(s, b"", time.monotonic() + 10 * SLOW)
-        while len(rest) < len(HELLO):
-            data = s.recv(65536)
-            assert data, "closed after %r" % rest
-            rest += data
-        assert (status, rest) == (200, HELLO)
+        r = Reader(s, deadline=time.monotonic() + 10 * SLOW).response()
+        assert (r.status, r.body) == (200, HELLO)
     finally:
         s.close()
     assert get_hello(srv, 10 * SLOW) == (200, HELLO)
@@ -253,8 +184,8 @@ def test_stalled_reader_does_not_stop_other_clients(server_factory):
     a, b = stall(srv), stall(srv)
     try:
         for s in (a, b):
-            status, headers, _ = read_head(s, b"", time.monotonic() + 10 * SLOW)
-            assert status == 200 and headers["content-length"] == str(BIG)
+            r = Reader(s, deadline=time.monotonic() + 10 * SLOW).read_head()
+            assert r.status == 200 and r.header_map()["content-length"] == str(BIG)
     finally:
         a.close()
         b.close()

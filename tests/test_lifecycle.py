@@ -8,15 +8,16 @@ checked, the bound is many times that timeout, and a test waits for an
 event (a log line, a response) rather than sleeping for one."""
 
 import hashlib
-import io
 import os
+import re
 import signal
 import socket
 import threading
 import time
 
 import pytest
-from conftest import SLOW, read_response
+from http_reader import Reader, read_response
+from servers import SLOW
 
 APP = "apps_lifecycle:router"
 HELLO = b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -24,12 +25,7 @@ HELLO = b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
 
 def wait_log(srv, text, count=1, timeout=20.0):
     """Wait until `text` occurs `count` times in the server's stderr."""
-    deadline = time.monotonic() + timeout * SLOW
-    while time.monotonic() < deadline:
-        if srv.stderr().count(text) >= count:
-            return
-        time.sleep(0.02)
-    raise AssertionError("no %r in the server's log:\n%s" % (text, srv.stderr()))
+    srv.wait_for(re.escape(text), count=count, timeout=timeout * SLOW, stream="stderr")
 
 
 def headers(resp):
@@ -43,36 +39,17 @@ def status(resp):
 def read_all_responses(sock, limit=1000, timeout=20.0):
     """Responses until the server closes; a reset fails the test."""
     sock.settimeout(timeout * SLOW)
-    f = sock.makefile("rb")
-    out = []
-    while len(out) < limit:
-        r = read_response(f)
-        if r is None:
-            break
-        out.append(r)
-    return out
+    return Reader(sock).responses(limit)
 
 
 def recv_to_end(sock, timeout=30.0):
     """Everything until the server's end of stream; a reset fails the
     test (ConnectionResetError propagates)."""
-    sock.settimeout(timeout * SLOW)
-    out = []
-    while True:
-        chunk = sock.recv(1 << 20)
-        if not chunk:
-            return b"".join(out)
-        out.append(chunk)
+    return Reader(sock).rest(timeout=timeout * SLOW)
 
 
 def parse_all(data):
-    f = io.BufferedReader(io.BytesIO(data))
-    out = []
-    while True:
-        r = read_response(f)
-        if r is None:
-            return out
-        out.append(r)
+    return Reader(data).responses()
 
 
 class Trickle(threading.Thread):
