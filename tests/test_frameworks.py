@@ -13,7 +13,7 @@ import os
 
 import pytest
 import requests
-from subprocess_server import Server, script
+from servers import Server, script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

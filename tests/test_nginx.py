@@ -1,6 +1,6 @@
 """waitress_c behind a real nginx, as in a deployment: nginx (Debian's, run
-as a subprocess with its own configuration, pid file, logs and temporary
-directories in a tmp dir) reverse-proxies to waitress_c over TCP and over a
+as a subprocess with its own configuration, pid file, access log and
+temporary directories in a tmp dir, its error log on stderr) reverse-proxies to waitress_c over TCP and over a
 unix socket, with upstream keep-alive and the usual forwarding headers
 (X-Forwarded-For appended, X-Forwarded-Proto https as after TLS
 termination, Host).  waitress_c runs from ``waitress-c-serve`` with
@@ -20,11 +20,9 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
-import time
 
 import pytest
-from subprocess_server import Server, script
+from servers import Server, free_port, script
 
 NGINX = shutil.which("nginx") or next(
     (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)),
@@ -99,7 +97,7 @@ NGINX_CONF = """\
 worker_processes 1;
 daemon off;
 pid {tmp}/nginx.pid;
-error_log {tmp}/error.log info;
+error_log stderr info;
 
 events {{
     worker_connections 128;
@@ -149,40 +147,41 @@ NGINX_SERVER = """
 """
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port, proc, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
+def accepting(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 class Nginx:
-    """nginx in the foreground on two free ports, one per upstream.  A port
-    taken between choosing it and nginx binding it means a new try."""
+    """nginx in the foreground on two free ports, one per upstream, its
+    error log on stderr.  A port taken between choosing it and nginx
+    binding it means a new try."""
 
     def __init__(self, tmp, tcp_port, unix_path, tries=3):
         self.tmp = tmp
         self.conf = os.path.join(tmp, "nginx.conf")
-        self.log = None
+        self.server = None
         for _ in range(tries):
             self.ports = {"tcp": free_port(), "unix": free_port()}
             self._write_conf(tcp_port, unix_path)
-            if self._start():
-                return
-            failure = self.errors()
-            self.stop()
+            try:
+                # The master logs this once every listening socket is bound
+                # (a connection could reach whoever took the port instead).
+                self.server = Server(
+                    [NGINX, "-p", self.tmp, "-e", "stderr", "-c", self.conf],
+                    cwd=tmp,
+                    ready="start worker process",
+                )
+            except AssertionError as exc:
+                failure = str(exc)
+            else:
+                if all(accepting(p) for p in self.ports.values()):
+                    return
+                failure = self.errors()
+                self.stop()
             if "Address already in use" not in failure:
                 break
         raise AssertionError("nginx did not start:\n" + failure)
@@ -203,44 +202,15 @@ class Nginx:
                 )
             )
 
-    def _start(self):
-        error_log = os.path.join(self.tmp, "error.log")
-        open(error_log, "w").close()  # only this try's messages
-        self.log = open(os.path.join(self.tmp, "nginx.out"), "w+")
-        self.proc = subprocess.Popen(
-            [NGINX, "-p", self.tmp, "-e", error_log, "-c", self.conf],
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        # The master logs this once every listening socket is bound (a
-        # connection could reach whoever took the port instead).
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            if "start worker process" in self.errors():
-                return all(wait_for_port(p, self.proc) for p in self.ports.values())
-            time.sleep(0.05)
-        return False
-
     def errors(self):
-        text = ""
-        for name in ("nginx.out", "error.log"):
-            path = os.path.join(self.tmp, name)
-            if os.path.exists(path):
-                with open(path) as f:
-                    text += f.read()
-        return text
+        return self.server.output if self.server else ""
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)  # graceful
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.log.close()
-        return self.proc.returncode
+        """SIGQUIT (graceful), bounded; returns the exit status."""
+        try:
+            return self.server.close(signal.SIGQUIT)[0]
+        except AssertionError:  # killed
+            return self.server.proc.returncode
 
 
 @pytest.fixture(scope="module")

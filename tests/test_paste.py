@@ -9,8 +9,9 @@ import textwrap
 import warnings
 
 import pytest
+from http_reader import Reader
 from paste.deploy import loadapp, loadserver
-from subprocess_server import Server, write_app
+from servers import Server, write_app
 
 import waitress_c
 from waitress_c.adjustments import OPTIONS, Adjustments
@@ -265,12 +266,7 @@ def test_ini_with_unix_socket_serves(tmp_path):
                 b"GET /u HTTP/1.0\r\nHost: x\r\n"
                 b"X-Forwarded-For: 198.51.100.2\r\n\r\n"
             )
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = Reader(s).rest()
         assert data.startswith(b"HTTP/1.0 200 OK\r\n")
         assert b'"PATH_INFO": "/u"' in data
         # the peer of a unix socket is "localhost", trusted here

@@ -659,7 +659,7 @@ def test_wrap_app_passes_the_settings():
 def test_malformed_header_gets_the_standard_400(tmp_path):
     import http.client
 
-    from subprocess_server import Server, script, write_app
+    from servers import Server, script, write_app
 
     write_app(tmp_path, "proxyapp")
     server = Server(

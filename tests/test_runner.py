@@ -10,7 +10,7 @@ import socket
 import sys
 
 import pytest
-from subprocess_server import Server, run_cli, script, write_app
+from servers import Server, run_cli, script, write_app
 
 import waitress_c
 from waitress_c import runner
