@@ -21,6 +21,8 @@ import time
 
 import pytest
 
+from servers import Server, alive, free_port, http_connection
+
 from waitress_c import create_server
 from waitress_c.adjustments import Adjustments
 from waitress_c.supervisor import Supervisor, describe_status
@@ -60,9 +62,6 @@ def app(environ, start_response):
     return [body]
 '''
 
-SERVING = re.compile(r"Serving on http://(\S+):(\d+)")
-
-
 def write_app(directory, version="v1", name="wapp", extra=""):
     records = os.path.join(str(directory), "records")
     os.makedirs(records, exist_ok=True)
@@ -79,132 +78,10 @@ def answer(body):
     return version, int(pid), int(imported)
 
 
-class Supervised:
-    """``python -m waitress_c ARGS`` (or any command) in a subprocess, its
-    output collected by a thread, so nothing blocks on a full pipe."""
-
-    def __init__(self, args, cwd, ready=SERVING, timeout=20.0, env=None):
-        self.proc = subprocess.Popen(
-            args,
-            cwd=str(cwd),
-            env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        self.lines = []
-        self.cond = threading.Condition()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        match = self.wait_for(ready, timeout=timeout)
-        if ready is SERVING:
-            self.host, self.port = match.group(1), int(match.group(2))
-
-    def _read(self):
-        for line in iter(self.proc.stdout.readline, b""):
-            with self.cond:
-                self.lines.append(line.decode("utf-8", "replace"))
-                self.cond.notify_all()
-        with self.cond:
-            self.lines.append(None)  # EOF
-            self.cond.notify_all()
-
-    @property
-    def output(self):
-        with self.cond:
-            return "".join(x for x in self.lines if x is not None)
-
-    def wait_for(self, regex, count=1, timeout=20.0):
-        """The ``count``-th match of ``regex`` in the output (bounded)."""
-        if isinstance(regex, str):
-            regex = re.compile(regex)
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                matches = list(regex.finditer(self.output_unlocked()))
-                if len(matches) >= count:
-                    return matches[count - 1]
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.lines and self.lines[-1] is None):
-                    break
-                self.cond.wait(min(left, 0.5))
-        self.kill()
-        raise AssertionError(
-            "no %r (x%d) in the output:\n%s" % (regex.pattern, count, self.output)
-        )
-
-    def output_unlocked(self):
-        return "".join(x for x in self.lines if x is not None)
-
-    def worker_pids(self):
-        """Live children of the supervisor."""
-        return children(self.proc.pid)
-
-    def get(self, path="/", timeout=10.0):
-        return get(self.port, path, timeout)
-
-    def signal(self, sig):
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout=30.0):
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError("did not exit:\n" + self.output)
-
-    def kill(self):
-        if self.proc.poll() is None:
-            for pid in children(self.proc.pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.reader.join(timeout=5)
-
-
-def children(ppid):
-    pids = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            stat = proc_stat(int(name))
-            if stat and int(stat[1]) == ppid and stat[0] != "Z":
-                pids.append(int(name))
-    return sorted(pids)
-
-
-def proc_stat(pid):
-    """(state, ppid) from /proc/PID/stat, or None."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(b")") + 2 :].split()
-    return fields[0].decode(), int(fields[1])
-
-
-def alive(pid):
-    stat = proc_stat(pid)
-    return stat is not None and stat[0] != "Z"
-
-
 def get(port, path="/", timeout=10.0):
-    """One request on a new connection: the body of a 200 (else raises)."""
-    if isinstance(port, str):
-        conn = UnixConnection(port, timeout=timeout)
-    else:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    """One request on a new connection: the body of a 200 (else raises).
+    ``port``: a TCP port on 127.0.0.1, or a unix socket's path."""
+    conn = http_connection(port if isinstance(port, str) else ("127.0.0.1", port), timeout)
     try:
         conn.request("GET", path)
         resp = conn.getresponse()
@@ -213,17 +90,6 @@ def get(port, path="/", timeout=10.0):
         return body
     finally:
         conn.close()
-
-
-class UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout):
-        http.client.HTTPConnection.__init__(self, "localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
 
 
 # One request of a Load: when it ended, the body (None if it failed), the
@@ -340,14 +206,20 @@ def app_dir(tmp_path):
 
 @pytest.fixture
 def servers():
+    """Servers (servers.Server) to stop at the end: SIGTERM, then SIGKILL
+    to them and their workers after 30 s."""
     started = []
     yield started
     for s in started:
-        s.close()
+        try:
+            s.close(signal.SIGTERM, timeout=30)
+        except AssertionError:
+            pass
 
 
 def start(servers, args, cwd, workers=2, **kw):
-    s = Supervised(args, cwd, **kw)
+    """A server started (servers.Server), once ``workers`` workers serve."""
+    s = Server(args, cwd, **kw)
     servers.append(s)
     s.wait_for(r"Worker pid \d+: serving", count=workers)
     return s
@@ -532,7 +404,7 @@ def test_n_workers_all_serve(app_dir, servers):
 def test_app_is_imported_in_each_worker(app_dir, servers):
     s = start(servers, waitress_c("--workers=2", "wapp:app"), app_dir)
     for _ in range(10):
-        _, pid, imported = answer(s.get())
+        _, pid, imported = answer(get(s.port))
         assert imported == pid  # imported after the fork, in the worker
 
 
@@ -540,7 +412,7 @@ def test_preload_imports_once_in_the_supervisor(app_dir, servers):
     s = start(servers, waitress_c("--workers=2", "--preload", "wapp:app"),
               app_dir)
     for _ in range(10):
-        _, pid, imported = answer(s.get())
+        _, pid, imported = answer(get(s.port))
         assert imported == s.proc.pid != pid
 
 
@@ -593,7 +465,6 @@ def test_callers_sockets_are_shared_and_left_open(tmp_path, servers):
     assert seen_pids(s.port, 2) == set(s.worker_pids())
     s.signal(signal.SIGINT)
     assert s.wait() == 0
-    s.reader.join(timeout=5)
     fileno = int(re.search(r"after serve: fileno (-?\d+)", s.output).group(1))
     assert fileno >= 0
 
@@ -684,7 +555,7 @@ def test_sighup_rolls_new_code_in_without_a_failed_request(app_dir, servers):
     assert len(results) > 50
     new = set(s.worker_pids())
     assert len(new) == 2 and not new & old
-    after = [answer(s.get()) for _ in range(6)]
+    after = [answer(get(s.port)) for _ in range(6)]
     assert all(v == "v2-new" and pid in new for v, pid, _ in after)
     versions = [answer(r[1])[0] for r in results if r[1] is not None]
     assert versions[0] == "v1" and versions[-1] == "v2-new"
@@ -801,12 +672,6 @@ def test_killed_supervisor_leaves_no_orphan(app_dir, servers):
 # -- --reload ---------------------------------------------------------------
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_reload_restarts_when_a_file_changes(app_dir, servers, workers):
     pytest.importorskip("hupper")
@@ -814,7 +679,7 @@ def test_reload_restarts_when_a_file_changes(app_dir, servers, workers):
     args = [sys.executable, "-m", "waitress_c", "--reload",
             "--listen=127.0.0.1:%d" % port, "--workers=%d" % workers,
             "--shutdown-timeout=5", "wapp:app"]
-    s = Supervised(args, app_dir)
+    s = Server(args, app_dir)
     servers.append(s)
     deadline = time.monotonic() + 20
     first = None
@@ -888,7 +753,7 @@ def test_reload_with_shutdown_timeout_0_lets_a_long_request_finish(
     args = [sys.executable, "-m", "waitress_c", "--reload",
             "--listen=127.0.0.1:%d" % port, "--workers=%d" % workers,
             "--threads=4", "--shutdown-timeout=0", "wapp:app"]
-    s = Supervised(args, app_dir)
+    s = Server(args, app_dir)
     servers.append(s)
     assert get_when_serving(port)[0] == "v1"
     # A first reload: hupper watches wapp.py from now on.
@@ -997,8 +862,8 @@ def test_close_from_another_thread_stops_gracefully(tmp_path, servers):
         "sup.run()\n"
         "print('run returned', flush=True)\n"
     )
-    s = Supervised([sys.executable, "-c", script], tmp_path,
-                   ready=re.compile("run returned"), timeout=30)
+    s = Server([sys.executable, "-c", script], tmp_path,
+               ready=re.compile("run returned"), timeout=30)
     servers.append(s)
     assert s.wait() == 0
     assert "answered before close: v1" in s.output
@@ -1124,7 +989,7 @@ def test_shutdown_timeout_0_lets_a_long_request_finish(app_dir, servers, how):
                    timeout=LONG + 20)
     elif how == "max_requests":
         for _ in range(2):  # the 3rd request: max_requests
-            assert answer(s.get(timeout=20))[1] == pid
+            assert answer(get(s.port, timeout=20))[1] == pid
         s.wait_for(r"Worker pid %d: max_requests reached" % pid)
     else:
         s.signal(signal.SIGTTOU)
@@ -1138,7 +1003,7 @@ def test_shutdown_timeout_0_lets_a_long_request_finish(app_dir, servers, how):
     if how == "SIGTERM":
         assert s.wait(timeout=20) == 0
     else:
-        assert s.get(timeout=20)  # the others (or a replacement) serve
+        assert get(s.port, timeout=20)  # the others (or a replacement) serve
     assert "did not stop in time" not in s.output
 
 
