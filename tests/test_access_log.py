@@ -26,13 +26,16 @@ def make(server_factory):
     return start
 
 
+# The start of a line (as str.splitlines() splits) that begins with PREFIX.
+ACCESS_LINE = re.compile(
+    r"(?:\A|(?<=[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]))" + re.escape(PREFIX)
+)
+
+
 def access_lines(srv, n, timeout=5.0):
-    """The first n access log lines (waiting for them, bounded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        lines = [line[len(PREFIX):] for line in srv.stderr().splitlines() if line.startswith(PREFIX)]
-        if len(lines) >= n or time.monotonic() > deadline:
-            return lines
+    """The access log lines, once there are n (waiting for them, bounded)."""
+    srv.wait_for(ACCESS_LINE, count=n, timeout=timeout, stream="stderr", fail=False)
+    return [line[len(PREFIX):] for line in srv.stderr().splitlines() if line.startswith(PREFIX)]
 
 
 COMBINED_LINE = re.compile(
