@@ -10,12 +10,13 @@ import glob
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
+from servers import Server
 
 WHEEL = os.environ.get("WC_TEST_WHEEL", "")
 BUNDLED = ("libuv", "libhttp_parser")
@@ -137,51 +138,30 @@ def test_served_from_the_installed_wheel(installed):
     py, site, work = installed
     (work / "wheelapp.py").write_text(APP)
     serve = os.path.join(os.path.dirname(py), "waitress-c-serve")
-    errpath = work / "serve.err"
-    with open(errpath, "w+b") as err:
-        proc = subprocess.Popen(
-            [serve, "--listen=127.0.0.1:0", "--threads=2", "wheelapp:app"],
-            cwd=work,
-            env=clean_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-        try:
-            port = None
-            deadline = time.monotonic() + 30
-            while port is None and time.monotonic() < deadline:
-                assert proc.poll() is None, errpath.read_text()
-                m = re.search(r"Serving on http://127\.0\.0\.1:(\d+)", errpath.read_text())
-                if m:
-                    port = int(m.group(1))
-                else:
-                    time.sleep(0.05)
-            assert port, "no 'Serving on' line:\n" + errpath.read_text()
+    server = Server(
+        [serve, "--listen=127.0.0.1:0", "--threads=2", "wheelapp:app"],
+        cwd=work,
+        env=clean_env(),
+        ready=re.compile(r"Serving on http://(?P<host>127\.0\.0\.1):(?P<port>\d+)"),
+        timeout=30,
+    )
+    try:
+        url = "http://127.0.0.1:%d/" % server.port
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            assert resp.status == 200
+            body = resp.read().decode()
+        assert body == "served by %s\n" % os.path.join(site, "waitress_c", "__init__.py")
 
-            url = "http://127.0.0.1:%d/" % port
-            with urllib.request.urlopen(url, timeout=10) as resp:
-                assert resp.status == 200
-                body = resp.read().decode()
-            assert body == "served by %s\n" % os.path.join(site, "waitress_c", "__init__.py")
-
-            # The running process mapped the bundled copies, and no other.
-            maps = open("/proc/%d/maps" % proc.pid).read()
-            libs = os.path.join(site, "waitress_c.libs")
-            for lib in BUNDLED:
-                paths = {ln.split()[-1] for ln in maps.splitlines()
-                         if os.path.basename(ln.split()[-1]).startswith(lib)}
-                assert paths, maps
-                assert {os.path.dirname(os.path.realpath(p)) for p in paths} == {
-                    os.path.realpath(libs)
-                }, paths
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-            try:
-                rc = proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-                raise
-    assert rc == 0, errpath.read_text()
+        # The running process mapped the bundled copies, and no other.
+        maps = open("/proc/%d/maps" % server.pid).read()
+        libs = os.path.join(site, "waitress_c.libs")
+        for lib in BUNDLED:
+            paths = {ln.split()[-1] for ln in maps.splitlines()
+                     if os.path.basename(ln.split()[-1]).startswith(lib)}
+            assert paths, maps
+            assert {os.path.dirname(os.path.realpath(p)) for p in paths} == {
+                os.path.realpath(libs)
+            }, paths
+    finally:
+        rc, output = server.close(signal.SIGTERM, timeout=20)
+    assert rc == 0, output
