@@ -33,7 +33,6 @@ stopping.  Prints one summary line (starting "soak:") and exits 0, or 1.
 
 import argparse
 import hashlib
-import json
 import math
 import multiprocessing
 import os
@@ -41,9 +40,7 @@ import random
 import signal
 import socket
 import struct
-import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -51,6 +48,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 from apps_soak import big_body, gen_body  # noqa: E402
+from http_reader import Malformed, Reader, framing  # noqa: E402
+from servers import ServerProcess  # noqa: E402
 
 KINDS = ("get", "pipelined", "post", "chunked", "gen", "vanish", "slow")
 # Operation weights (a pipelined operation is 2..16 requests).
@@ -70,13 +69,14 @@ class Bad(Exception):
         self.kind = kind
 
 
-class Conn:
-    """A raw HTTP/1.1 client connection with its own read buffer."""
+class Conn(Reader):
+    """A raw HTTP/1.1 client connection, read by http_reader.Reader: a
+    failed connection raises Lost, a malformed response Bad."""
 
     def __init__(self, addr, timeout):
-        self.sock = socket.create_connection(addr, timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = bytearray()
+        sock = socket.create_connection(addr, timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().__init__(sock)
         self.closed = False
 
     def close(self, reset=False):
@@ -91,70 +91,40 @@ class Conn:
         except OSError as e:
             raise Lost("send: %r" % e)
 
-    def fill(self, n=262144):
+    def fill(self, n=None, timeout=None):
         try:
-            data = self.sock.recv(n)
+            return super().fill(n, timeout)
+        except EOFError:
+            raise Lost("closed by the server")
         except OSError as e:
             raise Lost("recv: %r" % e)
-        if not data:
-            raise Lost("closed by the server")
-        self.buf += data
 
-    def exact(self, n):
-        while len(self.buf) < n:
-            self.fill()
-        out = bytes(self.buf[:n])
-        del self.buf[:n]
-        return out
-
-    def line(self):
-        while True:
-            i = self.buf.find(b"\r\n")
-            if i >= 0:
-                out = bytes(self.buf[:i])
-                del self.buf[: i + 2]
-                return out
-            self.fill()
+    def _head(self):
+        try:
+            return self.read_head()
+        except Malformed as e:
+            raise Bad("status" if e.where == "status" else "body", str(e))
 
     def head(self):
-        while True:
-            i = self.buf.find(b"\r\n\r\n")
-            if i >= 0:
-                break
-            self.fill()
-        lines = bytes(self.buf[:i]).split(b"\r\n")
-        del self.buf[: i + 4]
+        """(status, {lowercased name: value}, as bytes)."""
+        r = self._head()
+        return r.status, headers_of(r)
+
+    def answer(self):
+        """(status, headers as head() gives them, body) of a framed
+        response."""
+        r = self._head()
         try:
-            status = int(lines[0].split()[1])
-        except (IndexError, ValueError):
-            raise Bad("status", "bad status line %r" % lines[0][:80])
-        headers = {}
-        for line in lines[1:]:
-            k, _, v = line.partition(b":")
-            headers[k.strip().lower()] = v.strip()
-        return status, headers
+            if framing(r) == "close":
+                raise Bad("body", "no framing: %r" % r.headers)
+            self.read_body(r)
+        except Malformed as e:
+            raise Bad("body", str(e))
+        return r.status, headers_of(r), r.body
 
-    def chunked(self):
-        body = bytearray()
-        while True:
-            size = int(self.line().split(b";")[0], 16)
-            if size == 0:
-                while self.line():
-                    pass
-                return bytes(body)
-            body += self.exact(size)
-            if self.exact(2) != b"\r\n":
-                raise Bad("body", "bad chunk end")
 
-    def response(self):
-        status, headers = self.head()
-        if b"content-length" in headers:
-            body = self.exact(int(headers[b"content-length"]))
-        elif headers.get(b"transfer-encoding") == b"chunked":
-            body = self.chunked()
-        else:
-            raise Bad("body", "no framing: %r" % headers)
-        return status, headers, body
+def headers_of(r):
+    return {k.lower().encode("latin-1"): v.encode("latin-1") for k, v in r.headers}
 
 
 def check(token, status, headers, expect_status=200):
@@ -218,7 +188,7 @@ class Client:
             b"GET /tok HTTP/1.1\r\nHost: soak\r\nX-Token: %s\r\n%s\r\n"
             % (t, b"Connection: close\r\n" if close else b"")
         )
-        status, headers, body = c.response()
+        status, headers, body = c.answer()
         check(t, status, headers)
         if body != t:
             raise Bad("crossed", "sent token %r, body %r" % (t, body[:40]))
@@ -239,7 +209,7 @@ class Client:
             b"".join(b"GET /tok HTTP/1.1\r\nHost: soak\r\nX-Token: %s\r\n\r\n" % t for t in tokens)
         )
         for t in tokens:
-            status, headers, body = c.response()
+            status, headers, body = c.answer()
             check(t, status, headers)
             if body != t:
                 raise Bad("crossed", "pipelined: sent %r, body %r" % (t, body[:40]))
@@ -261,7 +231,7 @@ class Client:
             % (t, len(data))
             + data
         )
-        self._check_echo(t, data, *c.response())
+        self._check_echo(t, data, *c.answer())
         return 1
 
     def do_chunked(self):
@@ -278,7 +248,7 @@ class Client:
             pos += k
         parts.append(b"0\r\n\r\n")
         c.send(b"".join(parts))
-        self._check_echo(t, data, *c.response())
+        self._check_echo(t, data, *c.answer())
         return 1
 
     def do_gen(self):
@@ -286,7 +256,7 @@ class Client:
         t = self.token()
         n = log_uniform(self.rnd, 1, 256 * 1024)
         c.send(b"GET /gen?n=%d HTTP/1.1\r\nHost: soak\r\nX-Token: %s\r\n\r\n" % (n, t))
-        status, headers, body = c.response()
+        status, headers, body = c.answer()
         check(t, status, headers)
         if headers.get(b"transfer-encoding") != b"chunked":
             raise Bad("body", "gen: not chunked: %r" % headers)
@@ -372,32 +342,11 @@ def client_main(index, addr, quota, deadline, seed, timeout, progress, results):
 
 
 def start_server(threads, timeout=60.0):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join([ROOT, HERE, env.get("PYTHONPATH", "")])
-    errfile = tempfile.TemporaryFile()
-    kw = {"listen": "127.0.0.1:0", "threads": threads}
-    proc = subprocess.Popen(
-        [sys.executable, os.path.join(HERE, "serve.py"), "apps_soak:app", json.dumps(kw)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errfile, env=env, cwd=ROOT,
-    )
-    line = b""
-    deadline = time.monotonic() + timeout
-    os.set_blocking(proc.stdout.fileno(), False)
-    while time.monotonic() < deadline and not line.endswith(b"\n"):
-        chunk = proc.stdout.readline()
-        if chunk:
-            line += chunk
-        elif proc.poll() is not None:
-            break
-        else:
-            time.sleep(0.05)
-    if not line.endswith(b"\n"):
-        proc.kill()
-        errfile.seek(0)
-        sys.exit("soak: the server did not start:\n" + errfile.read().decode("utf-8", "replace"))
-    info = json.loads(line)
-    host, port = info["listen"][0]
-    return proc, errfile, (host, int(port)), info["pid"]
+    try:
+        server = ServerProcess("apps_soak:app", timeout=timeout, threads=threads)
+    except AssertionError as e:
+        sys.exit("soak: the server did not start:\n%s" % e)
+    return server, (server.host, server.port), server.pid
 
 
 def rss_kib(pid):
@@ -501,7 +450,7 @@ def main(argv=None):
     seed = args.seed if args.seed is not None else int(time.time()) % 100000
     warmup = args.warmup if args.warmup is not None else min(20000, max(1000, args.requests // 20))
 
-    server, errfile, addr, pid = start_server(args.threads)
+    server, addr, pid = start_server(args.threads)
     failures = []
     try:
         if not args.quiet:
@@ -518,23 +467,17 @@ def main(argv=None):
         r, duration, peak = run_phase(addr, args.requests, args.clients, left, seed,
                                       args.timeout, server, "main", not args.quiet)
         if server.poll() is not None:
-            failures.append("the server exited with %r" % server.returncode)
+            failures.append("the server exited with %r" % server.proc.returncode)
             fds1 = rss1 = 0
         else:
             fds1 = settle_fds(pid, fds0, 10)
             rss1 = rss_kib(pid)
     finally:
-        if server.poll() is None:
-            server.send_signal(signal.SIGINT)
         try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
+            server.close(signal.SIGINT, timeout=30)
+        except AssertionError:
             failures.append("the server did not stop on SIGINT")
-        errfile.seek(0)
-        log = errfile.read().decode("utf-8", "replace")
-        errfile.close()
+        log = server.stderr()
 
     nerr = sum(r["errors"].values())
     if nerr:
@@ -552,8 +495,8 @@ def main(argv=None):
     if "Traceback" in log:
         i = log.index("Traceback")
         failures.append("traceback in the server log:\n" + log[max(0, i - 200): i + 2000])
-    if server.returncode not in (0, None):
-        failures.append("server exit status %r" % server.returncode)
+    if server.proc.returncode not in (0, None):
+        failures.append("server exit status %r" % server.proc.returncode)
 
     print("soak: requests=%d errors=%d (%s) kinds: %s rss_start=%.1fMiB rss_end=%.1fMiB "
           "rss_peak=%.1fMiB fds_start=%d fds_end=%d duration=%.1fs rate=%.0f/s clients=%d "
