@@ -37,13 +37,8 @@ def test_connection_limit_counts_clients_only(server_factory):
     finally:
         a.close()
         b.close()
-    deadline = time.monotonic() + 5
-    log = ""
-    while time.monotonic() < deadline:
-        log = srv.stderr()
-        if "listening again" in log:
-            break
-        time.sleep(0.05)
+    srv.wait_for("listening again", timeout=5, stream="stderr", fail=False)
+    log = srv.stderr()
     assert (
         "total open connections reached the connection limit, no longer "
         "accepting new connections" in log
