@@ -98,7 +98,11 @@ class _Output:
             with self.cond:
                 for fd in set(self.sel.get_map()) - self.open:
                     self.sel.unregister(fd)
-                if self.stopping or not self.open:
+                if not self.open:  # all read to the end: nothing can come
+                    for f in self.files:
+                        f.close()
+                    break
+                if self.stopping:
                     break
             for key, _ in self.sel.select(timeout=0.5):
                 with self.cond:
@@ -169,7 +173,6 @@ class Server:
         self.ready = self._out.wait(ready, timeout=timeout * SLOW, stream=ready_in)
         if self.ready is None:
             self.kill()
-            self._release()
             raise AssertionError(
                 "server did not start (status %r):\n%s" % (self.proc.returncode, self.output)
             )
@@ -262,19 +265,26 @@ class Server:
 
     def stop(self, sig=signal.SIGINT, timeout=None):
         """`sig` (unless it has exited), then wait, bounded (then killed,
-        AssertionError); returns (exit status, all output)."""
+        AssertionError); the pipes are closed, the output kept.  Returns
+        (exit status, all output)."""
         timeout = self.STOP_TIMEOUT if timeout is None else timeout
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
         try:
-            self.proc.wait(timeout=timeout * SLOW)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError("server did not stop on %s\n%s" % (signal.Signals(sig).name, self.output)) from None
+            if self.proc.poll() is None:
+                self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout * SLOW)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise AssertionError(
+                    "server did not stop on %s\n%s" % (signal.Signals(sig).name, self.output)
+                ) from None
+        finally:
+            self._release()
         return self.proc.returncode, self.output
 
     def kill(self):
-        """SIGKILL to its children (a supervisor's workers), then to it."""
+        """SIGKILL to its children (a supervisor's workers), then to it;
+        the pipes are closed, the output kept."""
         if self.proc.poll() is None:
             for pid in children(self.proc.pid):
                 try:
@@ -283,13 +293,9 @@ class Server:
                     pass
             self.proc.kill()
         self.proc.wait(timeout=10)
+        self._release()
 
-    def close(self, sig=signal.SIGINT, timeout=None):
-        """stop(), then release the pipes; the output stays readable."""
-        try:
-            return self.stop(sig, timeout)
-        finally:
-            self._release()
+    close = stop
 
     def _release(self):
         self._out.close()
