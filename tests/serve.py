@@ -1,7 +1,8 @@
 """Run a test server: ``python tests/serve.py MODULE:APP '{"kw": ...}'``.
 
 Prints one JSON line with the listening addresses on stdout once it listens,
-then serves until SIGINT/SIGTERM.  Used by conftest.ServerProcess."""
+then serves until SIGINT/SIGTERM.  Used by servers.ServerProcess (the tests,
+tests/soak.py)."""
 
 import json
 import logging
