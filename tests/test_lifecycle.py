@@ -487,3 +487,35 @@ def test_100_continue_owed_behind_a_large_response_is_sent(server_factory):
     finally:
         s.close()
     assert echo[2].startswith(b"5 ")
+
+
+# -- the documented lifecycle is the code's ------------------------------------
+
+def _code_transitions():
+    """channel.c's transition table: state -> set of next states."""
+    import re
+
+    src = open(os.path.join(os.path.dirname(__file__), "..", "csrc", "channel.c")).read()
+    table = src[src.index("static const unsigned allowed[WC_CONN_NSTATES]"):]
+    table = table[: table.index("};")]
+    out = {}
+    for state, targets in re.findall(r"\[WC_CONN_(\w+)\]\s*=\s*([^,\]]*(?:\|[^,\]]*)*|0),", table):
+        out[state] = set(re.findall(r"S\((\w+)\)", targets))
+    return out
+
+
+def test_design_doc_draws_the_code_s_lifecycle():
+    import re
+
+    code = _code_transitions()
+    assert set(code) == {"IDLE", "HEAD", "BODY", "PAUSED", "DONE", "LINGER", "CLOSED"}
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "docs", "design.rst")).read()
+    section = doc[doc.index("A connection's lifecycle\n"):]
+    rows = re.findall(r"\* - (IDLE|HEAD|BODY|PAUSED|DONE|LINGER|CLOSED)\n(?:.*\n)*?     -(?: ([A-Z, ]*))?\n", section)
+    documented = {state: set(filter(None, (t.strip() for t in targets.split(",")))) for state, targets in rows}
+    assert documented == code
+    header = open(os.path.join(os.path.dirname(__file__), "..", "csrc", "loop.h")).read()
+    arrows = dict(re.findall(r"\*\s+(IDLE|HEAD|BODY|PAUSED|DONE|LINGER)\s+->\s+([A-Z, ]+)", header))
+    assert {k: {t.strip() for t in v.split(",")} for k, v in arrows.items()} == {
+        k: v for k, v in code.items() if v
+    }
