@@ -406,6 +406,7 @@ on_input(wc_channel_t *ch, ssize_t nread)
         wc_channel_close(ch);
         return;
     }
+    atomic_store_explicit(&ch->gone, WC_GONE_EOF, memory_order_relaxed);
     pthread_mutex_lock(&ch->b->lock);
     ch->b->peer_eof = 1;
     pthread_mutex_unlock(&ch->b->lock);
@@ -772,6 +773,7 @@ wc_channel_close(wc_channel_t *ch)
     if (ch->state == WC_CONN_CLOSED)
         return;
     set_state(ch, WC_CONN_CLOSED);
+    atomic_store_explicit(&ch->gone, WC_GONE_CLOSED, memory_order_relaxed);
     wc_busy_t *b = ch->b;
     wc_request_t *r = NULL;
     if (b != NULL) {

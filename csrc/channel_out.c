@@ -460,13 +460,12 @@ wc_channel_wait_writers(wc_channel_t *ch)
     pthread_cond_destroy(&me.cond);
 }
 
+/* Any thread, at any time: the channel itself outlives the caller's
+ * reference, its busy part may not. */
 int
 wc_channel_disconnected(wc_channel_t *ch)
 {
-    pthread_mutex_lock(&ch->b->lock);
-    int gone = ch->b->broken
-               || (ch->b->peer_eof && ch->srv->cfg.lookahead > 0);
-    pthread_mutex_unlock(&ch->b->lock);
-    return gone;
+    int gone = atomic_load_explicit(&ch->gone, memory_order_relaxed);
+    return gone == WC_GONE_CLOSED
+           || (gone == WC_GONE_EOF && ch->srv->cfg.lookahead > 0);
 }
-

@@ -347,6 +347,15 @@ struct wc_channel_s {
     uint8_t peer_family;
     uint16_t peer_port;
     unsigned char peer_addr[16];
+    /* WC_GONE_*: what client_disconnected() reports, from any thread at
+     * any time (the busy part may be gone by then).  Set by the loop. */
+    _Atomic uint8_t gone;
+};
+
+enum {
+    WC_GONE_NO = 0,
+    WC_GONE_EOF = 1,    /* the client shut its side */
+    WC_GONE_CLOSED = 2, /* the connection is closed */
 };
 
 struct sockaddr;

@@ -519,3 +519,34 @@ def test_design_doc_draws_the_code_s_lifecycle():
     assert {k: {t.strip() for t in v.split(",")} for k, v in arrows.items()} == {
         k: v for k, v in code.items() if v
     }
+
+
+def test_client_disconnected_kept_past_its_request(server_factory):
+    """waitress.client_disconnected kept by the app and called after its
+    request, while the connection sits idle (its busy part given back after
+    a second) and after it closed: False, then True; never a crash."""
+    srv = server_factory(APP)
+    a = srv.connect(timeout=20 * SLOW)
+    try:
+        fa = a.makefile("rb")
+        a.sendall(b"GET /keep-disconnected HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(fa)[2] == b"kept"
+        time.sleep(2.5)     # idle past a sweep: the busy part is given back
+        b = srv.connect(timeout=20 * SLOW)
+        fb = b.makefile("rb")
+        b.sendall(b"GET /call-kept HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(fb)[2] == b"False"
+        fa.close()      # the file holds the socket open too
+        a.close()
+        deadline = time.monotonic() + 20 * SLOW
+        while True:
+            b.sendall(b"GET /call-kept HTTP/1.1\r\nHost: x\r\n\r\n")
+            body = read_response(fb)[2]
+            if body == b"True" or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert body == b"True"
+        b.close()
+    finally:
+        a.close()
+    assert srv.stop() == 0
