@@ -77,8 +77,8 @@ int wc_spool_write(wc_spool_t *s, const char *p, size_t n) WC_WUR;
 void wc_spool_free(wc_spool_t *s);
 
 /* Output segments: workers append at the tail, the loop consumes the head;
- * both under the channel lock.  A segment's data never moves, so a
- * uv_write may point into it while a worker appends behind. */
+ * both under the channel lock.  A segment's data never moves while it is
+ * queued. */
 struct wc_seg_s {
     wc_seg_t *next;
     const char *base;   /* data, or the bytes of obj */
@@ -376,7 +376,7 @@ void wc_channel_maybe_close(wc_channel_t *ch);
 /* Once a second: timeouts, stop grace and lingering (closes the channel
  * when its time is up). */
 void wc_channel_sweep(wc_channel_t *ch, uint64_t now);
-/* Caller holds ch->lock: wake every thread parked on the channel. */
+/* Caller holds b->lock: wake every thread parked on the channel. */
 void wc_channel_wake_waiters(wc_channel_t *ch);
 /* Worker side (any thread, no GIL needed): */
 /* The next request to serve, or NULL: the worker lets the channel go

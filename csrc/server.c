@@ -1,6 +1,6 @@
 /* server.c: the event loop.  Listeners and accept (with connection_limit),
- * the async wake-up that workers use, the once-a-second sweep (idle,
- * stalled and slow-head connections: channel_timeout), signals through
+ * the async wake-up that workers use, the once-a-second sweep (each
+ * connection's clocks: channel.c's wc_channel_sweep), signals through
  * Python's wakeup fd, graceful shutdown (bounded by shutdown_timeout) and
  * hard shutdown, and the queue of log lines that the loop hands to the log
  * thread to emit.
@@ -9,10 +9,13 @@
  * wc_server_request_close and wc_server_log, which any thread may call and
  * which only take qlock.
  *
- * SIGPIPE: the loop thread writes with writev (libuv) and sendfile, which
- * cannot pass MSG_NOSIGNAL, so it blocks SIGPIPE while it runs and discards
- * a pending one before it unblocks: a process whose SIGPIPE disposition is
- * the default is not killed by a client that goes away.
+ * Listeners and client sockets are uv_poll_t handles: the loop accepts with
+ * accept4 and reads and writes itself (channel.c, channel_out.c).
+ *
+ * SIGPIPE: the loop thread writes with sendfile, which cannot pass
+ * MSG_NOSIGNAL (everything else does), so it blocks SIGPIPE while it runs
+ * and discards a pending one before it unblocks: a process whose SIGPIPE
+ * disposition is the default is not killed by a client that goes away.
  *
  * Scheduling: the loop and the workers run under SCHED_BATCH (see
  * wc_thread_batch); the thread that called serve() gets its old policy
