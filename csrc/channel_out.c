@@ -469,3 +469,15 @@ wc_channel_disconnected(wc_channel_t *ch)
     return gone == WC_GONE_CLOSED
            || (gone == WC_GONE_EOF && ch->srv->cfg.lookahead > 0);
 }
+
+uint64_t
+wc_channel_unsent(wc_channel_t *ch)
+{
+    wc_busy_t *b = ch->b;
+    pthread_mutex_lock(&b->lock);
+    uint64_t n = 0;
+    if (b->broken)
+        n = b->out.bytes + (b->wblk ? b->wblk_len - b->wblk_off : 0);
+    pthread_mutex_unlock(&b->lock);
+    return n;
+}

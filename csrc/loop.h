@@ -403,6 +403,9 @@ int wc_channel_send_file(wc_channel_t *ch, int fd, off_t off, uint64_t n,
 int wc_channel_wait_drained(wc_channel_t *ch);
 void wc_channel_kick(wc_channel_t *ch);
 int wc_channel_disconnected(wc_channel_t *ch);
+/* Worker: bytes the connection still holds and will never send (the
+ * client is gone), else 0. */
+uint64_t wc_channel_unsent(wc_channel_t *ch);
 void wc_channel_writer_enter(wc_channel_t *ch);
 void wc_channel_writer_leave(wc_channel_t *ch);
 int wc_channel_has_writers(wc_channel_t *ch);

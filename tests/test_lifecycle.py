@@ -550,3 +550,32 @@ def test_client_disconnected_kept_past_its_request(server_factory):
     finally:
         a.close()
     assert srv.stop() == 0
+
+
+def test_access_log_counts_no_bytes_a_departed_client_never_took(server_factory):
+    """A client that reads 1 MiB of a 64 MiB stream and leaves: the bytes
+    still queued for it (up to outbuf_high_watermark, 32 MiB here) are not
+    logged as sent."""
+    srv = server_factory(APP, threads=1, access_log=True, outbuf_high_watermark=32 << 20)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.settimeout(20 * SLOW)
+    s.connect((srv.host, srv.port))
+    got = 0
+    try:
+        s.sendall(b"GET /stream?mib=64 HTTP/1.1\r\nHost: x\r\n\r\n")
+        while got < 1 << 20:
+            chunk = s.recv(65536)
+            assert chunk
+            got += len(chunk)
+        # Let the worker fill the queue before leaving: the log line comes
+        # when it sees the client gone.
+        time.sleep(1.0)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    finally:
+        s.close()   # a reset: the client is gone
+    wait_log(srv, '"GET /stream?mib=64 HTTP/1.1" 200 ')
+    line = next(x for x in srv.stderr().splitlines() if '"GET /stream?mib=64 HTTP/1.1" 200 ' in x)
+    logged = int(line.split('" 200 ')[1].split()[0])
+    # What the client read, plus what the kernel's buffers may have held.
+    assert logged < 16 << 20, (logged, got)
