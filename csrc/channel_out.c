@@ -128,7 +128,7 @@ send_file_seg(wc_channel_t *ch, wc_busy_t *b)
 }
 
 /* Write what the queue holds while the socket takes it; when it is full,
- * poll for POLLOUT (on_poll calls back here).  Loop thread. */
+ * poll for POLLOUT (wc_channel_io calls back here).  Loop thread. */
 void
 wc_channel_flush(wc_channel_t *ch)
 {

@@ -238,12 +238,13 @@ typedef enum {
     WC_CONN_BODY,       /* its body arriving */
     WC_CONN_PAUSED,     /* backlog full: not reading; bytes read and not
                            yet parsed wait in `leftover` */
-    WC_CONN_DONE,       /* no further request is read: what was received
-                           is answered, then the connection lingers */
+    WC_CONN_DONE,       /* no further request is parsed (what arrives is
+                           discarded): what was received is answered,
+                           then the connection lingers */
     WC_CONN_LINGER,     /* all owed output written and the write side
                            shut: input read and discarded until EOF, a
                            byte bound or the linger time, then closed */
-    WC_CONN_CLOSED,     /* uv_close called */
+    WC_CONN_CLOSED,     /* the socket is closed */
     WC_CONN_NSTATES
 } wc_conn_state;
 
@@ -325,23 +326,23 @@ struct wc_busy_s {
  * request; few enough that 10,000 idle connections stay small. */
 #define WC_KEEP_BUSY 1024
 
-/* A connection.  What an idle keep-alive connection costs: the poll
- * handle on its socket and the fields below; the rest is the busy part.
- * The loop does the socket's reads and its own writes itself (recv,
- * sendmsg, sendfile) on readiness from `poll`; workers write with
- * sendmsg under b->lock when nothing is queued before them. */
+/* A connection.  What an idle keep-alive connection costs: the fields
+ * below (no libuv handle: the socket is in the server's own epoll set,
+ * srv->epfd); the rest is the busy part.  The loop does the socket's
+ * reads and its own writes itself (recv, sendmsg, sendfile) on readiness
+ * (wc_channel_io); workers write with sendmsg under b->lock when nothing
+ * is queued before them. */
 struct wc_channel_s {
-    uv_poll_t poll;             /* loop: readiness of fd */
     wc_server_t *srv;
     wc_busy_t *b;               /* NULL while quiescent and shed */
-    wc_channel_t *prev, *next;  /* srv->channels (loop) */
+    wc_channel_t *prev, *next;  /* srv->channels, then srv->closed (loop) */
     uint64_t in_at;             /* loop: ms of the last byte read, or of
                                    the state's start; the idle clock */
     atomic_int refs;            /* loop 1 until close_cb; task 1; kick 1;
                                    held-back output 1 */
     int fd;
     uint8_t state;              /* wc_conn_state (loop) */
-    uint8_t events;             /* UV_READABLE | UV_WRITABLE polled (loop) */
+    uint8_t events;             /* EPOLLIN | EPOLLOUT polled (loop) */
     uint8_t listener;           /* index in srv->listeners */
     /* The peer, formatted by workers: family 0 (unix), 4 or 6. */
     uint8_t peer_family;
@@ -368,6 +369,10 @@ int wc_channel_open(wc_server_t *srv, int fd, int index,
 void wc_channel_close(wc_channel_t *ch);
 /* The output side wants POLLOUT (the socket refused bytes), or no more. */
 void wc_channel_want_write(wc_channel_t *ch, int on);
+/* The socket is ready: epoll's events for it. */
+void wc_channel_io(wc_channel_t *ch, unsigned events);
+/* Once an iteration: free what wc_channel_close left for later. */
+void wc_channel_finish_closes(wc_server_t *srv);
 void wc_channel_unref(wc_channel_t *ch);
 void wc_channel_flush(wc_channel_t *ch);
 void wc_channel_kicked(wc_channel_t *ch);
@@ -476,7 +481,11 @@ struct wc_server_s {
     int nlisteners;
 
     /* Loop thread only. */
+    int epfd;                   /* the connections' epoll set */
+    uv_poll_t epoll;            /* libuv's watch on it */
+    uv_idle_t reap;             /* releases closed channels next turn */
     wc_channel_t *channels;     /* list head */
+    wc_channel_t *closed;       /* closed, memory not yet released */
     uint64_t nchannels;
     int limit_logged;
     uint64_t stop_at;           /* ms: a graceful stop began; 0 none */
@@ -523,6 +532,8 @@ struct sched_param;
 void wc_thread_batch(int *old, struct sched_param *old_param);
 void wc_server_request_close(wc_server_t *srv);
 void wc_server_channel_closed(wc_server_t *srv);
+/* A channel was closed: release it at the start of the next iteration. */
+void wc_server_reap_soon(wc_server_t *srv);
 void wc_server_log(wc_server_t *srv, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void wc_server_destroy(wc_server_t *srv);
