@@ -195,10 +195,15 @@ free_requests(wc_request_t *r)
     }
 }
 
-/* The busy part's memory: no thread refers to it any more. */
+/* The busy part's memory: no thread refers to it any more.  Touches
+ * nothing of the server's, which may be gone by now (an app can keep a
+ * client_disconnected callable, and so the channel, past its server):
+ * the output queue was emptied when the connection closed
+ * (release_output). */
 static void
-busy_free(wc_channel_t *ch, wc_busy_t *b)
+busy_free(wc_busy_t *b)
 {
+    WC_ASSERT(b->out.head == NULL && b->out.dead == NULL);
     free_requests(b->pend_head);
     wc_request_free(b->req);
     free(b->leftover);
@@ -206,10 +211,29 @@ busy_free(wc_channel_t *ch, wc_busy_t *b)
     wc_outq_free(&b->out);
     pthread_mutex_destroy(&b->lock);
     free(b);
+}
+
+/* Loop: the busy part no longer counts towards WC_KEEP_BUSY (shed, or the
+ * connection closed). */
+static void
+uncount_busy(wc_channel_t *ch)
+{
     wc_server_t *srv = ch->srv;
     srv->nbusy_parts--;
     atomic_store_explicit(&srv->shed, srv->nbusy_parts > WC_KEEP_BUSY,
                           memory_order_relaxed);
+}
+
+/* b->lock held, the connection closed and no worker holding it (the loop
+ * at the close, or the worker that lets it go): what was still queued
+ * for it will never be sent.  The app's objects among it go to the
+ * server's release list now, while the server is sure to exist. */
+static void
+release_output(wc_channel_t *ch)
+{
+    wc_busy_t *b = ch->b;
+    wc_outq_free(&b->out);
+    wc_channel_give_back(ch);
 }
 
 /* Loop, in IDLE: give the busy part back if the connection is quiescent
@@ -234,7 +258,8 @@ shed(wc_channel_t *ch)
     if (out_at > ch->in_at)
         ch->in_at = out_at;
     ch->b = NULL;
-    busy_free(ch, b);
+    uncount_busy(ch);
+    busy_free(b);
 }
 
 /* ---- the backlog --------------------------------------------------------- */
@@ -791,9 +816,12 @@ wc_channel_close(wc_channel_t *ch)
         pthread_mutex_lock(&b->lock);
         b->broken = 1;
         /* A queued task still holds the channel: it finds `broken` and
-         * drops its requests; here we drop the ones nobody holds. */
-        if (!b->busy)
+         * drops its requests and output; here we drop the ones nobody
+         * holds. */
+        if (!b->busy) {
             r = take_pending(b);
+            release_output(ch);
+        }
         wc_channel_wake_waiters(ch);
         pthread_mutex_unlock(&b->lock);
         free_requests(r);
@@ -801,6 +829,7 @@ wc_channel_close(wc_channel_t *ch)
         b->req = NULL;
         free(b->leftover);
         b->leftover = NULL;
+        uncount_busy(ch);
     }
     if (ch->prev)
         ch->prev->next = ch->next;
@@ -847,10 +876,8 @@ wc_channel_unref(wc_channel_t *ch)
     if (atomic_fetch_sub(&ch->refs, 1) != 1)
         return;
     WC_ASSERT(ch->state == WC_CONN_CLOSED);
-    if (ch->b) {
-        wc_channel_give_back(ch);
-        busy_free(ch, ch->b);
-    }
+    if (ch->b)
+        busy_free(ch->b);
     free(ch);
 }
 
@@ -973,6 +1000,8 @@ release_locked(wc_channel_t *ch, unsigned ev)
     if (b->out.head && !b->writing
         && wc_channel_send_locked(ch, NULL, NULL, 0, 0) < 0)
         b->broken = 1;
+    if (b->broken)
+        release_output(ch);
     if (atomic_load_explicit(&ch->srv->shed, memory_order_relaxed))
         b->wants |= WC_EV_IDLE;
     post(ch, ev | WC_EV_IDLE);
