@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -62,8 +63,6 @@
 
 static const char continue_line[] = WC_CONTINUE_LINE;
 
-static void on_poll(uv_poll_t *p, int status, int events);
-static void on_close(uv_handle_t *h);
 static void on_input(wc_channel_t *ch, ssize_t nread);
 static void feed(wc_channel_t *ch, const char *p, size_t n);
 static void finish_input(wc_channel_t *ch);
@@ -89,17 +88,23 @@ wc_now_ms(void)
 
 /* ---- the socket's readiness --------------------------------------------- */
 
-/* Poll for `events` (UV_READABLE, UV_WRITABLE).  libuv restarts the
- * watcher on every change, so nothing is done when nothing changes. */
+/* Poll for `events` (EPOLLIN, EPOLLOUT) in the server's connection epoll
+ * set (server.c: on_epoll); a change costs one epoll_ctl.  With no event
+ * wanted the socket leaves the set: epoll reports a hang-up whatever it
+ * is asked, and a connection still owing a response to a client that
+ * hung up is for the output side to end (its write fails), not for a
+ * stream of reports. */
 static void
 set_events(wc_channel_t *ch, unsigned events)
 {
     if (ch->state == WC_CONN_CLOSED || events == ch->events)
         return;
-    int rv = events ? uv_poll_start(&ch->poll, (int)events, on_poll)
-                    : uv_poll_stop(&ch->poll);
+    struct epoll_event e = {.events = events, .data.ptr = ch};
+    int op = ch->events == 0 ? EPOLL_CTL_ADD
+             : events == 0   ? EPOLL_CTL_DEL
+                             : EPOLL_CTL_MOD;
     ch->events = (uint8_t)events;
-    if (rv < 0)
+    if (epoll_ctl(ch->srv->epfd, op, ch->fd, &e) < 0)
         wc_channel_close(ch);
 }
 
@@ -108,8 +113,8 @@ set_events(wc_channel_t *ch, unsigned events)
 void
 wc_channel_want_write(wc_channel_t *ch, int on)
 {
-    unsigned ev = ch->events & ~(unsigned)UV_WRITABLE;
-    set_events(ch, on ? ev | UV_WRITABLE : ev);
+    unsigned ev = ch->events & ~(unsigned)EPOLLOUT;
+    set_events(ch, on ? ev | EPOLLOUT : ev);
 }
 
 /* ---- the lifecycle ------------------------------------------------------ */
@@ -128,12 +133,15 @@ static const unsigned allowed[WC_CONN_NSTATES] = {
 };
 #undef S
 
-/* Does the loop read the socket in this state? */
+/* Does the loop read the socket in this state?  In DONE and LINGER what
+ * arrives is read and discarded (nothing more is served), so that the
+ * close does not find it unread and reset the connection; reading on
+ * through DONE also spares two epoll_ctl a closing connection. */
 static int
 reads_in(wc_conn_state s)
 {
     return s == WC_CONN_IDLE || s == WC_CONN_HEAD || s == WC_CONN_BODY
-           || s == WC_CONN_LINGER;
+           || s == WC_CONN_DONE || s == WC_CONN_LINGER;
 }
 
 /* The one place the state changes.  Polls for reading or not, to match
@@ -153,8 +161,8 @@ set_state(wc_channel_t *ch, wc_conn_state to)
     if (to == WC_CONN_HEAD)
         ch->b->head_at = now;
     ch->in_at = now;
-    unsigned ev = ch->events & ~(unsigned)UV_READABLE;
-    set_events(ch, reads_in(to) ? ev | UV_READABLE : ev);
+    unsigned ev = ch->events & ~(unsigned)EPOLLIN;
+    set_events(ch, reads_in(to) ? ev | EPOLLIN : ev);
 }
 
 /* ---- the busy part ------------------------------------------------------ */
@@ -187,10 +195,15 @@ free_requests(wc_request_t *r)
     }
 }
 
-/* The busy part's memory: no thread refers to it any more. */
+/* The busy part's memory: no thread refers to it any more.  Touches
+ * nothing of the server's, which may be gone by now (an app can keep a
+ * client_disconnected callable, and so the channel, past its server):
+ * the output queue was emptied when the connection closed
+ * (release_output). */
 static void
-busy_free(wc_channel_t *ch, wc_busy_t *b)
+busy_free(wc_busy_t *b)
 {
+    WC_ASSERT(b->out.head == NULL && b->out.dead == NULL);
     free_requests(b->pend_head);
     wc_request_free(b->req);
     free(b->leftover);
@@ -198,10 +211,29 @@ busy_free(wc_channel_t *ch, wc_busy_t *b)
     wc_outq_free(&b->out);
     pthread_mutex_destroy(&b->lock);
     free(b);
+}
+
+/* Loop: the busy part no longer counts towards WC_KEEP_BUSY (shed, or the
+ * connection closed). */
+static void
+uncount_busy(wc_channel_t *ch)
+{
     wc_server_t *srv = ch->srv;
     srv->nbusy_parts--;
     atomic_store_explicit(&srv->shed, srv->nbusy_parts > WC_KEEP_BUSY,
                           memory_order_relaxed);
+}
+
+/* b->lock held, the connection closed and no worker holding it (the loop
+ * at the close, or the worker that lets it go): what was still queued
+ * for it will never be sent.  The app's objects among it go to the
+ * server's release list now, while the server is sure to exist. */
+static void
+release_output(wc_channel_t *ch)
+{
+    wc_busy_t *b = ch->b;
+    wc_outq_free(&b->out);
+    wc_channel_give_back(ch);
 }
 
 /* Loop, in IDLE: give the busy part back if the connection is quiescent
@@ -226,7 +258,8 @@ shed(wc_channel_t *ch)
     if (out_at > ch->in_at)
         ch->in_at = out_at;
     ch->b = NULL;
-    busy_free(ch, b);
+    uncount_busy(ch);
+    busy_free(b);
 }
 
 /* ---- the backlog --------------------------------------------------------- */
@@ -305,13 +338,14 @@ wc_channel_open(wc_server_t *srv, int fd, int index,
         close(fd);
         return UV_ENOMEM;
     }
-    int rv = uv_poll_init(&srv->loop, &ch->poll, fd);
-    if (rv < 0) {
+    struct epoll_event e = {.events = EPOLLIN, .data.ptr = ch};
+    if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, fd, &e) < 0) {
+        int rv = -errno;
         close(fd);
         free(ch);
         return rv;
     }
-    ch->poll.data = ch;
+    ch->events = EPOLLIN;   /* in the set (set_events adds it otherwise) */
     ch->srv = srv;
     ch->fd = fd;
     ch->listener = (uint8_t)index;
@@ -335,11 +369,9 @@ wc_channel_open(wc_server_t *srv, int fd, int index,
         srv->channels->prev = ch;
     srv->channels = ch;
     srv->nchannels++;
-    set_events(ch, UV_READABLE);
     /* The request is usually there already (TCP_DEFER_ACCEPT on our
      * listeners): read it now rather than after another epoll round. */
-    if (ch->state != WC_CONN_CLOSED)
-        on_poll(&ch->poll, 0, UV_READABLE);
+    wc_channel_io(ch, EPOLLIN);
     return 0;
 }
 
@@ -356,24 +388,28 @@ read_some(wc_channel_t *ch)
             return;
         on_input(ch, n < 0 ? -errno : n);
         if (n < (ssize_t)sizeof(srv->readbuf) || ch->state == WC_CONN_CLOSED
-            || !(ch->events & UV_READABLE))
+            || !(ch->events & EPOLLIN))
             return;
     }
 }
 
-static void
-on_poll(uv_poll_t *p, int status, int events)
+/* Loop: the socket is ready (epoll's events).  A hang-up or an error is
+ * met by the read or the write it makes fail; one that neither meets (it
+ * would be reported for ever) ends the connection. */
+void
+wc_channel_io(wc_channel_t *ch, unsigned events)
 {
-    wc_channel_t *ch = p->data;
-    if (status < 0) {
-        wc_channel_close(ch);
+    if (ch->state == WC_CONN_CLOSED)
         return;
-    }
-    if (events & UV_WRITABLE)
+    int trouble = (events & (EPOLLHUP | EPOLLERR)) != 0;
+    if ((events & EPOLLOUT) || (trouble && (ch->events & EPOLLOUT)))
         wc_channel_flush(ch);
-    if ((events & UV_READABLE) && ch->state != WC_CONN_CLOSED
-        && (ch->events & UV_READABLE))
+    if (ch->state == WC_CONN_CLOSED)
+        return;
+    if ((ch->events & EPOLLIN) && ((events & EPOLLIN) || trouble))
         read_some(ch);
+    else if (trouble && !(ch->events & EPOLLOUT))
+        wc_channel_close(ch);
 }
 
 /* `nread` bytes arrived in srv->readbuf; 0 is the client's end of stream,
@@ -381,20 +417,17 @@ on_poll(uv_poll_t *p, int status, int events)
 static void
 on_input(wc_channel_t *ch, ssize_t nread)
 {
-    if (ch->state == WC_CONN_LINGER) {
-        /* Discarded.  EOF (or an error) ends the linger at once. */
-        if (nread <= 0)
-            wc_channel_close(ch);
-        return;
-    }
     WC_ASSERT(reads_in((wc_conn_state)ch->state));
     if (nread > 0) {
+        if (ch->state == WC_CONN_DONE || ch->state == WC_CONN_LINGER)
+            return;     /* discarded */
         ch->in_at = wc_now_ms();
         feed(ch, ch->srv->readbuf, (size_t)nread);
         return;
     }
     if (nread < 0) {
-        if (ch->srv->cfg.log_socket_errors && nread != -ECONNRESET)
+        if (ch->srv->cfg.log_socket_errors && nread != -ECONNRESET
+            && ch->state != WC_CONN_LINGER)
             wc_server_log(ch->srv, 40, "Socket error: %s",
                           uv_strerror((int)nread));
         wc_channel_close(ch);
@@ -402,7 +435,8 @@ on_input(wc_channel_t *ch, ssize_t nread)
     }
     /* EOF: serve what was fully received, then close.  A request cut off
      * half-way is dropped.  Nothing owed at all: close now. */
-    if (ch->b == NULL) {
+    atomic_store_explicit(&ch->gone, WC_GONE_EOF, memory_order_relaxed);
+    if (ch->b == NULL || ch->state == WC_CONN_LINGER) {
         wc_channel_close(ch);
         return;
     }
@@ -410,6 +444,9 @@ on_input(wc_channel_t *ch, ssize_t nread)
     ch->b->peer_eof = 1;
     pthread_mutex_unlock(&ch->b->lock);
     finish_input(ch);
+    /* Still owing output: the end of stream would be reported for ever. */
+    if (ch->state == WC_CONN_DONE)
+        set_events(ch, ch->events & ~(unsigned)EPOLLIN);
 }
 
 /* ---- requests in, to the workers --------------------------------------- */
@@ -772,15 +809,19 @@ wc_channel_close(wc_channel_t *ch)
     if (ch->state == WC_CONN_CLOSED)
         return;
     set_state(ch, WC_CONN_CLOSED);
+    atomic_store_explicit(&ch->gone, WC_GONE_CLOSED, memory_order_relaxed);
     wc_busy_t *b = ch->b;
     wc_request_t *r = NULL;
     if (b != NULL) {
         pthread_mutex_lock(&b->lock);
         b->broken = 1;
         /* A queued task still holds the channel: it finds `broken` and
-         * drops its requests; here we drop the ones nobody holds. */
-        if (!b->busy)
+         * drops its requests and output; here we drop the ones nobody
+         * holds. */
+        if (!b->busy) {
             r = take_pending(b);
+            release_output(ch);
+        }
         wc_channel_wake_waiters(ch);
         pthread_mutex_unlock(&b->lock);
         free_requests(r);
@@ -788,6 +829,7 @@ wc_channel_close(wc_channel_t *ch)
         b->req = NULL;
         free(b->leftover);
         b->leftover = NULL;
+        uncount_busy(ch);
     }
     if (ch->prev)
         ch->prev->next = ch->next;
@@ -795,37 +837,47 @@ wc_channel_close(wc_channel_t *ch)
         ch->srv->channels = ch->next;
     if (ch->next)
         ch->next->prev = ch->prev;
-    ch->prev = ch->next = NULL;
-    /* uv_close stops the watcher at once; with `broken` set under the lock
-     * no worker writes to fd any more, so it can go now. */
-    uv_close((uv_handle_t *)&ch->poll, on_close);
+    ch->prev = NULL;
+    /* With `broken` set under the lock no worker writes to fd any more, so
+     * it can go now (which also takes it out of the epoll set).  The
+     * channel's memory stays until the loop's next iteration
+     * (wc_channel_finish_closes): events already fetched for it, and the
+     * caller, may still look at it. */
     close(ch->fd);
     ch->fd = -1;
+    wc_server_t *srv = ch->srv;
+    ch->next = srv->closed;
+    srv->closed = ch;
+    wc_server_reap_soon(srv);
 }
 
-static void
-on_close(uv_handle_t *h)
+/* Loop, once an iteration: the channels closed since drop the loop's
+ * reference (the last one frees). */
+void
+wc_channel_finish_closes(wc_server_t *srv)
 {
-    wc_channel_t *ch = h->data;
-    wc_server_t *srv = ch->srv;
-    WC_ASSERT(ch->state == WC_CONN_CLOSED);
-    srv->nchannels--;
-    wc_channel_unref(ch);
-    wc_server_channel_closed(srv);
+    wc_channel_t *ch = srv->closed;
+    srv->closed = NULL;
+    while (ch) {
+        wc_channel_t *next = ch->next;
+        WC_ASSERT(ch->state == WC_CONN_CLOSED);
+        srv->nchannels--;
+        wc_channel_unref(ch);
+        wc_server_channel_closed(srv);
+        ch = next;
+    }
 }
 
 /* Drop one reference; the last one frees.  The loop's reference is only
- * dropped in on_close, so memory never outlives a live handle. */
+ * dropped after the close (wc_channel_finish_closes). */
 void
 wc_channel_unref(wc_channel_t *ch)
 {
     if (atomic_fetch_sub(&ch->refs, 1) != 1)
         return;
     WC_ASSERT(ch->state == WC_CONN_CLOSED);
-    if (ch->b) {
-        wc_channel_give_back(ch);
-        busy_free(ch, ch->b);
-    }
+    if (ch->b)
+        busy_free(ch->b);
     free(ch);
 }
 
@@ -948,6 +1000,8 @@ release_locked(wc_channel_t *ch, unsigned ev)
     if (b->out.head && !b->writing
         && wc_channel_send_locked(ch, NULL, NULL, 0, 0) < 0)
         b->broken = 1;
+    if (b->broken)
+        release_output(ch);
     if (atomic_load_explicit(&ch->srv->shed, memory_order_relaxed))
         b->wants |= WC_EV_IDLE;
     post(ch, ev | WC_EV_IDLE);

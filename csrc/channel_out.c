@@ -128,7 +128,7 @@ send_file_seg(wc_channel_t *ch, wc_busy_t *b)
 }
 
 /* Write what the queue holds while the socket takes it; when it is full,
- * poll for POLLOUT (on_poll calls back here).  Loop thread. */
+ * poll for POLLOUT (wc_channel_io calls back here).  Loop thread. */
 void
 wc_channel_flush(wc_channel_t *ch)
 {
@@ -460,13 +460,24 @@ wc_channel_wait_writers(wc_channel_t *ch)
     pthread_cond_destroy(&me.cond);
 }
 
+/* Any thread, at any time: the channel itself outlives the caller's
+ * reference, its busy part may not. */
 int
 wc_channel_disconnected(wc_channel_t *ch)
 {
-    pthread_mutex_lock(&ch->b->lock);
-    int gone = ch->b->broken
-               || (ch->b->peer_eof && ch->srv->cfg.lookahead > 0);
-    pthread_mutex_unlock(&ch->b->lock);
-    return gone;
+    int gone = atomic_load_explicit(&ch->gone, memory_order_relaxed);
+    return gone == WC_GONE_CLOSED
+           || (gone == WC_GONE_EOF && ch->srv->cfg.lookahead > 0);
 }
 
+uint64_t
+wc_channel_unsent(wc_channel_t *ch)
+{
+    wc_busy_t *b = ch->b;
+    pthread_mutex_lock(&b->lock);
+    uint64_t n = 0;
+    if (b->broken)
+        n = b->out.bytes + (b->wblk ? b->wblk_len - b->wblk_off : 0);
+    pthread_mutex_unlock(&b->lock);
+    return n;
+}

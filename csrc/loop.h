@@ -77,8 +77,8 @@ int wc_spool_write(wc_spool_t *s, const char *p, size_t n) WC_WUR;
 void wc_spool_free(wc_spool_t *s);
 
 /* Output segments: workers append at the tail, the loop consumes the head;
- * both under the channel lock.  A segment's data never moves, so a
- * uv_write may point into it while a worker appends behind. */
+ * both under the channel lock.  A segment's data never moves while it is
+ * queued. */
 struct wc_seg_s {
     wc_seg_t *next;
     const char *base;   /* data, or the bytes of obj */
@@ -238,12 +238,13 @@ typedef enum {
     WC_CONN_BODY,       /* its body arriving */
     WC_CONN_PAUSED,     /* backlog full: not reading; bytes read and not
                            yet parsed wait in `leftover` */
-    WC_CONN_DONE,       /* no further request is read: what was received
-                           is answered, then the connection lingers */
+    WC_CONN_DONE,       /* no further request is parsed (what arrives is
+                           discarded): what was received is answered,
+                           then the connection lingers */
     WC_CONN_LINGER,     /* all owed output written and the write side
                            shut: input read and discarded until EOF, a
                            byte bound or the linger time, then closed */
-    WC_CONN_CLOSED,     /* uv_close called */
+    WC_CONN_CLOSED,     /* the socket is closed */
     WC_CONN_NSTATES
 } wc_conn_state;
 
@@ -255,7 +256,8 @@ void wc_assert_fail(const char *expr, const char *file, int line)
 #define WC_ASSERT(e) \
     ((e) ? (void)0 : wc_assert_fail(#e, __FILE__, __LINE__))
 #else
-#define WC_ASSERT(e) ((void)0)
+/* Not evaluated, but its names count as used. */
+#define WC_ASSERT(e) ((void)sizeof(e))
 #endif
 
 /* Events a worker posts to the loop (b->ev, under b->lock); the loop
@@ -325,28 +327,37 @@ struct wc_busy_s {
  * request; few enough that 10,000 idle connections stay small. */
 #define WC_KEEP_BUSY 1024
 
-/* A connection.  What an idle keep-alive connection costs: the poll
- * handle on its socket and the fields below; the rest is the busy part.
- * The loop does the socket's reads and its own writes itself (recv,
- * sendmsg, sendfile) on readiness from `poll`; workers write with
- * sendmsg under b->lock when nothing is queued before them. */
+/* A connection.  What an idle keep-alive connection costs: the fields
+ * below (no libuv handle: the socket is in the server's own epoll set,
+ * srv->epfd); the rest is the busy part.  The loop does the socket's
+ * reads and its own writes itself (recv, sendmsg, sendfile) on readiness
+ * (wc_channel_io); workers write with sendmsg under b->lock when nothing
+ * is queued before them. */
 struct wc_channel_s {
-    uv_poll_t poll;             /* loop: readiness of fd */
     wc_server_t *srv;
     wc_busy_t *b;               /* NULL while quiescent and shed */
-    wc_channel_t *prev, *next;  /* srv->channels (loop) */
+    wc_channel_t *prev, *next;  /* srv->channels, then srv->closed (loop) */
     uint64_t in_at;             /* loop: ms of the last byte read, or of
                                    the state's start; the idle clock */
     atomic_int refs;            /* loop 1 until close_cb; task 1; kick 1;
                                    held-back output 1 */
     int fd;
     uint8_t state;              /* wc_conn_state (loop) */
-    uint8_t events;             /* UV_READABLE | UV_WRITABLE polled (loop) */
+    uint8_t events;             /* EPOLLIN | EPOLLOUT polled (loop) */
     uint8_t listener;           /* index in srv->listeners */
     /* The peer, formatted by workers: family 0 (unix), 4 or 6. */
     uint8_t peer_family;
     uint16_t peer_port;
     unsigned char peer_addr[16];
+    /* WC_GONE_*: what client_disconnected() reports, from any thread at
+     * any time (the busy part may be gone by then).  Set by the loop. */
+    _Atomic uint8_t gone;
+};
+
+enum {
+    WC_GONE_NO = 0,
+    WC_GONE_EOF = 1,    /* the client shut its side */
+    WC_GONE_CLOSED = 2, /* the connection is closed */
 };
 
 struct sockaddr;
@@ -359,6 +370,10 @@ int wc_channel_open(wc_server_t *srv, int fd, int index,
 void wc_channel_close(wc_channel_t *ch);
 /* The output side wants POLLOUT (the socket refused bytes), or no more. */
 void wc_channel_want_write(wc_channel_t *ch, int on);
+/* The socket is ready: epoll's events for it. */
+void wc_channel_io(wc_channel_t *ch, unsigned events);
+/* Once an iteration: free what wc_channel_close left for later. */
+void wc_channel_finish_closes(wc_server_t *srv);
 void wc_channel_unref(wc_channel_t *ch);
 void wc_channel_flush(wc_channel_t *ch);
 void wc_channel_kicked(wc_channel_t *ch);
@@ -367,7 +382,7 @@ void wc_channel_maybe_close(wc_channel_t *ch);
 /* Once a second: timeouts, stop grace and lingering (closes the channel
  * when its time is up). */
 void wc_channel_sweep(wc_channel_t *ch, uint64_t now);
-/* Caller holds ch->lock: wake every thread parked on the channel. */
+/* Caller holds b->lock: wake every thread parked on the channel. */
 void wc_channel_wake_waiters(wc_channel_t *ch);
 /* Worker side (any thread, no GIL needed): */
 /* The next request to serve, or NULL: the worker lets the channel go
@@ -394,6 +409,9 @@ int wc_channel_send_file(wc_channel_t *ch, int fd, off_t off, uint64_t n,
 int wc_channel_wait_drained(wc_channel_t *ch);
 void wc_channel_kick(wc_channel_t *ch);
 int wc_channel_disconnected(wc_channel_t *ch);
+/* Worker: bytes the connection still holds and will never send (the
+ * client is gone), else 0. */
+uint64_t wc_channel_unsent(wc_channel_t *ch);
 void wc_channel_writer_enter(wc_channel_t *ch);
 void wc_channel_writer_leave(wc_channel_t *ch);
 int wc_channel_has_writers(wc_channel_t *ch);
@@ -464,7 +482,11 @@ struct wc_server_s {
     int nlisteners;
 
     /* Loop thread only. */
+    int epfd;                   /* the connections' epoll set */
+    uv_poll_t epoll;            /* libuv's watch on it */
+    uv_idle_t reap;             /* releases closed channels next turn */
     wc_channel_t *channels;     /* list head */
+    wc_channel_t *closed;       /* closed, memory not yet released */
     uint64_t nchannels;
     int limit_logged;
     uint64_t stop_at;           /* ms: a graceful stop began; 0 none */
@@ -511,6 +533,8 @@ struct sched_param;
 void wc_thread_batch(int *old, struct sched_param *old_param);
 void wc_server_request_close(wc_server_t *srv);
 void wc_server_channel_closed(wc_server_t *srv);
+/* A channel was closed: release it at the start of the next iteration. */
+void wc_server_reap_soon(wc_server_t *srv);
 void wc_server_log(wc_server_t *srv, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void wc_server_destroy(wc_server_t *srv);

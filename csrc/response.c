@@ -225,9 +225,13 @@ wc_response_flush(response_t *r, int defer)
     r->nhex = 0;
     r->w->out.len = 0;
     if (rv < 0) {
+        /* Nothing of this batch reached the connection. */
+        r->sent -= r->gathered;
+        r->gathered = 0;
         r->failed = 1;
         return -1;
     }
+    r->gathered = 0;
     if (rv > 0) {
         /* Over the high watermark.  Other app threads may write() to this
          * response while this one is parked: r is consistent (nothing
@@ -242,6 +246,13 @@ wc_response_flush(response_t *r, int defer)
         }
     }
     return 0;
+}
+
+uint64_t
+wc_response_taken(response_t *r)
+{
+    uint64_t lost = wc_channel_unsent(r->ch);
+    return r->sent > lost ? r->sent - lost : 0;
 }
 
 static int
@@ -294,6 +305,7 @@ wc_response_body(response_t *r, const char *p, size_t n, PyObject *owner)
     if (r->chunked)
         add_iov(r, "\r\n", 2, NULL);
     r->sent += n;
+    r->gathered += n;
     return 0;
 }
 

@@ -407,7 +407,8 @@ done:
         *close = 1;
     }
     if (so->access_log)
-        log_access(so, env, ch, req, r.status, r.sent, t0,
+        log_access(so, env, ch, req, r.status,
+                   wc_response_taken(&r), t0,
                    sr ? sr->headers : NULL);
     Py_XDECREF(result);
     Py_XDECREF(env);

@@ -464,3 +464,95 @@ def test_100_continue_owed_behind_a_large_response_is_sent(server_factory):
     finally:
         s.close()
     assert echo[2].startswith(b"5 ")
+
+
+# -- the documented lifecycle is the code's ------------------------------------
+
+def _code_transitions():
+    """channel.c's transition table: state -> set of next states."""
+    import re
+
+    src = open(os.path.join(os.path.dirname(__file__), "..", "csrc", "channel.c")).read()
+    table = src[src.index("static const unsigned allowed[WC_CONN_NSTATES]"):]
+    table = table[: table.index("};")]
+    out = {}
+    for state, targets in re.findall(r"\[WC_CONN_(\w+)\]\s*=\s*([^,\]]*(?:\|[^,\]]*)*|0),", table):
+        out[state] = set(re.findall(r"S\((\w+)\)", targets))
+    return out
+
+
+def test_design_doc_draws_the_code_s_lifecycle():
+    import re
+
+    code = _code_transitions()
+    assert set(code) == {"IDLE", "HEAD", "BODY", "PAUSED", "DONE", "LINGER", "CLOSED"}
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "docs", "design.rst")).read()
+    section = doc[doc.index("A connection's lifecycle\n"):]
+    rows = re.findall(r"\* - (IDLE|HEAD|BODY|PAUSED|DONE|LINGER|CLOSED)\n(?:.*\n)*?     -(?: ([A-Z, ]*))?\n", section)
+    documented = {state: set(filter(None, (t.strip() for t in targets.split(",")))) for state, targets in rows}
+    assert documented == code
+    header = open(os.path.join(os.path.dirname(__file__), "..", "csrc", "loop.h")).read()
+    arrows = dict(re.findall(r"\*\s+(IDLE|HEAD|BODY|PAUSED|DONE|LINGER)\s+->\s+([A-Z, ]+)", header))
+    assert {k: {t.strip() for t in v.split(",")} for k, v in arrows.items()} == {
+        k: v for k, v in code.items() if v
+    }
+
+
+def test_client_disconnected_kept_past_its_request(server_factory):
+    """waitress.client_disconnected kept by the app and called after its
+    request, while the connection sits idle (its busy part given back after
+    a second) and after it closed: False, then True; never a crash."""
+    srv = server_factory(APP)
+    a = srv.connect(timeout=20 * SLOW)
+    try:
+        fa = a.makefile("rb")
+        a.sendall(b"GET /keep-disconnected HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(fa)[2] == b"kept"
+        time.sleep(2.5)     # idle past a sweep: the busy part is given back
+        b = srv.connect(timeout=20 * SLOW)
+        fb = b.makefile("rb")
+        b.sendall(b"GET /call-kept HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(fb)[2] == b"False"
+        fa.close()      # the file holds the socket open too
+        a.close()
+        deadline = time.monotonic() + 20 * SLOW
+        while True:
+            b.sendall(b"GET /call-kept HTTP/1.1\r\nHost: x\r\n\r\n")
+            body = read_response(fb)[2]
+            if body == b"True" or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert body == b"True"
+        b.close()
+    finally:
+        a.close()
+    assert srv.stop() == 0
+
+
+def test_access_log_counts_no_bytes_a_departed_client_never_took(server_factory):
+    """A client that reads 1 MiB of a 64 MiB stream and leaves: the bytes
+    still queued for it (up to outbuf_high_watermark, 32 MiB here) are not
+    logged as sent."""
+    srv = server_factory(APP, threads=1, access_log=True, outbuf_high_watermark=32 << 20)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.settimeout(20 * SLOW)
+    s.connect((srv.host, srv.port))
+    got = 0
+    try:
+        s.sendall(b"GET /stream?mib=64 HTTP/1.1\r\nHost: x\r\n\r\n")
+        while got < 1 << 20:
+            chunk = s.recv(65536)
+            assert chunk
+            got += len(chunk)
+        # Let the worker fill the queue before leaving: the log line comes
+        # when it sees the client gone.
+        time.sleep(1.0)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    finally:
+        s.close()   # a reset: the client is gone
+    wait_log(srv, '"GET /stream?mib=64 HTTP/1.1" 200 ')
+    line = next(x for x in srv.stderr().splitlines() if '"GET /stream?mib=64 HTTP/1.1" 200 ' in x)
+    logged = int(line.split('" 200 ')[1].split()[0])
+    # What the client read, plus what the kernel's buffers may have held.
+    assert logged < 16 << 20, (logged, got)
