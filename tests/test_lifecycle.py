@@ -526,7 +526,7 @@ def test_client_disconnected_kept_past_its_request(server_factory):
         b.close()
     finally:
         a.close()
-    assert srv.stop() == 0
+    assert srv.stop()[0] == 0
 
 
 def test_access_log_counts_no_bytes_a_departed_client_never_took(server_factory):
