@@ -30,7 +30,10 @@ def access_lines(srv, n, timeout=5.0):
     """The first n access log lines (waiting for them, bounded)."""
     deadline = time.monotonic() + timeout
     while True:
-        lines = [line[len(PREFIX):] for line in srv.stderr().splitlines() if line.startswith(PREFIX)]
+        # Whole lines only: a long line may be read half written.
+        text = srv.stderr()
+        text = text[: text.rfind("\n") + 1]
+        lines = [line[len(PREFIX):] for line in text.splitlines() if line.startswith(PREFIX)]
         if len(lines) >= n or time.monotonic() > deadline:
             return lines
 
