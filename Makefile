@@ -134,20 +134,33 @@ sdist: $(PKG_TOOLS)
 	rm -f dist/waitress_c-*.tar.gz
 	$(PY) -m build --sdist -o dist .
 
-wheel: $(PKG_TOOLS) .deps-stamp
+# Beside .venv's wheel, one for each of WHEEL_CHROOT_VERSIONS, built inside
+# the chroot of `make pythons` with its interpreter (tools/wheel.sh); their
+# manylinux tag follows that chroot's newer glibc.
+WHEEL_CHROOT_VERSIONS ?= 3.14 3.15
+PY_TAG = $(shell $(PY) -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
+
+wheel: $(PKG_TOOLS) .deps-stamp $(if $(WHEEL_CHROOT_VERSIONS),pythons)
 	rm -rf build/wheel-raw dist/waitress_c-*.whl dist/waitress_c-*.tar.gz
 	$(PY) -m build -o build/wheel-raw .
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m auditwheel repair \
 	  --plat $(WHEEL_PLAT) -w dist build/wheel-raw/*.whl
 	$(PY) tools/wheel_licenses.py dist/waitress_c-*.whl
 	mv build/wheel-raw/*.tar.gz dist/
+	@for v in $(WHEEL_CHROOT_VERSIONS); do \
+	  $(SUDO) env PYTHONS_DIR=$(PYTHONS_DIR) tools/pythons.sh run \
+	    env WHEEL_PLAT=$(WHEEL_PLAT) tools/wheel.sh build $$v /usr/bin/python$$v \
+	    || exit 1; done
 	@ls dist/waitress_c-*
 
-# The wheel installed into a fresh venv: serves, and loads the bundled
-# libraries (tests/test_wheel.py).
+# Each wheel installed into a fresh venv of its version: serves, and loads
+# the bundled libraries (tests/test_wheel.py).
 wheel-test: wheel
-	WC_TEST_WHEEL="$$(ls dist/waitress_c-*-manylinux*.whl)" \
+	WC_TEST_WHEEL="$$(ls dist/waitress_c-*-$(PY_TAG)-*manylinux*.whl)" \
 	  $(PY) -m pytest -q -p no:cacheprovider tests/test_wheel.py
+	@for v in $(WHEEL_CHROOT_VERSIONS); do \
+	  $(SUDO) env PYTHONS_DIR=$(PYTHONS_DIR) tools/pythons.sh run \
+	    tools/wheel.sh test $$v /usr/bin/python$$v || exit 1; done
 
 # The sdist is a complete source tree: installed from the tarball into a
 # fresh venv, the suite runs from the unpacked tree against that install
