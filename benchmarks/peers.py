@@ -373,7 +373,9 @@ class WaitressCPython(WaitressC):
                         self.python_path,
                         ", in the sid chroot" if self.in_chroot else ""))
         WaitressC.__init__(self, data, reinstall)
-        prefix = [PYTHONS_SH, "run"] if self.in_chroot else []
+        # In WORK, as the others: not in the repository, whose waitress_c/
+        # would be imported instead of the venv's.
+        prefix = [PYTHONS_SH, "run", "-C", WORK] if self.in_chroot else []
         self.venv = Venv(self.venv_name, self.python_path, prefix)
 
     def command(self, port, scenario):
@@ -383,8 +385,8 @@ class WaitressCPython(WaitressC):
         # tools/pythons.sh runs its command with a clean environment: the
         # apps' path goes in by hand.  The 10 MiB file is the chroot's own
         # copy (apps.py makes it in its /tmp: the same bytes).
-        return [PYTHONS_SH, "run", "env", "PYTHONPATH=" + BENCH,
-                "PYTHONDONTWRITEBYTECODE=1"] + argv
+        return self.venv.prefix + ["env", "PYTHONPATH=" + BENCH,
+                                   "PYTHONDONTWRITEBYTECODE=1"] + argv
 
 
 def resolve_revision(rev, root=ROOT):

@@ -599,6 +599,6 @@ def test_python_option_adds_waitress_c_on_each_interpreter(monkeypatch):
     scenario = scenarios.BY_NAME["hello-100"]
     assert host.command(8000, scenario)[0] == host.venv.bin("waitress-c-serve")
     argv = chrooted.command(8000, scenario)
-    assert argv[:3] == [peers.PYTHONS_SH, "run", "env"]
+    assert argv[:5] == [peers.PYTHONS_SH, "run", "-C", peers.WORK, "env"]
     assert chrooted.venv.bin("waitress-c-serve") in argv
-    assert chrooted.venv.prefix == [peers.PYTHONS_SH, "run"]
+    assert chrooted.venv.prefix == [peers.PYTHONS_SH, "run", "-C", peers.WORK]

@@ -4,8 +4,10 @@
 # dependencies of the suite, made by debootstrap without touching the host.
 #
 #   tools/pythons.sh make        make the chroot, or refresh it (idempotent)
-#   tools/pythons.sh run CMD...  run CMD inside it, as root, in this
+#   tools/pythons.sh run [-C DIR] CMD...
+#                                run CMD inside it, as root, in this
 #                                repository (bind-mounted at the same path)
+#                                or in DIR, a folder inside it
 #   tools/pythons.sh versions    the versions it provides, one a line
 #
 # Settings (environment): PYTHONS_DIR, the chroot (default
@@ -49,10 +51,11 @@ need_root() {
 # chroot's /proc, /dev, /dev/shm and, with $2 = repo, the repository
 # mounted; the shell's trap unmounts them at its end.
 in_chroot() {
-    local repo=$1; shift
+    local repo=$1 cwd=$1; shift
+    if [ "${1:-}" = -C ]; then cwd=$2; shift 2; fi
     local inner='
 set -e
-root=$1; repo=$2; shift 2
+root=$1; repo=$2; cwd=$3; shift 3
 cleanup() {
     for m in "$root$repo" "$root/etc/ssl/certs/ca-certificates.crt" "$root/dev/shm" "$root/dev" "$root/proc"; do
         mountpoint -q "$m" 2>/dev/null && umount -l "$m" 2>/dev/null || true
@@ -66,7 +69,7 @@ mount -t tmpfs -o mode=1777,nosuid,nodev shm "$root/dev/shm"
 if [ -n "$repo" ]; then
     mkdir -p "$root$repo"
     mount --bind "$repo" "$root$repo"
-    cd_to=$repo
+    cd_to=${cwd:-$repo}
 else
     cd_to=/
 fi
@@ -83,7 +86,7 @@ chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
     /bin/sh -c "cd \"\$0\" && exec \"\$@\"" "$cd_to" "$@"
 '
     unshare --mount --propagation private \
-        /bin/bash -c "$inner" in_chroot "$DIR" "$repo" "$@"
+        /bin/bash -c "$inner" in_chroot "$DIR" "$repo" "$cwd" "$@"
 }
 
 make_chroot() {
