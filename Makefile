@@ -8,7 +8,7 @@ APT_PKGS := libuv1-dev libhttp-parser-dev pkg-config curl nginx
 CSRC := $(wildcard csrc/*.c csrc/*.h)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build serve test bench bench-quick asan tsan soak soak-short fuzz clean
+.PHONY: all deps build serve test unit bench bench-quick asan tsan soak soak-short fuzz clean
 
 all: build
 
@@ -48,6 +48,22 @@ serve: build
 
 test: build
 	$(PY) -m pytest -q tests
+
+# The request framing (csrc/parser.c's wc_request_feed) in process, without
+# a socket: a table of inputs, each fed whole, at every split and byte by
+# byte, under ASan and UBSan.  `make test` runs it too
+# (tests/test_request_feed.py).
+UNIT_SRC := tests/c/test_request_feed.c csrc/parser.c csrc/target.c csrc/buffer.c
+build/test_request_feed: $(UNIT_SRC) csrc/loop.h .deps-stamp
+	mkdir -p build
+	gcc -std=c11 -g -O1 -D_GNU_SOURCE -DWC_CHECKS -Icsrc \
+	  $$(pkg-config --cflags libuv) -Wall -Wextra -Wno-unused-parameter \
+	  -Wno-missing-field-initializers -fsanitize=address,undefined \
+	  -fno-sanitize-recover=all -fno-omit-frame-pointer \
+	  $(UNIT_SRC) -lhttp_parser -o $@
+
+unit: build/test_request_feed
+	build/test_request_feed
 
 # Benchmarks: waitress_c side by side with its peers, each from its own venv.
 # BENCH_ARGS go to benchmarks/run.py, e.g. a change measured against main:

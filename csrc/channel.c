@@ -1,61 +1,74 @@
-/* channel.c: one client connection and its lifecycle.  Accepts it, reads
- * and parses its requests (parser.c's wc_request_feed), queues complete
- * ones for the worker pool in order (bounded: the pipelining backlog),
- * hands them to workers one at a time, and ends the connection: lingering
- * close after a response, timeouts, graceful and hard stops.  The output
- * side is channel_out.c.
+/* channel.c: one client connection and its lifecycle.  Opens it on an
+ * accepted socket, reads and parses its requests (parser.c's
+ * wc_request_feed), queues complete ones for the worker pool in order
+ * (bounded: the pipelining backlog), hands them to workers one at a time,
+ * and ends the connection: lingering close after a response, timeouts,
+ * graceful and hard stops.  The output side is channel_out.c.
  *
- * The lifecycle is one field, ch->state (wc.h lists the states and their
+ * The lifecycle is one field, ch->state (loop.h lists the states and their
  * arrows), changed only by set_state(), which asserts the step and does
- * what the new state needs of the socket (reading on or off).  Keep-alive
- * has one owner: the request's keep_alive bit, set by the parser, only
- * ever cleared afterwards (here during a stop, by response.c for the
- * app's framing), and consumed in one place: the worker's wc_channel_end
- * when the response said close, which the loop turns into DONE and then
- * a lingering close.
+ * what the new state needs of the socket (polled for reading or not).
+ * Keep-alive has one owner: the request's keep_alive bit, set by the
+ * parser, only ever cleared afterwards (here during a stop, by response.c
+ * for the app's framing), and consumed in one place: the worker's
+ * wc_channel_end when the response said close, which the loop turns into
+ * DONE and then a lingering close.
+ *
+ * A connection is two allocations: the small wc_channel_t, all an idle
+ * keep-alive connection holds, and its busy part (wc_busy_t), which the
+ * loop allocates at the first byte of a request and frees once the
+ * connection is quiescent again (shed()).
  *
  * Workers never change the lifecycle: they post events (WC_EV_*) under
- * ch->lock and kick the loop, which drains them in wc_channel_kicked.
+ * b->lock and kick the loop, which drains them in wc_channel_kicked.
  *
  * GIL map: nothing here touches Python.  Everything runs on the loop
  * thread, except the worker side (wc_channel_take, wc_channel_end,
- * wc_channel_yield, wc_channel_kick), which runs on workers, GIL held or
- * not, and touches only the fields under ch->lock.  Only the loop closes.
+ * wc_channel_yield, wc_channel_keep_alive, wc_channel_kick), which runs
+ * on workers, GIL held or not, and touches only the fields under b->lock.
+ * Only the loop closes.
  */
 #include "loop.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 /* Stop parsing (and reading) when this many complete requests, or this
  * many bytes of them, or one spooled body, wait behind the running one
  * (pipelining / lookahead backlog); what was read but not parsed waits in
- * ch->leftover. */
+ * b->leftover. */
 #define PENDING_MAX 32
 #define PENDING_BYTES (256 * 1024)
 #define SPOOLED_MAX 1
-/* A stopping server gives each connection this long to send or finish the
- * request it may have on the wire. */
+/* A stopping server gives each connection between requests this long,
+ * once it has nothing to do, to send the request it may have on the
+ * wire. */
 #define STOP_GRACE_MS 1000
-/* Lingering close: how long, and how many bytes, input is read and
- * discarded after the write side is shut, so that the close never resets
- * a response the client is still reading. */
+/* Lingering close: how long input is read and discarded after the write
+ * side is shut, so that the close never resets a response the client is
+ * still reading.  Bounded by time only, as nginx's lingering_time: a byte
+ * bound would reset the answer (a 413, say) to a client that sends a large
+ * body before it reads. */
 #define LINGER_MS 2000
-#define LINGER_BYTES (1024 * 1024)
+/* Reads per readiness event, while each fills the read buffer. */
+#define READS_PER_EVENT 4
+/* A connection idle this long gives its busy part back (see shed). */
+#define SHED_IDLE_MS 1000
 
 static const char continue_line[] = WC_CONTINUE_LINE;
 
-static void on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf);
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
-static void on_close(uv_handle_t *h);
+static void on_input(wc_channel_t *ch, ssize_t nread);
 static void feed(wc_channel_t *ch, const char *p, size_t n);
 static void finish_input(wc_channel_t *ch);
 static void enter_done(wc_channel_t *ch);
 static void linger(wc_channel_t *ch);
+static void stop_idle(wc_channel_t *ch);
 
 #ifdef WC_CHECKS
 void
@@ -73,9 +86,40 @@ wc_now_ms(void)
     return uv_hrtime() / 1000000;
 }
 
+/* ---- the socket's readiness --------------------------------------------- */
+
+/* Poll for `events` (EPOLLIN, EPOLLOUT) in the server's connection epoll
+ * set (server.c: on_epoll); a change costs one epoll_ctl.  With no event
+ * wanted the socket leaves the set: epoll reports a hang-up whatever it
+ * is asked, and a connection still owing a response to a client that
+ * hung up is for the output side to end (its write fails), not for a
+ * stream of reports. */
+static void
+set_events(wc_channel_t *ch, unsigned events)
+{
+    if (ch->state == WC_CONN_CLOSED || events == ch->events)
+        return;
+    struct epoll_event e = {.events = events, .data.ptr = ch};
+    int op = ch->events == 0 ? EPOLL_CTL_ADD
+             : events == 0   ? EPOLL_CTL_DEL
+                             : EPOLL_CTL_MOD;
+    ch->events = (uint8_t)events;
+    if (epoll_ctl(ch->srv->epfd, op, ch->fd, &e) < 0)
+        wc_channel_close(ch);
+}
+
+/* Loop: the output side wants POLLOUT (the socket refused bytes), or no
+ * longer. */
+void
+wc_channel_want_write(wc_channel_t *ch, int on)
+{
+    unsigned ev = ch->events & ~(unsigned)EPOLLOUT;
+    set_events(ch, on ? ev | EPOLLOUT : ev);
+}
+
 /* ---- the lifecycle ------------------------------------------------------ */
 
-/* The arrows of wc.h's diagram, one bit per target state. */
+/* The arrows of loop.h's diagram, one bit per target state. */
 #define S(x) (1u << WC_CONN_##x)
 static const unsigned allowed[WC_CONN_NSTATES] = {
     [WC_CONN_IDLE] = S(HEAD) | S(DONE) | S(CLOSED),
@@ -89,41 +133,133 @@ static const unsigned allowed[WC_CONN_NSTATES] = {
 };
 #undef S
 
-/* Does the loop read the socket in this state? */
+/* Does the loop read the socket in this state?  In DONE and LINGER what
+ * arrives is read and discarded (nothing more is served), so that the
+ * close does not find it unread and reset the connection; reading on
+ * through DONE also spares two epoll_ctl a closing connection. */
 static int
 reads_in(wc_conn_state s)
 {
     return s == WC_CONN_IDLE || s == WC_CONN_HEAD || s == WC_CONN_BODY
-           || s == WC_CONN_LINGER;
+           || s == WC_CONN_DONE || s == WC_CONN_LINGER;
 }
 
-/* The one place the state changes.  Starts or stops reading to match the
- * new state (a failed uv_read_start closes the connection); a state's
- * clock starts here. */
+/* The one place the state changes.  Polls for reading or not, to match
+ * the new state; a state's clock starts here.  Every state but IDLE and
+ * CLOSED has a busy part. */
 static void
 set_state(wc_channel_t *ch, wc_conn_state to)
 {
-    wc_conn_state from = ch->state;
+    wc_conn_state from = (wc_conn_state)ch->state;
     WC_ASSERT(to < WC_CONN_NSTATES);
     WC_ASSERT(allowed[from] & (1u << to));
-    ch->state = to;
+    WC_ASSERT(to == WC_CONN_IDLE || to == WC_CONN_CLOSED || ch->b != NULL);
+    ch->state = (uint8_t)to;
     if (to == WC_CONN_CLOSED)
         return;
     uint64_t now = wc_now_ms();
     if (to == WC_CONN_HEAD)
-        ch->head_at = now;
+        ch->b->head_at = now;
     ch->in_at = now;
-    int want = reads_in(to);
-    if (want && !ch->reading) {
-        if (uv_read_start(&ch->h.stream, on_alloc, on_read) < 0) {
-            wc_channel_close(ch);
-            return;
-        }
-        ch->reading = 1;
-    } else if (!want && ch->reading) {
-        uv_read_stop(&ch->h.stream);
-        ch->reading = 0;
+    unsigned ev = ch->events & ~(unsigned)EPOLLIN;
+    set_events(ch, reads_in(to) ? ev | EPOLLIN : ev);
+}
+
+/* ---- the busy part ------------------------------------------------------ */
+
+static wc_busy_t *
+busy_new(wc_channel_t *ch)
+{
+    wc_busy_t *b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return NULL;
+    pthread_mutex_init(&b->lock, NULL);
+    wc_outq_init(&b->out);
+    atomic_init(&b->out_at, wc_now_ms());
+    atomic_init(&b->stop_close, 0);
+    ch->b = b;
+    wc_server_t *srv = ch->srv;
+    srv->nbusy_parts++;
+    atomic_store_explicit(&srv->shed, srv->nbusy_parts > WC_KEEP_BUSY,
+                          memory_order_relaxed);
+    return b;
+}
+
+static void
+free_requests(wc_request_t *r)
+{
+    while (r) {
+        wc_request_t *next = r->next;
+        wc_request_free(r);
+        r = next;
     }
+}
+
+/* The busy part's memory: no thread refers to it any more.  Touches
+ * nothing of the server's, which may be gone by now (an app can keep a
+ * client_disconnected callable, and so the channel, past its server):
+ * the output queue was emptied when the connection closed
+ * (release_output). */
+static void
+busy_free(wc_busy_t *b)
+{
+    WC_ASSERT(b->out.head == NULL && b->out.dead == NULL);
+    free_requests(b->pend_head);
+    wc_request_free(b->req);
+    free(b->leftover);
+    free(b->wblk);
+    wc_outq_free(&b->out);
+    pthread_mutex_destroy(&b->lock);
+    free(b);
+}
+
+/* Loop: the busy part no longer counts towards WC_KEEP_BUSY (shed, or the
+ * connection closed). */
+static void
+uncount_busy(wc_channel_t *ch)
+{
+    wc_server_t *srv = ch->srv;
+    srv->nbusy_parts--;
+    atomic_store_explicit(&srv->shed, srv->nbusy_parts > WC_KEEP_BUSY,
+                          memory_order_relaxed);
+}
+
+/* b->lock held, the connection closed and no worker holding it (the loop
+ * at the close, or the worker that lets it go): what was still queued
+ * for it will never be sent.  The app's objects among it go to the
+ * server's release list now, while the server is sure to exist. */
+static void
+release_output(wc_channel_t *ch)
+{
+    wc_busy_t *b = ch->b;
+    wc_outq_free(&b->out);
+    wc_channel_give_back(ch);
+}
+
+/* Loop, in IDLE: give the busy part back if the connection is quiescent
+ * (nothing arriving, queued, served, held back or waiting to be written;
+ * no worker refers to it).  Its output clock becomes the idle clock. */
+static void
+shed(wc_channel_t *ch)
+{
+    wc_busy_t *b = ch->b;
+    if (b == NULL || ch->state != WC_CONN_IDLE || b->req || b->leftover
+        || b->wblk || b->continue_owed)
+        return;
+    pthread_mutex_lock(&b->lock);
+    int quiet = !b->busy && b->npending == 0 && b->out.head == NULL
+                && !b->writing && b->waiters == NULL && b->writers == 0
+                && !b->kicked && !b->deferred && b->ev == 0 && !b->broken
+                && b->out.dead == NULL;
+    uint64_t out_at = atomic_load_explicit(&b->out_at, memory_order_relaxed);
+    pthread_mutex_unlock(&b->lock);
+    if (!quiet)
+        return;
+    if (out_at > ch->in_at)
+        ch->in_at = out_at;
+    ch->b = NULL;
+    uncount_busy(ch);
+    busy_free(b);
 }
 
 /* ---- the backlog --------------------------------------------------------- */
@@ -143,212 +279,210 @@ request_size(const wc_request_t *r)
            + (size_t)r->headers_cap * sizeof(wc_header_t);
 }
 
-/* ch->lock held.  Is the backlog full (stop parsing)?  A spooled body
+/* b->lock held.  Is the backlog full (stop parsing)?  A spooled body
  * counts whole: its bytes are on disk, and its fd is open. */
 static int
 backlog_full(const wc_channel_t *ch)
 {
-    return ch->npending > pending_limit(ch) || ch->pend_bytes > PENDING_BYTES
-           || ch->nspooled >= SPOOLED_MAX;
+    const wc_busy_t *b = ch->b;
+    return b->npending > pending_limit(ch) || b->pend_bytes > PENDING_BYTES
+           || b->nspooled >= SPOOLED_MAX;
 }
 
-/* ch->lock held.  Low enough again to read on. */
+/* b->lock held.  Low enough again to read on. */
 static int
 backlog_low(const wc_channel_t *ch)
 {
-    return ch->npending <= pending_limit(ch) / 2
-           && ch->pend_bytes <= PENDING_BYTES / 2 && ch->nspooled == 0;
+    const wc_busy_t *b = ch->b;
+    return b->npending <= pending_limit(ch) / 2
+           && b->pend_bytes <= PENDING_BYTES / 2 && b->nspooled == 0;
 }
 
-/* ch->lock held.  Unlink the first queued request. */
+/* b->lock held.  Unlink the first queued request. */
 static wc_request_t *
-pop_pending(wc_channel_t *ch)
+pop_pending(wc_busy_t *b)
 {
-    wc_request_t *r = ch->pend_head;
+    wc_request_t *r = b->pend_head;
     size_t n = request_size(r);
-    ch->pend_head = r->next;
-    if (ch->pend_head == NULL)
-        ch->pend_tail = NULL;
+    b->pend_head = r->next;
+    if (b->pend_head == NULL)
+        b->pend_tail = NULL;
     r->next = NULL;
-    ch->npending--;
+    b->npending--;
     if (r->body.fd >= 0)
-        ch->nspooled--;
-    ch->pend_bytes = ch->pend_bytes > n ? ch->pend_bytes - n : 0;
+        b->nspooled--;
+    b->pend_bytes = b->pend_bytes > n ? b->pend_bytes - n : 0;
     return r;
 }
 
-/* ch->lock held.  Unlink every queued request; the caller frees them
+/* b->lock held.  Unlink every queued request; the caller frees them
  * (outside the lock). */
 static wc_request_t *
-take_pending(wc_channel_t *ch)
+take_pending(wc_busy_t *b)
 {
-    wc_request_t *r = ch->pend_head;
-    ch->pend_head = ch->pend_tail = NULL;
-    ch->npending = ch->nspooled = 0;
-    ch->pend_bytes = 0;
+    wc_request_t *r = b->pend_head;
+    b->pend_head = b->pend_tail = NULL;
+    b->npending = b->nspooled = 0;
+    b->pend_bytes = 0;
     return r;
 }
 
-static void
-free_requests(wc_request_t *r)
-{
-    while (r) {
-        wc_request_t *next = r->next;
-        wc_request_free(r);
-        r = next;
-    }
-}
+/* ---- open and read ------------------------------------------------------ */
 
-/* ---- accept and read ---------------------------------------------------- */
-
-/* `*taken` tells whether the connection was taken off the listener (a
- * failure before that leaves it with libuv, which then stops polling the
- * listener until the next accept). */
 int
-wc_channel_accept(wc_server_t *srv, uv_stream_t *server, int index,
-                  int *taken)
+wc_channel_open(wc_server_t *srv, int fd, int index,
+                const struct sockaddr *peer)
 {
-    wc_listener_t *ls = &srv->listeners[index];
     wc_channel_t *ch = calloc(1, sizeof(*ch));
-    int rv;
-
-    *taken = 0;
-    if (ch == NULL)
+    if (ch == NULL) {
+        close(fd);
         return UV_ENOMEM;
-    ch->srv = srv;
-    ch->listener = index;
-    ch->state = WC_CONN_IDLE;
-    atomic_init(&ch->refs, 1);
-    ch->in_at = wc_now_ms();
-    atomic_init(&ch->out_at, ch->in_at);
-    if (ls->is_unix)
-        rv = uv_pipe_init(&srv->loop, &ch->h.pipe, 0);
-    else
-        rv = uv_tcp_init(&srv->loop, &ch->h.tcp);
-    if (rv < 0) {
+    }
+    struct epoll_event e = {.events = EPOLLIN, .data.ptr = ch};
+    if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, fd, &e) < 0) {
+        int rv = -errno;
+        close(fd);
         free(ch);
         return rv;
     }
-    ch->h.handle.data = ch;
-    wc_outq_init(&ch->out);
-    pthread_mutex_init(&ch->lock, NULL);
+    ch->events = EPOLLIN;   /* in the set (set_events adds it otherwise) */
+    ch->srv = srv;
+    ch->fd = fd;
+    ch->listener = (uint8_t)index;
+    ch->state = WC_CONN_IDLE;
+    ch->in_at = wc_now_ms();
+    atomic_init(&ch->refs, 1);
+    if (peer->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)peer;
+        ch->peer_family = 6;
+        memcpy(ch->peer_addr, &a->sin6_addr, 16);
+        ch->peer_port = ntohs(a->sin6_port);
+    } else if (peer->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)peer;
+        ch->peer_family = 4;
+        memcpy(ch->peer_addr, &a->sin_addr, 4);
+        ch->peer_port = ntohs(a->sin_port);
+    }
     /* From here the handle is live: errors go through close. */
     ch->next = srv->channels;
     if (srv->channels)
         srv->channels->prev = ch;
     srv->channels = ch;
     srv->nchannels++;
-
-    rv = uv_accept(server, &ch->h.stream);
-    *taken = 1;
-    if (rv < 0)
-        goto error;
-    uv_fileno(&ch->h.handle, &ch->fd);
-    if (!ls->is_unix) {
-        struct sockaddr_storage ss;
-        int len = sizeof(ss);
-        /* TCP_NODELAY: inherited from the listener (server.py). */
-        rv = uv_tcp_getpeername(&ch->h.tcp, (struct sockaddr *)&ss, &len);
-        if (rv < 0)
-            goto error;   /* the client is already gone */
-        if (ss.ss_family == AF_INET6) {
-            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-            ch->peer_family = 6;
-            memcpy(ch->peer_addr, &a->sin6_addr, 16);
-            ch->peer_port = ntohs(a->sin6_port);
-        } else {
-            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-            ch->peer_family = 4;
-            memcpy(ch->peer_addr, &a->sin_addr, 4);
-            ch->peer_port = ntohs(a->sin_port);
-        }
-    }
-    rv = uv_read_start(&ch->h.stream, on_alloc, on_read);
-    if (rv < 0)
-        goto error;
-    ch->reading = 1;
     /* The request is usually there already (TCP_DEFER_ACCEPT on our
      * listeners): read it now rather than after another epoll round. */
-    ssize_t n;
-    do {
-        n = recv(ch->fd, srv->readbuf, sizeof(srv->readbuf), 0);
-    } while (n < 0 && errno == EINTR);
-    if (n > 0) {
-        uv_buf_t buf = uv_buf_init(srv->readbuf, (unsigned)n);
-        on_read(&ch->h.stream, n, &buf);
-    } else if (n == 0) {
-        on_read(&ch->h.stream, UV_EOF, NULL);
-    }
+    wc_channel_io(ch, EPOLLIN);
     return 0;
-
-error:
-    wc_channel_close(ch);
-    return rv;
 }
 
 static void
-on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf)
+read_some(wc_channel_t *ch)
 {
-    wc_channel_t *ch = h->data;
-    /* One read buffer per loop: on_read consumes it before the next read. */
-    buf->base = ch->srv->readbuf;
-    buf->len = sizeof(ch->srv->readbuf);
-}
-
-static void
-on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
-{
-    wc_channel_t *ch = s->data;
-
-    if (nread == 0)
-        return;
-    if (ch->state == WC_CONN_LINGER) {
-        /* Discarded.  EOF (or an error) ends the linger at once. */
-        if (nread < 0 || (ch->lingered += (uint64_t)nread) > LINGER_BYTES)
-            wc_channel_close(ch);
-        return;
+    wc_server_t *srv = ch->srv;
+    for (int i = 0; i < READS_PER_EVENT; i++) {
+        ssize_t n;
+        do {
+            n = recv(ch->fd, srv->readbuf, sizeof(srv->readbuf), 0);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        on_input(ch, n < 0 ? -errno : n);
+        if (n < (ssize_t)sizeof(srv->readbuf) || ch->state == WC_CONN_CLOSED
+            || !(ch->events & EPOLLIN))
+            return;
     }
-    WC_ASSERT(reads_in(ch->state));
+}
+
+/* Loop: the socket is ready (epoll's events).  A hang-up or an error is
+ * met by the read or the write it makes fail; one that neither meets (it
+ * would be reported for ever) ends the connection. */
+void
+wc_channel_io(wc_channel_t *ch, unsigned events)
+{
+    if (ch->state == WC_CONN_CLOSED)
+        return;
+    int trouble = (events & (EPOLLHUP | EPOLLERR)) != 0;
+    if ((events & EPOLLOUT) || (trouble && (ch->events & EPOLLOUT)))
+        wc_channel_flush(ch);
+    if (ch->state == WC_CONN_CLOSED)
+        return;
+    if ((ch->events & EPOLLIN) && ((events & EPOLLIN) || trouble))
+        read_some(ch);
+    else if (trouble && !(ch->events & EPOLLOUT))
+        wc_channel_close(ch);
+}
+
+/* `nread` bytes arrived in srv->readbuf; 0 is the client's end of stream,
+ * a negative value an error. */
+static void
+on_input(wc_channel_t *ch, ssize_t nread)
+{
+    WC_ASSERT(reads_in((wc_conn_state)ch->state));
     if (nread > 0) {
+        if (ch->state == WC_CONN_DONE || ch->state == WC_CONN_LINGER)
+            return;     /* discarded */
         ch->in_at = wc_now_ms();
-        feed(ch, buf->base, (size_t)nread);
+        feed(ch, ch->srv->readbuf, (size_t)nread);
         return;
     }
-    if (nread != UV_EOF) {
-        if (ch->srv->cfg.log_socket_errors && nread != UV_ECONNRESET)
+    if (nread < 0) {
+        if (ch->srv->cfg.log_socket_errors && nread != -ECONNRESET
+            && ch->state != WC_CONN_LINGER)
             wc_server_log(ch->srv, 40, "Socket error: %s",
                           uv_strerror((int)nread));
         wc_channel_close(ch);
         return;
     }
     /* EOF: serve what was fully received, then close.  A request cut off
-     * half-way is dropped. */
-    pthread_mutex_lock(&ch->lock);
-    ch->peer_eof = 1;
-    pthread_mutex_unlock(&ch->lock);
+     * half-way is dropped.  Nothing owed at all: close now. */
+    atomic_store_explicit(&ch->gone, WC_GONE_EOF, memory_order_relaxed);
+    if (ch->b == NULL || ch->state == WC_CONN_LINGER) {
+        wc_channel_close(ch);
+        return;
+    }
+    pthread_mutex_lock(&ch->b->lock);
+    ch->b->peer_eof = 1;
+    pthread_mutex_unlock(&ch->b->lock);
     finish_input(ch);
+    /* Still owing output: the end of stream would be reported for ever. */
+    if (ch->state == WC_CONN_DONE)
+        set_events(ch, ch->events & ~(unsigned)EPOLLIN);
 }
 
 /* ---- requests in, to the workers --------------------------------------- */
 
 /* Hand a complete request to the channel's queue; the first one in an idle
- * channel becomes a task.  Returns 1 when the backlog is now full. */
+ * channel becomes a task.  Returns QUEUED, FULL (the backlog is now full)
+ * or ENDED: a response has already ended the connection (its close is on
+ * its way to the loop), so the request is not served (RFC 9112 9.6) and
+ * is freed. */
+enum { QUEUED, FULL, ENDED };
+
 static int
 queue_request(wc_channel_t *ch, wc_request_t *r)
 {
+    wc_busy_t *b = ch->b;
     int push = 0;
-    pthread_mutex_lock(&ch->lock);
-    if (ch->pend_tail)
-        ch->pend_tail->next = r;
+    pthread_mutex_lock(&b->lock);
+    if (b->broken || (b->ev & WC_EV_CLOSE)) {
+        pthread_mutex_unlock(&b->lock);
+        wc_request_free(r);
+        return ENDED;
+    }
+    /* A stop's close for the response in service held while nothing was
+     * queued behind it; this request now follows, with its own bit. */
+    atomic_store_explicit(&b->stop_close, 0, memory_order_relaxed);
+    if (b->pend_tail)
+        b->pend_tail->next = r;
     else
-        ch->pend_head = r;
-    ch->pend_tail = r;
-    ch->npending++;
+        b->pend_head = r;
+    b->pend_tail = r;
+    b->npending++;
     if (r->body.fd >= 0)
-        ch->nspooled++;
-    ch->pend_bytes += request_size(r);
-    if (!ch->busy) {
-        ch->busy = 1;
+        b->nspooled++;
+    b->pend_bytes += request_size(r);
+    if (!b->busy) {
+        b->busy = 1;
         atomic_fetch_add(&ch->refs, 1);
         atomic_fetch_add(&ch->srv->nbusy, 1);
         push = 1;
@@ -357,11 +491,11 @@ queue_request(wc_channel_t *ch, wc_request_t *r)
      * must see it, or nobody would tell the loop to read again. */
     int full = backlog_full(ch);
     if (full)
-        ch->wants |= WC_EV_ROOM;
-    pthread_mutex_unlock(&ch->lock);
+        b->wants |= WC_EV_ROOM;
+    pthread_mutex_unlock(&b->lock);
     if (push)
         wc_dispatch_push(ch->srv, ch);
-    return full;
+    return full ? FULL : QUEUED;
 }
 
 /* 100 Continue for the request being received, now if nothing of an
@@ -370,17 +504,18 @@ queue_request(wc_channel_t *ch, wc_request_t *r)
 static void
 send_continue(wc_channel_t *ch)
 {
-    pthread_mutex_lock(&ch->lock);
-    if (!ch->busy && ch->npending == 0) {
-        if (wc_outq_append(&ch->out, continue_line,
+    wc_busy_t *b = ch->b;
+    pthread_mutex_lock(&b->lock);
+    if (!b->busy && b->npending == 0) {
+        if (wc_outq_append(&b->out, continue_line,
                            sizeof(continue_line) - 1) < 0)
-            ch->broken = 1;
-        ch->continue_owed = 0;
+            b->broken = 1;
+        b->continue_owed = 0;
     } else {
-        ch->continue_owed = 1;
-        ch->wants |= WC_EV_IDLE;
+        b->continue_owed = 1;
+        b->wants |= WC_EV_IDLE;
     }
-    pthread_mutex_unlock(&ch->lock);
+    pthread_mutex_unlock(&b->lock);
     wc_channel_flush(ch);
 }
 
@@ -393,17 +528,16 @@ feed(wc_channel_t *ch, const char *p, size_t n)
     const wc_config_t *cfg = &ch->srv->cfg;
 
     while (n > 0) {
-        wc_request_t *r = ch->req;
+        wc_busy_t *b = ch->b;
+        if (b == NULL && (b = busy_new(ch)) == NULL)
+            goto nomem;
+        wc_request_t *r = b->req;
         size_t used = 0;
 
         if (r == NULL) {
-            r = ch->req = wc_request_new(cfg->inbuf_overflow);
-            if (r == NULL) {
-                wc_server_log(ch->srv, 40, "Out of memory: connection "
-                                           "dropped");
-                wc_channel_close(ch);
-                return;
-            }
+            r = b->req = wc_request_new(cfg->inbuf_overflow);
+            if (r == NULL)
+                goto nomem;
             set_state(ch, WC_CONN_HEAD);
             if (ch->state != WC_CONN_HEAD)
                 return;     /* closed */
@@ -411,11 +545,15 @@ feed(wc_channel_t *ch, const char *p, size_t n)
         int rv = wc_request_feed(r, p, n, &used, cfg);
         p += used;
         n -= used;
+        if (rv != WC_FEED_MORE)
+            b->continue_owed = 0;   /* its body came without it */
         if (rv == WC_FEED_ERROR) {
-            ch->req = NULL;
+            b->req = NULL;
             r->keep_alive = 0;
-            queue_request(ch, r);
-            enter_done(ch);
+            if (queue_request(ch, r) == ENDED)
+                finish_input(ch);
+            else
+                enter_done(ch);
             return;
         }
         if (rv == WC_FEED_MORE) {
@@ -424,7 +562,7 @@ feed(wc_channel_t *ch, const char *p, size_t n)
             break;
         }
         /* Complete. */
-        ch->req = NULL;
+        b->req = NULL;
         int last = !r->keep_alive || r->close_after;
         /* A stopping server answers what it has received; the last of it
          * says Connection: close. */
@@ -432,25 +570,25 @@ feed(wc_channel_t *ch, const char *p, size_t n)
             r->keep_alive = 0;
             last = 1;
         }
-        int full = queue_request(ch, r);
+        int q = queue_request(ch, r);
+        if (q == ENDED) {
+            finish_input(ch);
+            return;
+        }
         if (last) {
             enter_done(ch);
             return;
         }
-        if (full) {
+        if (q == FULL) {
             if (n > 0) {
                 /* Keep the rest for when the backlog drains. */
                 char *copy = malloc(n);
-                if (copy == NULL) {
-                    wc_server_log(ch->srv, 40, "Out of memory: connection "
-                                               "dropped");
-                    wc_channel_close(ch);
-                    return;
-                }
+                if (copy == NULL)
+                    goto nomem;
                 memcpy(copy, p, n);
-                WC_ASSERT(ch->leftover == NULL);
-                ch->leftover = copy;
-                ch->leftover_len = n;
+                WC_ASSERT(b->leftover == NULL);
+                b->leftover = copy;
+                b->leftover_len = n;
             }
             set_state(ch, WC_CONN_PAUSED);
             return;
@@ -460,29 +598,37 @@ feed(wc_channel_t *ch, const char *p, size_t n)
             return;
     }
     /* A body is still to come: 100 Continue if the client waits for it. */
-    if (ch->req && ch->req->pstate != WC_PARSE_HEAD
-        && ch->req->expect_continue) {
-        ch->req->expect_continue = 0;
+    wc_request_t *r = ch->b ? ch->b->req : NULL;
+    if (r && r->pstate != WC_PARSE_HEAD && r->expect_continue) {
+        r->expect_continue = 0;
         send_continue(ch);
     }
+    return;
+
+nomem:
+    wc_server_log(ch->srv, 40, "Out of memory: connection dropped");
+    wc_channel_close(ch);
 }
 
-/* The backlog has drained: parse what was kept, then read again. */
+/* The backlog has drained: parse what was kept, then read again.  During
+ * a stop too: the requests behind the backlog are answered, and the
+ * stop's grace (wc_channel_sweep) bounds the wait for more. */
 static void
 resume(wc_channel_t *ch)
 {
     if (ch->state != WC_CONN_PAUSED)
         return;
-    char *p = ch->leftover;
-    size_t n = ch->leftover_len;
-    ch->leftover = NULL;
-    ch->leftover_len = 0;
-    /* During a stop too: the requests behind the backlog are answered,
-     * and the stop's grace (wc_channel_sweep) bounds the wait for more. */
+    wc_busy_t *b = ch->b;
+    char *p = b->leftover;
+    size_t n = b->leftover_len;
+    b->leftover = NULL;
+    b->leftover_len = 0;
     set_state(ch, WC_CONN_IDLE);
     if (p != NULL && ch->state == WC_CONN_IDLE)
         feed(ch, p, n);
     free(p);
+    if (ch->srv->stop_at)
+        stop_idle(ch);
 }
 
 /* No further request will be read (EOF, a close asked for by a response,
@@ -494,11 +640,17 @@ finish_input(wc_channel_t *ch)
     if (ch->state == WC_CONN_CLOSED || ch->state == WC_CONN_DONE
         || ch->state == WC_CONN_LINGER)
         return;
-    wc_request_free(ch->req);
-    ch->req = NULL;
-    free(ch->leftover);
-    ch->leftover = NULL;
-    ch->leftover_len = 0;
+    if (ch->b == NULL && busy_new(ch) == NULL) {
+        wc_channel_close(ch);
+        return;
+    }
+    wc_busy_t *b = ch->b;
+    wc_request_free(b->req);
+    b->req = NULL;
+    b->continue_owed = 0;
+    free(b->leftover);
+    b->leftover = NULL;
+    b->leftover_len = 0;
     enter_done(ch);
 }
 
@@ -519,15 +671,16 @@ enter_done(wc_channel_t *ch)
 void
 wc_channel_maybe_close(wc_channel_t *ch)
 {
-    if (ch->state == WC_CONN_CLOSED)
+    wc_busy_t *b = ch->b;
+    if (ch->state == WC_CONN_CLOSED || b == NULL)
         return;
-    pthread_mutex_lock(&ch->lock);
-    int broken = ch->broken;
-    int owed = ch->busy || ch->npending > 0 || ch->out.bytes > 0
-               || ch->writing;
+    pthread_mutex_lock(&b->lock);
+    int broken = b->broken;
+    int owed = b->busy || b->npending > 0 || b->out.bytes > 0 || b->writing
+               || b->wblk != NULL;
     if (ch->state == WC_CONN_DONE && owed)
-        ch->wants |= WC_EV_IDLE;
-    pthread_mutex_unlock(&ch->lock);
+        b->wants |= WC_EV_IDLE;
+    pthread_mutex_unlock(&b->lock);
     if (broken)
         wc_channel_close(ch);
     else if (ch->state == WC_CONN_DONE && !owed)
@@ -536,23 +689,22 @@ wc_channel_maybe_close(wc_channel_t *ch)
 
 /* Everything owed is written: shut the write side (the client reads our
  * FIN after the last byte) and read and discard until the client closes
- * too, for at most LINGER_MS and LINGER_BYTES.  Closing a socket with
+ * too, for at most LINGER_MS.  Closing a socket with
  * unread input sends a reset, which would destroy response bytes still in
  * flight; this is nginx's and Apache's lingering close. */
 static void
 linger(wc_channel_t *ch)
 {
-    pthread_mutex_lock(&ch->lock);
-    int eof = ch->peer_eof;
-    pthread_mutex_unlock(&ch->lock);
-    if (shutdown(ch->fd, SHUT_WR) < 0 || eof) {
+    wc_busy_t *b = ch->b;
+    pthread_mutex_lock(&b->lock);
+    int eof = b->peer_eof;
+    pthread_mutex_unlock(&b->lock);
+    if (eof || shutdown(ch->fd, SHUT_WR) < 0) {
         wc_channel_close(ch);
         return;
     }
-    ch->lingered = 0;
+    b->linger_end = wc_now_ms() + LINGER_MS;
     set_state(ch, WC_CONN_LINGER);
-    if (ch->state == WC_CONN_LINGER)
-        ch->linger_end = wc_now_ms() + LINGER_MS;
 }
 
 /* The loop's side of a kick: a worker queued output, let the channel go,
@@ -560,25 +712,36 @@ linger(wc_channel_t *ch)
 void
 wc_channel_kicked(wc_channel_t *ch)
 {
-    pthread_mutex_lock(&ch->lock);
-    ch->kicked = 0;
-    unsigned ev = ch->ev;
-    ch->ev = 0;
-    ch->wants &= ~ev;
-    int idle = !ch->busy && ch->npending == 0;
-    if ((ev & WC_EV_IDLE) && ch->continue_owed && idle && !ch->broken) {
-        ch->continue_owed = 0;
-        if (wc_outq_append(&ch->out, continue_line,
-                           sizeof(continue_line) - 1) < 0)
-            ch->broken = 1;
+    wc_busy_t *b = ch->b;
+    pthread_mutex_lock(&b->lock);
+    b->kicked = 0;
+    unsigned ev = b->ev;
+    b->ev = 0;
+    b->wants &= ~ev;
+    int idle = !b->busy && b->npending == 0;
+    /* The 100 Continue owed to the request still arriving (send_continue)
+     * goes once nothing of an earlier response can follow it, and never
+     * after a response that ended the connection. */
+    if (b->continue_owed && b->req != NULL && !(ev & WC_EV_CLOSE)
+        && !b->broken) {
+        if (idle) {
+            b->continue_owed = 0;
+            if (wc_outq_append(&b->out, continue_line,
+                               sizeof(continue_line) - 1) < 0)
+                b->broken = 1;
+        } else {
+            b->wants |= WC_EV_IDLE;
+        }
     }
-    pthread_mutex_unlock(&ch->lock);
+    pthread_mutex_unlock(&b->lock);
     if (ch->state != WC_CONN_CLOSED) {
         if (ev & WC_EV_CLOSE)
             finish_input(ch);
         if (ev & WC_EV_ROOM)
             resume(ch);
         wc_channel_flush(ch);   /* also maybe_close */
+        if (ev & WC_EV_IDLE)
+            shed(ch);
     }
     wc_channel_unref(ch);
 }
@@ -588,7 +751,8 @@ wc_channel_kicked(wc_channel_t *ch)
  * (channel_timeout and shutdown_timeout bound that), and a connection
  * between requests gets STOP_GRACE_MS once it has nothing to do, to send
  * the request it may already have on the wire (answered with Connection:
- * close); then it closes, lingering.  Hard: close now. */
+ * close); then it closes, lingering (wc_channel_sweep).  Hard: close
+ * now. */
 void
 wc_channel_stop(wc_channel_t *ch, int hard)
 {
@@ -598,40 +762,45 @@ wc_channel_stop(wc_channel_t *ch, int hard)
         wc_channel_close(ch);
         return;
     }
-    if (ch->state == WC_CONN_DONE || ch->state == WC_CONN_LINGER)
-        return;
-    ch->stop_at = wc_now_ms();
-    if (ch->state != WC_CONN_IDLE)
-        return;
-    /* Nothing more read: the last request queued says close, and so does
-     * the one in service if nothing is queued behind it and its head is
-     * still to be written (wc_channel_keep_alive).  A response that has
-     * already promised keep-alive gets the grace (wc_channel_sweep). */
-    int queued = 0;
-    pthread_mutex_lock(&ch->lock);
-    if (ch->pend_tail) {
-        ch->pend_tail->keep_alive = 0;
-        queued = 1;
-    } else if (ch->busy) {
-        atomic_store(&ch->stop_close, 1);
-    }
-    pthread_mutex_unlock(&ch->lock);
-    if (queued)
-        enter_done(ch);
+    stop_idle(ch);
 }
 
-/* Worker, at the response head.  Read without the lock while no stop
- * asked for it (the common case: one relaxed load). */
-int
-wc_channel_keep_alive(wc_channel_t *ch, int asked)
+/* Between requests (IDLE, or HEAD with nothing but empty lines yet)? */
+static int
+between_requests(const wc_channel_t *ch)
 {
-    if (!asked || !atomic_load_explicit(&ch->stop_close,
-                                        memory_order_relaxed))
-        return asked;
-    pthread_mutex_lock(&ch->lock);
-    int ka = ch->npending > 0;
-    pthread_mutex_unlock(&ch->lock);
-    return ka;
+    return ch->state == WC_CONN_IDLE
+           || (ch->state == WC_CONN_HEAD && ch->b->req->head.len == 0);
+}
+
+/* A stop finds the connection between requests (or paused with nothing
+ * read behind its backlog): if requests are queued,
+ * the last of them says close and nothing more is read; if one is in
+ * service with nothing behind it, its response says close unless its head
+ * is already written (wc_channel_keep_alive); a response that has already
+ * promised keep-alive gets the grace (wc_channel_sweep). */
+static void
+stop_idle(wc_channel_t *ch)
+{
+    wc_busy_t *b = ch->b;
+    if (b == NULL)
+        return;
+    /* PAUSED with nothing read behind the backlog is between requests
+     * too: bytes the socket holds unread are not received yet. */
+    if (!between_requests(ch)
+        && !(ch->state == WC_CONN_PAUSED && b->leftover == NULL))
+        return;
+    int queued = 0;
+    pthread_mutex_lock(&b->lock);
+    if (b->pend_tail) {
+        b->pend_tail->keep_alive = 0;
+        queued = 1;
+    } else if (b->busy) {
+        atomic_store(&b->stop_close, 1);
+    }
+    pthread_mutex_unlock(&b->lock);
+    if (queued)
+        finish_input(ch);
 }
 
 void
@@ -640,55 +809,75 @@ wc_channel_close(wc_channel_t *ch)
     if (ch->state == WC_CONN_CLOSED)
         return;
     set_state(ch, WC_CONN_CLOSED);
-    ch->reading = 0;
-    pthread_mutex_lock(&ch->lock);
-    ch->broken = 1;
+    atomic_store_explicit(&ch->gone, WC_GONE_CLOSED, memory_order_relaxed);
+    wc_busy_t *b = ch->b;
     wc_request_t *r = NULL;
-    /* A queued task still holds the channel: it finds `broken` and drops
-     * its requests; here we drop the ones nobody holds. */
-    if (!ch->busy)
-        r = take_pending(ch);
-    wc_channel_wake_waiters(ch);
-    pthread_mutex_unlock(&ch->lock);
-    free_requests(r);
-    wc_request_free(ch->req);
-    ch->req = NULL;
-    free(ch->leftover);
-    ch->leftover = NULL;
+    if (b != NULL) {
+        pthread_mutex_lock(&b->lock);
+        b->broken = 1;
+        /* A queued task still holds the channel: it finds `broken` and
+         * drops its requests and output; here we drop the ones nobody
+         * holds. */
+        if (!b->busy) {
+            r = take_pending(b);
+            release_output(ch);
+        }
+        wc_channel_wake_waiters(ch);
+        pthread_mutex_unlock(&b->lock);
+        free_requests(r);
+        wc_request_free(b->req);
+        b->req = NULL;
+        free(b->leftover);
+        b->leftover = NULL;
+        uncount_busy(ch);
+    }
     if (ch->prev)
         ch->prev->next = ch->next;
     else
         ch->srv->channels = ch->next;
     if (ch->next)
         ch->next->prev = ch->prev;
-    ch->prev = ch->next = NULL;
-    uv_close(&ch->h.handle, on_close);
+    ch->prev = NULL;
+    /* With `broken` set under the lock no worker writes to fd any more, so
+     * it can go now (which also takes it out of the epoll set).  The
+     * channel's memory stays until the loop's next iteration
+     * (wc_channel_finish_closes): events already fetched for it, and the
+     * caller, may still look at it. */
+    close(ch->fd);
+    ch->fd = -1;
+    wc_server_t *srv = ch->srv;
+    ch->next = srv->closed;
+    srv->closed = ch;
+    wc_server_reap_soon(srv);
 }
 
-static void
-on_close(uv_handle_t *h)
+/* Loop, once an iteration: the channels closed since drop the loop's
+ * reference (the last one frees). */
+void
+wc_channel_finish_closes(wc_server_t *srv)
 {
-    wc_channel_t *ch = h->data;
-    wc_server_t *srv = ch->srv;
-    WC_ASSERT(ch->state == WC_CONN_CLOSED);
-    srv->nchannels--;
-    wc_channel_unref(ch);
-    wc_server_channel_closed(srv);
+    wc_channel_t *ch = srv->closed;
+    srv->closed = NULL;
+    while (ch) {
+        wc_channel_t *next = ch->next;
+        WC_ASSERT(ch->state == WC_CONN_CLOSED);
+        srv->nchannels--;
+        wc_channel_unref(ch);
+        wc_server_channel_closed(srv);
+        ch = next;
+    }
 }
 
 /* Drop one reference; the last one frees.  The loop's reference is only
- * dropped in on_close, so memory never outlives a live handle. */
+ * dropped after the close (wc_channel_finish_closes). */
 void
 wc_channel_unref(wc_channel_t *ch)
 {
     if (atomic_fetch_sub(&ch->refs, 1) != 1)
         return;
     WC_ASSERT(ch->state == WC_CONN_CLOSED);
-    free_requests(ch->pend_head);
-    wc_outq_free(&ch->out);
-    wc_channel_give_back(ch);
-    free(ch->leftover);
-    pthread_mutex_destroy(&ch->lock);
+    if (ch->b)
+        busy_free(ch->b);
     free(ch);
 }
 
@@ -703,25 +892,30 @@ wc_channel_unref(wc_channel_t *ch)
  * the last clock: a client that sends while it does not read is still
  * stalled.  A request being served that sends nothing is never timed out.
  * During a stop, a connection between requests with nothing to do closes
- * after STOP_GRACE_MS; a linger ends at ch->linger_end. */
+ * after STOP_GRACE_MS; a linger ends at b->linger_end.  A connection idle
+ * SHED_IDLE_MS gives its busy part back. */
 void
 wc_channel_sweep(wc_channel_t *ch, uint64_t now)
 {
     uint64_t limit = ch->srv->cfg.channel_timeout_ms;
+    uint64_t stop_at = ch->srv->stop_at;
+    wc_busy_t *b = ch->b;
     if (ch->state == WC_CONN_CLOSED)
         return;
     if (ch->state == WC_CONN_LINGER) {
-        if (now >= ch->linger_end)
+        if (now >= b->linger_end)
             wc_channel_close(ch);
         return;
     }
-    pthread_mutex_lock(&ch->lock);
-    int idle = !ch->busy && ch->npending == 0;
-    int waiting = ch->out.bytes > 0 || ch->writing;
-    uint64_t out_at = atomic_load_explicit(&ch->out_at,
-                                           memory_order_relaxed);
-    pthread_mutex_unlock(&ch->lock);
-
+    int idle = 1, waiting = 0;
+    uint64_t out_at = 0;
+    if (b != NULL) {
+        pthread_mutex_lock(&b->lock);
+        idle = !b->busy && b->npending == 0;
+        waiting = b->out.bytes > 0 || b->writing || b->wblk != NULL;
+        out_at = atomic_load_explicit(&b->out_at, memory_order_relaxed);
+        pthread_mutex_unlock(&b->lock);
+    }
     if (waiting && now > out_at && now - out_at > limit) {
         wc_channel_close(ch);   /* stalled: the client reads nothing */
         return;
@@ -729,20 +923,26 @@ wc_channel_sweep(wc_channel_t *ch, uint64_t now)
     if (!idle || waiting)
         return;
     uint64_t since;
-    switch (ch->state) {
+    switch (between_requests(ch) ? WC_CONN_IDLE : ch->state) {
     case WC_CONN_IDLE:
-        since = ch->in_at > out_at ? ch->in_at : out_at;
-        if (ch->stop_at) {
-            if (ch->stop_at > since)
-                since = ch->stop_at;
+        /* Empty lines do not move the clock: it runs from the first. */
+        if (ch->state == WC_CONN_HEAD)
+            since = b->head_at;
+        else
+            since = ch->in_at > out_at ? ch->in_at : out_at;
+        if (stop_at) {
+            if (stop_at > since)
+                since = stop_at;
             if (now > since && now - since >= STOP_GRACE_MS) {
                 finish_input(ch);   /* the stop's grace is over */
                 return;
             }
         }
+        if (now > since && now - since >= SHED_IDLE_MS)
+            shed(ch);
         break;
     case WC_CONN_HEAD:
-        since = ch->head_at;
+        since = b->head_at;
         break;
     case WC_CONN_BODY:
         since = ch->in_at;
@@ -756,63 +956,75 @@ wc_channel_sweep(wc_channel_t *ch, uint64_t now)
 
 /* ---- the workers' side -------------------------------------------------- */
 
-/* Workers, GIL held or not; caller holds ch->lock.  Ask the loop to look
+/* Workers, GIL held or not; caller holds b->lock.  Ask the loop to look
  * at this channel. */
 void
 wc_channel_kick(wc_channel_t *ch)
 {
-    if (ch->kicked)
+    wc_busy_t *b = ch->b;
+    if (b->kicked)
         return;
-    ch->kicked = 1;
+    b->kicked = 1;
     atomic_fetch_add(&ch->refs, 1);
     wc_server_t *srv = ch->srv;
     pthread_mutex_lock(&srv->qlock);
-    ch->kick_next = srv->kick_head;
+    b->kick_next = srv->kick_head;
     srv->kick_head = ch;
     if (srv->async_live)
         uv_async_send(&srv->async);
     pthread_mutex_unlock(&srv->qlock);
 }
 
-/* ch->lock held.  Post an event; the wanted ones kick the loop. */
+/* b->lock held.  Post an event: only the loop's wanted ones (and a close)
+ * are recorded, and they kick it.  An unwanted bit left in b->ev would
+ * clear a later want when some other kick is drained. */
 static void
 post(wc_channel_t *ch, unsigned ev)
 {
-    ch->ev |= ev;
-    if ((ev & WC_EV_CLOSE) || (ev & ch->wants) || ch->broken)
+    wc_busy_t *b = ch->b;
+    unsigned hit = ev & (b->wants | WC_EV_CLOSE);
+    b->ev |= hit;
+    if (hit || b->broken)
         wc_channel_kick(ch);
 }
 
-/* ch->lock held.  The worker lets the channel go: what it held back goes
- * out, and the loop hears of it if it waits for that. */
+/* b->lock held.  The worker lets the channel go: what it held back goes
+ * out, and the loop hears of it if it waits for that, or if the server
+ * sheds the busy parts of quiescent connections. */
 static void
 release_locked(wc_channel_t *ch, unsigned ev)
 {
-    ch->busy = 0;
+    wc_busy_t *b = ch->b;
+    b->busy = 0;
     atomic_fetch_sub(&ch->srv->nbusy, 1);
-    if (ch->out.head && !ch->writing
+    if (b->out.head && !b->writing
         && wc_channel_send_locked(ch, NULL, NULL, 0, 0) < 0)
-        ch->broken = 1;
+        b->broken = 1;
+    if (b->broken)
+        release_output(ch);
+    if (atomic_load_explicit(&ch->srv->shed, memory_order_relaxed))
+        b->wants |= WC_EV_IDLE;
     post(ch, ev | WC_EV_IDLE);
 }
 
 wc_request_t *
 wc_channel_take(wc_channel_t *ch, int *more)
 {
+    wc_busy_t *b = ch->b;
     wc_request_t *req = NULL, *drop = NULL;
-    pthread_mutex_lock(&ch->lock);
-    WC_ASSERT(ch->busy);
-    if (ch->pend_head == NULL || ch->broken) {
-        if (ch->broken)
-            drop = take_pending(ch);
+    pthread_mutex_lock(&b->lock);
+    WC_ASSERT(b->busy);
+    if (b->pend_head == NULL || b->broken) {
+        if (b->broken)
+            drop = take_pending(b);
         release_locked(ch, 0);
     } else {
-        req = pop_pending(ch);
-        *more = ch->pend_head != NULL;
-        if ((ch->wants & WC_EV_ROOM) && backlog_low(ch))
+        req = pop_pending(b);
+        *more = b->pend_head != NULL;
+        if ((b->wants & WC_EV_ROOM) && backlog_low(ch))
             post(ch, WC_EV_ROOM);
     }
-    pthread_mutex_unlock(&ch->lock);
+    pthread_mutex_unlock(&b->lock);
     free_requests(drop);
     return req;
 }
@@ -820,21 +1032,38 @@ wc_channel_take(wc_channel_t *ch, int *more)
 void
 wc_channel_end(wc_channel_t *ch)
 {
-    pthread_mutex_lock(&ch->lock);
-    WC_ASSERT(ch->busy);
-    wc_request_t *drop = take_pending(ch);
+    wc_busy_t *b = ch->b;
+    pthread_mutex_lock(&b->lock);
+    WC_ASSERT(b->busy);
+    wc_request_t *drop = take_pending(b);
     release_locked(ch, WC_EV_CLOSE);
-    pthread_mutex_unlock(&ch->lock);
+    pthread_mutex_unlock(&b->lock);
     free_requests(drop);
 }
 
 void
 wc_channel_yield(wc_channel_t *ch)
 {
-    pthread_mutex_lock(&ch->lock);
-    if (ch->out.head && !ch->writing
+    wc_busy_t *b = ch->b;
+    pthread_mutex_lock(&b->lock);
+    if (b->out.head && !b->writing
         && wc_channel_send_locked(ch, NULL, NULL, 0, 0) < 0)
-        ch->broken = 1;
-    pthread_mutex_unlock(&ch->lock);
+        b->broken = 1;
+    pthread_mutex_unlock(&b->lock);
     wc_dispatch_push(ch->srv, ch);
+}
+
+/* Worker, at the response head.  Read without the lock while no stop
+ * asked for it (the common case: one relaxed load). */
+int
+wc_channel_keep_alive(wc_channel_t *ch, int asked)
+{
+    wc_busy_t *b = ch->b;
+    if (!asked || !atomic_load_explicit(&b->stop_close,
+                                        memory_order_relaxed))
+        return asked;
+    pthread_mutex_lock(&b->lock);
+    int ka = b->npending > 0;
+    pthread_mutex_unlock(&b->lock);
+    return ka;
 }

@@ -1,15 +1,16 @@
 /* channel_out.c: the output side of a connection.  The loop's writes
- * (wc_channel_flush: sendmsg while the socket takes it, then a uv_write
- * that libuv finishes on POLLOUT; sendfile for file segments), and the
- * workers' (wc_channel_send: straight to the socket when nothing is queued
- * before it, else into the output queue; output held back for a pipelined
- * batch; parking without the GIL on a full queue; app threads in write()).
+ * (wc_channel_flush: sendmsg and sendfile while the socket takes them,
+ * then POLLOUT and again), and the workers' (wc_channel_send: straight to
+ * the socket when nothing is queued before it, else into the output
+ * queue; output held back for a pipelined batch; parking without the GIL
+ * on a full queue; app threads in write()).  Every field here is the
+ * busy part's (ch->b), under b->lock.
  *
  * GIL map: nothing here touches Python but wc_dispatch_retain, which is
  * only called for a sender that passes `owners` and so holds the GIL.
- * wc_channel_flush and on_write run on the loop thread; the rest on
- * workers and app threads, with or without the GIL, and never blocks on
- * the client (MSG_DONTWAIT).
+ * wc_channel_flush runs on the loop thread; the rest on workers and app
+ * threads, with or without the GIL, and never blocks on the client
+ * (MSG_DONTWAIT).
  *
  * Zero copy: what the socket does not take of a large body block is
  * queued as a reference to the app's bytes object, not copied.  When it is
@@ -29,13 +30,12 @@
 /* Blocks smaller than this are copied: a reference costs a segment and a
  * later release with the GIL, a copy of a few KiB costs less. */
 #define ZC_MIN 16384
-#define FILE_BLOCK 65536        /* read into memory when the socket is full */
-
-static void on_write(uv_write_t *req, int status);
+/* A file sendfile refuses is read into memory this much at a time. */
+#define FILE_BLOCK 65536
 
 /* A thread parked on a channel (output over the high watermark, or the
  * worker waiting for app threads still in write()).  Lives on the parked
- * thread's stack, linked into ch->waiters under ch->lock. */
+ * thread's stack, linked into b->waiters under b->lock. */
 struct wc_waiter_s {
     wc_waiter_t *next;
     pthread_cond_t cond;
@@ -43,48 +43,25 @@ struct wc_waiter_s {
 
 /* ---- the loop's writes -------------------------------------------------- */
 
-/* A uv_write in flight: allocated only when the socket is full, so an
- * idle connection does not carry one. */
-typedef struct {
-    uv_write_t req;
-    wc_channel_t *ch;
-    char *blk;          /* a file block read for it, or NULL */
-} wreq_t;
-
-static int
-start_write(wc_channel_t *ch, uv_buf_t *bufs, unsigned n, char *blk)
-{
-    wreq_t *wr = malloc(sizeof(*wr));
-    if (wr == NULL)
-        return UV_ENOMEM;
-    wr->ch = ch;
-    wr->blk = blk;
-    int rv = uv_write(&wr->req, &ch->h.stream, bufs, n, on_write);
-    if (rv < 0)
-        free(wr);
-    else
-        ch->writing = 1;
-    return rv;
-}
-
-/* ch->lock held: the client took bytes, or output began to wait in an
+/* b->lock held: the client took bytes, or output began to wait in an
  * empty queue, now.  A stall is timed from here (wc_channel_sweep); reads
  * never move this clock. */
 static void
-stamp(wc_channel_t *ch)
+stamp(wc_busy_t *b)
 {
-    atomic_store_explicit(&ch->out_at, wc_now_ms(), memory_order_relaxed);
+    atomic_store_explicit(&b->out_at, wc_now_ms(), memory_order_relaxed);
 }
 
-/* ch->lock held (or the channel is being freed): hand the queue's done
+/* b->lock held (or the channel is being freed): hand the queue's done
  * reference segments to the server, for a worker to release. */
 void
 wc_channel_give_back(wc_channel_t *ch)
 {
-    wc_seg_t *dead = ch->out.dead;
+    wc_busy_t *b = ch->b;
+    wc_seg_t *dead = b->out.dead;
     if (dead == NULL)
         return;
-    ch->out.dead = NULL;
+    b->out.dead = NULL;
     wc_seg_t *last = dead;
     uint64_t bytes = last->len;
     while (last->next) {
@@ -99,76 +76,105 @@ wc_channel_give_back(wc_channel_t *ch)
     pthread_mutex_unlock(&srv->qlock);
 }
 
-/* Write what the queue holds: synchronously while the socket takes it,
- * then through uv_write, which waits for POLLOUT.  File segments go out
- * with sendfile(2); when the socket is full, or the file cannot be
- * sendfile'd (EINVAL, ENOSYS: some file systems), the next block is read
- * into memory and queued as a uv_write instead. */
+/* b->lock held.  Send what can go of the file segment at the head of the
+ * queue: sendfile(2), or, for a file sendfile refuses (EINVAL, ENOSYS:
+ * some file systems), a block read into memory (b->wblk) and sent from
+ * there.  Returns 1 when the socket is full, -1 when the connection is
+ * broken, 0 to go on. */
+static int
+send_file_seg(wc_channel_t *ch, wc_busy_t *b)
+{
+    wc_seg_t *s = b->out.head;
+    size_t left = s->len - s->off;
+    size_t step = left < SENDFILE_STEP ? left : SENDFILE_STEP;
+    if (step == 0) {
+        wc_outq_consume(&b->out, 0);
+        return 0;
+    }
+    if (!s->no_sendfile) {
+        off_t off = s->file_off;
+        ssize_t w = sendfile(ch->fd, s->fd, &off, step);
+        if (w > 0) {
+            wc_outq_consume(&b->out, (size_t)w);
+            stamp(b);
+            return 0;
+        }
+        if (w == 0)
+            return -1;  /* the file is shorter than promised: cut off */
+        if (errno == EINTR)
+            return 0;
+        if (errno == EAGAIN)
+            return 1;
+        if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+            return -1;
+        s->no_sendfile = 1;
+    }
+    /* The next block from memory; the segment advances now, the block is
+     * written before anything else. */
+    size_t want = left < FILE_BLOCK ? left : FILE_BLOCK;
+    char *blk = malloc(want);
+    if (blk == NULL)
+        return -1;
+    ssize_t r = pread(s->fd, blk, want, s->file_off);
+    if (r <= 0) {
+        free(blk);
+        return -1;
+    }
+    wc_outq_consume(&b->out, (size_t)r);
+    b->wblk = blk;
+    b->wblk_len = (size_t)r;
+    b->wblk_off = 0;
+    return 0;
+}
+
+/* Write what the queue holds while the socket takes it; when it is full,
+ * poll for POLLOUT (wc_channel_io calls back here).  Loop thread. */
 void
 wc_channel_flush(wc_channel_t *ch)
 {
     struct iovec iov[WC_IOV_MAX];
-    uv_buf_t bufs[WC_IOV_MAX];
+    wc_busy_t *b = ch->b;
+    int full = 0;
 
-    if (ch->state == WC_CONN_CLOSED)
+    if (ch->state == WC_CONN_CLOSED || b == NULL)
         return;
-    pthread_mutex_lock(&ch->lock);
-    while (!ch->writing && !ch->broken && ch->out.head) {
-        size_t total;
-        int n = wc_outq_iov(&ch->out, iov, WC_IOV_MAX, &total);
-        if (n == 0 && ch->out.head && ch->out.head->fd >= 0) {
-            wc_seg_t *s = ch->out.head;
-            size_t left = s->len - s->off;
-            off_t off = s->file_off;
-            size_t step = left < SENDFILE_STEP ? left : SENDFILE_STEP;
-            if (step == 0) {
-                wc_outq_consume(&ch->out, 0);
-                continue;
-            }
-            if (!s->no_sendfile) {
-                ssize_t w = sendfile(ch->fd, s->fd, &off, step);
-                if (w > 0) {
-                    wc_outq_consume(&ch->out, (size_t)w);
-                    stamp(ch);
-                    continue;
-                }
-                if (w == 0) {
-                    /* The file is shorter than promised: cut it off. */
-                    ch->broken = 1;
-                    break;
-                }
+    pthread_mutex_lock(&b->lock);
+    while (!b->broken && (b->wblk || b->out.head)) {
+        if (b->wblk) {
+            ssize_t w = send(ch->fd, b->wblk + b->wblk_off,
+                             b->wblk_len - b->wblk_off,
+                             MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (w < 0) {
                 if (errno == EINTR)
                     continue;
-                if (errno == EINVAL || errno == ENOSYS
-                    || errno == EOPNOTSUPP)
-                    s->no_sendfile = 1;
-                else if (errno != EAGAIN) {
-                    ch->broken = 1;
+                if (errno == EAGAIN) {
+                    full = 1;
                     break;
                 }
-            }
-            /* Queue the next block from memory. */
-            char *blk = malloc(FILE_BLOCK);
-            if (blk == NULL) {
-                ch->broken = 1;
+                b->broken = 1;
                 break;
             }
-            size_t want = left < FILE_BLOCK ? left : FILE_BLOCK;
-            ssize_t r = pread(s->fd, blk, want, s->file_off);
-            if (r <= 0) {
-                free(blk);
-                ch->broken = 1;
+            stamp(b);
+            b->wblk_off += (size_t)w;
+            if (b->wblk_off == b->wblk_len) {
+                free(b->wblk);
+                b->wblk = NULL;
+            }
+            continue;
+        }
+        size_t total;
+        int n = wc_outq_iov(&b->out, iov, WC_IOV_MAX, &total);
+        if (n == 0 && b->out.head && b->out.head->fd >= 0) {
+            int rv = send_file_seg(ch, b);
+            if (rv < 0) {
+                b->broken = 1;
                 break;
             }
-            /* The block is written from blk; the segment advances when
-             * the write completes (on_write consumes wlen). */
-            ch->wlen = (size_t)r;
-            bufs[0] = uv_buf_init(blk, (unsigned)r);
-            if (start_write(ch, bufs, 1, blk) < 0) {
-                free(blk);
-                ch->broken = 1;
+            if (rv > 0) {
+                full = 1;
+                break;
             }
-            break;
+            continue;
         }
         if (n == 0)
             break;
@@ -180,81 +186,55 @@ wc_channel_flush(wc_channel_t *ch)
             if (errno == EINTR)
                 continue;
             if (errno != EAGAIN) {
-                ch->broken = 1;
+                b->broken = 1;
                 break;
             }
             w = 0;
         }
-        wc_outq_consume(&ch->out, (size_t)w);
+        wc_outq_consume(&b->out, (size_t)w);
         if (w > 0)
-            stamp(ch);
-        if ((size_t)w == total)
-            continue;
-        /* The socket is full: let libuv wait for POLLOUT. */
-        n = wc_outq_iov(&ch->out, iov, WC_IOV_MAX, &total);
-        for (int i = 0; i < n; i++)
-            bufs[i] = uv_buf_init(iov[i].iov_base, (unsigned)iov[i].iov_len);
-        ch->wlen = total;
-        if (start_write(ch, bufs, (unsigned)n, NULL) < 0)
-            ch->broken = 1;
-        break;
+            stamp(b);
+        if ((size_t)w < total) {
+            full = 1;   /* the socket is full */
+            break;
+        }
     }
-    if (ch->waiters && (ch->broken || ch->out.bytes
-                        <= ch->srv->cfg.outbuf_high_watermark))
+    b->writing = full && !b->broken;
+    if (b->waiters && (b->broken || b->out.bytes
+                       <= ch->srv->cfg.outbuf_high_watermark))
         wc_channel_wake_waiters(ch);
     wc_channel_give_back(ch);
-    pthread_mutex_unlock(&ch->lock);
+    int writing = b->writing;
+    pthread_mutex_unlock(&b->lock);
+    wc_channel_want_write(ch, writing);
     wc_channel_maybe_close(ch);
-}
-
-static void
-on_write(uv_write_t *req, int status)
-{
-    wreq_t *wr = WC_CONTAINER_OF(req, wreq_t, req);
-    wc_channel_t *ch = wr->ch;
-    free(wr->blk);
-    free(wr);
-    pthread_mutex_lock(&ch->lock);
-    ch->writing = 0;
-    if (status < 0) {
-        ch->broken = 1;
-    } else {
-        wc_outq_consume(&ch->out, ch->wlen);
-        stamp(ch);
-    }
-    ch->wlen = 0;
-    wc_channel_give_back(ch);
-    pthread_mutex_unlock(&ch->lock);
-    if (status == UV_ECANCELED)
-        return;   /* closing */
-    wc_channel_flush(ch);
 }
 
 /* ---- parking ----------------------------------------------------------- */
 
-/* ch->lock held. */
+/* ch->b->lock held. */
 void
 wc_channel_wake_waiters(wc_channel_t *ch)
 {
-    for (wc_waiter_t *w = ch->waiters; w; w = w->next)
+    for (wc_waiter_t *w = ch->b->waiters; w; w = w->next)
         pthread_cond_signal(&w->cond);
 }
 
-/* ch->lock held.  Park the calling thread (no GIL) until it is woken. */
+/* ch->b->lock held.  Park the calling thread (no GIL) until it is woken. */
 static void
 park(wc_channel_t *ch, wc_waiter_t *me)
 {
-    me->next = ch->waiters;
-    ch->waiters = me;
-    pthread_cond_wait(&me->cond, &ch->lock);
-    wc_waiter_t **pp = &ch->waiters;
+    me->next = ch->b->waiters;
+    ch->b->waiters = me;
+    pthread_cond_wait(&me->cond, &ch->b->lock);
+    wc_waiter_t **pp = &ch->b->waiters;
     while (*pp != me)
         pp = &(*pp)->next;
     *pp = me->next;
 }
 
 /* ---- the workers' writes --------------------------------------------------
- * Called by workers and app threads, GIL held or not.  ch->lock serializes
+ * Called by workers and app threads, GIL held or not.  ch->b->lock serializes
  * them with the loop's writes and close. */
 
 /* Send the iovecs: straight to the socket when nothing the loop must send
@@ -270,11 +250,11 @@ int
 wc_channel_send(wc_channel_t *ch, struct iovec *iov, void **owners, int n,
                 int defer)
 {
-    pthread_mutex_lock(&ch->lock);
+    pthread_mutex_lock(&ch->b->lock);
     int rv = wc_channel_send_locked(ch, iov, owners, n, defer);
-    if (rv == 0 && ch->out.bytes > ch->srv->cfg.outbuf_high_watermark)
+    if (rv == 0 && ch->b->out.bytes > ch->srv->cfg.outbuf_high_watermark)
         rv = 1;
-    pthread_mutex_unlock(&ch->lock);
+    pthread_mutex_unlock(&ch->b->lock);
     return rv;
 }
 
@@ -284,31 +264,31 @@ static int
 queue_iov(wc_channel_t *ch, struct iovec *iov, void **owners, int n)
 {
     size_t overflow = ch->srv->cfg.outbuf_overflow;
-    if (ch->out.bytes == 0)
-        stamp(ch);      /* a stall is timed from here */
+    if (ch->b->out.bytes == 0)
+        stamp(ch->b);      /* a stall is timed from here */
     for (int i = 0; i < n; i++) {
         size_t len = iov[i].iov_len;
         void *obj = owners ? owners[i] : NULL;
         int r;
-        if (ch->out.mem + len > overflow && len > 0) {
-            r = wc_outq_spill(&ch->out, ch->srv->cfg.tmpdir,
+        if (ch->b->out.mem + len > overflow && len > 0) {
+            r = wc_outq_spill(&ch->b->out, ch->srv->cfg.tmpdir,
                               iov[i].iov_base, len);
         } else if (obj != NULL && len >= ZC_MIN) {
-            r = wc_outq_append_ref(&ch->out, iov[i].iov_base, len, obj);
+            r = wc_outq_append_ref(&ch->b->out, iov[i].iov_base, len, obj);
             if (r == 0)
                 wc_dispatch_retain(obj);
         } else {
-            r = wc_outq_append(&ch->out, iov[i].iov_base, len);
+            r = wc_outq_append(&ch->b->out, iov[i].iov_base, len);
         }
         if (r < 0) {
-            ch->broken = 1;
+            ch->b->broken = 1;
             return r;
         }
     }
     return 0;
 }
 
-/* The same, with ch->lock held by the caller.  n == 0 flushes what the
+/* The same, with ch->b->lock held by the caller.  n == 0 flushes what the
  * worker queued. */
 int
 wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, void **owners,
@@ -318,23 +298,23 @@ wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, void **owners,
     size_t qtotal = 0, total = 0;
     int k = 0, rv;
 
-    if (ch->broken)
+    if (ch->b->broken)
         return UV_EPIPE;
     for (int i = 0; i < n; i++)
         total += iov[i].iov_len;
-    if (defer && !ch->writing && ch->out.mem + total < DEFER_MAX
-        && ch->out.bytes == ch->out.mem) {
+    if (defer && !ch->b->writing && ch->b->out.mem + total < DEFER_MAX
+        && ch->b->out.bytes == ch->b->out.mem) {
         /* Held back for the next write of this worker; the loop's tick
          * sends it within a millisecond if that write is slow to come
          * (PEP 3333: transmission goes on while the app makes the next
          * block). */
         rv = queue_iov(ch, iov, owners, n);
-        if (rv == 0 && !ch->deferred) {
+        if (rv == 0 && !ch->b->deferred) {
             wc_server_t *srv = ch->srv;
-            ch->deferred = 1;
+            ch->b->deferred = 1;
             atomic_fetch_add(&ch->refs, 1);
             pthread_mutex_lock(&srv->qlock);
-            ch->defer_next = srv->defer_head;
+            ch->b->defer_next = srv->defer_head;
             srv->defer_head = ch;
             /* The tick is off (nothing was held back): wake the loop so
              * that it starts it. */
@@ -344,13 +324,13 @@ wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, void **owners,
         }
         return rv;
     }
-    if (!ch->writing && ch->out.head) {
+    if (!ch->b->writing && ch->b->out.head) {
         /* Queued bytes go first; only memory ones, all of them. */
-        k = wc_outq_iov(&ch->out, all, WC_IOV_MAX, &qtotal);
-        if (qtotal != ch->out.bytes)
+        k = wc_outq_iov(&ch->b->out, all, WC_IOV_MAX, &qtotal);
+        if (qtotal != ch->b->out.bytes)
             goto queue_rest;    /* a file or more than fits: the loop's */
     }
-    if (ch->writing)
+    if (ch->b->writing)
         goto queue_rest;
     if (n > 0)
         memcpy(all + k, iov, (size_t)n * sizeof(*iov));
@@ -365,18 +345,18 @@ wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, void **owners,
     } while (w < 0 && errno == EINTR);
     if (w < 0) {
         if (errno != EAGAIN) {
-            ch->broken = 1;
+            ch->b->broken = 1;
             wc_channel_kick(ch);
             return UV_EPIPE;
         }
         w = 0;
     }
     if (w > 0)
-        stamp(ch);
+        stamp(ch->b);
     size_t left = (size_t)w;
     size_t from_q = left < qtotal ? left : qtotal;
     if (from_q) {
-        wc_outq_consume(&ch->out, from_q);
+        wc_outq_consume(&ch->b->out, from_q);
         wc_channel_give_back(ch);
     }
     left -= from_q;
@@ -393,7 +373,7 @@ wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, void **owners,
     if (owners)
         owners += i;
     n -= i;
-    if (n == 0 && ch->out.head == NULL)
+    if (n == 0 && ch->b->out.head == NULL)
         return 0;
 queue_rest:
     rv = queue_iov(ch, iov, owners, n);
@@ -408,12 +388,12 @@ wc_channel_send_file(wc_channel_t *ch, int fd, off_t off, uint64_t n,
                      int close_fd)
 {
     int rv = 0;
-    pthread_mutex_lock(&ch->lock);
-    if (ch->broken)
+    pthread_mutex_lock(&ch->b->lock);
+    if (ch->b->broken)
         rv = UV_EPIPE;
-    else if ((rv = wc_outq_append_file(&ch->out, fd, off, n, close_fd)) == 0)
+    else if ((rv = wc_outq_append_file(&ch->b->out, fd, off, n, close_fd)) == 0)
         wc_channel_kick(ch);
-    pthread_mutex_unlock(&ch->lock);
+    pthread_mutex_unlock(&ch->b->lock);
     if (rv < 0 && close_fd)
         close(fd);
     return rv;
@@ -428,12 +408,12 @@ wc_channel_wait_drained(wc_channel_t *ch)
     uint64_t hwm = ch->srv->cfg.outbuf_high_watermark;
     wc_waiter_t me;
     pthread_cond_init(&me.cond, NULL);
-    pthread_mutex_lock(&ch->lock);
-    while (!ch->broken && ch->out.bytes > hwm)
+    pthread_mutex_lock(&ch->b->lock);
+    while (!ch->b->broken && ch->b->out.bytes > hwm)
         park(ch, &me);
-    if (ch->broken)
+    if (ch->b->broken)
         rv = UV_EPIPE;
-    pthread_mutex_unlock(&ch->lock);
+    pthread_mutex_unlock(&ch->b->lock);
     pthread_cond_destroy(&me.cond);
     return rv;
 }
@@ -445,26 +425,26 @@ wc_channel_wait_drained(wc_channel_t *ch)
 void
 wc_channel_writer_enter(wc_channel_t *ch)
 {
-    pthread_mutex_lock(&ch->lock);
-    ch->writers++;
-    pthread_mutex_unlock(&ch->lock);
+    pthread_mutex_lock(&ch->b->lock);
+    ch->b->writers++;
+    pthread_mutex_unlock(&ch->b->lock);
 }
 
 void
 wc_channel_writer_leave(wc_channel_t *ch)
 {
-    pthread_mutex_lock(&ch->lock);
-    if (--ch->writers == 0)
+    pthread_mutex_lock(&ch->b->lock);
+    if (--ch->b->writers == 0)
         wc_channel_wake_waiters(ch);
-    pthread_mutex_unlock(&ch->lock);
+    pthread_mutex_unlock(&ch->b->lock);
 }
 
 int
 wc_channel_has_writers(wc_channel_t *ch)
 {
-    pthread_mutex_lock(&ch->lock);
-    int n = ch->writers;
-    pthread_mutex_unlock(&ch->lock);
+    pthread_mutex_lock(&ch->b->lock);
+    int n = ch->b->writers;
+    pthread_mutex_unlock(&ch->b->lock);
     return n > 0;
 }
 
@@ -473,20 +453,31 @@ wc_channel_wait_writers(wc_channel_t *ch)
 {
     wc_waiter_t me;
     pthread_cond_init(&me.cond, NULL);
-    pthread_mutex_lock(&ch->lock);
-    while (ch->writers > 0)
+    pthread_mutex_lock(&ch->b->lock);
+    while (ch->b->writers > 0)
         park(ch, &me);
-    pthread_mutex_unlock(&ch->lock);
+    pthread_mutex_unlock(&ch->b->lock);
     pthread_cond_destroy(&me.cond);
 }
 
+/* Any thread, at any time: the channel itself outlives the caller's
+ * reference, its busy part may not. */
 int
 wc_channel_disconnected(wc_channel_t *ch)
 {
-    pthread_mutex_lock(&ch->lock);
-    int gone = ch->broken
-               || (ch->peer_eof && ch->srv->cfg.lookahead > 0);
-    pthread_mutex_unlock(&ch->lock);
-    return gone;
+    int gone = atomic_load_explicit(&ch->gone, memory_order_relaxed);
+    return gone == WC_GONE_CLOSED
+           || (gone == WC_GONE_EOF && ch->srv->cfg.lookahead > 0);
 }
 
+uint64_t
+wc_channel_unsent(wc_channel_t *ch)
+{
+    wc_busy_t *b = ch->b;
+    pthread_mutex_lock(&b->lock);
+    uint64_t n = 0;
+    if (b->broken)
+        n = b->out.bytes + (b->wblk ? b->wblk_len - b->wblk_off : 0);
+    pthread_mutex_unlock(&b->lock);
+    return n;
+}

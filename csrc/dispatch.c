@@ -13,7 +13,7 @@
  * main loop runs on a Python thread with its own thread state for life: it
  * holds the GIL only while it serves tasks, and drains every queued task
  * before it lets the GIL go.  The log thread likewise holds the GIL only
- * while it emits.  qlock and ch->lock are leaf locks: no holder
+ * while it emits.  qlock and b->lock are leaf locks: no holder
  * ever waits for the GIL, so taking them with the GIL held cannot deadlock.
  */
 #include "wc.h"
@@ -31,9 +31,9 @@ void
 wc_dispatch_push(wc_server_t *srv, wc_channel_t *ch)
 {
     pthread_mutex_lock(&srv->qlock);
-    ch->task_next = NULL;
+    ch->b->task_next = NULL;
     if (srv->task_tail)
-        srv->task_tail->task_next = ch;
+        srv->task_tail->b->task_next = ch;
     else
         srv->task_head = ch;
     srv->task_tail = ch;
@@ -158,7 +158,7 @@ pop_task(wc_server_t *srv)
 {
     wc_channel_t *ch = srv->task_head;
     if (ch) {
-        srv->task_head = ch->task_next;
+        srv->task_head = ch->b->task_next;
         if (srv->task_head == NULL)
             srv->task_tail = NULL;
         srv->ntasks--;

@@ -20,7 +20,7 @@ enum {
     K_CONTENT_TYPE, K_HTTP_HOST, K_SCRIPT_NAME, K_SERVER_NAME,
     K_SERVER_PORT, K_SERVER_SOFTWARE, K_WSGI_VERSION, K_WSGI_URL_SCHEME,
     K_WSGI_MULTITHREAD, K_WSGI_MULTIPROCESS, K_WSGI_RUN_ONCE,
-    K_WSGI_INPUT_TERMINATED, K_WSGI_FILE_WRAPPER,
+    K_WSGI_INPUT_TERMINATED, K_WSGI_FILE_WRAPPER, K_WSGI_EARLY_HINTS,
     V_HTTP10, V_HTTP11, V_EMPTY, V_GET, V_POST, V_HEAD, V_PUT, V_DELETE,
     V_OPTIONS, V_PATCH,
     NKEYS
@@ -34,6 +34,7 @@ static const char *const key_names[NKEYS] = {
     "SERVER_NAME", "SERVER_PORT", "SERVER_SOFTWARE", "wsgi.version",
     "wsgi.url_scheme", "wsgi.multithread", "wsgi.multiprocess",
     "wsgi.run_once", "wsgi.input_terminated", "wsgi.file_wrapper",
+    "wsgi.early_hints",
     "HTTP/1.0", "HTTP/1.1", "", "GET", "POST", "HEAD", "PUT", "DELETE",
     "OPTIONS", "PATCH",
 };
@@ -289,6 +290,7 @@ wc_environ_reserve(PyObject *tmpl)
         K_REQUEST_METHOD, K_SERVER_PROTOCOL, K_REQUEST_URI, K_PATH_INFO,
         K_QUERY_STRING, K_REMOTE_ADDR, K_REMOTE_HOST, K_REMOTE_PORT,
         K_WSGI_ERRORS, K_WSGI_INPUT, K_CLIENT_DISCONNECTED,
+        K_WSGI_EARLY_HINTS,
     };
     for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
         if (PyDict_SetItem(tmpl, keys[ids[i]], Py_None) < 0)
@@ -297,13 +299,55 @@ wc_environ_reserve(PyObject *tmpl)
     return 0;
 }
 
-/* New reference: the environ for one request. */
+/* Borrowed: the template of the environ of sr's request: the listener's,
+ * with wsgi.early_hints set to sr's EarlyHints.  Each StartResponse (one
+ * a worker, reused from request to request) keeps these copies, so the
+ * key costs no dict store per request: they are made when the
+ * StartResponse is new and updated when its EarlyHints is renewed. */
+static PyObject *
+sr_template(ServerObject *so, StartResponseObject *sr, int listener)
+{
+    int renewed = wc_early_hints_take(sr, (PyTypeObject *)so->hints_type);
+    if (renewed < 0)
+        return NULL;
+    PyObject *hk = keys[K_WSGI_EARLY_HINTS];
+    if (sr->tmpls == NULL) {
+        Py_ssize_t n = PyTuple_GET_SIZE(so->templates);
+        PyObject *t = PyTuple_New(n);                       /* new */
+        if (t == NULL)
+            return NULL;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            /* The copy keeps the template's table size, with its room
+             * for the headers; the key is there already, as None. */
+            PyObject *d = PyDict_Copy(PyTuple_GET_ITEM(so->templates, i));
+            if (d == NULL || PyDict_SetItem(d, hk, sr->hints) < 0) {
+                Py_XDECREF(d);
+                Py_DECREF(t);
+                return NULL;
+            }
+            PyTuple_SET_ITEM(t, i, d);                      /* stolen */
+        }
+        sr->tmpls = t;
+    } else if (renewed) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(sr->tmpls); i++) {
+            if (PyDict_SetItem(PyTuple_GET_ITEM(sr->tmpls, i), hk,
+                               sr->hints) < 0) {
+                /* Some still hold the old one: made again next time. */
+                Py_CLEAR(sr->tmpls);
+                return NULL;
+            }
+        }
+    }
+    return PyTuple_GET_ITEM(sr->tmpls, listener);
+}
+
+/* New reference: the environ for one request, whose StartResponse is sr. */
 PyObject *
 wc_environ_build(ServerObject *so, wc_channel_t *ch, wc_request_t *req,
-              PyObject **path_out)
+                 StartResponseObject *sr, PyObject **path_out)
 {
-    PyObject *tmpl = PyTuple_GET_ITEM(so->templates, ch->listener);
-    PyObject *env = PyDict_Copy(tmpl);
+    PyObject *tmpl = sr_template(so, sr, ch->listener);    /* borrowed */
+    PyObject *env = tmpl ? PyDict_Copy(tmpl) : NULL;
     PyObject *v;
     if (env == NULL)
         return NULL;

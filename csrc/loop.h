@@ -45,6 +45,7 @@ typedef struct wc_server_s wc_server_t;
 typedef struct wc_worker_s wc_worker_t;
 typedef struct wc_logmsg_s wc_logmsg_t;
 typedef struct wc_waiter_s wc_waiter_t;
+typedef struct wc_busy_s wc_busy_t;
 
 /* ---- buffer.c: plain growable bytes, body spool, output queue ---------- */
 
@@ -76,8 +77,8 @@ int wc_spool_write(wc_spool_t *s, const char *p, size_t n) WC_WUR;
 void wc_spool_free(wc_spool_t *s);
 
 /* Output segments: workers append at the tail, the loop consumes the head;
- * both under the channel lock.  A segment's data never moves, so a
- * uv_write may point into it while a worker appends behind. */
+ * both under the channel lock.  A segment's data never moves while it is
+ * queued. */
 struct wc_seg_s {
     wc_seg_t *next;
     const char *base;   /* data, or the bytes of obj */
@@ -187,6 +188,8 @@ enum {
 #define WC_MAX_BLANK 16
 
 extern const char wc_slash[];   /* r->path of "http://host" */
+/* parser.c: 1 for the 256 bytes of an RFC 9110 token (tchar), else 0. */
+extern const unsigned char *const wc_tchar;
 /* target.c: split r->target into path, query, authority.  Returns 0, or
  * -1 with r->error_status set (400 "Bad URI"). */
 int wc_parse_target(wc_request_t *r);
@@ -214,14 +217,6 @@ int wc_request_feed(wc_request_t *r, const char *p, size_t n, size_t *used,
 
 /* ---- channel.c: one client connection (loop thread) -------------------- */
 
-/* A TCP or unix stream handle, seen as whichever libuv type a call wants. */
-typedef union {
-    uv_handle_t handle;
-    uv_stream_t stream;
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-} wc_stream_u;
-
 /* A connection's lifecycle.  The loop thread owns it: `state` changes
  * only in channel.c's set_state(), which asserts that the step is one of
  * the arrows below (docs/design.rst draws them).  The input side and the
@@ -243,12 +238,13 @@ typedef enum {
     WC_CONN_BODY,       /* its body arriving */
     WC_CONN_PAUSED,     /* backlog full: not reading; bytes read and not
                            yet parsed wait in `leftover` */
-    WC_CONN_DONE,       /* no further request is read: what was received
-                           is answered, then the connection lingers */
+    WC_CONN_DONE,       /* no further request is parsed (what arrives is
+                           discarded): what was received is answered,
+                           then the connection lingers */
     WC_CONN_LINGER,     /* all owed output written and the write side
                            shut: input read and discarded until EOF, a
                            byte bound or the linger time, then closed */
-    WC_CONN_CLOSED,     /* uv_close called */
+    WC_CONN_CLOSED,     /* the socket is closed */
     WC_CONN_NSTATES
 } wc_conn_state;
 
@@ -260,39 +256,38 @@ void wc_assert_fail(const char *expr, const char *file, int line)
 #define WC_ASSERT(e) \
     ((e) ? (void)0 : wc_assert_fail(#e, __FILE__, __LINE__))
 #else
-#define WC_ASSERT(e) ((void)0)
+/* Not evaluated, but its names count as used. */
+#define WC_ASSERT(e) ((void)sizeof(e))
 #endif
 
-/* Events a worker posts to the loop (ch->ev, under ch->lock); the loop
+/* Events a worker posts to the loop (b->ev, under b->lock); the loop
  * drains them in wc_channel_kicked.  ROOM and IDLE are posted only when
- * the loop asked for them (ch->wants). */
+ * the loop asked for them (b->wants), or IDLE when the server sheds the
+ * busy parts of quiescent connections (wc_server_t.shed). */
 enum {
     WC_EV_CLOSE = 1,    /* a response ended the connection */
     WC_EV_ROOM = 2,     /* the backlog is low again */
     WC_EV_IDLE = 4,     /* no worker holds the channel any more */
 };
 
-struct wc_channel_s {
-    wc_stream_u h;
-    wc_server_t *srv;
-    int listener;               /* index in srv->listeners */
-    atomic_int refs;            /* loop 1 until close_cb; task 1; kick 1 */
-    int fd;
-
+/* The busy part of a connection: everything it needs while a request
+ * arrives, waits, is served or answered, and while it lingers.  The loop
+ * allocates it at the first byte of a request and frees it once the
+ * connection is quiescent again (wc_channel.c: shed), so that an idle
+ * keep-alive connection holds only its small wc_channel_t.  A worker
+ * reaches it only while it holds the channel (a task, a kick, held-back
+ * output), and the loop never frees it then: `ch->b` never changes under
+ * a worker. */
+struct wc_busy_s {
     /* Loop thread only. */
-    wc_conn_state state;
-    wc_channel_t *prev, *next;  /* srv->channels */
     wc_request_t *req;          /* being received (HEAD, BODY) */
     uint64_t head_at;           /* ms: first byte of the head */
-    uint64_t in_at;             /* ms: last byte read, or state entered */
-    uint64_t stop_at;           /* ms: a graceful stop reached it; 0 not */
     uint64_t linger_end;        /* ms: LINGER closes then at the latest */
-    uint64_t lingered;          /* bytes discarded while lingering */
     char *leftover;             /* read, not parsed: the backlog was full */
     size_t leftover_len;
-    unsigned reading : 1;       /* uv_read_start is in force */
+    char *wblk;                 /* a block of a file sendfile refuses, */
+    size_t wblk_len, wblk_off;  /* being written from memory */
     unsigned continue_owed : 1; /* 100 Continue once no worker holds it */
-    size_t wlen;                /* bytes in the outstanding uv_write */
 
     /* Shared: under `lock`. */
     pthread_mutex_t lock;
@@ -304,7 +299,8 @@ struct wc_channel_s {
     int writers;                /* app threads inside write() */
     int busy;                   /* queued for, or held by, a worker */
     wc_outq_t out;
-    int writing;                /* a uv_write is outstanding */
+    int writing;                /* the socket refused bytes: the loop waits
+                                   for POLLOUT, later output queues */
     int kicked;                 /* on srv->kick list */
     wc_channel_t *kick_next;
     wc_channel_t *defer_next;
@@ -314,26 +310,70 @@ struct wc_channel_s {
     unsigned broken : 1;        /* no more writes: reset, closed, error */
     unsigned peer_eof : 1;      /* the client shut its side */
     unsigned deferred : 1;      /* on srv->defer_head: output held back */
-
     /* ms, monotonic: the last byte the client took, or when output began
      * to wait in an empty queue.  A stall is timed from it; reads never
-     * move it.  Written under `lock`, read by the loop's sweep. */
+     * move it. */
     _Atomic uint64_t out_at;
     /* Set by the loop when a stop finds the request in service the last
      * one it will take (nothing else read): its response says close. */
     atomic_int stop_close;
     wc_channel_t *task_next;    /* srv task queue (under queue lock) */
+};
 
+/* Busy parts kept by quiescent connections while the server holds at
+ * most this many; past it, a connection gives its busy part back as soon
+ * as it is quiescent (a worker tells the loop).  Enough for the
+ * keep-alive connections of a busy server not to allocate one per
+ * request; few enough that 10,000 idle connections stay small. */
+#define WC_KEEP_BUSY 1024
+
+/* A connection.  What an idle keep-alive connection costs: the fields
+ * below (no libuv handle: the socket is in the server's own epoll set,
+ * srv->epfd); the rest is the busy part.  The loop does the socket's
+ * reads and its own writes itself (recv, sendmsg, sendfile) on readiness
+ * (wc_channel_io); workers write with sendmsg under b->lock when nothing
+ * is queued before them. */
+struct wc_channel_s {
+    wc_server_t *srv;
+    wc_busy_t *b;               /* NULL while quiescent and shed */
+    wc_channel_t *prev, *next;  /* srv->channels, then srv->closed (loop) */
+    uint64_t in_at;             /* loop: ms of the last byte read, or of
+                                   the state's start; the idle clock */
+    atomic_int refs;            /* loop 1 until close_cb; task 1; kick 1;
+                                   held-back output 1 */
+    int fd;
+    uint8_t state;              /* wc_conn_state (loop) */
+    uint8_t events;             /* EPOLLIN | EPOLLOUT polled (loop) */
+    uint8_t listener;           /* index in srv->listeners */
     /* The peer, formatted by workers: family 0 (unix), 4 or 6. */
     uint8_t peer_family;
     uint16_t peer_port;
     unsigned char peer_addr[16];
+    /* WC_GONE_*: what client_disconnected() reports, from any thread at
+     * any time (the busy part may be gone by then).  Set by the loop. */
+    _Atomic uint8_t gone;
 };
 
-int wc_channel_accept(wc_server_t *srv, uv_stream_t *listener, int index,
-                      int *taken);
-/* Loop thread: */
+enum {
+    WC_GONE_NO = 0,
+    WC_GONE_EOF = 1,    /* the client shut its side */
+    WC_GONE_CLOSED = 2, /* the connection is closed */
+};
+
+struct sockaddr;
+/* Loop thread: a connection accepted on listener `index` (fd is non-
+ * blocking; peer is what accept gave).  Returns 0, or a negative error
+ * with fd closed. */
+int wc_channel_open(wc_server_t *srv, int fd, int index,
+                    const struct sockaddr *peer);
+
 void wc_channel_close(wc_channel_t *ch);
+/* The output side wants POLLOUT (the socket refused bytes), or no more. */
+void wc_channel_want_write(wc_channel_t *ch, int on);
+/* The socket is ready: epoll's events for it. */
+void wc_channel_io(wc_channel_t *ch, unsigned events);
+/* Once an iteration: free what wc_channel_close left for later. */
+void wc_channel_finish_closes(wc_server_t *srv);
 void wc_channel_unref(wc_channel_t *ch);
 void wc_channel_flush(wc_channel_t *ch);
 void wc_channel_kicked(wc_channel_t *ch);
@@ -342,7 +382,7 @@ void wc_channel_maybe_close(wc_channel_t *ch);
 /* Once a second: timeouts, stop grace and lingering (closes the channel
  * when its time is up). */
 void wc_channel_sweep(wc_channel_t *ch, uint64_t now);
-/* Caller holds ch->lock: wake every thread parked on the channel. */
+/* Caller holds b->lock: wake every thread parked on the channel. */
 void wc_channel_wake_waiters(wc_channel_t *ch);
 /* Worker side (any thread, no GIL needed): */
 /* The next request to serve, or NULL: the worker lets the channel go
@@ -369,6 +409,9 @@ int wc_channel_send_file(wc_channel_t *ch, int fd, off_t off, uint64_t n,
 int wc_channel_wait_drained(wc_channel_t *ch);
 void wc_channel_kick(wc_channel_t *ch);
 int wc_channel_disconnected(wc_channel_t *ch);
+/* Worker: bytes the connection still holds and will never send (the
+ * client is gone), else 0. */
+uint64_t wc_channel_unsent(wc_channel_t *ch);
 void wc_channel_writer_enter(wc_channel_t *ch);
 void wc_channel_writer_leave(wc_channel_t *ch);
 int wc_channel_has_writers(wc_channel_t *ch);
@@ -402,15 +445,15 @@ struct wc_config_s {
 };
 
 struct wc_listener_s {
-    wc_stream_u h;
+    uv_poll_t poll;             /* readiness of the listening socket */
     wc_server_t *srv;
     int index;
     int is_unix;
     int fd;
     int open;
     int owned;                  /* ours to shut: refuse at once on stop */
-    int held;                   /* a connection waits: over the limit, or
-                                   its accept failed (retried) */
+    int held;                   /* not polled: at connection_limit, or
+                                   accept ran out of fds (retried) */
 };
 
 struct wc_logmsg_s {
@@ -439,11 +482,18 @@ struct wc_server_s {
     int nlisteners;
 
     /* Loop thread only. */
+    int epfd;                   /* the connections' epoll set */
+    uv_poll_t epoll;            /* libuv's watch on it */
+    uv_idle_t reap;             /* releases closed channels next turn */
     wc_channel_t *channels;     /* list head */
+    wc_channel_t *closed;       /* closed, memory not yet released */
     uint64_t nchannels;
     int limit_logged;
-    int accepted_turn;          /* accepts in this loop iteration */
-    int batch_held;             /* a listener held for ACCEPT_BATCH */
+    uint64_t stop_at;           /* ms: a graceful stop began; 0 none */
+    uint64_t nbusy_parts;       /* channels holding a busy part */
+    atomic_int shed;            /* many connections: workers tell the
+                                   loop when one goes quiescent, so that
+                                   its busy part is freed */
     atomic_int stopping;        /* 1 graceful, 2 hard; workers read it */
     int finished;
     char readbuf[WC_READ_SIZE];
@@ -483,6 +533,8 @@ struct sched_param;
 void wc_thread_batch(int *old, struct sched_param *old_param);
 void wc_server_request_close(wc_server_t *srv);
 void wc_server_channel_closed(wc_server_t *srv);
+/* A channel was closed: release it at the start of the next iteration. */
+void wc_server_reap_soon(wc_server_t *srv);
 void wc_server_log(wc_server_t *srv, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void wc_server_destroy(wc_server_t *srv);

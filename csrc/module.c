@@ -21,6 +21,7 @@
 typedef struct {
     PyObject *server_type;
     PyObject *sr_type;
+    PyObject *hints_type;
     PyObject *input_type;
     PyObject *filewrapper_type;
     PyObject *disc_type;
@@ -288,6 +289,7 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     so->app = Py_NewRef(app);
     so->access_log = access_log != Py_None ? Py_NewRef(access_log) : NULL;
     so->sr_type = Py_NewRef(st->sr_type);
+    so->hints_type = Py_NewRef(st->hints_type);
     so->input_type = Py_NewRef(st->input_type);
     so->file_wrapper = Py_NewRef(st->filewrapper_type);
     so->disc_type = Py_NewRef(st->disc_type);
@@ -450,6 +452,7 @@ server_traverse(ServerObject *so, visitproc visit, void *arg)
     Py_VISIT(so->file_wrapper);
     Py_VISIT(so->input_type);
     Py_VISIT(so->sr_type);
+    Py_VISIT(so->hints_type);
     Py_VISIT(so->disc_type);
     Py_VISIT(so->io_open);
     Py_VISIT(so->format_exc);
@@ -472,6 +475,7 @@ server_clear(ServerObject *so)
     Py_CLEAR(so->file_wrapper);
     Py_CLEAR(so->input_type);
     Py_CLEAR(so->sr_type);
+    Py_CLEAR(so->hints_type);
     Py_CLEAR(so->disc_type);
     Py_CLEAR(so->io_open);
     Py_CLEAR(so->format_exc);
@@ -571,6 +575,7 @@ core_exec(PyObject *m)
         return -1;
     if (add_type(m, &server_spec, &st->server_type) < 0
         || add_type(m, &wc_start_response_spec, &st->sr_type) < 0
+        || add_type(m, &wc_early_hints_spec, &st->hints_type) < 0
         || add_type(m, &wc_input_spec, &st->input_type) < 0
         || add_type(m, &wc_filewrapper_spec, &st->filewrapper_type) < 0
         || add_type(m, &wc_disconnected_spec, &st->disc_type) < 0)
@@ -605,6 +610,7 @@ core_traverse(PyObject *m, visitproc visit, void *arg)
     module_state *st = get_state(m);
     Py_VISIT(st->server_type);
     Py_VISIT(st->sr_type);
+    Py_VISIT(st->hints_type);
     Py_VISIT(st->input_type);
     Py_VISIT(st->filewrapper_type);
     Py_VISIT(st->disc_type);
@@ -620,6 +626,7 @@ core_clear(PyObject *m)
     module_state *st = get_state(m);
     Py_CLEAR(st->server_type);
     Py_CLEAR(st->sr_type);
+    Py_CLEAR(st->hints_type);
     Py_CLEAR(st->input_type);
     Py_CLEAR(st->filewrapper_type);
     Py_CLEAR(st->disc_type);

@@ -40,6 +40,8 @@ static const unsigned char tchar[256] = {
     ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
     ['y'] = 1, ['z'] = 1,
 };
+/* start_response.c checks the app's header names with it too. */
+const unsigned char *const wc_tchar = tchar;
 
 static int
 is_vchar_or_obs(unsigned char c)
@@ -189,13 +191,18 @@ wc_head_scan(wc_request_t *r, const char *p, size_t n, int *complete,
                                          "message");
                 return used;
             }
-            /* Quote the line up to its CRLF, as far as it is here. */
+            /* Quote the line up to its CRLF, as far as it is here (a
+             * read may end before the CRLF, or between its CR and LF: that
+             * CR is left out too). */
             const char *rest = p + used, *stop = p + n;
             const char *q = rest;
             while (q + 1 < stop && !(q[0] == '\r' && q[1] == '\n'))
                 q++;
-            if (q + 1 >= stop)
+            if (q + 1 >= stop) {
                 q = stop;
+                if (q > rest && q[-1] == '\r')
+                    q--;
+            }
             size_t k = (size_t)(q - rest);
             if (wc_buf_append(&r->head, rest, k) < 0)
                 k = 0;
@@ -606,6 +613,14 @@ enum {
     CK_TR_END_LF,
 };
 
+static void
+over_max_body(wc_request_t *r, const wc_config_t *cfg)
+{
+    snprintf(r->detail_buf, sizeof(r->detail_buf), "exceeds max_body of %llu",
+             (unsigned long long)cfg->max_body);
+    wc_request_error(r, 413, r->detail_buf);
+}
+
 size_t
 wc_chunked_feed(wc_request_t *r, const char *buf, size_t n, int *done,
                 const wc_config_t *cfg)
@@ -622,6 +637,14 @@ wc_chunked_feed(wc_request_t *r, const char *buf, size_t n, int *done,
 
     while (p < end) {
         unsigned char c = (unsigned char)*p;
+        /* max_body bounds the raw bytes, framing included, and applies at
+         * the byte that reaches it (not at the end of the read): the
+         * answer must not depend on how the bytes arrive. */
+        uint64_t raw = r->raw_body + (uint64_t)(p - buf);
+        if (raw >= cfg->max_body) {
+            over_max_body(r, cfg);
+            goto out;
+        }
         if (k->state >= CK_EXT_PRE_NAME && k->state <= CK_EXT_POST_VAL
             && ++k->ext_len > MAX_CHUNK_EXT)
             FAIL("Invalid chunk extension");
@@ -723,10 +746,7 @@ wc_chunked_feed(wc_request_t *r, const char *buf, size_t n, int *done,
             k->state = k->size == 0 ? CK_TR_START : CK_DATA;
             if (k->size >= cfg->max_body
                 || r->body.len + k->size >= cfg->max_body) {
-                snprintf(r->detail_buf, sizeof(r->detail_buf),
-                         "exceeds max_body of %llu",
-                         (unsigned long long)cfg->max_body);
-                wc_request_error(r, 413, r->detail_buf);
+                over_max_body(r, cfg);
                 goto out;
             }
             break;
@@ -734,6 +754,8 @@ wc_chunked_feed(wc_request_t *r, const char *buf, size_t n, int *done,
             size_t take = (size_t)(end - p);
             if (take > k->size)
                 take = (size_t)k->size;
+            if (take > cfg->max_body - raw)
+                take = (size_t)(cfg->max_body - raw);   /* 413 next */
             if (wc_spool_write(&r->body, p, take) < 0) {
                 wc_request_error(r, 500, "Could not store the request "
                                          "body");
@@ -794,10 +816,8 @@ out:
 #undef FAIL
     r->raw_body += (uint64_t)(p - buf);
     if (!r->error_status && r->raw_body >= cfg->max_body) {
-        snprintf(r->detail_buf, sizeof(r->detail_buf),
-                 "exceeds max_body of %llu",
-                 (unsigned long long)cfg->max_body);
-        wc_request_error(r, 413, r->detail_buf);
+        over_max_body(r, cfg);
+        *done = 0;
     }
     return (size_t)(p - buf);
 }

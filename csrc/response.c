@@ -225,9 +225,13 @@ wc_response_flush(response_t *r, int defer)
     r->nhex = 0;
     r->w->out.len = 0;
     if (rv < 0) {
+        /* Nothing of this batch reached the connection. */
+        r->sent -= r->gathered;
+        r->gathered = 0;
         r->failed = 1;
         return -1;
     }
+    r->gathered = 0;
     if (rv > 0) {
         /* Over the high watermark.  Other app threads may write() to this
          * response while this one is parked: r is consistent (nothing
@@ -242,6 +246,13 @@ wc_response_flush(response_t *r, int defer)
         }
     }
     return 0;
+}
+
+uint64_t
+wc_response_taken(response_t *r)
+{
+    uint64_t lost = wc_channel_unsent(r->ch);
+    return r->sent > lost ? r->sent - lost : 0;
 }
 
 static int
@@ -294,6 +305,7 @@ wc_response_body(response_t *r, const char *p, size_t n, PyObject *owner)
     if (r->chunked)
         add_iov(r, "\r\n", 2, NULL);
     r->sent += n;
+    r->gathered += n;
     return 0;
 }
 
@@ -316,6 +328,61 @@ wc_response_write(StartResponseObject *sr, const char *p, size_t n)
     }
     wc_channel_writer_leave(ch);
     return rv;
+}
+
+/* environ["wsgi.early_hints"]: "103 Early Hints" and the app's headers
+ * (checked by start_response.c), sent at once.  Only before the final
+ * head, so nothing of this response is gathered in w->out.  Counted as a
+ * writer, like write(): an app thread may call it. */
+int
+wc_response_hints(StartResponseObject *sr, PyObject *headers)
+{
+    response_t *r = sr->resp;
+    wc_buf_t *b = &r->w->out;
+    int rv = -1;
+    if (r->version != 11)
+        return 0;   /* RFC 9110 15.2: no 1xx to an HTTP/1.0 client */
+    if (r->failed) {
+        PyErr_SetString(PyExc_OSError, "Client disconnected");
+        return -1;
+    }
+    wc_channel_writer_enter(sr->ch);
+    b->len = 0;
+    if (PUT_LIT(b, "HTTP/1.1 103 Early Hints\r\n") < 0)
+        goto nomem;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers); i++) {
+        PyObject *t = PyList_GET_ITEM(headers, i);     /* borrowed */
+        if (put_str(b, PyTuple_GET_ITEM(t, 0)) < 0)
+            goto error;
+        if (PUT_LIT(b, ": ") < 0)
+            goto nomem;
+        if (put_str(b, PyTuple_GET_ITEM(t, 1)) < 0)
+            goto error;
+        if (PUT_LIT(b, "\r\n") < 0)
+            goto nomem;
+    }
+    if (PUT_LIT(b, "\r\n") < 0)
+        goto nomem;
+    r->niov = 0;
+    r->nhex = 0;
+    add_iov(r, b->data, b->len, NULL);
+    /* Not deferred: the point is that the client has it before the
+     * final response is ready.  flush() empties w->out. */
+    if (flush(r) < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_OSError, "Client disconnected");
+    } else {
+        rv = 0;
+    }
+    wc_channel_writer_leave(sr->ch);
+    return rv;
+
+nomem:
+    PyErr_NoMemory();
+error:
+    b->len = 0;
+    wc_channel_writer_leave(sr->ch);
+    return -1;
 }
 
 /* The app's part is over: write() raises from now on, and app threads

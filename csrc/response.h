@@ -20,7 +20,9 @@ typedef struct response_s {
     int keep_alive;
     int chunked;
     int64_t cl;             /* framing Content-Length, -1 if none */
-    uint64_t sent;          /* body bytes accepted (before framing) */
+    uint64_t sent;          /* body bytes handed to the connection
+                               (before framing) */
+    uint64_t gathered;      /* of which in iovecs not yet sent */
     int failed;             /* the client is gone */
     int status;             /* status code sent, 0 before the head */
     int warned_long;
@@ -40,6 +42,9 @@ int wc_response_head(response_t *r, int64_t known_len) WC_RAISES_NEG;
  * does not take is copied. */
 int wc_response_body(response_t *r, const char *p, size_t n,
                      PyObject *owner);
+/* The body bytes to log: those handed to the connection, less what a
+ * connection the client has left still held unsent. */
+uint64_t wc_response_taken(response_t *r);
 /* Send what was gathered; -1 when the client is gone (r->failed). */
 int wc_response_flush(response_t *r, int defer);
 /* A FileWrapper result: 1 sent, 0 not one we size, -1 error. */

@@ -1,6 +1,6 @@
 /* server.c: the event loop.  Listeners and accept (with connection_limit),
- * the async wake-up that workers use, the once-a-second sweep (idle,
- * stalled and slow-head connections: channel_timeout), signals through
+ * the async wake-up that workers use, the once-a-second sweep (each
+ * connection's clocks: channel.c's wc_channel_sweep), signals through
  * Python's wakeup fd, graceful shutdown (bounded by shutdown_timeout) and
  * hard shutdown, and the queue of log lines that the loop hands to the log
  * thread to emit.
@@ -9,10 +9,13 @@
  * wc_server_request_close and wc_server_log, which any thread may call and
  * which only take qlock.
  *
- * SIGPIPE: the loop thread writes with writev (libuv) and sendfile, which
- * cannot pass MSG_NOSIGNAL, so it blocks SIGPIPE while it runs and discards
- * a pending one before it unblocks: a process whose SIGPIPE disposition is
- * the default is not killed by a client that goes away.
+ * Listeners and client sockets are uv_poll_t handles: the loop accepts with
+ * accept4 and reads and writes itself (channel.c, channel_out.c).
+ *
+ * SIGPIPE: the loop thread writes with sendfile, which cannot pass
+ * MSG_NOSIGNAL (everything else does), so it blocks SIGPIPE while it runs
+ * and discards a pending one before it unblocks: a process whose SIGPIPE
+ * disposition is the default is not killed by a client that goes away.
  *
  * Scheduling: the loop and the workers run under SCHED_BATCH (see
  * wc_thread_batch); the thread that called serve() gets its old policy
@@ -28,23 +31,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
-static void on_connection(uv_stream_t *server, int status);
+static void on_listen(uv_poll_t *p, int status, int events);
 static void on_async(uv_async_t *a);
 static void on_sweep(uv_timer_t *t);
 static void on_prepare(uv_prepare_t *p);
 static void on_tick(uv_timer_t *t);
 static void on_signal_fd(uv_poll_t *p, int status, int events);
 static void on_grace(uv_timer_t *t);
-static void accept_one(wc_server_t *srv, wc_listener_t *ls);
+static void close_any(uv_handle_t *h, void *arg);
+static void accept_some(wc_server_t *srv, wc_listener_t *ls, int max,
+                        int over_limit);
 static void retry_held(wc_server_t *srv);
 static void begin_stop(wc_server_t *srv, int level, const char *why);
 static void check_exit(wc_server_t *srv);
 static void stop_if_asked(wc_server_t *srv, int close_req);
 
 #define SWEEP_MS 1000
-#define ACCEPT_BATCH 64     /* connections accepted per loop iteration */
+#define ACCEPT_BATCH 64     /* connections accepted per readiness event */
+#define EPOLL_BATCH 256     /* connection events fetched at a time */
+#define DRAIN_MAX 1024      /* accepted from the queue of a stopping one */
 
 int
 wc_server_init(wc_server_t *srv)
@@ -70,13 +79,75 @@ wc_server_init(wc_server_t *srv)
     srv->wake.data = srv;
     uv_prepare_start(&srv->wake, on_prepare);
     uv_unref((uv_handle_t *)&srv->wake);
+    uv_idle_init(&srv->loop, &srv->reap);
+    srv->reap.data = srv;
     srv->sigfd = -1;
+    /* The connections' sockets are polled in an epoll set of our own,
+     * which libuv polls as one descriptor: adding a socket is one
+     * epoll_ctl, and its close takes it out (uv_poll_t costs five system
+     * calls a connection and 160 bytes). */
+    srv->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (srv->epfd < 0) {
+        rv = -errno;
+        goto error;
+    }
+    rv = uv_poll_init(&srv->loop, &srv->epoll, srv->epfd);
+    if (rv < 0) {
+        close(srv->epfd);
+        srv->epfd = -1;
+        goto error;
+    }
+    srv->epoll.data = srv;
     atomic_init(&srv->stopping, 0);
     pthread_mutex_init(&srv->qlock, NULL);
     pthread_cond_init(&srv->qcond, NULL);
     pthread_cond_init(&srv->log_cond, NULL);
     srv->async_live = 1;
     return 0;
+
+error:
+    /* Nothing ran yet: close what was opened and let libuv finish. */
+    uv_walk(&srv->loop, close_any, NULL);
+    uv_run(&srv->loop, UV_RUN_NOWAIT);
+    uv_loop_close(&srv->loop);
+    return rv;
+}
+
+/* Connections are ready: dispatch what the epoll set reports, a batch at
+ * a time (level-triggered: what is left is reported again). */
+static void
+on_epoll(uv_poll_t *p, int status, int events)
+{
+    wc_server_t *srv = p->data;
+    struct epoll_event ev[EPOLL_BATCH];
+    for (int round = 0; round < 4; round++) {
+        int n;
+        do {
+            n = epoll_wait(srv->epfd, ev, EPOLL_BATCH, 0);
+        } while (n < 0 && errno == EINTR);
+        for (int i = 0; i < n; i++)
+            wc_channel_io(ev[i].data.ptr, ev[i].events);
+        if (n < EPOLL_BATCH)
+            break;
+    }
+}
+
+/* Channels closed since the last turn give the loop's reference back, at
+ * the start of the next iteration (the idle handle keeps the loop from
+ * blocking until then). */
+static void
+on_reap(uv_idle_t *h)
+{
+    wc_server_t *srv = h->data;
+    uv_idle_stop(h);
+    wc_channel_finish_closes(srv);
+}
+
+void
+wc_server_reap_soon(wc_server_t *srv)
+{
+    if (!uv_is_closing((uv_handle_t *)&srv->reap))
+        uv_idle_start(&srv->reap, on_reap);
 }
 
 /* Adopt a copy of a bound, listening socket; the caller keeps its own.
@@ -87,32 +158,21 @@ int
 wc_server_listen(wc_server_t *srv, int index, int fd, int is_unix, int owned)
 {
     wc_listener_t *ls = &srv->listeners[index];
-    int rv;
     int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (dfd < 0)
         return -errno;
     ls->srv = srv;
     ls->index = index;
     ls->is_unix = is_unix;
-    if (is_unix) {
-        rv = uv_pipe_init(&srv->loop, &ls->h.pipe, 0);
-        if (rv == 0)
-            rv = uv_pipe_open(&ls->h.pipe, dfd);
-    } else {
-        rv = uv_tcp_init(&srv->loop, &ls->h.tcp);
-        if (rv == 0)
-            rv = uv_tcp_open(&ls->h.tcp, dfd);
-    }
+    int rv = uv_poll_init(&srv->loop, &ls->poll, dfd);
     if (rv < 0) {
         close(dfd);
-        if (uv_is_active(&ls->h.handle) || ls->h.handle.loop)
-            uv_close(&ls->h.handle, NULL);
         return rv;
     }
     ls->fd = dfd;
     ls->open = 1;
     ls->owned = owned;
-    ls->h.handle.data = ls;
+    ls->poll.data = ls;
     return 0;
 }
 
@@ -186,9 +246,16 @@ run_loop(wc_server_t *srv, int sigfd)
     srv->running = 1;       /* from now on the async handle is live */
     pthread_mutex_unlock(&srv->qlock);
 
+    rv = uv_poll_start(&srv->epoll, UV_READABLE, on_epoll);
+    if (rv < 0)
+        goto done;
     for (int i = 0; i < srv->nlisteners && !closed; i++) {
         wc_listener_t *ls = &srv->listeners[i];
-        rv = uv_listen(&ls->h.stream, srv->cfg.backlog, on_connection);
+        if (listen(ls->fd, srv->cfg.backlog) < 0) {
+            rv = -errno;
+            goto done;
+        }
+        rv = uv_poll_start(&ls->poll, UV_READABLE, on_listen);
         if (rv < 0)
             goto done;
     }
@@ -215,10 +282,13 @@ done:
     return rv;
 }
 
+/* Connections wait on a listener (level-triggered: a listener with more
+ * than ACCEPT_BATCH waiting is called again in the next iteration, after
+ * the other sockets had their turn). */
 static void
-on_connection(uv_stream_t *server, int status)
+on_listen(uv_poll_t *p, int status, int events)
 {
-    wc_listener_t *ls = server->data;
+    wc_listener_t *ls = p->data;
     wc_server_t *srv = ls->srv;
 
     if (status < 0) {
@@ -229,55 +299,73 @@ on_connection(uv_stream_t *server, int status)
     }
     if (atomic_load(&srv->stopping))
         return;
-    if (srv->nchannels >= srv->cfg.connection_limit) {
-        /* Not accepting makes libuv stop polling this listener until
-         * uv_accept is called again (wc_server_channel_closed). */
-        ls->held = 1;
-        if (!srv->limit_logged) {
-            srv->limit_logged = 1;
-            wc_server_log(srv, 30, "total open connections reached the "
-                                   "connection limit, no longer accepting "
-                                   "new connections");
-        }
-        return;
-    }
-    /* libuv accepts in a loop until the kernel's queue is empty.  While
-     * clients reconnect as fast as the workers answer (a request per
-     * connection), that loop need not end: nothing else (close(), a
-     * signal, other connections' reads) would run.  Past ACCEPT_BATCH in
-     * one iteration the listener is held, and on_prepare resumes it. */
-    if (++srv->accepted_turn > ACCEPT_BATCH) {
-        ls->held = 1;
-        srv->batch_held = 1;
-        return;
-    }
-    accept_one(srv, ls);
-    /* A close() asked for during the loop stops accepting now, not after
-     * up to ACCEPT_BATCH more connections (max_requests counts on it). */
+    accept_some(srv, ls, ACCEPT_BATCH, 0);
+    /* A close() asked for meanwhile stops accepting now, not after more
+     * connections (max_requests counts on it). */
     pthread_mutex_lock(&srv->qlock);
     int close_req = srv->close_requested;
     pthread_mutex_unlock(&srv->qlock);
     stop_if_asked(srv, close_req);
 }
 
-/* Accept the connection libuv holds for this listener.  When that fails
- * before the connection was taken (out of memory), libuv has stopped
- * polling the listener: mark it held, so that the sweep or the next closed
- * connection tries again, rather than never accepting on it again. */
+/* Stop polling a listener: its connections wait in the kernel's queue
+ * (where a sibling process sharing the socket may take them) until
+ * retry_held polls it again. */
 static void
-accept_one(wc_server_t *srv, wc_listener_t *ls)
+hold(wc_listener_t *ls)
 {
-    int taken = 0;
-    int rv = wc_channel_accept(srv, &ls->h.stream, ls->index, &taken);
-    if (rv < 0 && !taken)
+    if (!ls->held && ls->open) {
         ls->held = 1;
-    if (rv < 0 && rv != UV_ENOTCONN && rv != UV_EAGAIN
-        && srv->cfg.log_socket_errors)
-        wc_server_log(srv, 30, "server accept() threw an exception: %s",
-                      uv_strerror(rv));
+        uv_poll_stop(&ls->poll);
+    }
 }
 
-/* Accept on the held listeners while there is room under the limit. */
+/* Accept up to `max` of the connections waiting on `ls`.  At
+ * connection_limit (unless `over_limit`: a stop takes in what waits) the
+ * listener is held. */
+static void
+accept_some(wc_server_t *srv, wc_listener_t *ls, int max, int over_limit)
+{
+    for (int i = 0; i < max; i++) {
+        if (!over_limit && srv->nchannels >= srv->cfg.connection_limit) {
+            hold(ls);
+            if (!srv->limit_logged) {
+                srv->limit_logged = 1;
+                wc_server_log(srv, 30, "total open connections reached the "
+                                       "connection limit, no longer "
+                                       "accepting new connections");
+            }
+            return;
+        }
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        memset(&ss, 0, sizeof(ss));
+        int fd = accept4(ls->fd, (struct sockaddr *)&ss, &len,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            int err = errno;
+            if (err == EINTR || err == ECONNABORTED)
+                continue;
+            if (err == EAGAIN || err == EWOULDBLOCK)
+                return;
+            /* Out of fds or memory: try again on the sweep, or when a
+             * connection closes. */
+            if (err == EMFILE || err == ENFILE || err == ENOBUFS
+                || err == ENOMEM)
+                hold(ls);
+            if (srv->cfg.log_socket_errors)
+                wc_server_log(srv, 30, "server accept() threw an "
+                              "exception: %s", strerror(err));
+            return;
+        }
+        int rv = wc_channel_open(srv, fd, ls->index, (struct sockaddr *)&ss);
+        if (rv < 0 && srv->cfg.log_socket_errors)
+            wc_server_log(srv, 30, "server accept() threw an exception: %s",
+                          uv_strerror(rv));
+    }
+}
+
+/* Poll the held listeners again while there is room under the limit. */
 static void
 retry_held(wc_server_t *srv)
 {
@@ -286,7 +374,8 @@ retry_held(wc_server_t *srv)
         if (ls->held && ls->open
             && srv->nchannels < srv->cfg.connection_limit) {
             ls->held = 0;
-            accept_one(srv, ls);
+            if (uv_poll_start(&ls->poll, UV_READABLE, on_listen) < 0)
+                ls->held = 1;
         }
     }
 }
@@ -321,7 +410,7 @@ on_async(uv_async_t *a)
     pthread_mutex_unlock(&srv->qlock);
 
     while (kicks) {
-        wc_channel_t *next = kicks->kick_next;
+        wc_channel_t *next = kicks->b->kick_next;
         wc_channel_kicked(kicks);
         kicks = next;
     }
@@ -336,12 +425,6 @@ static void
 on_prepare(uv_prepare_t *p)
 {
     wc_server_t *srv = p->data;
-    srv->accepted_turn = 0;
-    if (srv->batch_held) {
-        srv->batch_held = 0;
-        if (!atomic_load(&srv->stopping))
-            retry_held(srv);
-    }
     wc_dispatch_wake(srv);
     /* Tick every millisecond while output is held back (a pipelined batch,
      * a fast generator's blocks) or idle workers may be needed. */
@@ -373,10 +456,10 @@ on_tick(uv_timer_t *t)
     wc_dispatch_tick(srv);
     wc_channel_t *ch = take_deferred(srv);
     while (ch) {
-        wc_channel_t *next = ch->defer_next;
-        pthread_mutex_lock(&ch->lock);
-        ch->deferred = 0;
-        pthread_mutex_unlock(&ch->lock);
+        wc_channel_t *next = ch->b->defer_next;
+        pthread_mutex_lock(&ch->b->lock);
+        ch->b->deferred = 0;
+        pthread_mutex_unlock(&ch->b->lock);
         wc_channel_flush(ch);
         wc_channel_unref(ch);
         ch = next;
@@ -446,21 +529,27 @@ wc_server_request_close(wc_server_t *srv)
 }
 
 /* Stop listening.  Our own sockets are shut down, so the kernel refuses
- * new connections at once (and resets the ones waiting in the backlog)
- * rather than queueing them for a server that will never accept them;
- * the caller's sockets (sockets=, or shared with sibling processes) are
- * left listening for whoever serves them next. */
+ * new connections at once rather than queueing them for a server that
+ * will never accept them; a graceful stop first takes in (and so answers)
+ * the connections already waiting in their queue.  The caller's sockets
+ * (sockets=, or shared with sibling processes) are left listening, their
+ * queue untouched, for whoever serves them next. */
 static void
-close_listeners(wc_server_t *srv)
+close_listeners(wc_server_t *srv, int graceful)
 {
     for (int i = 0; i < srv->nlisteners; i++) {
         wc_listener_t *ls = &srv->listeners[i];
-        if (ls->open) {
-            ls->open = 0;
-            if (ls->owned)
-                shutdown(ls->fd, SHUT_RDWR);
-            uv_close(&ls->h.handle, NULL);
-        }
+        if (!ls->open)
+            continue;
+        if (graceful && ls->owned)
+            accept_some(srv, ls, DRAIN_MAX, 1);
+        ls->open = 0;
+        if (ls->owned)
+            shutdown(ls->fd, SHUT_RDWR);
+        /* uv_close stops the watcher at once: the fd can go now. */
+        uv_close((uv_handle_t *)&ls->poll, NULL);
+        close(ls->fd);
+        ls->fd = -1;
     }
 }
 
@@ -475,20 +564,9 @@ begin_stop(wc_server_t *srv, int level, const char *why)
     if (srv->close_requested < level)
         srv->close_requested = level;
     pthread_mutex_unlock(&srv->qlock);
-    /* A connection libuv has already taken from the kernel but we held
-     * back (at connection_limit, or past the accept batch) would be reset
-     * with its request unread when the listener closes: serve it, over
-     * the limit if need be, like the others. */
-    if (level == 1) {
-        for (int i = 0; i < srv->nlisteners; i++) {
-            wc_listener_t *ls = &srv->listeners[i];
-            if (ls->held && ls->open) {
-                ls->held = 0;
-                accept_one(srv, ls);
-            }
-        }
-    }
-    close_listeners(srv);
+    if (was == 0)
+        srv->stop_at = wc_now_ms();
+    close_listeners(srv, level == 1);
     if (was == 0 && why) {
         int busy = atomic_load(&srv->nbusy);
         wc_server_log(srv, 20, "Shutting down (%s): connections open: %llu, "
@@ -569,9 +647,11 @@ check_exit(wc_server_t *srv)
     uv_timer_stop(&srv->grace);
     close_handle((uv_handle_t *)&srv->grace);
     for (wc_channel_t *ch = take_deferred(srv), *next; ch; ch = next) {
-        next = ch->defer_next;
+        next = ch->b->defer_next;
         wc_channel_unref(ch);
     }
+    close_handle((uv_handle_t *)&srv->epoll);
+    close_handle((uv_handle_t *)&srv->reap);
     close_handle((uv_handle_t *)&srv->wake);
     if (srv->sigfd >= 0) {
         uv_poll_stop(&srv->sigpoll);
@@ -631,18 +711,18 @@ drop_lists(wc_server_t *srv)
     srv->kick_head = srv->defer_head = NULL;
     pthread_mutex_unlock(&srv->qlock);
     for (wc_channel_t *ch = tasks, *next; ch; ch = next) {
-        next = ch->task_next;
-        pthread_mutex_lock(&ch->lock);
-        ch->busy = 0;
-        pthread_mutex_unlock(&ch->lock);
+        next = ch->b->task_next;
+        pthread_mutex_lock(&ch->b->lock);
+        ch->b->busy = 0;
+        pthread_mutex_unlock(&ch->b->lock);
         wc_channel_unref(ch);
     }
     for (wc_channel_t *ch = kicks, *next; ch; ch = next) {
-        next = ch->kick_next;
+        next = ch->b->kick_next;
         wc_channel_unref(ch);
     }
     for (wc_channel_t *ch = defers, *next; ch; ch = next) {
-        next = ch->defer_next;
+        next = ch->b->defer_next;
         wc_channel_unref(ch);
     }
 }
@@ -660,9 +740,12 @@ wc_server_destroy(wc_server_t *srv)
     /* Handles still open (run() never called, or a hard stop): close them
      * and let the loop finish their callbacks. */
     for (int i = 0; i < srv->nlisteners; i++) {
-        if (srv->listeners[i].open) {
-            srv->listeners[i].open = 0;
-            uv_close(&srv->listeners[i].h.handle, NULL);
+        wc_listener_t *ls = &srv->listeners[i];
+        if (ls->open) {
+            ls->open = 0;
+            uv_close((uv_handle_t *)&ls->poll, NULL);
+            close(ls->fd);
+            ls->fd = -1;
         }
     }
     pthread_mutex_lock(&srv->qlock);
@@ -673,8 +756,12 @@ wc_server_destroy(wc_server_t *srv)
     close_handle((uv_handle_t *)&srv->tick);
     close_handle((uv_handle_t *)&srv->grace);
     close_handle((uv_handle_t *)&srv->wake);
+    close_handle((uv_handle_t *)&srv->epoll);
+    close_handle((uv_handle_t *)&srv->reap);
     if (srv->sigfd >= 0)
         close_handle((uv_handle_t *)&srv->sigpoll);
+    /* Connections a hard stop closed, not yet released. */
+    wc_channel_finish_closes(srv);
     /* Every worker has left (each holds a reference to the server object
      * that owns us): nothing can add to the lists any more. */
     drop_lists(srv);
@@ -691,6 +778,8 @@ wc_server_destroy(wc_server_t *srv)
         m = next;
     }
     free(srv->listeners);
+    if (srv->epfd >= 0)
+        close(srv->epfd);
     pthread_mutex_destroy(&srv->qlock);
     pthread_cond_destroy(&srv->qcond);
     pthread_cond_destroy(&srv->log_cond);

@@ -1,13 +1,16 @@
-/* start_response.c: the start_response callable handed to the app, and
- * the write() callable it returns.  Enforces PEP 3333's rules with
- * waitress's messages: str status and headers, no CR/LF (header
- * injection) nor any other control character but HTAB, no hop-by-hop
- * headers, one Content-Length value, a second call only with exc_info.
+/* start_response.c: the start_response callable handed to the app, the
+ * write() callable it returns, and environ["wsgi.early_hints"].  Enforces
+ * PEP 3333's rules with waitress's messages: str status and headers, no
+ * CR/LF (header injection) nor any other control character but HTAB, no
+ * hop-by-hop headers, a second call only with exc_info.  And what the
+ * framing depends on (RFC 9110): a final status (200-599), header names
+ * that are tokens, one Content-Length value of plain digits.
  *
- * GIL map: worker threads, GIL held.
+ * GIL map: worker threads and app threads, GIL held.
  */
 #include "wc.h"
 
+#include <stdint.h>
 #include <string.h>
 
 /* What a status, header name or value must not contain: 1 for CR or LF
@@ -57,6 +60,29 @@ check_chars(PyObject *s, const char *what)
     return 0;
 }
 
+/* A header name must be a token (RFC 9110 5.1): anything else is either
+ * not the field the app meant ("Content-Length " is not Content-Length,
+ * and would get framing of ours beside it) or not one at all. */
+static int
+check_name(PyObject *name)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(name);
+    if (PyUnicode_KIND(name) == PyUnicode_1BYTE_KIND && n > 0) {
+        const unsigned char *d = PyUnicode_DATA(name);
+        Py_ssize_t i = 0;
+        while (i < n && wc_tchar[d[i]])
+            i++;
+        if (i == n)
+            return 0;
+    }
+    /* waitress's message for CR/LF, ours for other control characters. */
+    if (check_chars(name, "header name") < 0)
+        return -1;
+    PyErr_Format(PyExc_ValueError, "header name %R is not a token "
+                 "(RFC 9110 5.1)", name);
+    return -1;
+}
+
 int
 wc_ieq_ascii(PyObject *s, const char *lit, size_t n)
 {
@@ -88,32 +114,74 @@ is_hop_by_hop(PyObject *name)
     }
 }
 
-/* int(value) as waitress does; plain digits without a Python call. */
-static long long
-parse_content_length(PyObject *value)
+/* The app's Content-Length: 1*DIGIT (RFC 9110 8.6), ASCII only, that fits
+ * an int64.  Whitespace around it is not part of the field value (5.5):
+ * [*start, *end) is where the digits are.  waitress's int() also took
+ * "1_0", "+10" and Unicode digits, and the body was framed by a number
+ * the header sent did not say.  Returns the value, or -1 with
+ * ValueError. */
+static int64_t
+parse_content_length(PyObject *value, Py_ssize_t *start, Py_ssize_t *end)
 {
     if (PyUnicode_KIND(value) == PyUnicode_1BYTE_KIND) {
         const unsigned char *d = PyUnicode_DATA(value);
-        Py_ssize_t n = PyUnicode_GET_LENGTH(value);
-        long long v = 0;
-        Py_ssize_t i = 0;
-        for (; i < n && i < 18 && d[i] >= '0' && d[i] <= '9'; i++)
-            v = v * 10 + (d[i] - '0');
-        if (i == n && n > 0)
+        Py_ssize_t i = 0, j = PyUnicode_GET_LENGTH(value);
+        while (i < j && (d[i] == ' ' || d[i] == '\t'))
+            i++;
+        while (j > i && (d[j - 1] == ' ' || d[j - 1] == '\t'))
+            j--;
+        int64_t v = 0;
+        Py_ssize_t k = i;
+        for (; k < j && d[k] >= '0' && d[k] <= '9'; k++) {
+            int digit = d[k] - '0';
+            if (v > (INT64_MAX - digit) / 10)
+                break;
+            v = v * 10 + digit;
+        }
+        if (k == j && j > i) {
+            *start = i;
+            *end = j;
             return v;
+        }
     }
-    PyObject *num = PyLong_FromUnicodeObject(value, 10);
-    if (num == NULL)
-        return -1;
-    long long v = PyLong_AsLongLong(num);
-    Py_DECREF(num);
-    if (v == -1 && PyErr_Occurred())
-        return -1;
-    if (v < 0) {
-        PyErr_SetString(PyExc_ValueError, "negative Content-Length");
+    PyErr_Format(PyExc_ValueError, "invalid Content-Length value %R: not "
+                 "1*DIGIT, or too large (RFC 9110 8.6)", value);
+    return -1;
+}
+
+/* One (name, value) item of the app's headers, start_response's or
+ * early_hints': a tuple of two str, no control characters, a token name,
+ * not hop-by-hop.  *name and *value are borrowed from t.  Returns -1 with
+ * an exception. */
+static int
+check_pair(PyObject *t, PyObject **name, PyObject **value)
+{
+    if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2) {
+        PyErr_Format(PyExc_AssertionError, "Header %R is not a "
+                     "(name, value) tuple", t);
         return -1;
     }
-    return v;
+    *name = PyTuple_GET_ITEM(t, 0);
+    *value = PyTuple_GET_ITEM(t, 1);
+    if (!PyUnicode_Check(*name)) {
+        PyErr_Format(PyExc_AssertionError, "Header name %R is not a "
+                     "string in %R", *name, t);
+        return -1;
+    }
+    if (!PyUnicode_Check(*value)) {
+        PyErr_Format(PyExc_AssertionError, "Header value %R is not a "
+                     "string in %R", *value, t);
+        return -1;
+    }
+    if (check_chars(*value, "header value") < 0 || check_name(*name) < 0)
+        return -1;
+    if (is_hop_by_hop(*name)) {
+        PyErr_Format(PyExc_AssertionError, "%U is a \"hop-by-hop\" "
+                     "header; it cannot be used by a WSGI application "
+                     "(see PEP 3333)", *name);
+        return -1;
+    }
+    return 0;
 }
 
 /* Check the app's headers and note Content-Length / Server / Date.
@@ -134,49 +202,45 @@ check_headers(StartResponseObject *sr, PyObject *headers)
     sr->content_length = -1;
     sr->has_server = sr->has_date = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *t = PyList_GET_ITEM(headers, i);
-        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2) {
-            PyErr_Format(PyExc_AssertionError, "Header %R is not a "
-                         "(name, value) tuple", t);
+        PyObject *t = PyList_GET_ITEM(headers, i);    /* borrowed */
+        PyObject *name, *value;                       /* borrowed */
+        PyObject *pair;
+        if (check_pair(t, &name, &value) < 0)
             goto error;
-        }
-        PyObject *name = PyTuple_GET_ITEM(t, 0);
-        PyObject *value = PyTuple_GET_ITEM(t, 1);
-        if (!PyUnicode_Check(name)) {
-            PyErr_Format(PyExc_AssertionError, "Header name %R is not a "
-                         "string in %R", name, t);
-            goto error;
-        }
-        if (!PyUnicode_Check(value)) {
-            PyErr_Format(PyExc_AssertionError, "Header value %R is not a "
-                         "string in %R", value, t);
-            goto error;
-        }
-        if (check_chars(value, "header value") < 0
-            || check_chars(name, "header name") < 0)
-            goto error;
-        if (is_hop_by_hop(name)) {
-            PyErr_Format(PyExc_AssertionError, "%U is a \"hop-by-hop\" "
-                         "header; it cannot be used by a WSGI application "
-                         "(see PEP 3333)", name);
-            goto error;
-        }
+        Py_ssize_t start = 0, end = 0;
         switch (PyUnicode_GET_LENGTH(name)) {
         case 14:
             if (WC_IEQ(name, "content-length")) {
-                long long v = parse_content_length(value);
+                int64_t v = parse_content_length(value, &start, &end);
                 if (v < 0)
                     goto error;
                 if (sr->content_length >= 0) {
                     if (v != sr->content_length) {
                         PyErr_Format(PyExc_ValueError, "two different "
                                      "Content-Length values: %lld and "
-                                     "%lld", sr->content_length, v);
+                                     "%lld", (long long)sr->content_length,
+                                     (long long)v);
                         goto error;
                     }
-                    continue;   /* the same one again: sent once */
+                    /* The same number again: sent once (RFC 9110 8.6
+                     * lets a recipient collapse the repeats). */
+                    continue;
                 }
                 sr->content_length = v;
+                if (start > 0 || end < PyUnicode_GET_LENGTH(value)) {
+                    /* The header goes out as the number that frames the
+                     * body, without the whitespace. */
+                    PyObject *digits = PyUnicode_Substring(value, start,
+                                                           end);   /* new */
+                    if (digits == NULL)
+                        goto error;
+                    pair = PyTuple_Pack(2, name, digits);          /* new */
+                    Py_DECREF(digits);
+                    if (pair == NULL)
+                        goto error;
+                    PyList_SET_ITEM(out, nout++, pair);            /* stolen */
+                    continue;
+                }
             }
             break;
         case 6:
@@ -188,11 +252,12 @@ check_headers(StartResponseObject *sr, PyObject *headers)
                 sr->has_date = 1;
             break;
         }
-        PyObject *pair = PyTuple_CheckExact(t) ? Py_NewRef(t)
-                                               : PyTuple_Pack(2, name, value);
+        /* new */
+        pair = PyTuple_CheckExact(t) ? Py_NewRef(t)
+                                     : PyTuple_Pack(2, name, value);
         if (pair == NULL)
             goto error;
-        PyList_SET_ITEM(out, nout++, pair);
+        PyList_SET_ITEM(out, nout++, pair);                        /* stolen */
     }
     if (nout < n && PyList_SetSlice(out, nout, n, NULL) < 0)
         goto error;
@@ -201,6 +266,42 @@ check_headers(StartResponseObject *sr, PyObject *headers)
 error:
     Py_DECREF(out);
     return NULL;
+}
+
+/* The status must be a final one: three ASCII digits, 200 to 599, then a
+ * space and the reason, or nothing (PEP 3333's "999 Message here").  A 1xx
+ * sent as the answer leaves the real one to be taken for the answer to
+ * the next request on the connection (RFC 9112 6.3: a 1xx ends at its
+ * head); 0xx and 6xx-9xx are not HTTP status codes (RFC 9110 15), and a
+ * status without its code cannot be framed.  waitress sends any string.
+ * Returns -1 with ValueError. */
+static int
+check_status(PyObject *status)
+{
+    int kind = PyUnicode_KIND(status);
+    const void *d = PyUnicode_DATA(status);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(status);
+    int code = 0;
+    if (n >= 3 && (n == 3 || PyUnicode_READ(kind, d, 3) == ' ')) {
+        for (int i = 0; i < 3; i++) {
+            Py_UCS4 c = PyUnicode_READ(kind, d, i);
+            if (c < '0' || c > '9') {
+                code = -1;
+                break;
+            }
+            code = code * 10 + (int)(c - '0');
+        }
+    }
+    if (code >= 200 && code <= 599)
+        return 0;
+    if (code >= 100 && code <= 199)
+        PyErr_Format(PyExc_ValueError, "status %R is an interim (1xx) "
+                     "status, not a final one (interim responses: "
+                     "environ[\"wsgi.early_hints\"])", status);
+    else
+        PyErr_Format(PyExc_ValueError, "status %R is not three digits "
+                     "from 200 to 599 and a reason (RFC 9110 15)", status);
+    return -1;
 }
 
 static PyObject *
@@ -234,7 +335,7 @@ sr_start(StartResponseObject *sr, PyObject *status, PyObject *headers,
                      status);
         return NULL;
     }
-    if (check_chars(status, "status") < 0)
+    if (check_chars(status, "status") < 0 || check_status(status) < 0)
         return NULL;
     PyObject *checked = check_headers(sr, headers);
     if (checked == NULL)
@@ -301,6 +402,20 @@ wc_start_response_init(StartResponseObject *sr)
 {
     sr->vectorcall = sr_vectorcall;
     sr->write = NULL;
+    sr->hints = NULL;
+    sr->tmpls = NULL;
+}
+
+/* Let go of sr's EarlyHints: one still referenced elsewhere (an environ
+ * kept past its request) no longer reaches sr, so it can never send in
+ * the middle of another request's response, nor outlive sr. */
+static void
+drop_hints(StartResponseObject *sr)
+{
+    if (sr->hints == NULL)
+        return;
+    ((EarlyHintsObject *)sr->hints)->sr = NULL;
+    Py_CLEAR(sr->hints);
 }
 
 static PyObject *
@@ -338,6 +453,8 @@ sr_dealloc(StartResponseObject *sr)
     Py_XDECREF(sr->status);
     Py_XDECREF(sr->headers);
     Py_XDECREF(sr->write);
+    Py_XDECREF(sr->tmpls);
+    drop_hints(sr);
     PyObject_Free(sr);
     Py_DECREF(tp);
 }
@@ -369,4 +486,98 @@ PyType_Spec wc_start_response_spec = {
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION
              | Py_TPFLAGS_HAVE_VECTORCALL,
     .slots = sr_slots,
+};
+
+
+/* ---- environ["wsgi.early_hints"] ---------------------------------------- */
+
+int
+wc_early_hints_take(StartResponseObject *sr, PyTypeObject *type)
+{
+    /* Held only by sr and its templates: the usual case, nothing to
+     * make.  Else the last request's environ is still alive (a
+     * framework's reference cycle, until the cycle collector runs): a new
+     * one, so that the StartResponse itself stays reusable. */
+    Py_ssize_t mine = 1 + (sr->tmpls ? PyTuple_GET_SIZE(sr->tmpls) : 0);
+    if (sr->hints != NULL && Py_REFCNT(sr->hints) == mine)
+        return 0;
+    drop_hints(sr);
+    EarlyHintsObject *h = PyObject_New(EarlyHintsObject, type);   /* new */
+    if (h == NULL)
+        return -1;
+    h->sr = sr;
+    sr->hints = (PyObject *)h;      /* sr's reference */
+    return 1;
+}
+
+/* early_hints(headers): a "103 Early Hints" interim response with these
+ * (name, value) headers, sent at once, before the final response (RFC
+ * 8297; gunicorn's wsgi.early_hints).  The headers are checked as
+ * start_response checks its own, and an interim response has no
+ * Content-Length (RFC 9110 8.6).  On HTTP/1.0 it checks them and sends
+ * nothing: a server must not send a 1xx to an HTTP/1.0 client (15.2). */
+static PyObject *
+hints_call(EarlyHintsObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"headers", NULL};
+    PyObject *headers;      /* borrowed */
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O:early_hints", kwlist,
+                                     &headers))
+        return NULL;
+    StartResponseObject *sr = self->sr;
+    if (sr == NULL || !sr->active) {
+        PyErr_SetString(PyExc_RuntimeError, "early_hints called after the "
+                        "request was finished");
+        return NULL;
+    }
+    if (sr->headers_sent) {
+        /* The final head is out: a 1xx now would be read as the start
+         * of the next response. */
+        PyErr_SetString(PyExc_RuntimeError, "early_hints called after the "
+                        "response headers were sent");
+        return NULL;
+    }
+    if (!PyList_Check(headers)) {
+        PyErr_Format(PyExc_AssertionError, "headers must be a list, not "
+                     "%.80s", Py_TYPE(headers)->tp_name);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers); i++) {
+        PyObject *name, *value;     /* borrowed */
+        if (check_pair(PyList_GET_ITEM(headers, i), &name, &value) < 0)
+            return NULL;
+        if (WC_IEQ(name, "content-length")) {
+            PyErr_SetString(PyExc_ValueError, "Content-Length in an "
+                            "interim response (RFC 9110 8.6)");
+            return NULL;
+        }
+    }
+    /* No Python code runs between the checks and the writing: the list
+     * is written as it was checked. */
+    if (wc_response_hints(sr, headers) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static void
+hints_dealloc(EarlyHintsObject *h)
+{
+    PyTypeObject *tp = Py_TYPE(h);
+    PyObject_Free(h);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot hints_slots[] = {
+    {Py_tp_call, hints_call},
+    {Py_tp_dealloc, hints_dealloc},
+    {Py_tp_doc, "early_hints(headers): send 103 Early Hints with these "
+                "(name, value) headers now, before the final response."},
+    {0, NULL},
+};
+
+PyType_Spec wc_early_hints_spec = {
+    .name = "waitress_c._core.EarlyHints",
+    .basicsize = sizeof(EarlyHintsObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = hints_slots,
 };

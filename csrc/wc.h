@@ -112,6 +112,7 @@ typedef struct {
     PyObject *file_wrapper;     /* the FileWrapper type */
     PyObject *input_type;
     PyObject *sr_type;
+    PyObject *hints_type;       /* EarlyHints */
     PyObject *disc_type;
     PyObject *io_open;
     PyObject *format_exc;
@@ -119,10 +120,7 @@ typedef struct {
     PyObject *log_escape;       /* access_log.escape, for error lines */
 } ServerObject;
 
-/* environ.c.  New reference; *path_out gets a new reference to PATH_INFO
- * (for log lines). */
-PyObject *wc_environ_build(ServerObject *so, wc_channel_t *ch,
-                           wc_request_t *req, PyObject **path_out);
+/* environ.c (wc_environ_build: after StartResponseObject, below). */
 PyObject *wc_environ_peer(wc_channel_t *ch);
 /* Add the keys every request sets to a listener's template. */
 int wc_environ_reserve(PyObject *tmpl) WC_RAISES_NEG;
@@ -141,6 +139,11 @@ typedef struct {
     int active;                 /* the request is still running */
     int has_server;
     int has_date;
+    PyObject *hints;            /* its EarlyHints (wsgi.early_hints), or
+                                   NULL */
+    PyObject *tmpls;            /* tuple: the server's environ templates
+                                   with hints in them (environ.c), or
+                                   NULL */
     /* Set by wsgi.c for write(): */
     wc_worker_t *w;
     wc_channel_t *ch;
@@ -151,11 +154,36 @@ typedef struct {
 extern PyType_Spec wc_start_response_spec;
 /* Fill in a new StartResponse (PyObject_New leaves it raw). */
 void wc_start_response_init(StartResponseObject *sr);
+
+/* environ["wsgi.early_hints"] of one request: points back to the
+ * StartResponse it was made for (borrowed: the StartResponse owns it and
+ * clears sr when it lets go of it), NULL once detached. */
+typedef struct {
+    PyObject_HEAD
+    StartResponseObject *sr;
+} EarlyHintsObject;
+
+extern PyType_Spec wc_early_hints_spec;
+/* sr->hints for the request about to start: a new one when there was
+ * none, or when the last one is still referenced beyond sr and its
+ * templates (an environ kept past its request).  Returns 1 when it is
+ * new, 0 when it is the same, -1 with an exception. */
+int wc_early_hints_take(StartResponseObject *sr, PyTypeObject *type);
+/* environ.c.  New reference; *path_out gets a new reference to PATH_INFO
+ * (for log lines).  `sr` is the request's StartResponse: the environ gets
+ * its wsgi.early_hints. */
+PyObject *wc_environ_build(ServerObject *so, wc_channel_t *ch,
+                           wc_request_t *req, StartResponseObject *sr,
+                           PyObject **path_out);
 /* Is the str `s` the lowercase ASCII `lit`, ignoring case? */
 int wc_ieq_ascii(PyObject *s, const char *lit, size_t n);
 #define WC_IEQ(s, lit) wc_ieq_ascii((s), (lit), sizeof(lit) - 1)
 /* wsgi.c: write() of a running response. */
 int wc_response_write(StartResponseObject *sr, const char *p, size_t n)
+    WC_RAISES_NEG;
+/* response.c: a 103 Early Hints with these checked headers, sent now;
+ * nothing on HTTP/1.0. */
+int wc_response_hints(StartResponseObject *sr, PyObject *headers)
     WC_RAISES_NEG;
 
 /* ---- input.c: wsgi.input over memory --------------------------------- */

@@ -357,9 +357,7 @@ wc_wsgi_serve(wc_worker_t *w, wc_channel_t *ch, wc_request_t *req,
     *close = 0;
 
     uint64_t t0 = so->access_log ? uv_hrtime() : 0;
-    env = wc_environ_build(so, ch, req, &r.path);
-    if (env == NULL)
-        goto failed;
+    /* The StartResponse first: the environ holds its early_hints. */
     sr = take_sr(w, so);
     if (sr == NULL)
         goto failed;
@@ -371,6 +369,9 @@ wc_wsgi_serve(wc_worker_t *w, wc_channel_t *ch, wc_request_t *req,
     sr->req = req;
     sr->resp = &r;
     r.sr = sr;
+    env = wc_environ_build(so, ch, req, sr, &r.path);
+    if (env == NULL)
+        goto failed;
 
     PyObject *args[2] = {env, (PyObject *)sr};
     result = PyObject_Vectorcall(so->app, args, 2, NULL);
@@ -393,25 +394,21 @@ failed:
     } else {
         wc_response_end_writes(&r);
     }
-    if (sr == NULL || env == NULL) {
+    if (env == NULL) {
         /* Could not even build the request: a server-side 500. */
-        r.sr = sr;
-        if (sr == NULL) {
-            PyObject *exc = fetch_exc();
-            PyObject *res = PyObject_CallMethod(so->logger, "error", "sO",
-                                                "Exception while preparing "
-                                                "%s", exc ? exc : Py_None);
-            Py_XDECREF(res);
-            Py_XDECREF(exc);
-            PyErr_Clear();
-            static const char d[] = "The server encountered an unexpected "
-                                    "internal server error";
-            r.sent = wc_response_error(w, ch, r.version, 500, d,
-                                       sizeof(d) - 1);
-            r.status = 500;
-            *close = 1;
-            goto done;
-        }
+        PyObject *exc = fetch_exc();
+        PyObject *res = PyObject_CallMethod(so->logger, "error", "sO",
+                                            "Exception while preparing %s",
+                                            exc ? exc : Py_None);
+        Py_XDECREF(res);
+        Py_XDECREF(exc);
+        PyErr_Clear();
+        static const char d[] = "The server encountered an unexpected "
+                                "internal server error";
+        r.sent = wc_response_error(w, ch, r.version, 500, d, sizeof(d) - 1);
+        r.status = 500;
+        *close = 1;
+        goto done;
     }
     app_failed(&r, close);
 
@@ -423,7 +420,8 @@ done:
         *close = 1;
     }
     if (so->access_log)
-        log_access(so, env, ch, req, r.status, r.sent, t0,
+        log_access(so, env, ch, req, r.status,
+                   wc_response_taken(&r), t0,
                    sr ? sr->headers : NULL);
     Py_XDECREF(result);
     Py_XDECREF(env);

@@ -57,14 +57,19 @@ def pattern(n, seed=0):
 
 def respond(environ, start_response):
     """?s=STATUS&h=Name:Value (repeatable)&b=ITEM (repeatable)&mode=M&cl=N
+    (&u=1: STATUS and the headers are percent-encoded UTF-8)
 
     mode: list (default), tuple, gen, write (each item through write()),
     writelist (first item written, the rest returned), single (a 1-element
     list of the joined items), empty (an empty list)."""
     q = _q(environ)
     status = q.get("s", "200 OK")
+    if q.get("u"):
+        status = status.encode("latin-1").decode("utf-8")
     headers = []
     for h in _list(q.get("h")):
+        if q.get("u"):
+            h = h.encode("latin-1").decode("utf-8")
         name, _, value = h.partition(":")
         headers.append((name, value))
     if "cl" in q:
@@ -98,6 +103,75 @@ def respond(environ, start_response):
 
         return gen()
     return items
+
+
+# -- interim responses (wsgi.early_hints) --------------------------------------
+
+_kept_hints = []
+
+
+def hints(environ, start_response):
+    """?n=N calls of environ["wsgi.early_hints"] with the ?h=Name:Value
+    headers (one Link by default), then a 200.  What each call returned or
+    raised is marked under ?k.
+
+    ?when=lazy: the calls come after start_response, before the first body
+    item.  ?when=after: after write() sent the headers; ?catch=1 catches
+    the error and finishes the body, else it propagates.  ?keep=1 keeps
+    the callable; ?when=late calls the one a past request kept, then its
+    own.  ?thread=1: the calls come from another thread.
+    """
+    q = _q(environ)
+    k = q.get("k")
+    n = int(q.get("n", "1"))
+    headers = [tuple(h.partition(":")[::2]) for h in _list(q.get("h"))] or [("Link", "</a.css>; rel=preload")]
+    eh = environ["wsgi.early_hints"]
+    when = q.get("when", "before")
+    if q.get("keep"):
+        _kept_hints.append(eh)
+
+    def call(fn):
+        for _ in range(n):
+            try:
+                mark(k, repr(fn(headers)))
+            except Exception as e:
+                mark(k, "%s: %s" % (type(e).__name__, e))
+                if not q.get("catch"):
+                    raise
+
+    if when == "after":
+        write = start_response("200 OK", [("Content-Length", "9")])
+        write(b"before")
+        call(eh)
+        return [b"end"]
+    if when == "late":
+        call(_kept_hints.pop())
+        call(eh)
+    elif when == "lazy":
+        start_response("200 OK", [("Content-Length", "4")])
+        call(eh)
+        return [b"done"]
+    elif q.get("thread"):
+        t = threading.Thread(target=call, args=(eh,))
+        t.start()
+        t.join()
+    else:
+        call(eh)
+    start_response("200 OK", [("Content-Length", "4")])
+    return [b"done"]
+
+
+def hints_bad(environ, start_response):
+    """?arg= one wrong argument to environ["wsgi.early_hints"]."""
+    arg = {
+        "not-a-list": ("Link", "</a.css>"),
+        "tuple-items": [["Link", "</a.css>"]],
+        "bytes-name": [(b"Link", "</a.css>")],
+        "bytes-value": [("Link", b"</a.css>")],
+        "three": [("Link", "</a.css>", "x")],
+    }[_q(environ)["arg"]]
+    environ["wsgi.early_hints"](arg)
+    return _ok(start_response, b"not reached")
 
 
 # -- environ and input -------------------------------------------------------
@@ -255,6 +329,8 @@ def sr_bad(environ, start_response):
         start_response("200 OK", ok + [("X-A", "v\nX-Injected: 1")])
     elif case == "value-cr":
         start_response("200 OK", ok + [("X-A", "v\rX-Injected: 1")])
+    elif case == "name-colon":
+        start_response("200 OK", ok + [("X-Injected: 1\tX-A", "v")])
     elif case == "name-crlf":
         start_response("200 OK", ok + [("X-Injected: 1\r\nX-A", "v")])
     elif case == "non-latin1":
@@ -609,6 +685,8 @@ ROUTES = {
     "produce": produce,
     "write-loop": write_loop,
     "echo": echo,
+    "hints": hints,
+    "hints-bad": hints_bad,
 }
 
 

@@ -74,3 +74,21 @@ def router(environ, start_response):
         start_response("404 Not Found", [("Content-Length", "0")])
         return [b""]
     return handler(environ, start_response)
+
+
+_kept = []
+
+
+def keep_disconnected(environ, start_response):
+    """Keep this request's client_disconnected callable past the request."""
+    _kept[:] = [environ["waitress.client_disconnected"]]
+    return _ok(start_response, b"kept")
+
+
+def call_kept(environ, start_response):
+    """Call the kept callable (from another request, later)."""
+    return _ok(start_response, b"%r" % (_kept[0](),))
+
+
+ROUTES["/keep-disconnected"] = keep_disconnected
+ROUTES["/call-kept"] = call_kept

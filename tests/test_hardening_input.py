@@ -365,6 +365,7 @@ def test_server_traverse_visits_every_member():
             "file_wrapper": _core.FileWrapper,
             "input_type": _core.Input,
             "sr_type": _core.StartResponse,
+            "hints_type": _core.EarlyHints,
             "disc_type": _core.ClientDisconnected,
             "bad_request": _core.BadRequest,
             "log_escape": access_log.escape,
@@ -383,8 +384,8 @@ def test_server_traverse_visits_every_member():
     assert missing == "[]"
     assert prefix == "2"  # url_prefix, and its latin-1 bytes
     assert templates == "1"
-    # io.open and traceback.format_exception are visited too: 15 members.
-    assert len(eval(kinds)) == 15, kinds
+    # io.open and traceback.format_exception are visited too: 16 members.
+    assert len(eval(kinds)) == 16, kinds
 
 
 def test_server_cycle_is_collected():

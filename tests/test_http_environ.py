@@ -16,7 +16,7 @@ FIXED_KEYS = {
     "SERVER_SOFTWARE", "SERVER_PROTOCOL", "SCRIPT_NAME", "PATH_INFO", "REQUEST_URI", "QUERY_STRING",
     "wsgi.url_scheme", "wsgi.version", "wsgi.errors", "wsgi.multithread", "wsgi.multiprocess",
     "wsgi.run_once", "wsgi.input", "wsgi.input_terminated", "wsgi.file_wrapper",
-    "waitress.client_disconnected",
+    "waitress.client_disconnected", "wsgi.early_hints",
 }
 HELPER_KEYS = {"_types", "_version_is_tuple", "_errors_is_stderr", "_file_wrapper_is_class", "_input_tell",
                "_input", "_input_after_end", "_disconnected"}
@@ -135,8 +135,9 @@ def test_fixed_values(srv):
     assert "HTTPS" not in env
     for k in FIXED_KEYS - {"wsgi.version", "wsgi.errors", "wsgi.multithread", "wsgi.multiprocess",
                            "wsgi.run_once", "wsgi.input", "wsgi.input_terminated", "wsgi.file_wrapper",
-                           "waitress.client_disconnected"}:
+                           "waitress.client_disconnected", "wsgi.early_hints"}:
         assert env["_types"][k] == "str", k
+    assert env["_types"]["wsgi.early_hints"] == "EarlyHints"  # tests/test_http_early_hints.py
 
 
 def test_query_string_always_present(srv):

@@ -143,14 +143,6 @@ def test_no_body_status_with_a_stream(srv):
         assert c.request(get("/respond?b=next")).body == b"next"
 
 
-def test_1xx_final_status_has_no_body(srv):
-    with Client(srv) as c:
-        r = c.request(get("/respond?s=199%20Odd&cl=5&b=hello", headers=["Connection: close"]))
-        assert r.status_line == b"HTTP/1.1 199 Odd"
-        assert r.header("Content-Length") is None and r.header("Transfer-Encoding") is None
-        assert c.rest(2) == b""
-
-
 def test_headers_wait_for_the_first_non_empty_item(srv):
     """An app that yields only b"" and then fails still gets a 500: nothing
     was sent before the first non-empty item."""

@@ -133,15 +133,15 @@ def test_non_latin1_header_value_is_500(srv):
         assert b"X-Euro" not in r.raw
 
 
-def test_tab_and_non_token_names_go_out_as_written(srv):
-    """A TAB in a value, or a non-token name, goes out as written (3.9);
-    other control characters are refused (a deliberate difference, see
-    tests/test_hardening.py)."""
+def test_tab_in_a_value_goes_out_as_written(srv):
+    """A TAB in a value goes out as written (3.9); other control characters
+    are refused (a deliberate difference, see tests/test_hardening.py), and
+    so are names that are not tokens (difference 20, below)."""
     with Client(srv) as c:
-        r = c.request(get("/respond?b=x&" + hdrs(("X-Ctl", "a\tbc"), ("X Odd", "v"))))
+        r = c.request(get("/respond?b=x&" + hdrs(("X-Ctl", "a\tbc"), ("X-Odd!#$%&'*+.^_`|~09", "v"))))
     assert r.status == 200
     assert b"\r\nX-Ctl: a\tbc\r\n" in r.head
-    assert b"\r\nX Odd: v\r\n" in r.head
+    assert b"\r\nX-Odd!#$%&'*+.^_`|~09: v\r\n" in r.head
 
 
 # -- 3.9 start_response ------------------------------------------------------------
@@ -341,3 +341,109 @@ def test_exception_after_headers_is_logged(srv):
         data = c.rest()
     assert data.endswith(b"5\r\nitem0\r\n")
     assert wait_log(srv, "ERROR:waitress_c:Exception while serving /raise-gen", before) > before
+
+
+# -- difference 20: the framing the app asks for is the framing sent --------------------
+
+
+def hdrs_utf8(*pairs):
+    return "u=1&" + "&".join("h=" + quote("%s:%s" % p, encoding="utf-8") for p in pairs)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["1_0", "+10", "-10", "0x10", "1e1", "10 10", "10,10", "10, 10", "\u0663", "\u0661\u0660", "\uff11\uff10",
+     "", " ", "10\t\t1", "99999999999999999999", "9223372036854775808"],
+)
+def test_content_length_that_is_not_1_digit_is_500(srv, value):
+    """Python's int() took "1_0", "+10", " 10" and Unicode digits: the body
+    was framed by the number while the header went out as written, so a
+    client (or a proxy) read another length than the server sent."""
+    r = assert_500(srv, "/respond?b=0123456789&" + hdrs_utf8(("Content-Length", value)),
+                   "ValueError: invalid Content-Length value")
+    assert b"0123456789" not in r.raw
+
+
+@pytest.mark.parametrize("value", [" 10", "10 ", "\t10\t", " \t 10 \t "])
+def test_content_length_whitespace_around_the_digits_is_dropped(srv, value):
+    """RFC 9110 5.5: whitespace around a field value is not part of it.
+    The header goes out as the number that frames the body."""
+    with Client(srv) as c:
+        r = c.request(get("/respond?b=0123456789&" + hdrs(("Content-Length", value))))
+        assert r.status == 200 and r.body == b"0123456789"
+        assert b"\r\nContent-Length: 10\r\n" in r.head
+        assert [n.lower() for n in r.names()].count("content-length") == 1
+        assert c.request(get("/respond?b=next")).body == b"next"
+
+
+def test_content_length_leading_zeros_frame_the_same_number(srv):
+    with Client(srv) as c:
+        r = c.request(get("/respond?b=0123456789&" + hdrs(("Content-Length", "0010"))))
+        assert r.status == 200 and r.body == b"0123456789"
+        assert c.request(get("/respond?b=next")).body == b"next"
+
+
+@pytest.mark.parametrize("values", [("10", " 10"), ("10", "010")])
+def test_content_length_twice_with_one_value_is_sent_once(srv, values):
+    """RFC 9110 8.6 lets a recipient collapse repeats of one decimal value:
+    sent once, as the first one (normalised)."""
+    with Client(srv) as c:
+        r = c.request(get("/respond?b=0123456789&" + hdrs(*[("Content-Length", v) for v in values])))
+        assert r.status == 200 and r.body == b"0123456789"
+        assert [(n, v) for n, v in r.headers if n.lower() == "content-length"] == [("Content-Length", "10")]
+        assert c.request(get("/respond?b=next")).body == b"next"
+
+
+@pytest.mark.parametrize("values", [("10", "11"), ("10", "1_0"), ("10", " 11 ")])
+def test_content_length_twice_with_two_values_is_500(srv, values):
+    assert_500(srv, "/respond?b=0123456789&" + hdrs(*[("Content-Length", v) for v in values]),
+               "ValueError: ")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Content-Length ", " Content-Length", "Content Length", "Content-Length\t", "X(A)", "X@A",
+     "X\"A", "X/A", "X[A]", "X{A}", "X=A", "X?A", "X,A", "X;A", "X\\A", "X<A>", "", "caf\xe9", "X-\u20ac"],
+)
+def test_header_name_that_is_not_a_token_is_500(srv, name):
+    """RFC 9110 5.1: a field name is a token.  "Content-Length " was not
+    recognised as Content-Length, so chunked framing went out beside it."""
+    r = assert_500(srv, "/respond?b=0123456789&" + hdrs_utf8((name, "10")), "is not a token")
+    assert b"0123456789" not in r.raw
+
+
+def test_header_name_with_a_colon_is_500(srv):
+    assert_500(srv, "/sr-bad?case=name-colon", "is not a token")
+
+
+# -- the status: a final one, 200 to 599 (difference 22) ------------------------------
+
+
+@pytest.mark.parametrize(
+    "status",
+    ["100 Continue", "101 Switching Protocols", "103 Early Hints", "199 Odd", "000 Zero", "099 Low",
+     "600 Beyond", "999 Nine", "2000 OK", "20 OK", "200OK", "2O0 OK", "abc", "", " 200 OK", "200\tOK",
+     "\u0662\u0660\u0660 OK"],
+)
+def test_status_that_is_not_a_final_status_is_500(srv, status):
+    """A 1xx from start_response went out as if final, with keep-alive: the
+    client took the next request's response as the answer to this one."""
+    before = log_count(srv, "ValueError: status ")
+    with Client(srv) as c:
+        c.send(get("/respond?b=x&" + "u=1&s=" + quote(status, encoding="utf-8")) + get("/respond?b=next"))
+        r = c.response()
+        assert r.status_line == b"HTTP/1.1 500 Internal Server Error"
+        assert r.header("Connection") == "close"
+        assert c.closed()
+    assert wait_log(srv, "ValueError: status ", before) > before
+
+
+@pytest.mark.parametrize("status", ["200 OK", "299 Custom reason", "404 Not Found", "599 Last", "500 ", "200"])
+def test_final_statuses_go_out_as_written(srv, status):
+    """A bare code too, as waitress sends it (see also
+    test_http_versions.py::test_status_line_is_the_app_status_verbatim)."""
+    with Client(srv) as c:
+        r = c.request(get("/respond?b=x&s=" + quote(status)))
+        assert r.status_line == b"HTTP/1.1 " + status.encode()
+        assert c.request(get("/respond?b=next")).body == b"next"
+

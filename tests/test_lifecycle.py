@@ -283,12 +283,14 @@ def test_close_after_a_large_response_is_not_a_reset(server_factory):
     assert headers(resps[0])["connection"] == "close"
 
 
-def test_an_error_response_is_not_reset_by_the_body_behind_it(server_factory):
+@pytest.mark.parametrize("kib", [256, 4096])
+def test_an_error_response_is_not_reset_by_the_body_behind_it(server_factory, kib):
     """A 413 for a body over max_request_body_size while the client is
-    still sending it: the client reads the whole 413."""
+    still sending it: the client reads the whole 413 (the linger is bounded
+    by time, not by the bytes it discards)."""
     srv = server_factory(APP, max_request_body_size=1000)
     s = srv.connect(timeout=20 * SLOW)
-    body = b"x" * (256 * 1024)
+    body = b"x" * (kib * 1024)
     sender = threading.Thread(
         target=lambda: s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
     )
@@ -403,3 +405,177 @@ def test_stop_closes_an_idle_keepalive_connection_after_the_grace(server_factory
         assert s.recv(100) == b""   # a clean end of stream, no reset
     finally:
         s.close()
+
+
+def test_stop_while_the_backlog_is_full_closes_after_the_last_request(server_factory):
+    """A stop while reading is paused behind a spooled body: both requests
+    are answered, and the last says Connection: close."""
+    srv = server_factory(APP, threads=1, inbuf_overflow=1000)
+    s = srv.connect(timeout=20 * SLOW)
+    body = b"x" * 5000
+    try:
+        s.sendall(b"GET /gate?t=1&id=q HTTP/1.1\r\nHost: x\r\n\r\n"
+                  + b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        wait_log(srv, "gate entered q")
+        srv.send_signal(signal.SIGTERM)
+        resps = read_all_responses(s)
+    finally:
+        s.close()
+    assert [r[2] for r in resps] == [b"gate q", b"5000 " + hashlib.sha256(body).hexdigest().encode()]
+    assert [headers(r).get("connection") for r in resps] == [None, "close"]
+    assert srv.wait(timeout=20 * SLOW) == 0
+
+
+def test_a_stray_crlf_after_a_request_gets_the_stop_grace(server_factory):
+    """An empty line after a request (RFC 9112 2.2; old browsers send one
+    after a POST body) leaves the connection between requests: a stop
+    closes it after the grace, not at shutdown_timeout."""
+    srv = server_factory(APP, shutdown_timeout=30)
+    s = srv.connect(timeout=20 * SLOW)
+    try:
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi\r\n")
+        assert read_response(s.makefile("rb"))[2].startswith(b"2 ")
+        srv.send_signal(signal.SIGTERM)
+        assert srv.wait(timeout=20 * SLOW) == 0
+    finally:
+        s.close()
+    assert "Shutdown timeout" not in srv.stderr()
+
+
+# -- 100 Continue ----------------------------------------------------------------
+
+def test_100_continue_is_never_sent_after_the_final_response(server_factory):
+    """The client sends its body without waiting for the 100 Continue owed
+    behind a slow response: no 100 Continue may follow the final response
+    (the next bytes are the next request's answer)."""
+    srv = server_factory(APP, threads=2)
+    s = srv.connect(timeout=20 * SLOW)
+    try:
+        f = s.makefile("rb")
+        s.sendall(b"GET /gate?t=0.5&id=c HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_log(srv, "gate entered c")
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello")
+        got = [read_response(f), read_response(f)]
+        if status(got[1]) == 100:     # allowed before the final response
+            got[1] = read_response(f)
+        s.sendall(HELLO)
+        third = read_response(f)
+    finally:
+        s.close()
+    assert got[0][2] == b"gate c"
+    assert got[1][2].startswith(b"5 ")
+    assert status(third) == 200 and third[2] == b"Hello, world!"
+
+
+def test_100_continue_owed_behind_a_large_response_is_sent(server_factory):
+    """A 100 Continue owed while a large response is still being written
+    goes out once that response is, though other events were handled
+    between (a request answered before, output queued for the socket)."""
+    srv = server_factory(APP, threads=2)
+    s = srv.connect(timeout=20 * SLOW)
+    try:
+        f = s.makefile("rb")
+        s.sendall(HELLO)
+        assert read_response(f)[2] == b"Hello, world!"
+        s.sendall(b"GET /big?mib=8 HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        assert len(read_response(f)[2]) == 8 << 20
+        cont = read_response(f)
+        assert cont is not None and status(cont) == 100
+        s.sendall(b"hello")
+        echo = read_response(f)
+    finally:
+        s.close()
+    assert echo[2].startswith(b"5 ")
+
+
+# -- the documented lifecycle is the code's ------------------------------------
+
+def _code_transitions():
+    """channel.c's transition table: state -> set of next states."""
+    import re
+
+    src = open(os.path.join(os.path.dirname(__file__), "..", "csrc", "channel.c")).read()
+    table = src[src.index("static const unsigned allowed[WC_CONN_NSTATES]"):]
+    table = table[: table.index("};")]
+    out = {}
+    for state, targets in re.findall(r"\[WC_CONN_(\w+)\]\s*=\s*([^,\]]*(?:\|[^,\]]*)*|0),", table):
+        out[state] = set(re.findall(r"S\((\w+)\)", targets))
+    return out
+
+
+def test_design_doc_draws_the_code_s_lifecycle():
+    import re
+
+    code = _code_transitions()
+    assert set(code) == {"IDLE", "HEAD", "BODY", "PAUSED", "DONE", "LINGER", "CLOSED"}
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "docs", "design.rst")).read()
+    section = doc[doc.index("A connection's lifecycle\n"):]
+    rows = re.findall(r"\* - (IDLE|HEAD|BODY|PAUSED|DONE|LINGER|CLOSED)\n(?:.*\n)*?     -(?: ([A-Z, ]*))?\n", section)
+    documented = {state: set(filter(None, (t.strip() for t in targets.split(",")))) for state, targets in rows}
+    assert documented == code
+    header = open(os.path.join(os.path.dirname(__file__), "..", "csrc", "loop.h")).read()
+    arrows = dict(re.findall(r"\*\s+(IDLE|HEAD|BODY|PAUSED|DONE|LINGER)\s+->\s+([A-Z, ]+)", header))
+    assert {k: {t.strip() for t in v.split(",")} for k, v in arrows.items()} == {
+        k: v for k, v in code.items() if v
+    }
+
+
+def test_client_disconnected_kept_past_its_request(server_factory):
+    """waitress.client_disconnected kept by the app and called after its
+    request, while the connection sits idle (its busy part given back after
+    a second) and after it closed: False, then True; never a crash."""
+    srv = server_factory(APP)
+    a = srv.connect(timeout=20 * SLOW)
+    try:
+        fa = a.makefile("rb")
+        a.sendall(b"GET /keep-disconnected HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(fa)[2] == b"kept"
+        time.sleep(2.5)     # idle past a sweep: the busy part is given back
+        b = srv.connect(timeout=20 * SLOW)
+        fb = b.makefile("rb")
+        b.sendall(b"GET /call-kept HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(fb)[2] == b"False"
+        fa.close()      # the file holds the socket open too
+        a.close()
+        deadline = time.monotonic() + 20 * SLOW
+        while True:
+            b.sendall(b"GET /call-kept HTTP/1.1\r\nHost: x\r\n\r\n")
+            body = read_response(fb)[2]
+            if body == b"True" or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert body == b"True"
+        b.close()
+    finally:
+        a.close()
+    assert srv.stop() == 0
+
+
+def test_access_log_counts_no_bytes_a_departed_client_never_took(server_factory):
+    """A client that reads 1 MiB of a 64 MiB stream and leaves: the bytes
+    still queued for it (up to outbuf_high_watermark, 32 MiB here) are not
+    logged as sent."""
+    srv = server_factory(APP, threads=1, access_log=True, outbuf_high_watermark=32 << 20)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.settimeout(20 * SLOW)
+    s.connect((srv.host, srv.port))
+    got = 0
+    try:
+        s.sendall(b"GET /stream?mib=64 HTTP/1.1\r\nHost: x\r\n\r\n")
+        while got < 1 << 20:
+            chunk = s.recv(65536)
+            assert chunk
+            got += len(chunk)
+        # Let the worker fill the queue before leaving: the log line comes
+        # when it sees the client gone.
+        time.sleep(1.0)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    finally:
+        s.close()   # a reset: the client is gone
+    wait_log(srv, '"GET /stream?mib=64 HTTP/1.1" 200 ')
+    line = next(x for x in srv.stderr().splitlines() if '"GET /stream?mib=64 HTTP/1.1" 200 ' in x)
+    logged = int(line.split('" 200 ')[1].split()[0])
+    # What the client read, plus what the kernel's buffers may have held.
+    assert logged < 16 << 20, (logged, got)

@@ -7,7 +7,9 @@ Every server is a real subprocess on 127.0.0.1 (port 0, or a free port for
 --reload) or a unix socket; every load is bounded in requests and time.
 """
 
+import collections
 import http.client
+import itertools
 import os
 import re
 import signal
@@ -27,8 +29,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 # The application: its answer names the code version, the pid serving and
-# the pid that imported the module.  /slow?SECONDS sleeps first; with
-# ?id=NAME it first writes its pid to the file NAME in RECORDS.
+# the pid that imported the module.  ?sleep=SECONDS sleeps first (with
+# &only=PID, only in that process); with ?id=NAME it first writes its pid to
+# the file NAME in RECORDS; ?size=N pads the body to at least N bytes.
 APP = '''
 import os, time
 
@@ -44,9 +47,12 @@ def app(environ, start_response):
     if "id" in query:
         with open(os.path.join(RECORDS, query["id"]), "w") as f:
             f.write(str(os.getpid()))
-    if "sleep" in query:
+    if "sleep" in query and int(query.get("only", os.getpid())) == os.getpid():
         time.sleep(float(query["sleep"]))
     body = ("%%s %%d %%d" %% (VERSION, os.getpid(), IMPORTED_IN)).encode()
+    size = int(query.get("size", 0))
+    if size > len(body):
+        body += b" " + b"x" * (size - len(body) - 1)
     start_response(
         "200 OK",
         [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))],
@@ -69,7 +75,7 @@ def write_app(directory, version="v1", name="wapp", extra=""):
 
 def answer(body):
     """(version, pid, imported_in) of a response body."""
-    version, pid, imported = body.decode().split()
+    version, pid, imported = body.decode().split()[:3]
     return version, int(pid), int(imported)
 
 
@@ -220,22 +226,40 @@ class UnixConnection(http.client.HTTPConnection):
         self.sock.connect(self.path)
 
 
+# One request of a Load: when it ended, the body (None if it failed), the
+# exception (None if answered), the path; the connection it went on (a
+# number, new for each connection the load opens), the client thread that
+# sent it, the response's Connection header (lowercased, "" if none, None
+# if it failed) and how long the connection had been idle before it was
+# sent (0.0 on a new connection).
+Result = collections.namedtuple(
+    "Result", "time body error path conn client connection idle")
+
+
 class Load:
-    """``threads`` clients sending GET ``path`` on a new connection each
-    time, until stop() or ``seconds`` or ``limit`` requests in all."""
+    """``threads`` clients sending GET ``path`` until stop() or ``seconds``
+    or ``limit`` requests in all.  Each request goes on a new connection,
+    or with ``keepalive`` on the client's connection until the server
+    answers with ``Connection: close`` (or a request fails): then the
+    client opens a new one.  ``closed_by_client`` holds the connections the
+    clients closed themselves when the load ended."""
 
     def __init__(self, port, path="/", threads=4, seconds=30.0, limit=20000,
-                 stop_on_failure=False):
+                 stop_on_failure=False, keepalive=False):
         self.port, self.path = port, path
         self.deadline = time.monotonic() + seconds
         self.limit = limit
         self.stop_on_failure = stop_on_failure
-        self.results = []  # (time, body or None, error or None, path)
+        self.keepalive = keepalive
+        self.results = []  # Result, in the order they ended
+        self.closed_by_client = set()
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.counter = 0
+        self.conns = itertools.count(1)
         self.threads = [
-            threading.Thread(target=self._run, daemon=True) for _ in range(threads)
+            threading.Thread(target=self._run, args=(i,), daemon=True)
+            for i in range(threads)
         ]
         for t in self.threads:
             t.start()
@@ -245,20 +269,47 @@ class Load:
             self.counter += 1
             return self.counter
 
-    def _run(self):
-        while not self.stopped.is_set() and time.monotonic() < self.deadline:
-            n = self._next()
-            if n > self.limit:
-                break
-            path = self.path.replace("{n}", str(n))
-            try:
-                body, err = get(self.port, path), None
-            except Exception as exc:  # noqa: BLE001 - recorded
-                body, err = None, exc
-            with self.lock:
-                self.results.append((time.monotonic(), body, err, path))
-            if err is not None and self.stop_on_failure:
-                break
+    def _run(self, client):
+        conn = conn_id = None
+        last = 0.0  # when the previous response on conn ended
+        try:
+            while (not self.stopped.is_set()
+                   and time.monotonic() < self.deadline):
+                n = self._next()
+                if n > self.limit:
+                    break
+                path = self.path.replace("{n}", str(n))
+                if conn is None:
+                    conn = http.client.HTTPConnection(
+                        "127.0.0.1", self.port, timeout=10.0)
+                    conn_id, idle = next(self.conns), 0.0
+                else:
+                    idle = time.monotonic() - last
+                body = err = header = None
+                try:
+                    conn.request("GET", path)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                    assert resp.status == 200, (resp.status, data)
+                    body = data
+                    header = (resp.getheader("Connection") or "").lower()
+                    done = resp.will_close or not self.keepalive
+                except Exception as exc:  # noqa: BLE001 - recorded
+                    err, done = exc, True
+                last = time.monotonic()
+                with self.lock:
+                    self.results.append(Result(last, body, err, path, conn_id,
+                                               client, header, idle))
+                if done:
+                    conn.close()
+                    conn = None
+                if err is not None and self.stop_on_failure:
+                    break
+        finally:
+            if conn is not None:
+                conn.close()
+                with self.lock:
+                    self.closed_by_client.add(conn_id)
 
     def stop(self):
         self.stopped.set()
@@ -334,6 +385,69 @@ def assert_no_failed_request(results, allowed=()):
         if r[2] is not None and not isinstance(r[2], allowed)
     ]
     assert failures == [], (len(failures), len(results), failures[:3])
+
+
+# The rule of a worker's graceful stop (max_requests reached, SIGTERM, a
+# rolling restart): it stops accepting; every request it has received whole
+# is answered; each keep-alive connection it holds gets a short grace in
+# which at most one further request may arrive, and that one is answered
+# with Connection: close; a connection idle for the whole grace is closed.
+# A Load client sends its next request as soon as it has read a response,
+# so it is never idle for a grace; only a client the machine left idle at
+# least this long before a request may see that request fail.  It must not
+# exceed the grace the core gives.
+STOP_GRACE_FLOOR = 0.25
+
+RECYCLED = re.compile(r"Worker pid (\d+): max_requests reached, recycling it")
+
+
+def assert_recycling_rule(load, retired, max_requests):
+    """What the keep-alive clients of ``load`` saw of the ``retired``
+    workers (pids recycled after ``max_requests``) follows the rule above."""
+    results = load.results
+    answered = [r for r in results if r.body is not None]
+    counts = collections.Counter(answer(r.body)[1] for r in answered)
+    # The max_requests-th request stops a worker, and it is answered, as
+    # is every one before it.
+    for pid in retired:
+        assert counts[pid] >= max_requests, (pid, counts)
+    # A Connection: close answer of a worker means it had begun to stop,
+    # so had stopped accepting: the client that got it never reaches that
+    # worker again, on any of its later connections.
+    for client in range(len(load.threads)):
+        closed_by = set()
+        for r in answered:
+            if r.client != client:
+                continue
+            pid = answer(r.body)[1]
+            assert pid not in closed_by, (
+                "client %d: pid %d answered on connection %d after its "
+                "Connection: close" % (client, pid, r.conn))
+            if r.connection == "close":
+                closed_by.add(pid)
+    # Every keep-alive connection a retired worker held (and the client did
+    # not close at the end of the load) ended with an answer that said
+    # Connection: close: the worker closed none of them without one.
+    last = {}
+    for r in results:
+        last[r.conn] = r
+    for conn, r in last.items():
+        if (r.body is None or conn in load.closed_by_client
+                or answer(r.body)[1] not in retired):
+            continue
+        assert r.connection == "close", (conn, r)
+    # And no request failed, but one sent after its client had been idle
+    # for a grace.
+    failures = [
+        r for r in results
+        if r.error is not None
+        and not (r.idle >= STOP_GRACE_FLOOR
+                 and isinstance(r.error, (ConnectionError,
+                                          http.client.RemoteDisconnected)))
+    ]
+    kinds = collections.Counter(type(r.error).__name__ for r in failures)
+    assert failures == [], (len(failures), len(results), dict(kinds),
+                            failures[:3])
 
 
 # -- settings and API ---------------------------------------------------------
@@ -607,31 +721,45 @@ def test_sigterm_under_load_finishes_what_was_accepted(app_dir, servers):
 
 
 def test_max_requests_recycles_without_a_failed_request(app_dir, servers):
+    """Two keep-alive clients through four or five recycles of one worker
+    (max_requests=20): what they see follows the rule of a graceful stop
+    (assert_recycling_rule), and no request fails.  How many requests a
+    worker answers beyond its 20th depends on the machine (the other
+    client's requests received before its loop has begun the stop), so no
+    bound is put on it."""
     s = start(servers, waitress_c("--max-requests=20", "--threads=2",
                                   "wapp:app"),
               app_dir, workers=1)
-    load = Load(s.port, threads=2, seconds=30, limit=100)
+    load = Load(s.port, threads=2, seconds=30, limit=100, keepalive=True)
     for t in load.threads:
         t.join(timeout=40)
     results = load.stop()
     assert len(results) == 100
-    answered = [answer(r[1])[1] for r in results if r[1] is not None]
-    counts = {}
-    for pid in answered:
-        counts[pid] = counts.get(pid, 0) + 1
-    assert len(counts) >= 4
-    retired = list(dict.fromkeys(answered))[:-1]
-    for pid in retired:
-        # The 20th request stops it; requests received before the loop has
-        # begun the stop (the next ones on the two keep-alive connections;
-        # a few more when a sanitizer slows the loop) are still answered.
-        assert 20 <= counts[pid] <= 30, counts
+    pids = {answer(r.body)[1] for r in results if r.body is not None}
+    retired = {int(p) for p in RECYCLED.findall(s.output)} & pids
+    assert len(retired) >= 3, (retired, pids)
+    assert_recycling_rule(load, retired, 20)
     deadline = time.monotonic() + 10
     while [p for p in retired if alive(p)] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [p for p in retired if alive(p)] == []
-    assert "max_requests reached, recycling it" in s.output
-    assert_no_failed_request(results)
+
+
+def test_keepalive_clients_lose_nothing_to_recycling(app_dir, servers):
+    """Six keep-alive clients for 6 s against two workers recycled every
+    200 requests: dozens of recycles, not one failed request (each stopping
+    worker answers what it has received, and Connection: close tells a
+    client to go elsewhere)."""
+    s = start(servers, waitress_c("--workers=2", "--max-requests=200",
+                                  "wapp:app"), app_dir)
+    load = Load(s.port, threads=6, seconds=6, limit=60000, keepalive=True)
+    for t in load.threads:
+        t.join(timeout=30)
+    results = load.stop()
+    pids = {answer(r.body)[1] for r in results if r.body is not None}
+    retired = {int(p) for p in RECYCLED.findall(s.output)} & pids
+    assert len(retired) >= 2, (len(results), retired, pids)
+    assert_recycling_rule(load, retired, 200)
 
 
 def test_ttin_and_ttou_change_the_worker_count(app_dir, servers):
@@ -720,6 +848,72 @@ def test_reload_restarts_when_a_file_changes(app_dir, servers, workers):
     assert s.wait(timeout=30) == 0
 
 
+def get_when_serving(port, timeout=30.0):
+    """The answer of a server that may not be listening yet (a --reload
+    restart): retried until it comes, within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return answer(get(port, timeout=5))
+        except (OSError, AssertionError, http.client.HTTPException):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def reload_to(s, path, version, count):
+    """Write the application as ``version`` and touch it until the
+    ``count``-th reload begins (hupper watches a module from a second or
+    two after its import)."""
+    write_app(os.path.dirname(path), version=version)
+    deadline = time.monotonic() + 30
+    touched = time.monotonic()
+    while s.output.count("wapp.py changed; reloading") < count:
+        assert time.monotonic() < deadline and s.proc.poll() is None, s.output
+        if time.monotonic() - touched > 2:
+            os.utime(path)
+            touched = time.monotonic()
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_reload_with_shutdown_timeout_0_lets_a_long_request_finish(
+        app_dir, servers, workers):
+    """--reload with shutdown_timeout=0: hupper waits for the server it
+    stops as long as the server waits for its requests, so a request
+    longer than KILL_MARGIN, in flight when a file changes, is answered
+    whole before the new code serves."""
+    pytest.importorskip("hupper")
+    port = free_port()
+    args = [sys.executable, "-m", "waitress_c", "--reload",
+            "--listen=127.0.0.1:%d" % port, "--workers=%d" % workers,
+            "--threads=4", "--shutdown-timeout=0", "wapp:app"]
+    s = Supervised(args, app_dir)
+    servers.append(s)
+    assert get_when_serving(port)[0] == "v1"
+    # A first reload: hupper watches wapp.py from now on.
+    path = str(app_dir / "wapp.py")
+    reload_to(s, path, "v2", 1)
+    deadline = time.monotonic() + 30
+    while get_when_serving(port)[0] != "v2":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    req = LongRequest(port, app_dir, "r")
+    pid = req.started()
+    reload_to(s, path, "v3-after-the-long-one", 2)
+    assert req.in_flight()
+    version, served_by, _ = answer(req.body())
+    assert (version, served_by) == ("v2", pid)
+    deadline = time.monotonic() + 30
+    while get_when_serving(port)[0] != "v3-after-the-long-one":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert "forcefully killing" not in s.output
+    assert "did not stop in time" not in s.output
+    s.signal(signal.SIGTERM)
+    assert s.wait(timeout=30) == 0
+
+
 def test_reload_without_hupper_is_a_clear_error(tmp_path, monkeypatch, capsys):
     from waitress_c import runner
 
@@ -733,6 +927,19 @@ def test_reload_without_hupper_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert status == 1 and calls == []
     assert "--reload needs the hupper package" in err
     assert "pip install 'waitress_c[reload]'" in err
+
+
+def test_reload_never_kills_before_the_server_would():
+    """hupper's shutdown_interval: past the supervisor's SIGKILL
+    (shutdown_timeout + KILL_MARGIN), and no deadline for 0 (which hupper
+    would take as "kill at once")."""
+    from waitress_c.runner import reload_shutdown_interval
+    from waitress_c.supervisor import KILL_MARGIN
+
+    for timeout in (0.5, 30, 3600):
+        adj = Adjustments(shutdown_timeout=timeout)
+        assert reload_shutdown_interval(adj) > timeout + KILL_MARGIN
+    assert reload_shutdown_interval(Adjustments(shutdown_timeout=0)) >= 1e9
 
 
 def test_runner_passes_a_loader_unless_preload(monkeypatch):
@@ -818,6 +1025,123 @@ def test_workers_still_busy_after_shutdown_timeout_are_killed(app_dir, servers):
     assert isinstance(results["x0"], Exception)
 
 
+# -- shutdown_timeout=0: no deadline ----------------------------------------
+
+# How long the long requests below take: longer than the 5 s (KILL_MARGIN)
+# after which a stopping worker was once killed even with shutdown_timeout 0.
+LONG = 9
+LONG_SIZE = 256 * 1024  # their body: many writes, read whole or not at all
+
+
+class LongRequest:
+    """GET /?id=RID&sleep=LONG&size=LONG_SIZE on its own connection, in a
+    thread; with ``only``, only that worker sleeps (the others answer at
+    once)."""
+
+    def __init__(self, port, app_dir, rid, only=None):
+        self.app_dir, self.rid = app_dir, rid
+        path = "/?id=%s&sleep=%s&size=%d" % (rid, LONG, LONG_SIZE)
+        if only is not None:
+            path += "&only=%d" % only
+        self.result = None
+        self.thread = threading.Thread(target=self._run, args=(port, path),
+                                       daemon=True)
+        self.thread.start()
+
+    def _run(self, port, path):
+        try:
+            self.result = get(port, path, timeout=LONG + 30)
+        except Exception as exc:  # noqa: BLE001 - checked by the caller
+            self.result = exc
+
+    def started(self, timeout=20.0):
+        """The pid of the worker that started it (waits for its record)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = records(self.app_dir, self.rid).get(self.rid)
+            if pid is not None:
+                return pid
+            time.sleep(0.02)
+        raise AssertionError("request %s not started" % self.rid)
+
+    def in_flight(self):
+        return self.thread.is_alive()
+
+    def body(self):
+        """The whole body (raises if the response was cut off)."""
+        self.thread.join(timeout=LONG + 40)
+        assert not self.thread.is_alive()
+        if isinstance(self.result, Exception):
+            raise AssertionError("request %s failed: %r"
+                                 % (self.rid, self.result))
+        assert len(self.result) == LONG_SIZE, len(self.result)
+        return self.result
+
+
+def long_request_on(port, app_dir, pid, tag):
+    """A LongRequest that worker ``pid`` serves: requests are sent until
+    one lands there (the others are answered at once)."""
+    for i in range(50):
+        req = LongRequest(port, app_dir, "%s%d" % (tag, i), only=pid)
+        if req.started() == pid:
+            return req
+        req.body()
+    raise AssertionError("no request reached worker pid %d" % pid)
+
+
+def oldest_worker(s):
+    return int(s.wait_for(r"Worker pid (\d+): starting").group(1))
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP", "max_requests",
+                                 "SIGTTOU"])
+def test_shutdown_timeout_0_lets_a_long_request_finish(app_dir, servers, how):
+    """With shutdown_timeout=0 a graceful stop has no deadline: a request
+    longer than KILL_MARGIN is answered whole whatever stopped its worker
+    (the supervisor's SIGTERM, a rolling restart, max_requests, one worker
+    less), and the worker exits by itself, not by SIGKILL."""
+    args = ["--shutdown-timeout=0", "--threads=4"]
+    if how == "max_requests":
+        args += ["--max-requests=3"]
+        workers = 1
+    else:
+        args += ["--workers=2"]
+        workers = 2
+    s = start(servers, waitress_c(*args, "wapp:app"), app_dir,
+              workers=workers)
+    if how in ("SIGHUP", "SIGTTOU"):  # both stop the oldest worker first
+        req = long_request_on(s.port, app_dir, oldest_worker(s), "l")
+    else:
+        req = LongRequest(s.port, app_dir, "l")
+    pid = req.started()
+    if how == "SIGTERM":
+        s.signal(signal.SIGTERM)
+        s.wait_for("SIGTERM: stopping the workers gracefully")
+    elif how == "SIGHUP":
+        s.signal(signal.SIGHUP)
+        # After a new worker has booted, however long that takes.
+        s.wait_for(r"Worker pid %d: stopping gracefully \(replaced\)" % pid,
+                   timeout=LONG + 20)
+    elif how == "max_requests":
+        for _ in range(2):  # the 3rd request: max_requests
+            assert answer(s.get(timeout=20))[1] == pid
+        s.wait_for(r"Worker pid %d: max_requests reached" % pid)
+    else:
+        s.signal(signal.SIGTTOU)
+        s.wait_for(r"Worker pid %d: stopping gracefully \(one worker less\)"
+                   % pid)
+    if how != "SIGHUP":  # no boot to wait for: the stop began in flight
+        assert req.in_flight()
+    assert answer(req.body())[1] == pid
+    s.wait_for(r"Worker pid %d exited \(exit status 0\)" % pid,
+               timeout=LONG + 20)
+    if how == "SIGTERM":
+        assert s.wait(timeout=20) == 0
+    else:
+        assert s.get(timeout=20)  # the others (or a replacement) serve
+    assert "did not stop in time" not in s.output
+
+
 def test_max_requests_jitter_spreads_the_limits(app_dir, servers):
     """Each worker's limit is max_requests plus 0..jitter: with one client
     at a time, every retired worker served between 5 and 5 + 10."""
@@ -839,9 +1163,12 @@ def test_max_requests_jitter_spreads_the_limits(app_dir, servers):
     assert_no_failed_request(results)
 
 
+@pytest.mark.parametrize("timeout", ["60", "0"])
 @pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGQUIT])
-def test_second_signal_stops_at_once(app_dir, servers, second):
-    s = start(servers, waitress_c("--workers=2", "--shutdown-timeout=60",
+def test_second_signal_stops_at_once(app_dir, servers, second, timeout):
+    """Even without a deadline (shutdown_timeout=0)."""
+    s = start(servers, waitress_c("--workers=2",
+                                  "--shutdown-timeout=" + timeout,
                                   "wapp:app"), app_dir)
     threads, results = slow_requests(s.port, 1, 30, "q")
     deadline = time.monotonic() + 5

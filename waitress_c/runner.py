@@ -377,6 +377,30 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
     return 0
 
 
+# hupper's wait for a server it stopped (below) when shutdown_timeout is 0:
+# 0 or None would make hupper kill it at once, so "no deadline" is a wait
+# longer than any request (hupper hands it to Popen.wait, which takes any
+# number of seconds).
+NO_DEADLINE = 1e9
+# What the monitor waits beyond the server's own deadline, so that the
+# server's cut-off (or the supervisor's SIGKILL) and its exit come first.
+RELOAD_MARGIN = 5.0
+
+
+def reload_shutdown_interval(adj: Adjustments) -> float:
+    """The ``shutdown_interval`` hupper gets with ``--reload``: how long its
+    monitor waits for the server it asked to stop (on a change or its own
+    SIGTERM) before it sends SIGKILL.  It never undercuts ``shutdown_timeout``,
+    nor the supervisor's SIGKILL that many seconds plus
+    ``supervisor.KILL_MARGIN`` later; with ``shutdown_timeout`` 0 there is no
+    deadline."""
+    from waitress_c.supervisor import KILL_MARGIN
+
+    if not adj.shutdown_timeout:
+        return NO_DEADLINE
+    return adj.shutdown_timeout + KILL_MARGIN + RELOAD_MARGIN
+
+
 def _start_reloader(name: str, argv: list[str], adj: Adjustments) -> int | None:
     """``--reload``: in the process hupper watches, None (go on and serve);
     otherwise run the monitor until it stops, and return its status."""
@@ -395,7 +419,7 @@ def _start_reloader(name: str, argv: list[str], adj: Adjustments) -> int | None:
         hupper.start_reloader(
             "waitress_c.runner.run",
             worker_kwargs={"argv": list(argv)},
-            shutdown_interval=adj.shutdown_timeout,
+            shutdown_interval=reload_shutdown_interval(adj),
         )
     except SystemExit as exc:  # the monitor's end
         return exc.code if isinstance(exc.code, int) else 1

@@ -15,7 +15,8 @@ Control goes through signals, as with gunicorn:
 to         signal and effect
 =========  =============================================================
 supervisor SIGTERM, SIGINT: graceful stop (workers finish what they have
-           accepted, within ``shutdown_timeout``); a second one, or
+           accepted, within ``shutdown_timeout``; 0: however long it
+           takes); a second one, or
            SIGQUIT: immediate stop.  SIGHUP: replace the workers one by
            one.  SIGTTIN / SIGTTOU: one worker more / less.
 worker     SIGTERM: graceful stop of that worker (it is replaced);
@@ -56,7 +57,9 @@ logger = logging.getLogger("waitress_c")
 # A worker that could not build its application or its server exits with
 # this status (gunicorn uses the same number).
 BOOT_ERROR = 3
-# Seconds a stopping worker gets beyond shutdown_timeout before SIGKILL.
+# Seconds a stopping worker gets beyond shutdown_timeout before SIGKILL
+# (and after an immediate stop).  With shutdown_timeout 0 a graceful stop
+# has no deadline: the worker is never killed for taking its time.
 KILL_MARGIN = 5.0
 # A worker that dies sooner than this after it started counts as a failure
 # in a row: the next replacement waits longer (0, 0.5, 1, 2 ... 30 s).
@@ -356,7 +359,7 @@ class Supervisor(FirstListener):
                 self._booting = False
         if RETIRING in data and not w.retiring:
             w.retiring = True
-            w.kill_at = time.monotonic() + self._stop_allowance()
+            w.kill_at = self._graceful_deadline()
             logger.info(
                 "Worker pid %d: max_requests reached, recycling it", w.pid
             )
@@ -398,8 +401,13 @@ class Supervisor(FirstListener):
 
     # -- workers --------------------------------------------------------------
 
-    def _stop_allowance(self) -> float:
-        return self.adj.shutdown_timeout + KILL_MARGIN
+    def _graceful_deadline(self) -> Optional[float]:
+        """When a worker that begins a graceful stop now is killed if it is
+        still there: shutdown_timeout + KILL_MARGIN from now, or never
+        (None) when shutdown_timeout is 0."""
+        if not self.adj.shutdown_timeout:
+            return None
+        return time.monotonic() + self.adj.shutdown_timeout + KILL_MARGIN
 
     def _kill(self, w: _Worker, sig: int) -> None:
         try:
@@ -410,7 +418,7 @@ class Supervisor(FirstListener):
     def _retire(self, w: _Worker, why: str) -> None:
         logger.info("Worker pid %d: stopping gracefully (%s)", w.pid, why)
         w.retiring = True
-        w.kill_at = time.monotonic() + self._stop_allowance()
+        w.kill_at = self._graceful_deadline()
         self._kill(w, signal.SIGTERM)
 
     def _begin_stop(self, level: int, why: str) -> None:
@@ -430,11 +438,15 @@ class Supervisor(FirstListener):
         # The listeners stay open only in the workers, whose servers close
         # them at once: new connections are refused from now on.
         self._close_sockets()
-        now = time.monotonic()
+        if level == 1:
+            limit = self._graceful_deadline()  # None: no deadline
+        else:
+            limit = time.monotonic() + KILL_MARGIN
         for w in self._workers.values():
             w.retiring = True
-            limit = now + (self._stop_allowance() if level == 1 else KILL_MARGIN)
-            w.kill_at = min(w.kill_at or limit, limit)
+            # A worker already stopping keeps its deadline if it is sooner.
+            if limit is not None:
+                w.kill_at = min(w.kill_at or limit, limit)
             self._kill(w, signal.SIGTERM if level == 1 else signal.SIGQUIT)
 
     def _begin_reload(self) -> None:
@@ -584,11 +596,13 @@ class Supervisor(FirstListener):
         stopper = _Stopper(server)
 
         def retire_self() -> None:
+            # The stop first: until the loop has begun it, the requests
+            # that arrive are served as usual, beyond the limit.
+            stopper.stop(1)
+            _write(status_w, RETIRING)
             logger.info(
                 "Worker pid %d: %d requests (max_requests): stopping",
                 os.getpid(), limit)
-            _write(status_w, RETIRING)
-            stopper.stop(1)
 
         retire.append(retire_self)
         self._serve_in_worker(server, stopper, status_w)
