@@ -150,20 +150,33 @@ sdist: $(PKG_TOOLS)
 	rm -f dist/waitress_c-*.tar.gz
 	$(PY) -m build --sdist -o dist .
 
-wheel: $(PKG_TOOLS) .deps-stamp
+# Beside .venv's wheel, one for each of WHEEL_CHROOT_VERSIONS, built inside
+# the chroot of `make pythons` with its interpreter (tools/wheel.sh); their
+# manylinux tag follows that chroot's newer glibc.
+WHEEL_CHROOT_VERSIONS ?= 3.14 3.15
+PY_TAG = $(shell $(PY) -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
+
+wheel: $(PKG_TOOLS) .deps-stamp $(if $(WHEEL_CHROOT_VERSIONS),pythons)
 	rm -rf build/wheel-raw dist/waitress_c-*.whl dist/waitress_c-*.tar.gz
 	$(PY) -m build -o build/wheel-raw .
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m auditwheel repair \
 	  --plat $(WHEEL_PLAT) -w dist build/wheel-raw/*.whl
 	$(PY) tools/wheel_licenses.py dist/waitress_c-*.whl
 	mv build/wheel-raw/*.tar.gz dist/
+	@for v in $(WHEEL_CHROOT_VERSIONS); do \
+	  $(SUDO) env PYTHONS_DIR=$(PYTHONS_DIR) tools/pythons.sh run \
+	    env WHEEL_PLAT=$(WHEEL_PLAT) tools/wheel.sh build $$v /usr/bin/python$$v \
+	    || exit 1; done
 	@ls dist/waitress_c-*
 
-# The wheel installed into a fresh venv: serves, and loads the bundled
-# libraries (tests/test_wheel.py).
+# Each wheel installed into a fresh venv of its version: serves, and loads
+# the bundled libraries (tests/test_wheel.py).
 wheel-test: wheel
-	WC_TEST_WHEEL="$$(ls dist/waitress_c-*-manylinux*.whl)" \
+	WC_TEST_WHEEL="$$(ls dist/waitress_c-*-$(PY_TAG)-*manylinux*.whl)" \
 	  $(PY) -m pytest -q -p no:cacheprovider tests/test_wheel.py
+	@for v in $(WHEEL_CHROOT_VERSIONS); do \
+	  $(SUDO) env PYTHONS_DIR=$(PYTHONS_DIR) tools/pythons.sh run \
+	    tools/wheel.sh test $$v /usr/bin/python$$v || exit 1; done
 
 # The sdist is a complete source tree: installed from the tarball into a
 # fresh venv, the suite runs from the unpacked tree against that install
@@ -186,36 +199,26 @@ sdist-test: sdist .deps-stamp
 	  assert waitress_c.__file__.startswith(sys.prefix), waitress_c.__file__'; \
 	"$$tmp/venv/bin/python" -m pytest -q -p no:cacheprovider tests
 
-# The suite on every CPython 3.11+ on this machine (pyenv's, then PATH),
-# each in its own venv, .venv-3.NN; a missing version is skipped with a
-# message.  The extension is rebuilt in place for each version (--force: no
-# stale or sanitized build is reused; the .so names carry the version, so
-# they live side by side).
-TEST_ALL_VERSIONS ?= 3.11 3.12 3.13
+# The suite on every current CPython, each in its own venv (.venv-3.NN),
+# the extension rebuilt in place with -Werror (tools/test_all.sh): 3.11,
+# 3.12 and 3.13 are pyenv's (or python3.NN on PATH), 3.14 and 3.15 Debian
+# unstable's, in the chroot `make pythons` keeps.  A version that cannot
+# be found fails the target.  TEST_ALL_VERSIONS narrows it.
+TEST_ALL_VERSIONS ?= 3.11 3.12 3.13 3.14 3.15
 PYENV_ROOT ?= $(HOME)/.pyenv
 
-test-all: .deps-stamp
-	@failed=""; for v in $(TEST_ALL_VERSIONS); do \
-	  py=""; for c in $$(ls -d $(PYENV_ROOT)/versions/$$v.*/bin/python$$v 2>/dev/null | sort -rV) \
-	                  $$(command -v python$$v); do \
-	    if "$$c" -c "import sys, sysconfig; assert sys.implementation.name == 'cpython' \
-	        and '%d.%d' % sys.version_info[:2] == '$$v' \
-	        and not sysconfig.get_config_var('Py_GIL_DISABLED')" 2>/dev/null; then \
-	      py=$$c; break; fi; \
-	  done; \
-	  if [ -z "$$py" ]; then echo "test-all: no CPython $$v found, skipped"; continue; fi; \
-	  venv=.venv-$$v; echo "test-all: $$py in $$venv"; \
-	  if [ ! -f $$venv/.stamp ] || [ pyproject.toml -nt $$venv/.stamp ] || \
-	     [ setup.py -nt $$venv/.stamp ] || ! $$venv/bin/python -c '' 2>/dev/null; then \
-	    rm -rf $$venv && "$$py" -m venv $$venv && \
-	    $$venv/bin/python -m pip install -q --upgrade pip 'setuptools>=77' && \
-	    $$venv/bin/python -m pip install -q -e '.[test]' && touch $$venv/.stamp || \
-	    { failed="$$failed $$v(install)"; continue; }; \
-	  fi; \
-	  $$venv/bin/python setup.py -q build_ext --inplace --force && \
-	  $$venv/bin/python -m pytest -q -p no:cacheprovider tests || failed="$$failed $$v"; \
-	done; \
-	if [ -n "$$failed" ]; then echo "test-all: FAILED on:$$failed"; exit 1; fi
+test-all: .deps-stamp pythons
+	PYENV_ROOT=$(PYENV_ROOT) PYTHONS_DIR=$(PYTHONS_DIR) tools/test_all.sh $(TEST_ALL_VERSIONS)
+
+# CPython 3.14 and 3.15: a Debian sid chroot made by debootstrap (minbase)
+# in PYTHONS_DIR, with their -dev and -venv packages and the suite's build
+# dependencies (tools/pythons.sh).  Made once, refreshed when a day old;
+# shared by every clone on the machine.  Root (sudo otherwise).
+PYTHONS_DIR ?= /var/cache/waitress_c/sid-chroot
+.PHONY: pythons
+pythons:
+	$(SUDO) env PYTHONS_DIR=$(PYTHONS_DIR) tools/pythons.sh make
+
 # Worker processes against one process and the multi-process peers,
 # unpinned (docs/workers.rst).
 .PHONY: bench-workers

@@ -89,8 +89,13 @@ class Venv:
     changes or --reinstall is given, so a peer that cannot build does not
     cost minutes on every run."""
 
-    def __init__(self, name):
+    def __init__(self, name, creator=None, prefix=()):
         self.name = name
+        # The interpreter that makes the venv (this one unless given), and
+        # what every command in it is run under (the chroot of
+        # tools/pythons.sh for its versions).
+        self.creator = creator or sys.executable
+        self.prefix = list(prefix)
         self.path = os.path.join(VENVS, name)
         self.python = os.path.join(self.path, "bin", "python")
         self.stamp = os.path.join(self.path, ".bench-installed")
@@ -121,16 +126,18 @@ class Venv:
                 os.unlink(stale)
         with open(self.log, "wb") as out:
             if not os.path.exists(self.python):
-                rc = subprocess.call([sys.executable, "-m", "venv", self.path],
-                                     stdout=out, stderr=out)
+                rc = subprocess.call(
+                    self.prefix + [self.creator, "-m", "venv", self.path],
+                    stdout=out, stderr=out)
                 if rc != 0:
                     return self.fail(spec, "python -m venv failed")
             for args in install:
                 out.write(("\n$ pip %s\n" % " ".join(args)).encode())
                 out.flush()
                 rc = subprocess.call(
-                    [self.python, "-m", "pip", "--disable-pip-version-check",
-                     "--no-input"] + args,
+                    self.prefix + [self.python, "-m", "pip",
+                                   "--disable-pip-version-check",
+                                   "--no-input"] + args,
                     stdout=out, stderr=out, cwd=WORK,
                 )
                 if rc != 0:
@@ -146,7 +153,7 @@ class Venv:
     def version(self, dist):
         try:
             return subprocess.check_output(
-                [self.python, "-c",
+                self.prefix + [self.python, "-c",
                  "import importlib.metadata as m, sys;"
                  "print(m.version(sys.argv[1]))", dist],
                 stderr=subprocess.DEVNULL, cwd=WORK,
@@ -275,7 +282,7 @@ class WaitressC(Server):
 
     def check(self):
         probe = subprocess.run(
-            [self.venv.python, "-c",
+            self.venv.prefix + [self.venv.python, "-c",
              "import waitress_c, waitress_c._core; print(waitress_c.__file__)"],
             capture_output=True, cwd=WORK,
         )
@@ -302,6 +309,84 @@ class WaitressC(Server):
             # for both waitresses alike.
             argv.append("--connection-limit=%d" % (scenario.conns + 100))
         return argv + ["apps:app"]
+
+
+PYTHONS_SH = os.path.join(ROOT, "tools", "pythons.sh")
+
+
+def chroot_versions():
+    """The versions tools/pythons.sh provides in its chroot (3.14, 3.15)."""
+    try:
+        return subprocess.check_output([PYTHONS_SH, "versions"]).decode().split()
+    except (OSError, subprocess.CalledProcessError):
+        return []
+
+
+def find_python(spec):
+    """(interpreter, runs in the chroot) for ``--python``'s ``spec``: a
+    path, or a version: the chroot's for 3.14 and 3.15 (``make pythons``),
+    else pyenv's newest 3.NN.*, else python3.NN on PATH.  ValueError when
+    there is none."""
+    if os.sep in spec:
+        if not os.access(spec, os.X_OK):
+            raise ValueError("%s is not an executable" % spec)
+        return spec, False
+    if spec in chroot_versions():
+        return "/usr/bin/python" + spec, True
+    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    found = []
+    try:
+        for name in os.listdir(os.path.join(root, "versions")):
+            if name.startswith(spec + ".") and name[len(spec) + 1:].isdigit():
+                found.append((int(name[len(spec) + 1:]), name))
+    except OSError:
+        pass
+    for _, name in sorted(found, reverse=True):
+        path = os.path.join(root, "versions", name, "bin", "python" + spec)
+        if os.access(path, os.X_OK):
+            return path, False
+    path = shutil.which("python" + spec)
+    if path:
+        return path, False
+    raise ValueError("no CPython %s here (pyenv install, or make pythons)"
+                     % spec)
+
+
+class WaitressCPython(WaitressC):
+    """The working tree's waitress_c on another interpreter (``run.py
+    --python``), as ``waitress_c-py<version>``, in a venv of its own made
+    by that interpreter; run with the same arguments.  The chroot's
+    versions run inside it (tools/pythons.sh run), on this machine's
+    loopback and CPUs like the others; their process group then holds the
+    chroot's wrappers as well (a shell or two, idle)."""
+
+    is_variant = True  # waitress_c itself, not a peer
+
+    def __init__(self, data, spec, reinstall=False):
+        self.spec = spec
+        self.python_path, self.in_chroot = find_python(spec)
+        label = spec if os.sep not in spec else os.path.basename(spec)
+        self.name = "waitress_c-py" + label.replace("python", "")
+        self.venv_name = self.name
+        self.how = ("waitress-c-serve --threads=4 (release build of the "
+                    "working tree) on %s%s" % (
+                        self.python_path,
+                        ", in the sid chroot" if self.in_chroot else ""))
+        WaitressC.__init__(self, data, reinstall)
+        # In WORK, as the others: not in the repository, whose waitress_c/
+        # would be imported instead of the venv's.
+        prefix = [PYTHONS_SH, "run", "-C", WORK] if self.in_chroot else []
+        self.venv = Venv(self.venv_name, self.python_path, prefix)
+
+    def command(self, port, scenario):
+        argv = WaitressC.command(self, port, scenario)
+        if not self.in_chroot:
+            return argv
+        # tools/pythons.sh runs its command with a clean environment: the
+        # apps' path goes in by hand.  The 10 MiB file is the chroot's own
+        # copy (apps.py makes it in its /tmp: the same bytes).
+        return self.venv.prefix + ["env", "PYTHONPATH=" + BENCH,
+                                   "PYTHONDONTWRITEBYTECODE=1"] + argv
 
 
 def resolve_revision(rev, root=ROOT):

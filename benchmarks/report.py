@@ -187,10 +187,11 @@ class Report:
 
     def peer_names(self):
         """The WSGI peers of waitress_c that ran: not waitress_c, nor its
-        build from another commit."""
+        build from another commit, nor it on another interpreter."""
         return [s.name for s in self.servers if s.wsgi
-                and s.name != "waitress_c" and not getattr(s, "is_base",
-                                                           False)]
+                and s.name != "waitress_c"
+                and not getattr(s, "is_base", False)
+                and not getattr(s, "is_variant", False)]
 
     # ------------------------------------------------ against the base
     def against_base(self):

@@ -617,6 +617,12 @@ def parse_args(argv):
                         "waitress_c@<sha>, interleaved with the working "
                         "tree's and reported as ratios to it; adds "
                         "waitress_c to --servers if missing")
+    p.add_argument("--python", metavar="VERSION[,...]",
+                   help="also run the working tree's waitress_c on these "
+                        "interpreters, as waitress_c-py<version>: a "
+                        "version (3.14 and 3.15 from the chroot of make "
+                        "pythons, others pyenv's or python3.NN on PATH) "
+                        "or a path")
     p.add_argument("--reinstall", action="store_true",
                    help="rebuild every venv, even one that failed before")
     p.add_argument("--output", help="the report file (default "
@@ -640,6 +646,13 @@ def parse_args(argv):
             p.error("--base needs a git revision")
         if "waitress_c" not in opts.server_names:
             opts.server_names = ["waitress_c"] + list(opts.server_names)
+    opts.pythons = [x.strip() for x in (opts.python or "").split(",")
+                    if x.strip()]
+    for spec in opts.pythons:
+        try:
+            peers.find_python(spec)
+        except ValueError as exc:
+            p.error("--python: %s" % exc)
     if opts.scenarios:
         opts.scenario_names = names(opts.scenarios, scenarios.NAMES,
                                     "scenario")
@@ -679,7 +692,7 @@ def run_kind(opts):
     if opts.quick:
         return vs + "-quick"
     if (opts.server_names != peers.ALL
-            or opts.scenario_names != scenarios.NAMES):
+            or opts.scenario_names != scenarios.NAMES or opts.pythons):
         return vs + "-partial"
     return vs
 
@@ -699,6 +712,8 @@ def make_servers(opts, data):
             servers.append(peers.WaitressCAt(
                 data, opts.base, opts.base_sha, opts.base_short,
                 opts.reinstall))
+    for spec in opts.pythons:
+        servers.append(peers.WaitressCPython(data, spec, opts.reinstall))
     return servers
 
 

@@ -578,3 +578,27 @@ def test_newest_results_leaves_out_runs_against_a_base(tmp_path):
     for name in ("2026-01-01-aaa.md", "2026-01-02-bbb-vs-ccc.md"):
         (tmp_path / name).write_text("# x\n")
     assert report.newest_results(str(tmp_path)).endswith("2026-01-01-aaa.md")
+
+
+def test_python_option_adds_waitress_c_on_each_interpreter(monkeypatch):
+    import run
+
+    monkeypatch.setattr(peers, "find_python", lambda spec: (
+        ("/usr/bin/python" + spec, True) if spec == "3.15"
+        else ("/opt/py/bin/python" + spec, False)))
+    opts = run.parse_args(["--servers", "waitress_c", "--scenarios",
+                           "hello-100", "--python", "3.13,3.15"])
+    assert opts.pythons == ["3.13", "3.15"]
+    assert run.run_kind(opts) == "-partial"
+    servers = run.make_servers(opts, data=None)
+    assert [s.name for s in servers] == [
+        "waitress_c", "waitress_c-py3.13", "waitress_c-py3.15"]
+    host, chrooted = servers[1], servers[2]
+    assert host.venv.creator == "/opt/py/bin/python3.13"
+    assert host.venv.prefix == []
+    scenario = scenarios.BY_NAME["hello-100"]
+    assert host.command(8000, scenario)[0] == host.venv.bin("waitress-c-serve")
+    argv = chrooted.command(8000, scenario)
+    assert argv[:5] == [peers.PYTHONS_SH, "run", "-C", peers.WORK, "env"]
+    assert chrooted.venv.bin("waitress-c-serve") in argv
+    assert chrooted.venv.prefix == [peers.PYTHONS_SH, "run", "-C", peers.WORK]

@@ -236,10 +236,12 @@ in_enter(InputObject *in, PyObject *unused)
     return Py_NewRef(in);
 }
 
+static PyObject *in_close_locked(InputObject *in, PyObject *unused);
+
 static PyObject *
 in_exit(InputObject *in, PyObject *args)
 {
-    return in_close(in, NULL);
+    return in_close_locked(in, NULL);
 }
 
 static PyObject *
@@ -257,20 +259,60 @@ in_dealloc(InputObject *in)
     Py_DECREF(tp);
 }
 
+/* The methods that read or change the position, the data or `closed`
+ * run in the object's critical section: the app may share wsgi.input
+ * between threads, and without a GIL a read racing close() would read
+ * freed memory (nothing where there is a GIL). */
+#define LOCKED_FASTCALL(fn)                                                 \
+    static PyObject *fn##_locked(InputObject *in, PyObject *const *args,   \
+                                 Py_ssize_t nargs)                         \
+    {                                                                       \
+        PyObject *r;                                                        \
+        WC_BEGIN_LOCKED(in);                                                \
+        r = fn(in, args, nargs);                                            \
+        WC_END_LOCKED();                                                    \
+        return r;                                                           \
+    }
+#define LOCKED_NOARGS(fn)                                                   \
+    static PyObject *fn##_locked(InputObject *in, PyObject *unused)        \
+    {                                                                       \
+        PyObject *r;                                                        \
+        WC_BEGIN_LOCKED(in);                                                \
+        r = fn(in, unused);                                                 \
+        WC_END_LOCKED();                                                    \
+        return r;                                                           \
+    }
+LOCKED_FASTCALL(in_read)
+LOCKED_FASTCALL(in_readline)
+LOCKED_FASTCALL(in_readlines)
+LOCKED_FASTCALL(in_seek)
+LOCKED_NOARGS(in_tell)
+LOCKED_NOARGS(in_close)
+
+static PyObject *
+in_iternext_locked(InputObject *in)
+{
+    PyObject *r;
+    WC_BEGIN_LOCKED(in);
+    r = in_iternext(in);
+    WC_END_LOCKED();
+    return r;
+}
+
 static PyMethodDef in_methods[] = {
-    {"read", (PyCFunction)(void (*)(void))in_read, METH_FASTCALL,
+    {"read", (PyCFunction)(void (*)(void))in_read_locked, METH_FASTCALL,
      "read(size=-1) -> bytes"},
-    {"readline", (PyCFunction)(void (*)(void))in_readline, METH_FASTCALL,
+    {"readline", (PyCFunction)(void (*)(void))in_readline_locked, METH_FASTCALL,
      "readline(size=-1) -> bytes"},
-    {"readlines", (PyCFunction)(void (*)(void))in_readlines, METH_FASTCALL,
+    {"readlines", (PyCFunction)(void (*)(void))in_readlines_locked, METH_FASTCALL,
      "readlines(hint=-1) -> list of bytes"},
-    {"seek", (PyCFunction)(void (*)(void))in_seek, METH_FASTCALL,
+    {"seek", (PyCFunction)(void (*)(void))in_seek_locked, METH_FASTCALL,
      "seek(offset, whence=0) -> new position"},
-    {"tell", (PyCFunction)in_tell, METH_NOARGS, "tell() -> position"},
+    {"tell", (PyCFunction)in_tell_locked, METH_NOARGS, "tell() -> position"},
     {"seekable", (PyCFunction)in_true, METH_NOARGS, NULL},
     {"readable", (PyCFunction)in_true, METH_NOARGS, NULL},
     {"writable", (PyCFunction)in_false, METH_NOARGS, NULL},
-    {"close", (PyCFunction)in_close, METH_NOARGS, NULL},
+    {"close", (PyCFunction)in_close_locked, METH_NOARGS, NULL},
     {"__enter__", (PyCFunction)in_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)in_exit, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},
@@ -285,7 +327,7 @@ static PyType_Slot in_slots[] = {
     {Py_tp_methods, in_methods},
     {Py_tp_getset, in_getset},
     {Py_tp_iter, in_iter},
-    {Py_tp_iternext, in_iternext},
+    {Py_tp_iternext, in_iternext_locked},
     {Py_tp_dealloc, in_dealloc},
     {Py_tp_doc, "wsgi.input: the request body, complete and seekable."},
     {0, NULL},

@@ -32,6 +32,34 @@
 
 #include "loop.h"
 
+/* Free threading (docs/design.rst, "Free threading: what two workers can
+ * touch").  WC_BEGIN_LOCKED(o) ... WC_END_LOCKED() is o's per-object
+ * critical section, for objects the application may hand to other
+ * threads; it is nothing where there is a GIL (before 3.13, and on a
+ * normal build, where CPython's macros are empty too). */
+#if PY_VERSION_HEX >= 0x030D0000
+#define WC_BEGIN_LOCKED(o) Py_BEGIN_CRITICAL_SECTION(o)
+#define WC_END_LOCKED() Py_END_CRITICAL_SECTION()
+#else
+#define WC_BEGIN_LOCKED(o) {
+#define WC_END_LOCKED() }
+#endif
+
+/* Is `op` referenced by the caller alone?  With the GIL, Py_REFCNT(op) ==
+ * 1 says so.  A free-threaded build splits the count between the thread
+ * that owns the object and the others, and only
+ * PyUnstable_Object_IsUniquelyReferenced (3.14) means the same there. */
+static inline int
+wc_sole_ref(PyObject *op)
+{
+#if PY_VERSION_HEX >= 0x030E0000
+    return PyUnstable_Object_IsUniquelyReferenced(op);
+#else
+    return Py_REFCNT(op) == 1;
+#endif
+}
+
+
 /* Marks on prototypes, as psycopg does: what the caller must know. */
 #define WC_RAISES_NEG   /* returns -1 with an exception set */
 

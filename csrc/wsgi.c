@@ -303,11 +303,24 @@ release_sr(wc_worker_t *w, StartResponseObject *sr)
     sr->w = NULL;
     Py_CLEAR(sr->status);
     Py_CLEAR(sr->headers);
-    Py_ssize_t mine = sr->write ? 2 : 1;
-    if (w->spare_sr == NULL && Py_REFCNT(sr) == mine
-        && (sr->write == NULL || Py_REFCNT(sr->write) == 1)) {
-        w->spare_sr = (PyObject *)sr;
-        return;
+    /* Reused only if nobody else holds it: the app may keep start_response
+     * or write() (and another thread call them later).  A cached write()
+     * holds a reference to sr, so sr's count is 2 then; with the GIL the
+     * count says so.  A free-threaded build has no exact "count == 2" test
+     * (docs/design.rst, free threading): the cached write() is let go
+     * first, and sr must then be referenced by this thread alone. */
+    if (w->spare_sr == NULL
+        && (sr->write == NULL || wc_sole_ref(sr->write))) {
+#ifdef Py_GIL_DISABLED
+        Py_CLEAR(sr->write);
+        int sole = wc_sole_ref((PyObject *)sr);
+#else
+        int sole = Py_REFCNT(sr) == (sr->write ? 2 : 1);
+#endif
+        if (sole) {
+            w->spare_sr = (PyObject *)sr;
+            return;
+        }
     }
     Py_CLEAR(sr->write);
     Py_DECREF(sr);

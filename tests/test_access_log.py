@@ -33,9 +33,18 @@ ACCESS_LINE = re.compile(
 
 
 def access_lines(srv, n, timeout=5.0):
-    """The access log lines, once there are n (waiting for them, bounded)."""
-    srv.wait_for(ACCESS_LINE, count=n, timeout=timeout, stream="stderr", fail=False)
-    return [line[len(PREFIX):] for line in srv.stderr().splitlines() if line.startswith(PREFIX)]
+    """The access log lines, once there are n whole ones (waiting for them,
+    bounded): a long line may be read half written."""
+    deadline = time.monotonic() + timeout
+    while True:
+        srv.wait_for(ACCESS_LINE, count=n, timeout=max(0.0, deadline - time.monotonic()),
+                     stream="stderr", fail=False)
+        text = srv.stderr()
+        text = text[: text.rfind("\n") + 1]
+        lines = [line[len(PREFIX):] for line in text.splitlines() if line.startswith(PREFIX)]
+        if len(lines) >= n or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.01)
 
 
 COMBINED_LINE = re.compile(
@@ -288,3 +297,29 @@ def test_numbers_stay_numbers_and_other_values_become_text(caplog):
     with caplog.at_level(logging.INFO, logger="waitress_c.access"):
         log(env, None, "GET", "/", "HTTP/1.1", 200, 0, 12, None)
     assert [r.getMessage() for r in caplog.records] == [r"200 0 - 12 a\x0Ab 7 ['x\x5Cn']"]
+
+
+def test_clf_time_is_never_read_half_updated(monkeypatch):
+    # The once-a-second cache of the [date] field is read and refreshed by
+    # every worker.  A thread that sees the new second before the new text
+    # is stored (a switch between two stores with the GIL; any moment
+    # without it) would log the previous second's date.  Simulated: another
+    # worker reads the cache while this one formats the new second.
+    from waitress_c import access_log
+
+    seen = []
+    real = time.strftime
+
+    def strftime(fmt, t):
+        if not seen:
+            seen.append(None)
+            seen.append(access_log._clf_time(t0 + 1))  # the other worker
+        return real(fmt, t)
+
+    t0 = 1_800_000_000
+    access_log._clf_time(t0)
+    monkeypatch.setattr(access_log.time, "strftime", strftime)
+    ours = access_log._clf_time(t0 + 1)
+    expected = real("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(t0 + 1))
+    assert ours == expected
+    assert seen[1:] == [expected]

@@ -551,7 +551,6 @@ LISTEN_CASES = [
             (INET6, STREAM, TCP, ("::", 80, 0, 0)),
         ],
     ),
-    ("localhost:9000", [(INET, STREAM, TCP, ("127.0.0.1", 9000))]),
     (
         "127.0.0.1:9000 [::1]:9000",
         [
@@ -582,6 +581,50 @@ def test_listen(listen, expected):
 @pytest.mark.parametrize("listen, expected", LISTEN_CASES)
 def test_listen_matches_waitress(listen, expected):
     assert make_waitress(listen=listen).listen == expected
+
+
+# A name is resolved by the system: "localhost" is 127.0.0.1 and ::1 on most
+# machines (and 127.0.0.1 only where the hosts file says so), so these tests
+# use a resolver they control, answering as glibc does with both lines in
+# /etc/hosts: ::1 first, and only the family asked for.
+LOCALHOST = {
+    INET6: (INET6, STREAM, TCP, "", ("::1", 9000, 0, 0)),
+    INET: (INET, STREAM, TCP, "", ("127.0.0.1", 9000)),
+}
+
+
+@pytest.fixture
+def localhost_v4_v6(monkeypatch):
+    real = socket.getaddrinfo
+
+    def resolve(host, port, family=0, type=0, proto=0, flags=0):
+        if host != "localhost":
+            return real(host, port, family, type, proto, flags)
+        return [
+            info[:4] + ((info[4][0], int(port)) + info[4][2:],)
+            for fam, info in LOCALHOST.items()
+            if family in (socket.AF_UNSPEC, fam)
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+
+
+@pytest.mark.parametrize("maker", [make, make_waitress])
+@pytest.mark.parametrize(
+    "kw, expected",
+    [
+        ({}, [
+            (INET6, STREAM, TCP, ("::1", 9000, 0, 0)),
+            (INET, STREAM, TCP, ("127.0.0.1", 9000)),
+        ]),
+        ({"ipv6": False}, [(INET, STREAM, TCP, ("127.0.0.1", 9000))]),
+        ({"ipv4": False}, [(INET6, STREAM, TCP, ("::1", 9000, 0, 0))]),
+    ],
+)
+def test_listen_on_a_name_with_two_addresses(localhost_v4_v6, maker, kw, expected):
+    # one socket per address, as waitress: a client that tries ::1 first
+    # (as most do for "localhost") finds the server there too
+    assert maker(listen="localhost:9000", **kw).listen == expected
 
 
 @pytest.mark.parametrize(

@@ -72,6 +72,43 @@ def test_ipv6_listener_is_bracketed_in_print_listen(caplog):
         run_in_thread(srv).join(10)
 
 
+def test_a_name_with_two_addresses_is_served_on_both(monkeypatch):
+    # "localhost" as most machines resolve it (127.0.0.1 and ::1), from a
+    # resolver the test controls rather than this machine's hosts file
+    try:
+        with socket.socket(socket.AF_INET6) as s6, socket.socket() as s4:
+            s6.bind(("::1", 0))
+            port = s6.getsockname()[1]
+            s4.bind(("127.0.0.1", port))
+    except OSError:
+        pytest.skip("no ::1 here, or no port free on both")
+    real = socket.getaddrinfo
+
+    def resolve(host, port, family=0, type=0, proto=0, flags=0):
+        if host != "localhost":
+            return real(host, port, family, type, proto, flags)
+        return [
+            (socket.AF_INET6, type, proto, "", ("::1", int(port), 0, 0)),
+            (socket.AF_INET, type, proto, "", ("127.0.0.1", int(port))),
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    srv = create_server(apps.hello, listen="localhost:%d" % port)
+    t = run_in_thread(srv)
+    try:
+        assert sorted(srv.effective_listen) == [
+            ("127.0.0.1", str(port)), ("::1", str(port))
+        ]
+        for host in ("::1", "127.0.0.1"):
+            c = http.client.HTTPConnection(host, port, timeout=10)
+            c.request("GET", "/")
+            assert c.getresponse().read() == b"Hello, world!"
+            c.close()
+    finally:
+        srv.close()
+        t.join(10)
+
+
 def test_unix_server_effective_listen(tmp_path):
     path = str(tmp_path / "s.sock")
     srv = create_server(apps.hello, unix_socket=path)

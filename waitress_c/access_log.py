@@ -204,16 +204,21 @@ def _compile(fmt: str):
     return tuple(getters.items())
 
 
-_clf_cache = [None, ""]
+# (second, text), replaced whole: a reader sees either pair, never the new
+# second with the old text (see the free-threading section of
+# docs/design.rst).
+_clf_cache: tuple = (None, "")
 
 
 def _clf_time(when: float) -> str:
     """``[30/Nov/2026:13:39:46 +0000]`` in local time, once a second."""
+    global _clf_cache
     sec = int(when)
-    if _clf_cache[0] != sec:
-        _clf_cache[0] = sec
-        _clf_cache[1] = time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(sec))
-    return _clf_cache[1]
+    cached_sec, text = _clf_cache
+    if cached_sec != sec:
+        text = time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(sec))
+        _clf_cache = (sec, text)
+    return text
 
 
 class AccessLog:

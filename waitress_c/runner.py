@@ -19,13 +19,14 @@ and an application that cannot be found is one line, not a traceback.
 from __future__ import annotations
 
 import getopt
+import importlib
 import logging
 import os
-import pkgutil
 import re
 import sys
 import textwrap
 import traceback
+import types
 import warnings
 from typing import Any, Callable
 
@@ -220,24 +221,71 @@ def _check_ports(kw: dict[str, Any]) -> None:
             )
 
 
+_DOTTED = r"(?!\d)\w+(?:\.(?!\d)\w+)*"
+_APP_SPEC = re.compile(r"(%s)(?::(%s)?)?" % (_DOTTED, _DOTTED))
+
+
+def _resolve_name(spec: str) -> Any:
+    """``pkgutil.resolve_name``, except in what it raises: LookupError for a
+    malformed name or an attribute that is not there, and any other error
+    (an exception raised by the code of a module being imported or of a
+    module's lazy ``__getattr__``) let through.
+
+    Whether an attribute is missing is decided by the AttributeError
+    itself, not by where it was raised: CPython (3.10+) gives an
+    AttributeError escaping ``getattr(obj, name)`` that ``name`` and
+    ``obj`` unless it already had them, so one about this very lookup has
+    both, whether the attribute machinery or the module's own
+    ``__getattr__`` raised it, and one about another lookup (a bug inside
+    a lazy loader) names another object or attribute.
+    """
+    match = _APP_SPEC.fullmatch(spec)
+    if match is None:
+        raise LookupError("invalid format: %r" % spec)
+    modname, attrs = match.groups()
+    if ":" in spec:
+        obj = importlib.import_module(modname)
+        names = attrs.split(".") if attrs else []
+    else:
+        # No colon: the longest importable prefix is the module.
+        names = modname.split(".")
+        modname = names.pop(0)
+        obj = importlib.import_module(modname)
+        while names:
+            sub = "%s.%s" % (modname, names[0])
+            try:
+                obj = importlib.import_module(sub)
+            except ModuleNotFoundError as exc:
+                if exc.name != sub:
+                    raise
+                break
+            modname = sub
+            names.pop(0)
+    for name in names:
+        try:
+            obj = getattr(obj, name)
+        except AttributeError as exc:
+            if exc.name != name or exc.obj is not obj:
+                raise
+            if isinstance(obj, types.ModuleType):
+                message = "module %r has no attribute %r" % (obj.__name__, name)
+            else:
+                message = str(exc)
+            raise LookupError(message) from exc
+    return obj
+
+
 def _import_app(spec: str) -> Any:
     """The object ``spec`` names.  Raises LookupError with a one-line
     message when the name is malformed or names a module or an attribute
     that does not exist; an exception raised by the application's own
     module while it is imported is let through."""
     try:
-        return pkgutil.resolve_name(spec)
+        return _resolve_name(spec)
     except ModuleNotFoundError as exc:
         parts = re.split(r"[.:]", spec)
         wanted = {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
         if exc.name not in wanted:
-            raise
-        raise LookupError(str(exc)) from exc
-    except (ValueError, AttributeError) as exc:
-        # Raised by resolve_name itself (not by the module's code): a
-        # malformed name, or a missing attribute.
-        last = traceback.extract_tb(exc.__traceback__)[-1]
-        if last.filename != pkgutil.__file__:
             raise
         raise LookupError(str(exc)) from exc
 
