@@ -305,8 +305,8 @@ check_status(PyObject *status)
 }
 
 static PyObject *
-sr_start(StartResponseObject *sr, PyObject *status, PyObject *headers,
-         PyObject *exc_info)
+sr_start_locked(StartResponseObject *sr, PyObject *status,
+                PyObject *headers, PyObject *exc_info)
 {
     if (!sr->active) {
         PyErr_SetString(PyExc_RuntimeError, "start_response called after "
@@ -352,6 +352,19 @@ sr_start(StartResponseObject *sr, PyObject *status, PyObject *headers,
             return NULL;
     }
     return Py_NewRef(sr->write);
+}
+
+/* In sr's critical section: an app may call start_response() and write()
+ * from threads of its own (a no-op where there is a GIL; wsgi.c). */
+static PyObject *
+sr_start(StartResponseObject *sr, PyObject *status, PyObject *headers,
+         PyObject *exc_info)
+{
+    PyObject *res;
+    WC_BEGIN_LOCKED((PyObject *)sr)
+    res = sr_start_locked(sr, status, headers, exc_info);
+    WC_END_LOCKED()
+    return res;
 }
 
 static PyObject *
@@ -419,7 +432,7 @@ drop_hints(StartResponseObject *sr)
 }
 
 static PyObject *
-sr_write(StartResponseObject *sr, PyObject *data)
+sr_write_locked(StartResponseObject *sr, PyObject *data)
 {
     if (!sr->active) {
         PyErr_SetString(PyExc_RuntimeError, "write() called after the "
@@ -444,6 +457,16 @@ sr_write(StartResponseObject *sr, PyObject *data)
     if (rv < 0)
         return NULL;
     Py_RETURN_NONE;
+}
+
+static PyObject *
+sr_write(StartResponseObject *sr, PyObject *data)
+{
+    PyObject *res;
+    WC_BEGIN_LOCKED((PyObject *)sr)
+    res = sr_write_locked(sr, data);
+    WC_END_LOCKED()
+    return res;
 }
 
 static void
@@ -517,15 +540,9 @@ wc_early_hints_take(StartResponseObject *sr, PyTypeObject *type)
  * Content-Length (RFC 9110 8.6).  On HTTP/1.0 it checks them and sends
  * nothing: a server must not send a 1xx to an HTTP/1.0 client (15.2). */
 static PyObject *
-hints_call(EarlyHintsObject *self, PyObject *args, PyObject *kw)
+hints_send_locked(StartResponseObject *sr, PyObject *headers)
 {
-    static char *kwlist[] = {"headers", NULL};
-    PyObject *headers;      /* borrowed */
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O:early_hints", kwlist,
-                                     &headers))
-        return NULL;
-    StartResponseObject *sr = self->sr;
-    if (sr == NULL || !sr->active) {
+    if (!sr->active) {
         PyErr_SetString(PyExc_RuntimeError, "early_hints called after the "
                         "request was finished");
         return NULL;
@@ -557,6 +574,30 @@ hints_call(EarlyHintsObject *self, PyObject *args, PyObject *kw)
     if (wc_response_hints(sr, headers) < 0)
         return NULL;
     Py_RETURN_NONE;
+}
+
+static PyObject *
+hints_call(EarlyHintsObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"headers", NULL};
+    PyObject *headers;      /* borrowed */
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O:early_hints", kwlist,
+                                     &headers))
+        return NULL;
+    StartResponseObject *sr = self->sr;
+    if (sr == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "early_hints called after the "
+                        "request was finished");
+        return NULL;
+    }
+    /* In sr's critical section, like start_response() and write(). */
+    PyObject *res;
+    Py_INCREF(sr);
+    WC_BEGIN_LOCKED((PyObject *)sr)
+    res = hints_send_locked(sr, headers);
+    WC_END_LOCKED()
+    Py_DECREF(sr);
+    return res;
 }
 
 static void

@@ -168,6 +168,65 @@ app_failed(response_t *r, int *close)
     Py_DECREF(exc);
 }
 
+/* The response's C steps run in sr's critical section, as start_response()
+ * and write() from the app's threads do (start_response.c): nothing with
+ * a GIL, and on a free-threaded build what keeps two threads from
+ * building one head, or sharing the worker's scratch buffer and Date
+ * cache, at once. */
+static int
+send_file_locked(response_t *r, PyObject *result)
+{
+    int s;
+    WC_BEGIN_LOCKED((PyObject *)r->sr)
+    s = wc_response_file(r, result);
+    WC_END_LOCKED()
+    return s;
+}
+
+/* A whole list or tuple of `n` bytes objects, `total` bytes. */
+static int
+send_list_locked(response_t *r, PyObject **items, Py_ssize_t n,
+                 int64_t total)
+{
+    int rv = 0;
+    WC_BEGIN_LOCKED((PyObject *)r->sr)
+    if (!r->sr->headers_sent && wc_response_head(r, total) < 0)
+        rv = -1;
+    for (Py_ssize_t i = 0; i < n && rv == 0; i++) {
+        PyObject *b = items[i];
+        if (wc_response_body(r, PyBytes_AS_STRING(b),
+                             (size_t)PyBytes_GET_SIZE(b),
+                             PyBytes_CheckExact(b) ? b : NULL) < 0)
+            rv = -1;
+    }
+    /* A whole response: it may wait for the next pipelined one. */
+    if (rv == 0)
+        rv = wc_response_flush(r, r->w->more);
+    WC_END_LOCKED()
+    return rv;
+}
+
+/* One block of an iterated result. */
+static int
+send_block_locked(response_t *r, PyObject *item)
+{
+    int rv = 0;
+    WC_BEGIN_LOCKED((PyObject *)r->sr)
+    if (!r->sr->headers_sent && wc_response_head(r, -1) < 0) {
+        rv = -1;
+    } else {
+        /* Blocks may be held back briefly (at most a loop tick, about a
+         * millisecond) and leave together: channel_out.c, defer. */
+        rv = wc_response_body(r, PyBytes_AS_STRING(item),
+                              (size_t)PyBytes_GET_SIZE(item),
+                              PyBytes_CheckExact(item) ? item : NULL);
+        if (rv == 0)
+            rv = wc_response_flush(r, 1);
+    }
+    WC_END_LOCKED()
+    return rv;
+}
+
 /* Iterate the app's result and send it.  Returns -1 with an exception set
  * (or r->failed set). */
 static int
@@ -176,7 +235,7 @@ send_result(response_t *r, PyObject *result)
     StartResponseObject *sr = r->sr;
 
     if (sr->called && !sr->headers_sent) {
-        int s = wc_response_file(r, result);
+        int s = send_file_locked(r, result);
         if (s != 0)
             return s < 0 ? -1 : 0;
     }
@@ -194,17 +253,7 @@ send_result(response_t *r, PyObject *result)
             }
             total += PyBytes_GET_SIZE(items[i]);
         }
-        if (!sr->headers_sent && wc_response_head(r, total) < 0)
-            return -1;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *b = items[i];
-            if (wc_response_body(r, PyBytes_AS_STRING(b),
-                                 (size_t)PyBytes_GET_SIZE(b),
-                                 PyBytes_CheckExact(b) ? b : NULL) < 0)
-                return -1;
-        }
-        /* A whole response: it may wait for the next pipelined one. */
-        return wc_response_flush(r, r->w->more);
+        return send_list_locked(r, items, n, total);
     }
     PyObject *it = PyObject_GetIter(result);
     if (it == NULL)
@@ -230,17 +279,7 @@ send_result(response_t *r, PyObject *result)
                             "called before body written");
             return -1;
         }
-        if (!sr->headers_sent && wc_response_head(r, -1) < 0) {
-            Py_DECREF(item);
-            Py_DECREF(it);
-            return -1;
-        }
-        /* Blocks may be held back briefly (at most a loop tick, about a
-         * millisecond) and leave together: channel.c, defer. */
-        int rv = wc_response_body(r, PyBytes_AS_STRING(item), (size_t)n,
-                                  PyBytes_CheckExact(item) ? item : NULL);
-        if (rv == 0)
-            rv = wc_response_flush(r, 1);
+        int rv = send_block_locked(r, item);
         Py_DECREF(item);
         if (rv < 0) {
             Py_DECREF(it);
