@@ -419,8 +419,10 @@ on_input(wc_channel_t *ch, ssize_t nread)
 {
     WC_ASSERT(reads_in((wc_conn_state)ch->state));
     if (nread > 0) {
-        if (ch->state == WC_CONN_DONE || ch->state == WC_CONN_LINGER)
-            return;     /* discarded */
+        if (ch->state == WC_CONN_DONE || ch->state == WC_CONN_LINGER) {
+            ch->b->sending = 1;     /* discarded: the close must linger */
+            return;
+        }
         ch->in_at = wc_now_ms();
         feed(ch, ch->srv->readbuf, (size_t)nread);
         return;
@@ -548,6 +550,7 @@ feed(wc_channel_t *ch, const char *p, size_t n)
         if (rv != WC_FEED_MORE)
             b->continue_owed = 0;   /* its body came without it */
         if (rv == WC_FEED_ERROR) {
+            b->sending = 1;     /* the rest of it may still be coming */
             b->req = NULL;
             r->keep_alive = 0;
             if (queue_request(ch, r) == ENDED)
@@ -645,6 +648,8 @@ finish_input(wc_channel_t *ch)
         return;
     }
     wc_busy_t *b = ch->b;
+    if (b->req != NULL || b->leftover != NULL)
+        b->sending = 1;     /* cut off: the rest may still be coming */
     wc_request_free(b->req);
     b->req = NULL;
     b->continue_owed = 0;
@@ -687,11 +692,15 @@ wc_channel_maybe_close(wc_channel_t *ch)
         linger(ch);
 }
 
-/* Everything owed is written: shut the write side (the client reads our
- * FIN after the last byte) and read and discard until the client closes
- * too, for at most LINGER_MS.  Closing a socket with
- * unread input sends a reset, which would destroy response bytes still in
- * flight; this is nginx's and Apache's lingering close. */
+/* Everything owed is written.  Closing a socket with unread input makes
+ * the kernel send a reset, which destroys response bytes still in flight
+ * to the client; so when the client may still be sending (bytes came
+ * after the last request, a request was cut off or refused, or input is
+ * waiting now), shut the write side (the client reads our FIN after the
+ * last byte) and read and discard until the client closes too, for at
+ * most LINGER_MS.  Otherwise close at once: with nothing unread the FIN
+ * follows the response, and a client that sends nothing more costs no
+ * wake-up for its own FIN.  This is nginx's "lingering_close on". */
 static void
 linger(wc_channel_t *ch)
 {
@@ -699,7 +708,25 @@ linger(wc_channel_t *ch)
     pthread_mutex_lock(&b->lock);
     int eof = b->peer_eof;
     pthread_mutex_unlock(&b->lock);
-    if (eof || shutdown(ch->fd, SHUT_WR) < 0) {
+    if (eof) {
+        wc_channel_close(ch);
+        return;
+    }
+    if (!b->sending) {
+        char c;
+        ssize_t n;
+        do {
+            n = recv(ch->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        } while (n < 0 && errno == EINTR);
+        if (n <= 0) {
+            /* Nothing waits (EAGAIN), the client closed (0), or an
+             * error: nothing for a reset to destroy. */
+            wc_channel_close(ch);
+            return;
+        }
+        b->sending = 1;
+    }
+    if (shutdown(ch->fd, SHUT_WR) < 0) {
         wc_channel_close(ch);
         return;
     }

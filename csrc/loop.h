@@ -288,6 +288,8 @@ struct wc_busy_s {
     char *wblk;                 /* a block of a file sendfile refuses, */
     size_t wblk_len, wblk_off;  /* being written from memory */
     unsigned continue_owed : 1; /* 100 Continue once no worker holds it */
+    unsigned sending : 1;       /* the client may still be sending: the
+                                   close must linger */
 
     /* Shared: under `lock`. */
     pthread_mutex_t lock;
