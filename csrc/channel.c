@@ -1034,6 +1034,19 @@ release_locked(wc_channel_t *ch, unsigned ev)
     post(ch, ev | WC_EV_IDLE);
 }
 
+/* The server is being destroyed after a hard stop: a task nobody will
+ * serve lets its channel go; what was queued for it is never sent. */
+void
+wc_channel_drop_task(wc_channel_t *ch)
+{
+    wc_busy_t *b = ch->b;
+    pthread_mutex_lock(&b->lock);
+    b->busy = 0;
+    release_output(ch);
+    pthread_mutex_unlock(&b->lock);
+    wc_channel_unref(ch);
+}
+
 wc_request_t *
 wc_channel_take(wc_channel_t *ch, int *more)
 {

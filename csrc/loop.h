@@ -397,6 +397,8 @@ void wc_channel_end(wc_channel_t *ch);
 /* May the response being written promise keep-alive?  `asked`: what the
  * request asked for (its keep_alive bit). */
 int wc_channel_keep_alive(wc_channel_t *ch, int asked);
+/* A task nobody will serve (a hard stop's end) lets the channel go. */
+void wc_channel_drop_task(wc_channel_t *ch);
 /* Fairness: the worker sends what it held back and re-queues the task. */
 void wc_channel_yield(wc_channel_t *ch);
 /* owners: NULL, or per iovec the object its bytes belong to (or NULL);

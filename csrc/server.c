@@ -712,10 +712,7 @@ drop_lists(wc_server_t *srv)
     pthread_mutex_unlock(&srv->qlock);
     for (wc_channel_t *ch = tasks, *next; ch; ch = next) {
         next = ch->b->task_next;
-        pthread_mutex_lock(&ch->b->lock);
-        ch->b->busy = 0;
-        pthread_mutex_unlock(&ch->b->lock);
-        wc_channel_unref(ch);
+        wc_channel_drop_task(ch);
     }
     for (wc_channel_t *ch = kicks, *next; ch; ch = next) {
         next = ch->b->kick_next;
