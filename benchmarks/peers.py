@@ -193,6 +193,17 @@ def copy_waitress_c_tree():
     return dest
 
 
+def waitress_c_install(src):
+    """The pip steps that install waitress_c from the source tree `src`."""
+    return [
+        # What pyproject.toml's build-system asks for: older ones reject its
+        # SPDX license string, and the venv's own is older.
+        ["install", "-q", "setuptools>=77", "wheel"],
+        ["uninstall", "-y", "-q", "waitress_c"],
+        ["install", "-q", "--no-build-isolation", src],
+    ]
+
+
 # ------------------------------------------------------------------ servers
 
 class Server:
@@ -266,13 +277,7 @@ class WaitressC(Server):
             src = copy_waitress_c_tree()
             digest = source_digest(src)
             spec = "waitress_c working tree %s" % digest
-            install = [
-                # What pyproject.toml's build-system asks for: older ones
-                # reject its SPDX license string, and the venv's own is older.
-                ["install", "-q", "setuptools>=77", "wheel"],
-                ["uninstall", "-y", "-q", "waitress_c"],
-                ["install", "-q", "--no-build-isolation", src],
-            ]
+            install = waitress_c_install(src)
         self.reason = self.venv.ensure(spec, install, self.reinstall)
         if self.reason is None:
             self.reason = self.check()
@@ -455,11 +460,7 @@ class WaitressCAt(WaitressC):
             self.reason = export_revision(self.sha, src)
             if self.reason is not None:
                 return
-            install = [
-                ["install", "-q", "setuptools>=77", "wheel"],
-                ["uninstall", "-y", "-q", "waitress_c"],
-                ["install", "-q", "--no-build-isolation", src],
-            ]
+            install = waitress_c_install(src)
         self.reason = self.venv.ensure(spec, install, self.reinstall)
         if self.reason is None:
             self.reason = self.check()
