@@ -6,7 +6,9 @@ import importlib.metadata
 import logging
 import os
 import re
+import signal
 import socket
+import subprocess
 import sys
 
 import pytest
@@ -308,10 +310,13 @@ def assert_usage_error(capsys, status, calls, message):
             "trusted_proxy_headers has no meaning without setting trusted_proxy",
         ),
         (["--listen=127.0.0.1:nope", APP], "Invalid host/port specified."),
-        (["--threads=many", APP], "invalid literal for int() with base 10: 'many'"),
+        (
+            ["--threads=many", APP],
+            "option --threads: invalid value 'many' (expected an integer)",
+        ),
         (
             ["--unix-socket-perms=999", APP],
-            "invalid literal for int() with base 8: '999'",
+            "option --unix-socket-perms: invalid value '999' (expected an octal number)",
         ),
         (
             ["--unix-socket=/tmp/x.sock", "--host=127.0.0.1", APP],
@@ -791,3 +796,56 @@ def test_listen_error_keeps_the_errno(busy_port):
     assert str(info.value) == (
         "cannot listen on 127.0.0.1:%d: Address already in use" % busy_port
     )
+
+
+# -- a closed stdout, a numeric flag given a non-number, SIGHUP ----------------------
+
+
+@pytest.mark.parametrize("flag", ["--help", "--version"])
+def test_output_to_a_closed_pipe_is_quiet(app_dir, flag):
+    # `waitress-c-serve --help | head -1`, with head gone before the write:
+    # the read end is closed before the command starts, so every write to
+    # stdout fails with EPIPE.
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        proc = subprocess.Popen(
+            [script("waitress-c-serve"), flag],
+            cwd=str(app_dir),
+            stdin=subprocess.DEVNULL,
+            stdout=w,
+            stderr=subprocess.PIPE,
+        )
+    finally:
+        os.close(w)
+    _, err = proc.communicate(timeout=30)
+    assert "Traceback" not in err.decode()
+    assert "BrokenPipeError" not in err.decode()
+    assert err == b""
+    assert proc.returncode == 0
+
+
+@pytest.mark.parametrize(
+    "args, flag, value, expected",
+    [
+        (["--threads=x"], "--threads", "x", "an integer"),
+        (["--port", "http"], "--port", "http", "an integer"),
+        (["--shutdown-timeout=soon"], "--shutdown-timeout", "soon", "a number"),
+        (["--unix-socket-perms=999"], "--unix-socket-perms", "999", "an octal number"),
+    ],
+)
+def test_numeric_flag_given_a_non_number(capsys, args, flag, value, expected):
+    status, calls = cli(*args, APP)
+    assert_usage_error(
+        capsys, status, calls,
+        "option %s: invalid value %r (expected %s)" % (flag, value, expected),
+    )
+
+
+def test_numeric_flag_error_in_a_subprocess(app_dir):
+    proc = run_cli([script("waitress-c-serve"), "--threads=x", "cliapp:app"], cwd=app_dir)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[0] == (
+        "Error: option --threads: invalid value 'x' (expected an integer)"
+    )
+

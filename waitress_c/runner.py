@@ -23,8 +23,10 @@ import importlib
 import logging
 import os
 import re
+import signal
 import sys
 import textwrap
+import threading
 import traceback
 import types
 import warnings
@@ -38,6 +40,7 @@ from waitress_c.adjustments import (
     TUNING,
     Adjustments,
     aslist,
+    asoctal,
     split_listen_entry,
 )
 from waitress_c.server import ListenError
@@ -149,6 +152,22 @@ def _fail(name: str, message: str) -> int:
     return 1
 
 
+def _print_out(text: str) -> None:
+    """Print ``text`` (the help or the version) on stdout, quietly if
+    stdout is a pipe whose reader has gone (``--help | head -1``): stdout
+    is then pointed at /dev/null, so that the flush at exit fails no more
+    and the exit status stays the usual one."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+
+
 def _error(message: str) -> int:
     """Report an error that is not about the usage, in one line."""
     print("Error: %s" % message, file=sys.stderr)
@@ -201,6 +220,26 @@ def _parse_args(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
 
 
 _NUMBER = re.compile(r"[+-]?[0-9]+")
+
+# What a numeric flag's converter accepts, in the words of its error.
+_EXPECTED = {int: "an integer", float: "a number", asoctal: "an octal number"}
+
+
+def _check_numbers(kw: dict[str, Any]) -> None:
+    """Refuse a numeric flag given something else, naming the flag, the
+    value and what was expected (the converter's own error names none of
+    them but the value)."""
+    for key, value in kw.items():
+        opt = OPTION_MAP.get(key)
+        if opt is None or opt.convert not in _EXPECTED:
+            continue
+        try:
+            opt.convert(value)
+        except (TypeError, ValueError):
+            raise ValueError(
+                "option %s: invalid value %r (expected %s)"
+                % (opt.flag, value, _EXPECTED[opt.convert])
+            ) from None
 
 
 def _check_ports(kw: dict[str, Any]) -> None:
@@ -303,10 +342,10 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
         return _fail(name, str(exc))
 
     if kw.pop("help"):
-        print(format_help(name))
+        _print_out(format_help(name))
         return 0
     if kw.pop("version"):
-        print("waitress_c %s" % __version__)
+        _print_out("waitress_c %s" % __version__)
         return 0
     call = kw.pop("call")
     app_name = kw.pop("app")
@@ -324,6 +363,7 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
     preload = kw.pop("preload")
     reload = kw.pop("reload")
     try:
+        _check_numbers(kw)
         _check_ports(kw)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
