@@ -849,3 +849,21 @@ def test_numeric_flag_error_in_a_subprocess(app_dir):
         "Error: option --threads: invalid value 'x' (expected an integer)"
     )
 
+
+def test_sighup_in_a_single_process_is_refused_and_logged(app_dir):
+    server = Server(
+        [script("waitress-c-serve"), "--listen=127.0.0.1:0", "cliapp:app"],
+        cwd=app_dir,
+    )
+    refusal = "WARNING:waitress_c:SIGHUP: a single process cannot reload; use --workers for rolling restarts"
+    try:
+        for count in (1, 2):
+            server.send_signal(signal.SIGHUP)
+            server.wait_for(re.escape(refusal), count=count)
+            status, _, body = server.get("/after-hup")
+            assert (status, body["PATH_INFO"]) == (200, "/after-hup")
+            assert server.poll() is None
+    finally:
+        code, output = server.stop()
+    assert code == 0
+    assert "Traceback" not in output

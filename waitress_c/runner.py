@@ -329,6 +329,63 @@ def _import_app(spec: str) -> Any:
         raise LookupError(str(exc)) from exc
 
 
+SIGHUP_REFUSAL = (
+    "SIGHUP: a single process cannot reload; use --workers for rolling restarts"
+)
+
+
+class _RefuseSighup:
+    """Around a single-process server: SIGHUP (whose default action would
+    end the process silently, with status 129) is logged as a refusal and
+    the server goes on.
+
+    The main thread spends its time in the C loop, where a Python handler
+    would not run until the server has stopped, so SIGHUP is blocked in the
+    main thread (and so in every thread the server starts from it) and a
+    thread of its own takes it with ``sigwait``.  A handler that does
+    nothing is set too, for a thread the application started earlier, in
+    which SIGHUP is not blocked.  Nothing is done if SIGHUP is not at its
+    default action (someone else handles or ignores it) or outside the main
+    thread; SIGINT and SIGTERM are left alone."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._done = False
+
+    def __enter__(self) -> "_RefuseSighup":
+        sighup = getattr(signal, "SIGHUP", None)
+        if (
+            sighup is None
+            or not hasattr(signal, "sigwait")
+            or threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(sighup) is not signal.SIG_DFL
+        ):
+            return self
+        self._old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {sighup})
+        self._old_handler = signal.signal(sighup, lambda signum, frame: None)
+        self._thread = threading.Thread(
+            target=self._watch, name="waitress_c-sighup", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while True:
+            signal.sigwait({signal.SIGHUP})
+            if self._done:
+                return
+            logger.warning(SIGHUP_REFUSAL)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._thread is None:
+            return
+        self._done = True
+        signal.pthread_kill(self._thread.ident, signal.SIGHUP)
+        self._thread.join(timeout=5)
+        signal.signal(signal.SIGHUP, self._old_handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
+
+
 def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
     """Run the command line ``argv``; returns the exit status.
 
@@ -411,7 +468,11 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
             % (app_name, " (returned by --call)" if call else ""),
         )
     try:
-        _serve(app, **kw)
+        if wants_supervisor(adj):  # --preload: the supervisor has SIGHUP
+            _serve(app, **kw)
+        else:
+            with _RefuseSighup():
+                _serve(app, **kw)
     except (ListenError, WorkerBootError) as exc:
         return _error(str(exc))
     return 0
