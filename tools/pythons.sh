@@ -12,7 +12,8 @@
 #
 # Settings (environment): PYTHONS_DIR, the chroot (default
 # /var/cache/waitress_c/sid-chroot, shared by every clone on the machine);
-# PYTHONS_MIRROR, Debian's archive; PYTHONS_MAX_AGE, hours after which
+# PYTHONS_MIRROR, Debian's archive (default: the one this machine's apt
+# uses); PYTHONS_MAX_AGE, hours after which
 # `make` refreshes the packages (default 24; 0 refreshes every time).
 #
 # Root only (debootstrap, chroot, mounts).  The mounts (/proc, /dev,
@@ -22,7 +23,17 @@
 set -euo pipefail
 
 DIR=${PYTHONS_DIR:-/var/cache/waitress_c/sid-chroot}
-MIRROR=${PYTHONS_MIRROR:-http://deb.debian.org/debian}
+# Debian's archive, as this machine's apt reaches it: the first URI of its
+# sources (deb822 .sources files, then sources.list).
+host_mirror() {
+    local uri
+    uri=$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\).*/\1/p' \
+          /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n 1)
+    [ -n "$uri" ] || uri=$(awk '$1 == "deb" { print $2; exit }' \
+          /etc/apt/sources.list 2>/dev/null)
+    echo "$uri"
+}
+MIRROR=${PYTHONS_MIRROR:-$(host_mirror)}
 MAX_AGE=${PYTHONS_MAX_AGE:-24}
 VERSIONS="3.14 3.15"
 # What the suite needs: a compiler, libuv and http-parser, each Python with
