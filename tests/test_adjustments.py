@@ -210,6 +210,7 @@ DEFAULTS = {
     "max_requests_jitter": 0,
     "access_log": False,
     "access_log_format": '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
+    "pidfile": None,
 }
 
 
@@ -293,6 +294,7 @@ FROM_STRINGS = [
     ("max_requests_jitter", "50", 50),
     ("access_log", "yes", True),
     ("access_log_format", "%(h)s %(s)s %(D)s", "%(h)s %(s)s %(D)s"),
+    ("pidfile", "/tmp/wc.pid", "/tmp/wc.pid"),
 ]
 
 NEEDS_PROXY = {"trusted_proxy_count", "trusted_proxy_headers"}
@@ -333,6 +335,18 @@ def test_option_from_string_matches_waitress(name, value, expected):
 def test_shutdown_timeout_must_be_a_duration(value):
     with pytest.raises(ValueError, match="shutdown_timeout"):
         make(shutdown_timeout=value)
+
+
+def test_pidfile_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert make(pidfile="wc.pid").pidfile == str(tmp_path / "wc.pid")
+    assert make(pidfile="").pidfile is None
+
+
+def test_pidfile_directory_must_exist(tmp_path):
+    path = tmp_path / "missing" / "wc.pid"
+    with pytest.raises(ValueError, match="pidfile .* does not exist"):
+        make(pidfile=str(path))
 
 
 def test_ident_empty_means_none():

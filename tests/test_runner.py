@@ -16,7 +16,7 @@ from servers import Server, run_cli, script, write_app
 
 import waitress_c
 from waitress_c import runner
-from waitress_c.adjustments import OPTIONS, STANDARD, TUNING
+from waitress_c.adjustments import OPTION_MAP, OPTIONS, STANDARD, TUNING
 from waitress_c.runner import format_help, run
 
 APP = "wsgiref.simple_server:demo_app"
@@ -182,6 +182,7 @@ VALUE_FLAGS = {
     "max_requests": "1000",
     "max_requests_jitter": "50",
     "access_log_format": "%(h)s %(s)s",
+    "pidfile": "/tmp/wc-test.pid",
 }
 
 CONTEXT = {
@@ -198,7 +199,7 @@ def test_every_option_has_a_flag_test():
 
 @pytest.mark.parametrize("name", sorted(VALUE_FLAGS))
 def test_value_flag(name):
-    flag = "--%s=%s" % (name.replace("_", "-"), VALUE_FLAGS[name])
+    flag = "%s=%s" % (OPTION_MAP[name].flag, VALUE_FLAGS[name])
     kw = served_kw(*CONTEXT.get(name, []), flag, APP)
     assert kw[name] == VALUE_FLAGS[name]
 
@@ -208,7 +209,7 @@ def test_value_flag(name):
 )
 @pytest.mark.parametrize("negated", [False, True])
 def test_bool_flag(name, negated):
-    flag = ("--no-" if negated else "--") + name.replace("_", "-")
+    flag = ("--no-" if negated else "--") + OPTION_MAP[name].flag[2:]
     extra = ["--listen=*:0"] if name in ("ipv4", "ipv6") else []
     kw = served_kw(flag, *extra, APP)
     assert kw[name] == ("false" if negated else "true")
@@ -867,3 +868,78 @@ def test_sighup_in_a_single_process_is_refused_and_logged(app_dir):
         code, output = server.stop()
     assert code == 0
     assert "Traceback" not in output
+
+
+# -- the pid file ----------------------------------------------------------------------
+
+
+def test_pid_flag_is_pidfile():
+    assert served_kw("--pid", "/tmp/x.pid", APP) == {"pidfile": "/tmp/x.pid"}
+
+
+def test_pid_in_a_missing_directory_is_refused(capsys, tmp_path):
+    path = tmp_path / "no-such-dir" / "wc.pid"
+    status, calls = cli("--pid=%s" % path, APP)
+    assert_usage_error(
+        capsys, status, calls,
+        "pidfile %s: directory %s does not exist" % (path, path.parent),
+    )
+
+
+def test_pid_file_holds_the_serving_pid_and_goes_at_sigterm(app_dir):
+    path = app_dir / "run" / "wc.pid"
+    path.parent.mkdir()
+    server = Server(
+        [script("waitress-c-serve"), "--listen=127.0.0.1:0", "--pid", "run/wc.pid",
+         "cliapp:app"],
+        cwd=app_dir,
+    )
+    try:
+        # Answered: the loop runs, so the file was written before it.
+        status, _, _ = server.get("/")
+        assert status == 200
+        assert path.read_text() == "%d\n" % server.pid
+        assert os.listdir(path.parent) == ["wc.pid"]  # no temporary left
+    finally:
+        code, output = server.stop(signal.SIGTERM)
+    assert code == 0, output
+    assert not path.exists()
+
+
+def test_pid_file_that_cannot_be_written_is_one_line(app_dir):
+    # A directory where the file should be: the rename fails (even as root).
+    path = app_dir / "wc.pid"
+    path.mkdir()
+    proc = run_cli(
+        [script("waitress-c-serve"), "--listen=127.0.0.1:0", "--pid=%s" % path,
+         "cliapp:app"],
+        cwd=app_dir,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1] == (
+        "Error: cannot write the pid file %s: Is a directory" % path
+    )
+    assert not [n for n in os.listdir(app_dir) if n.startswith(".wc.pid.")]
+
+
+def test_pid_file_removed_after_close(tmp_path):
+    import threading
+
+    path = tmp_path / "wc.pid"
+    server = waitress_c.create_server(
+        lambda environ, start_response: [], listen="127.0.0.1:0", pidfile=str(path)
+    )
+    thread = threading.Thread(target=server.run)
+    thread.start()
+    try:
+        conn = socket.create_connection(("127.0.0.1", int(server.effective_port)), 10)
+        conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        conn.settimeout(10)
+        assert conn.recv(100)  # the loop answers: the file was written before
+        conn.close()
+        assert path.read_text() == "%d\n" % os.getpid()
+    finally:
+        server.close()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert not path.exists()

@@ -401,6 +401,18 @@ def test_n_workers_all_serve(app_dir, servers):
         assert len(os.listdir("/proc/%d/task" % pid)) >= 3
 
 
+def test_pid_file_holds_the_supervisors_pid(app_dir, servers):
+    path = app_dir / "wc.pid"
+    s = start(servers, waitress_c("--workers=2", "--pid=%s" % path, "wapp:app"),
+              app_dir)
+    # The workers serve: the supervisor wrote the file before it forked them.
+    assert path.read_text() == "%d\n" % s.proc.pid
+    assert s.proc.pid not in s.worker_pids()
+    code, output = s.close(signal.SIGTERM, timeout=30)
+    assert code == 0, output
+    assert not path.exists()
+
+
 def test_app_is_imported_in_each_worker(app_dir, servers):
     s = start(servers, waitress_c("--workers=2", "wapp:app"), app_dir)
     for _ in range(10):

@@ -15,6 +15,7 @@ the same errors as waitress.
 from __future__ import annotations
 
 import getopt
+import os
 import socket
 import warnings
 from typing import Any, Callable, Iterable, NamedTuple
@@ -122,7 +123,9 @@ class Option(NamedTuple):
     ``--no-name`` instead.  ``shown_default`` is how the default is written
     in the help and the docs.  ``legacy`` marks the options accepted only
     for compatibility with waitress: they have no effect.  ``extra`` marks
-    the options waitress does not have.
+    the options waitress does not have.  ``cli`` is the long flag's name
+    when it is not the option's name with dashes (``pidfile`` is
+    ``--pid``).
     """
 
     name: str
@@ -134,11 +137,12 @@ class Option(NamedTuple):
     shown_default: str
     legacy: bool = False
     extra: bool = False
+    cli: str | None = None
 
     @property
     def flag(self) -> str:
         """The command-line flag, e.g. ``--recv-bytes``."""
-        return "--" + self.name.replace("_", "-")
+        return "--" + (self.cli or self.name.replace("_", "-"))
 
     @property
     def is_bool(self) -> bool:
@@ -459,9 +463,25 @@ OPTIONS: tuple[Option, ...] = (
         "combined",
         extra=True,
     ),
+    Option(
+        "pidfile", str_iftruthy, None, "FILE", STANDARD,
+        "Write the pid of the serving process (the supervisor's with "
+        "worker processes) to this file once the server listens, and "
+        "remove the file when the server stops cleanly (SIGINT, SIGTERM or "
+        "close()).  The file is written whole or not at all (a temporary "
+        "file in the same directory, renamed), and is removed only if it "
+        "still holds that pid.  Its directory must exist.",
+        "none",
+        extra=True,
+        cli="pid",
+    ),
 )
 
 OPTION_MAP: dict[str, Option] = {opt.name: opt for opt in OPTIONS}
+
+# Every long flag (without its dashes) of an option that takes a value or
+# of a switch, to its option.
+FLAG_MAP: dict[str, Option] = {opt.flag[2:]: opt for opt in OPTIONS}
 
 
 # -- the class -------------------------------------------------------------
@@ -519,6 +539,7 @@ class Adjustments:
     max_requests_jitter: int
     access_log: bool
     access_log_format: str
+    pidfile: str | None
 
     # Options set on every accepted TCP connection, as (level, name, value).
     # Not an adjustment: passing it to the constructor is an error.
@@ -552,6 +573,20 @@ class Adjustments:
         self._check_proxy_settings()
         self.check_sockets(self.sockets)
         self._check_workers()
+        self._check_pidfile()
+
+    def _check_pidfile(self) -> None:
+        if self.pidfile is None:
+            return
+        # Absolute: the file is removed at exit, whatever the current
+        # directory is by then.
+        self.pidfile = os.path.abspath(self.pidfile)
+        directory = os.path.dirname(self.pidfile)
+        if not os.path.isdir(directory):
+            raise ValueError(
+                "pidfile %s: directory %s does not exist"
+                % (self.pidfile, directory)
+            )
 
     def _check_workers(self) -> None:
         if self.workers < 1:
@@ -628,17 +663,17 @@ class Adjustments:
                               "preload": False, "reload": False}
         opts, args = getopt.getopt(argv, "", long_opts)
         for flag, value in opts:
-            name = flag[2:].replace("-", "_")
-            if name in ("help", "call", "preload", "reload"):
-                kw[name] = True
-            elif name == "app":
-                kw[name] = value
-            elif name == "listen":
+            flag = flag[2:]
+            if flag in ("help", "call", "preload", "reload", "app"):
+                kw[flag] = value if flag == "app" else True
+                continue
+            negated = flag not in FLAG_MAP
+            opt = FLAG_MAP[flag[3:] if negated else flag]
+            name = opt.name
+            if name == "listen":
                 kw[name] = ("%s %s" % (kw.get(name, ""), value)).strip()
-            elif name.startswith("no_"):
-                kw[name[3:]] = "false"
-            elif OPTION_MAP[name].is_bool:
-                kw[name] = "true"
+            elif opt.is_bool:
+                kw[name] = "false" if negated else "true"
             else:
                 kw[name] = value
         return kw, args

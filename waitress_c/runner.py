@@ -43,7 +43,7 @@ from waitress_c.adjustments import (
     asoctal,
     split_listen_entry,
 )
-from waitress_c.server import ListenError
+from waitress_c.server import ListenError, PidfileError
 
 __all__ = ["format_help", "run"]
 
@@ -445,7 +445,7 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
         app = AppLoader(app_name, call)
         try:
             _serve(app, **kw)
-        except (ListenError, WorkerBootError) as exc:
+        except (ListenError, PidfileError, WorkerBootError) as exc:
             return _error(str(exc))
         return 0
     try:
@@ -473,7 +473,7 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
         else:
             with _RefuseSighup():
                 _serve(app, **kw)
-    except (ListenError, WorkerBootError) as exc:
+    except (ListenError, PidfileError, WorkerBootError) as exc:
         return _error(str(exc))
     return 0
 

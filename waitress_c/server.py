@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import stat
+import tempfile
 import threading
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
@@ -29,6 +30,53 @@ class ListenError(OSError):
 
     def __str__(self) -> str:
         return self.strerror or ""
+
+
+class PidfileError(OSError):
+    """The pid file could not be written; the message names it and says
+    why."""
+
+    def __str__(self) -> str:
+        return self.strerror or ""
+
+
+def write_pidfile(path: Optional[str], pid: int) -> None:
+    """Write ``pid`` to ``path`` whole or not at all: a temporary file in
+    the same directory, renamed over it.  Nothing without a path."""
+    if not path:
+        return
+    directory, base = os.path.split(path)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + base + ".", dir=directory)
+        with os.fdopen(fd, "w") as f:
+            f.write("%d\n" % pid)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        raise PidfileError(
+            exc.errno,
+            "cannot write the pid file %s: %s" % (path, exc.strerror or exc),
+        ) from exc
+
+
+def remove_pidfile(path: Optional[str], pid: int) -> None:
+    """Remove ``path`` if it still holds ``pid`` (another server may have
+    taken it over since)."""
+    if not path:
+        return
+    try:
+        with open(path) as f:
+            if f.read().strip() != str(pid):
+                return
+        os.unlink(path)
+    except OSError as exc:
+        logger.warning("Cannot remove the pid file %s: %s", path, exc)
 
 
 def _listen_error(exc: OSError, where: str) -> ListenError:
@@ -141,6 +189,8 @@ class BaseWSGIServer:
         )
         self._threads: List[threading.Thread] = []
         self._ran = False
+        # A worker process's server leaves it to its supervisor.
+        self._pidfile = adj.pidfile
 
     def print_listen(self, format_str: str) -> None:
         for host, port in self.effective_listen:
@@ -153,6 +203,15 @@ class BaseWSGIServer:
             raise RuntimeError("run() may be called only once")
         self._ran = True
         core = self._core
+        restore = self._install_signals()
+        pid = os.getpid()
+        try:
+            write_pidfile(self._pidfile, pid)
+        except BaseException:
+            if restore:
+                self._restore_signals(restore)
+            self._close_sockets()
+            raise
         for i in range(self.adj.threads):
             t = threading.Thread(
                 target=core.worker, name="waitress_c-%d" % i, daemon=True
@@ -165,10 +224,10 @@ class BaseWSGIServer:
             target=core.log_thread, name="waitress_c-log", daemon=True
         )
         log_thread.start()
-        restore = self._install_signals()
         try:
             core.run(sigfd=restore[0] if restore else -1)
         finally:
+            remove_pidfile(self._pidfile, pid)
             log_thread.join(timeout=5)
             if restore:
                 self._restore_signals(restore)

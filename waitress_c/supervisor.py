@@ -48,7 +48,7 @@ import traceback
 from typing import Callable, Dict, List, Optional
 
 from waitress_c.adjustments import Adjustments
-from waitress_c.server import FirstListener
+from waitress_c.server import FirstListener, remove_pidfile, write_pidfile
 
 __all__ = ["AppLoader", "Supervisor", "WorkerBootError", "wants_supervisor"]
 
@@ -250,6 +250,13 @@ class Supervisor(FirstListener):
         self._pid = os.getpid()
         in_main = threading.current_thread() is threading.main_thread()
         restore = self._install_signals() if in_main else None
+        try:
+            write_pidfile(self.adj.pidfile, self._pid)
+        except BaseException:
+            if restore:
+                self._restore_signals(restore)
+            self._close_sockets()
+            raise
         self._alive_r, self._alive_w = os.pipe()
         try:
             logger.info(
@@ -270,6 +277,7 @@ class Supervisor(FirstListener):
             self._wake_r.close()
             self._wake_w.close()
             self._close_sockets()
+            remove_pidfile(self.adj.pidfile, self._pid)
         if self._boot_failed:
             raise WorkerBootError(self._boot_failed)
         logger.info("Supervisor pid %d: stopped", self._pid)
@@ -585,6 +593,7 @@ class Supervisor(FirstListener):
                 app = _count_requests(app, limit, lambda: retire[0]())
             server = _server_class(self.sockets)(
                 app, self.adj, self.sockets, False)
+            server._pidfile = None  # the supervisor's pid is in it
         except BaseException:
             logger.exception("Worker pid %d: cannot start", os.getpid())
             return BOOT_ERROR
