@@ -25,7 +25,10 @@ END = ".. end-options\n"
 def _flag(opt):
     if opt.is_bool:
         return "``%s`` / ``--no-%s``" % (opt.flag, opt.flag[2:])
-    return "``%s=%s``" % (opt.flag, opt.metavar)
+    flag = "``%s=%s``" % (opt.flag, opt.metavar)
+    if opt.aliases:
+        flag += " (also %s)" % ", ".join("``%s``" % a for a in opt.aliases)
+    return flag
 
 
 def _body(text):

@@ -17,6 +17,7 @@ from servers import Server, run_cli, script, write_app
 import waitress_c
 from waitress_c import runner
 from waitress_c.adjustments import OPTION_MAP, OPTIONS, STANDARD, TUNING
+from waitress_c.adjustments import Adjustments
 from waitress_c.runner import format_help, run
 
 APP = "wsgiref.simple_server:demo_app"
@@ -122,7 +123,9 @@ def test_help_lists_every_adjustment_in_its_section():
 def test_help_shows_flag_forms():
     text = format_help("x")
     assert "    --[no-]ipv4\n" in text
-    assert "    --listen=ip:port\n" in text
+    assert "    --listen=ip:port, -b, --bind\n" in text
+    assert "    --workers=INT, -w\n" in text
+    assert "    --shutdown-timeout=SECONDS, --graceful-timeout\n" in text
     assert "    --unix-socket-perms=PERMS\n" in text
     assert "    --asyncore-loop-timeout=INT\n" in text
     for line in text.splitlines():
@@ -943,3 +946,59 @@ def test_pid_file_removed_after_close(tmp_path):
         thread.join(timeout=30)
     assert not thread.is_alive()
     assert not path.exists()
+
+
+# -- gunicorn's spellings --------------------------------------------------------------
+
+ALIASES = [
+    (["-b", "127.0.0.1:0"], ["--listen=127.0.0.1:0"]),
+    (["-b127.0.0.1:0"], ["--listen=127.0.0.1:0"]),
+    (["--bind=127.0.0.1:0"], ["--listen=127.0.0.1:0"]),
+    (["--bind", "127.0.0.1:0"], ["--listen=127.0.0.1:0"]),
+    (["-b", "127.0.0.1:0", "--bind=[::1]:0"], ["--listen=127.0.0.1:0", "--listen=[::1]:0"]),
+    (["-b", "127.0.0.1:0", "--listen=[::1]:0"], ["--listen=127.0.0.1:0", "--listen=[::1]:0"]),
+    (["-w", "3"], ["--workers=3"]),
+    (["-w3"], ["--workers=3"]),
+    (["--graceful-timeout=2.5"], ["--shutdown-timeout=2.5"]),
+]
+
+
+@pytest.mark.parametrize("alias, original", ALIASES)
+def test_alias_gives_what_the_flag_gives(alias, original):
+    kw = served_kw(*alias, APP)
+    assert kw == served_kw(*original, APP)
+    assert vars(Adjustments(**kw)) == vars(Adjustments(**served_kw(*original, APP)))
+
+
+def test_aliases_after_the_app():
+    assert served_kw(APP, "-w", "2", "-b", "127.0.0.1:0") == {
+        "workers": "2", "listen": "127.0.0.1:0"}
+
+
+@pytest.mark.parametrize(
+    "alias, original",
+    [(["--bind=127.0.0.1:0", "--bind=127.0.0.1:1"], ["--listen=127.0.0.1:0", "--listen=127.0.0.1:1"]),
+     (["--graceful-timeout=4"], ["--shutdown-timeout=4"])],
+)
+def test_adjustments_parse_args_takes_the_long_aliases(alias, original):
+    assert Adjustments.parse_args(alias + [APP]) == Adjustments.parse_args(original + [APP])
+
+
+def test_alias_error_names_the_option(capsys):
+    status, calls = cli("-w", "many", APP)
+    assert_usage_error(
+        capsys, status, calls,
+        "option --workers: invalid value 'many' (expected an integer)",
+    )
+
+
+def test_short_bind_serves(app_dir):
+    server = Server([script("waitress-c-serve"), "-b", "127.0.0.1:0", "cliapp:app"],
+                    cwd=app_dir)
+    try:
+        assert server.host == "127.0.0.1"
+        status, _, body = server.get("/bound")
+        assert (status, body["PATH_INFO"]) == (200, "/bound")
+    finally:
+        code, output = server.stop()
+    assert code == 0, output

@@ -125,7 +125,9 @@ class Option(NamedTuple):
     for compatibility with waitress: they have no effect.  ``extra`` marks
     the options waitress does not have.  ``cli`` is the long flag's name
     when it is not the option's name with dashes (``pidfile`` is
-    ``--pid``).
+    ``--pid``).  ``aliases`` are further flags for an option that takes a
+    value, long (``--bind``) or of one letter (``-b``, command line only):
+    gunicorn's spellings.
     """
 
     name: str
@@ -138,6 +140,7 @@ class Option(NamedTuple):
     legacy: bool = False
     extra: bool = False
     cli: str | None = None
+    aliases: tuple[str, ...] = ()
 
     @property
     def flag(self) -> str:
@@ -147,6 +150,14 @@ class Option(NamedTuple):
     @property
     def is_bool(self) -> bool:
         return self.convert is asbool
+
+    @property
+    def long_aliases(self) -> tuple[str, ...]:
+        return tuple(a for a in self.aliases if a.startswith("--"))
+
+    @property
+    def short_aliases(self) -> tuple[str, ...]:
+        return tuple(a for a in self.aliases if not a.startswith("--"))
 
 
 # A paragraph of a help text that starts with four spaces is printed as it
@@ -195,6 +206,7 @@ OPTIONS: tuple[Option, ...] = (
         "    --listen=*:8080\n"
         "    --listen=localhost:http",
         "0.0.0.0:8080",
+        aliases=("-b", "--bind"),
     ),
     Option(
         "threads", int, 4, "INT", TUNING,
@@ -414,6 +426,7 @@ OPTIONS: tuple[Option, ...] = (
         "take.",
         "30",
         extra=True,
+        aliases=("--graceful-timeout",),
     ),
     Option(
         "workers", int, 1, "INT", TUNING,
@@ -425,6 +438,7 @@ OPTIONS: tuple[Option, ...] = (
         "them one by one, SIGTTIN and SIGTTOU add and remove one.",
         "1",
         extra=True,
+        aliases=("-w",),
     ),
     Option(
         "max_requests", int, 0, "INT", TUNING,
@@ -482,6 +496,9 @@ OPTION_MAP: dict[str, Option] = {opt.name: opt for opt in OPTIONS}
 # Every long flag (without its dashes) of an option that takes a value or
 # of a switch, to its option.
 FLAG_MAP: dict[str, Option] = {opt.flag[2:]: opt for opt in OPTIONS}
+FLAG_MAP.update(
+    (alias[2:], opt) for opt in OPTIONS for alias in opt.long_aliases
+)
 
 
 # -- the class -------------------------------------------------------------
@@ -649,6 +666,8 @@ class Adjustments:
         ``preload`` and ``reload`` (bools) and ``app`` (str or None); ``args`` are the
         positional arguments.  ``--name`` / ``--no-name`` give ``"true"`` /
         ``"false"``; repeated ``--listen`` values are joined with spaces.
+        The long aliases (``--bind``, ``--graceful-timeout``) are
+        accepted for their options.
         Raises ``getopt.GetoptError`` (prefixes of long options are
         accepted, as with getopt).
         """
@@ -659,6 +678,7 @@ class Adjustments:
                 long_opts += [flag, "no-" + flag]
             else:
                 long_opts.append(flag + "=")
+                long_opts += [a[2:] + "=" for a in opt.long_aliases]
         kw: dict[str, Any] = {"help": False, "call": False, "app": None,
                               "preload": False, "reload": False}
         opts, args = getopt.getopt(argv, "", long_opts)

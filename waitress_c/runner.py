@@ -131,7 +131,8 @@ def format_help(name: str) -> str:
             if opt.is_bool:
                 flag = "--[no-]" + opt.flag[2:]
             else:
-                flag = "%s=%s" % (opt.flag, opt.metavar)
+                flag = ", ".join(
+                    ["%s=%s" % (opt.flag, opt.metavar)] + list(opt.aliases))
             text = opt.help + "\n\nDefault: %s." % opt.shown_default
             lines += _entry(flag, text)
     return "\n".join(lines)
@@ -192,6 +193,12 @@ def _getopt_spec() -> tuple[str, list[str], set[str], dict[str, str]]:
             long_opts += [opt.flag[2:], "no-" + opt.flag[2:]]
         else:
             long_opts.append(opt.flag[2:] + "=")
+        for alias in opt.long_aliases:
+            long_opts.append(alias[2:] + "=")
+            aliases[alias] = opt.flag
+        for alias in opt.short_aliases:
+            short += alias[1:] + ":"
+            aliases[alias] = opt.flag
     with_value = {"--" + o[:-1] for o in long_opts if o.endswith("=")}
     return short, long_opts, with_value, aliases
 
