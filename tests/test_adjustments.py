@@ -211,6 +211,7 @@ DEFAULTS = {
     "access_log": False,
     "access_log_format": '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
     "pidfile": None,
+    "log_level": None,
 }
 
 
@@ -295,6 +296,7 @@ FROM_STRINGS = [
     ("access_log", "yes", True),
     ("access_log_format", "%(h)s %(s)s %(D)s", "%(h)s %(s)s %(D)s"),
     ("pidfile", "/tmp/wc.pid", "/tmp/wc.pid"),
+    ("log_level", "WARNING", "warning"),
 ]
 
 NEEDS_PROXY = {"trusted_proxy_count", "trusted_proxy_headers"}
@@ -335,6 +337,21 @@ def test_option_from_string_matches_waitress(name, value, expected):
 def test_shutdown_timeout_must_be_a_duration(value):
     with pytest.raises(ValueError, match="shutdown_timeout"):
         make(shutdown_timeout=value)
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [("debug", "debug"), ("Info", "info"), (" WARNING ", "warning"),
+     ("error", "error"), ("CRITICAL", "critical"), ("", None), (None, None)],
+)
+def test_log_level_any_case(value, expected):
+    assert adjmod.aslevel(value) == expected
+
+
+@pytest.mark.parametrize("value", ["loud", "warn", "10", "fatal"])
+def test_log_level_refused(value):
+    with pytest.raises(ValueError, match="invalid log level"):
+        make(log_level=value)
 
 
 def test_pidfile_is_made_absolute(tmp_path, monkeypatch):

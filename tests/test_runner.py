@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from servers import Server, run_cli, script, write_app
@@ -186,6 +187,7 @@ VALUE_FLAGS = {
     "max_requests_jitter": "50",
     "access_log_format": "%(h)s %(s)s",
     "pidfile": "/tmp/wc-test.pid",
+    "log_level": "warning",
 }
 
 CONTEXT = {
@@ -1002,3 +1004,80 @@ def test_short_bind_serves(app_dir):
     finally:
         code, output = server.stop()
     assert code == 0, output
+
+
+# -- --log-level -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, level",
+    [("warning", logging.WARNING), ("DEBUG", logging.DEBUG), ("Error", logging.ERROR),
+     ("critical", logging.CRITICAL), ("info", logging.INFO)],
+)
+def test_log_level_sets_the_logger(value, level):
+    logging.getLogger("waitress_c").setLevel(logging.NOTSET)
+    assert served_kw("--log-level", value, APP) == {"log_level": value}
+    assert logging.getLogger("waitress_c").level == level
+
+
+def test_log_level_overrides_an_explicit_level():
+    logging.getLogger("waitress_c").setLevel(logging.ERROR)
+    cli("--log-level=debug", APP)
+    assert logging.getLogger("waitress_c").level == logging.DEBUG
+
+
+def test_log_level_invalid_is_a_usage_error(capsys):
+    status, calls = cli("--log-level=loud", APP)
+    assert_usage_error(
+        capsys, status, calls,
+        "option --log-level: invalid value 'loud' (expected one of debug, "
+        "info, warning, error, critical)",
+    )
+
+
+LOGGING_APP = """
+import logging
+
+log = logging.getLogger("waitress_c")
+log.warning("app module imported")
+
+
+def app(environ, start_response):
+    log.info("INFO from the app")
+    log.warning("WARNING from the app")
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+"""
+
+
+def test_log_level_warning_hides_info_lines(tmp_path):
+    from servers import free_port, http_connection
+
+    (tmp_path / "logapp.py").write_text(LOGGING_APP)
+    port = free_port()
+    # No "Serving on" line to wait for: ready once the module is imported,
+    # then the first request retried (bounded) until the socket listens.
+    server = Server(
+        [script("waitress-c-serve"), "--log-level=WARNING",
+         "--listen=127.0.0.1:%d" % port, "logapp:app"],
+        cwd=tmp_path, ready="app module imported",
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                conn = http_connection(("127.0.0.1", port))
+                conn.request("GET", "/")
+                assert conn.getresponse().read() == b"ok"
+                conn.close()
+                break
+            except ConnectionRefusedError:
+                assert server.poll() is None, server.output
+                assert time.monotonic() < deadline, server.output
+        server.wait_for("WARNING:waitress_c:WARNING from the app")
+    finally:
+        code, output = server.stop(signal.SIGTERM)
+    assert code == 0, output
+    assert "Serving on" not in output
+    assert "INFO from the app" not in output
+    assert "INFO:" not in output

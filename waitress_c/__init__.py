@@ -19,6 +19,9 @@ def serve(app, **kw):
     if not quiet:  # pragma: no cover
         logging.basicConfig()
     server = server(app, **kw)
+    level = getattr(getattr(server, "adj", None), "log_level", None)
+    if level:
+        logging.getLogger("waitress_c").setLevel(level.upper())
     if not quiet:
         server.print_listen("Serving on http://{}:{}")
     if profile:  # pragma: no cover

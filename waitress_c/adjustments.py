@@ -29,6 +29,7 @@ __all__ = [
     "TRUSTABLE_PROXY_HEADERS",
     "as_socket_list",
     "asbool",
+    "aslevel",
     "aslist",
     "asoctal",
     "asset",
@@ -102,6 +103,23 @@ def str_iftruthy(value: Any) -> str | None:
 def access_log_format(value: str) -> str:
     """A format of ``%(atom)s`` fields; unknown atoms are refused."""
     return check_format(str(value))
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def aslevel(value: Any) -> str | None:
+    """A logging level name, lowercased (any case accepted); None for an
+    empty value."""
+    if value is None or not str(value).strip():
+        return None
+    level = str(value).strip().lower()
+    if level not in LOG_LEVELS:
+        raise ValueError(
+            "invalid log level %r (expected one of %s)"
+            % (value, ", ".join(LOG_LEVELS))
+        )
+    return level
 
 
 def as_socket_list(value: Iterable[Any]) -> list[socket.socket]:
@@ -489,6 +507,17 @@ OPTIONS: tuple[Option, ...] = (
         extra=True,
         cli="pid",
     ),
+    Option(
+        "log_level", aslevel, None, "LEVEL", STANDARD,
+        "Level of the waitress_c loggers (waitress_c and, unless given "
+        "one of its own, waitress_c.access): debug, info, warning, error "
+        "or critical, in any case.  With warning, the 'Serving on' lines "
+        "and the access log are not shown.  When it is not given, the "
+        "command line sets info if nothing else gave the waitress_c "
+        "logger a level, and serve() leaves the level alone.",
+        "info",
+        extra=True,
+    ),
 )
 
 OPTION_MAP: dict[str, Option] = {opt.name: opt for opt in OPTIONS}
@@ -557,6 +586,7 @@ class Adjustments:
     access_log: bool
     access_log_format: str
     pidfile: str | None
+    log_level: str | None
 
     # Options set on every accepted TCP connection, as (level, name, value).
     # Not an adjustment: passing it to the constructor is an error.

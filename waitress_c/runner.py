@@ -39,6 +39,8 @@ from waitress_c.adjustments import (
     STANDARD,
     TUNING,
     Adjustments,
+    LOG_LEVELS,
+    aslevel,
     aslist,
     asoctal,
     split_listen_entry,
@@ -229,12 +231,17 @@ def _parse_args(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
 _NUMBER = re.compile(r"[+-]?[0-9]+")
 
 # What a numeric flag's converter accepts, in the words of its error.
-_EXPECTED = {int: "an integer", float: "a number", asoctal: "an octal number"}
+_EXPECTED = {
+    int: "an integer",
+    float: "a number",
+    asoctal: "an octal number",
+    aslevel: "one of " + ", ".join(LOG_LEVELS),
+}
 
 
 def _check_numbers(kw: dict[str, Any]) -> None:
-    """Refuse a numeric flag given something else, naming the flag, the
-    value and what was expected (the converter's own error names none of
+    """Refuse a numeric flag (or --log-level) given something else, naming
+    the flag, the value and what was expected (the converter's own error names none of
     them but the value)."""
     for key, value in kw.items():
         opt = OPTION_MAP.get(key)
@@ -441,7 +448,9 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
 
     # Without a level of its own the logger would inherit WARNING from the
     # root logger, and "Serving on ..." would not be shown.
-    if logger.level == logging.NOTSET:
+    if adj.log_level:
+        logger.setLevel(adj.log_level.upper())
+    elif logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
 
     sys.path.append(os.getcwd())
