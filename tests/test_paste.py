@@ -56,6 +56,8 @@ max_requests = 1000
 max_requests_jitter = 10
 access_log = true
 access_log_format = %%(h)s %%(s)s %%(b)s
+pidfile = %(here)s/paste.pid
+log_level = Info
 """
 
 EXPECTED = {
@@ -94,6 +96,8 @@ EXPECTED = {
     "max_requests_jitter": 10,
     "access_log": True,
     "access_log_format": "%(h)s %(s)s %(b)s",
+    "pidfile": "paste.pid",  # in the ini's directory
+    "log_level": "info",
 }
 
 
@@ -145,6 +149,8 @@ def test_every_setting_from_an_ini(captured, tmp_path):
     assert all(isinstance(v, str) for v in kw.values())
     adj = adjustments(kw)
     for name, value in EXPECTED.items():
+        if name == "pidfile":
+            value = str(tmp_path / value)
         assert getattr(adj, name) == value, name
     assert [entry[3] for entry in adj.listen] == [("127.0.0.1", 0)]
 
@@ -238,9 +244,11 @@ def test_ini_with_every_setting_serves(tmp_path):
         status, _, env = server.get("/other", {"X-Forwarded-Host": "evil.example"})
         assert env["SCRIPT_NAME"] == "/app"
         assert env["HTTP_HOST"] != "evil.example"
+        assert (tmp_path / "paste.pid").read_text() == "%d\n" % server.pid
     finally:
         code, output = server.stop()
     assert code == 0
+    assert not (tmp_path / "paste.pid").exists()
     assert "Removed untrusted headers (X-Forwarded-Host)" in output
 
 
