@@ -273,7 +273,7 @@ enum {
 /* The busy part of a connection: everything it needs while a request
  * arrives, waits, is served or answered, and while it lingers.  The loop
  * allocates it at the first byte of a request and frees it once the
- * connection is quiescent again (wc_channel.c: shed), so that an idle
+ * connection is quiescent again (channel.c: shed), so that an idle
  * keep-alive connection holds only its small wc_channel_t.  A worker
  * reaches it only while it holds the channel (a task, a kick, held-back
  * output), and the loop never frees it then: `ch->b` never changes under

@@ -9,8 +9,10 @@
  * wc_server_request_close and wc_server_log, which any thread may call and
  * which only take qlock.
  *
- * Listeners and client sockets are uv_poll_t handles: the loop accepts with
- * accept4 and reads and writes itself (channel.c, channel_out.c).
+ * Listeners are uv_poll_t handles, accepted on with accept4; client
+ * sockets are in an epoll set of the server's own (srv->epfd, one
+ * uv_poll_t for all of them), and the loop reads and writes them itself
+ * (channel.c, channel_out.c).
  *
  * SIGPIPE: the loop thread writes with sendfile, which cannot pass
  * MSG_NOSIGNAL (everything else does), so it blocks SIGPIPE while it runs

@@ -52,6 +52,16 @@ def parse_all(data):
     return Reader(data).responses()
 
 
+def small_rcvbuf_connect(srv, rcvbuf=65536, timeout=30.0):
+    """A TCP client with a small receive buffer, so that what it does not
+    read stays queued in the server; `timeout` None: blocking."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(None if timeout is None else timeout * SLOW)
+    s.connect((srv.host, srv.port))
+    return s
+
+
 class Trickle(threading.Thread):
     """Send `data` a byte (or a line) at a time every `every` seconds until
     stopped, a send fails, or `seconds` have passed."""
@@ -85,9 +95,7 @@ def test_a_client_that_sends_but_does_not_read_is_timed_out(server_factory, what
     reading but sends a byte every half second, the worker is freed after
     channel_timeout and the next client is served."""
     srv = server_factory(APP, threads=1, channel_timeout=2, outbuf_high_watermark=1 << 20)
-    a = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-    a.connect((srv.host, srv.port))
+    a = small_rcvbuf_connect(srv, rcvbuf=16384, timeout=None)
     a.sendall(b"GET /stream?mib=512 HTTP/1.1\r\nHost: x\r\n\r\n")
     if what == "empty-lines":
         pieces = [b"\r\n"]
@@ -220,14 +228,6 @@ def test_spooled_bodies_queued_behind_a_slow_request_are_bounded(server_factory)
 
 
 # -- lingering close ---------------------------------------------------------
-
-def small_rcvbuf_connect(srv):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-    s.settimeout(30 * SLOW)
-    s.connect((srv.host, srv.port))
-    return s
-
 
 def test_close_after_a_large_response_is_not_a_reset(server_factory):
     """A response that says Connection: close, and a request the client
@@ -534,10 +534,7 @@ def test_access_log_counts_no_bytes_a_departed_client_never_took(server_factory)
     still queued for it (up to outbuf_high_watermark, 32 MiB here) are not
     logged as sent."""
     srv = server_factory(APP, threads=1, access_log=True, outbuf_high_watermark=32 << 20)
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-    s.settimeout(20 * SLOW)
-    s.connect((srv.host, srv.port))
+    s = small_rcvbuf_connect(srv, timeout=20.0)
     got = 0
     try:
         s.sendall(b"GET /stream?mib=64 HTTP/1.1\r\nHost: x\r\n\r\n")
