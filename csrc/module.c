@@ -402,11 +402,16 @@ server_run(ServerObject *so, PyObject *args, PyObject *kw)
 }
 
 static PyObject *
-server_close(ServerObject *so, PyObject *unused)
+server_close(ServerObject *so, PyObject *args, PyObject *kw)
 {
+    static char *kwlist[] = {"why", NULL};
+    const char *why = NULL;     /* borrowed from the argument, alive
+                                   until we return */
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|z:close", kwlist, &why))
+        return NULL;
     /* qlock is a leaf lock, but release the GIL anyway: house rule. */
     Py_BEGIN_ALLOW_THREADS
-    wc_server_request_close(so->srv);
+    wc_server_request_close(so->srv, why);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -518,8 +523,11 @@ static PyMethodDef server_methods[] = {
      METH_VARARGS | METH_KEYWORDS,
      "run(sigfd=-1): serve until closed.  sigfd is the read end of\n"
      "signal.set_wakeup_fd's socket: SIGINT/SIGTERM stop the server."},
-    {"close", (PyCFunction)server_close, METH_NOARGS,
-     "close(): stop gracefully (a second call stops at once).  Any thread."},
+    {"close", (PyCFunction)(void (*)(void))server_close,
+     METH_VARARGS | METH_KEYWORDS,
+     "close(why=None): stop gracefully (a second call stops at once).  Any\n"
+     "thread.  why (a str) is the cause the stop line names, instead of\n"
+     "'close() called'."},
     {"worker", (PyCFunction)server_worker, METH_NOARGS,
      "worker(): a worker thread's body; returns once the server stopped."},
     {"log_thread", (PyCFunction)server_log_thread, METH_NOARGS,

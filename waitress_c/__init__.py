@@ -2,6 +2,7 @@
 
 import logging
 
+from waitress_c import logs
 from waitress_c._version import __version__
 from waitress_c.server import create_server
 
@@ -23,13 +24,18 @@ def serve(app, **kw):
     if level:
         logging.getLogger("waitress_c").setLevel(level.upper())
     if not quiet:
+        logs.log_startup(server)
         server.print_listen("Serving on http://{}:{}")
     if profile:  # pragma: no cover
         from waitress_c.profile import run_profiled
 
         run_profiled(server)
     else:
-        server.run()
+        # A supervisor handles SIGUSR1 in its own loop.
+        with logs.ReopenOnSignal(
+            logs.managed() and not hasattr(server, "worker_pids")
+        ):
+            server.run()
 
 
 def serve_paste(app, global_conf, **kw):

@@ -21,6 +21,7 @@ import warnings
 from typing import Any, Callable, Iterable, NamedTuple
 
 from waitress_c.access_log import COMBINED, check_format
+from waitress_c.logs import aslogconfig, aslogfile
 
 __all__ = [
     "Adjustments",
@@ -518,6 +519,37 @@ OPTIONS: tuple[Option, ...] = (
         "info",
         extra=True,
     ),
+    Option(
+        "log_config", aslogconfig, None, "FILE", STANDARD,
+        "A logging configuration applied before the server starts: a "
+        "logging.config.dictConfig dictionary in a .json or .toml file, "
+        "or a logging.config.fileConfig ini file (any other name).  Loggers "
+        "that exist already are kept (disable_existing_loggers defaults to "
+        "false).  A file that cannot be read or applied is refused at "
+        "start-up.  Without --error-logfile, waitress_c then adds no "
+        "handler of its own.",
+        "none",
+        extra=True,
+    ),
+    Option(
+        "error_logfile", aslogfile, None, "PATH", STANDARD,
+        "Write the waitress_c logger's lines (start-up, stop, errors) to "
+        "this file, opened for appending, as '[2026-12-07 16:50:01 +0000] "
+        "[PID] [INFO] message'; - is stderr, which is also where the "
+        "command line writes them by default.  SIGUSR1 reopens the file.  "
+        "Its directory must exist.",
+        "stderr (command line)",
+        extra=True,
+    ),
+    Option(
+        "access_logfile", aslogfile, None, "PATH", STANDARD,
+        "Write the access log to this file, opened for appending, one bare "
+        "line per response; - is stdout.  Turns access_log on.  SIGUSR1 "
+        "reopens the file.  Its directory must exist.  Without it, the "
+        "access log goes where the error log goes.",
+        "none",
+        extra=True,
+    ),
 )
 
 OPTION_MAP: dict[str, Option] = {opt.name: opt for opt in OPTIONS}
@@ -587,6 +619,9 @@ class Adjustments:
     access_log_format: str
     pidfile: str | None
     log_level: str | None
+    log_config: str | None
+    error_logfile: str | None
+    access_logfile: str | None
 
     # Options set on every accepted TCP connection, as (level, name, value).
     # Not an adjustment: passing it to the constructor is an error.
@@ -621,6 +656,8 @@ class Adjustments:
         self.check_sockets(self.sockets)
         self._check_workers()
         self._check_pidfile()
+        if self.access_logfile:
+            self.access_log = True  # a file for the lines asks for them
 
     def _check_pidfile(self) -> None:
         if self.pidfile is None:

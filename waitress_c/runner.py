@@ -32,7 +32,7 @@ import types
 import warnings
 from typing import Any, Callable
 
-from waitress_c import __version__, serve
+from waitress_c import __version__, logs, serve
 from waitress_c.adjustments import (
     OPTION_MAP,
     OPTIONS,
@@ -446,6 +446,12 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
         if status is not None:
             return status
 
+    # The error and access logs (docs/logging.rst), before the level below:
+    # a log_config's level for waitress_c is kept.
+    try:
+        logs.setup(adj, cli=True)
+    except ValueError as exc:
+        return _fail(name, str(exc))
     # Without a level of its own the logger would inherit WARNING from the
     # root logger, and "Serving on ..." would not be shown.
     if adj.log_level:
@@ -487,7 +493,7 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
         if wants_supervisor(adj):  # --preload: the supervisor has SIGHUP
             _serve(app, **kw)
         else:
-            with _RefuseSighup():
+            with logs.ReopenOnSignal(), _RefuseSighup():
                 _serve(app, **kw)
     except (ListenError, PidfileError, WorkerBootError) as exc:
         return _error(str(exc))

@@ -18,10 +18,12 @@ supervisor SIGTERM, SIGINT: graceful stop (workers finish what they have
            accepted, within ``shutdown_timeout``; 0: however long it
            takes); a second one, or
            SIGQUIT: immediate stop.  SIGHUP: replace the workers one by
-           one.  SIGTTIN / SIGTTOU: one worker more / less.
+           one.  SIGTTIN / SIGTTOU: one worker more / less.  SIGUSR1:
+           reopen the log files, and send SIGUSR1 to every worker.
 worker     SIGTERM: graceful stop of that worker (it is replaced);
-           SIGQUIT: immediate stop.  SIGINT, SIGHUP, SIGTTIN and SIGTTOU
-           are ignored: they are the supervisor's business.
+           SIGQUIT: immediate stop.  SIGUSR1: reopen the log files.
+           SIGINT, SIGHUP, SIGTTIN and SIGTTOU are ignored: they are the
+           supervisor's business.
 =========  =============================================================
 
 A worker learns that the supervisor is gone from a pipe whose only writer
@@ -47,6 +49,7 @@ import time
 import traceback
 from typing import Callable, Dict, List, Optional
 
+from waitress_c import logs
 from waitress_c.adjustments import Adjustments
 from waitress_c.server import FirstListener, remove_pidfile, write_pidfile
 
@@ -75,7 +78,7 @@ _SUPERVISOR_SIGNALS = tuple(
     getattr(signal, name)
     for name in (
         "SIGINT", "SIGTERM", "SIGQUIT", "SIGHUP", "SIGTTIN", "SIGTTOU",
-        "SIGCHLD",
+        "SIGCHLD", "SIGUSR1",
     )
 )
 _WORKER_IGNORED = (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
@@ -177,11 +180,12 @@ class _Stopper:
         self.level = 0
         self.lock = threading.Lock()
 
-    def stop(self, level: int) -> None:
+    def stop(self, level: int, why: Optional[str] = None) -> None:
+        """``why``: the cause the server's stop line names."""
         with self.lock:
             while self.level < level:
                 self.level += 1
-                self.server.close()
+                self.server.close(why)
 
 
 class Supervisor(FirstListener):
@@ -346,6 +350,10 @@ class Supervisor(FirstListener):
                 if self._target > 1:
                     self._target -= 1
                 logger.info("SIGTTOU: %d workers wanted", self._target)
+            elif sig == signal.SIGUSR1:  # logrotate: ours, then theirs
+                logs.reopen_and_log()
+                for w in self._workers.values():
+                    self._kill(w, signal.SIGUSR1)
         while self._close_calls:
             self._close_calls.pop()
             self._begin_stop(self._stopping + 1, "close()")
@@ -579,7 +587,9 @@ class Supervisor(FirstListener):
         self._workers = {}
         self._by_fd = {}
         _set_parent_death_signal(signal.SIGTERM)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        # SIGUSR1 stays blocked (pending, neither lost nor fatal) until
+        # _serve_in_worker handles it.
+        signal.pthread_sigmask(signal.SIG_SETMASK, set(mask) | {signal.SIGUSR1})
         if os.getppid() != self._pid:
             return 0  # the supervisor died while we were being born
         retire: List[Callable[[], None]] = []
@@ -607,7 +617,7 @@ class Supervisor(FirstListener):
         def retire_self() -> None:
             # The stop first: until the loop has begun it, the requests
             # that arrive are served as usual, beyond the limit.
-            stopper.stop(1)
+            stopper.stop(1, "max_requests")
             _write(status_w, RETIRING)
             logger.info(
                 "Worker pid %d: %d requests (max_requests): stopping",
@@ -624,7 +634,7 @@ class Supervisor(FirstListener):
         r.setblocking(False)
         w.setblocking(False)
         signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False)
-        for sig in (signal.SIGTERM, signal.SIGQUIT):
+        for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGUSR1):
             signal.signal(sig, lambda signum, frame: None)
         done = threading.Event()
 
@@ -637,6 +647,9 @@ class Supervisor(FirstListener):
 
         loop = threading.Thread(target=serve, name="waitress_c-loop")
         loop.start()
+        # Only now: the server's threads keep SIGUSR1 blocked, so it comes
+        # to this thread and its wakeup fd.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
         _write(status_w, READY)
         poller = select.poll()
         poller.register(r.fileno(), select.POLLIN)
@@ -645,7 +658,7 @@ class Supervisor(FirstListener):
             for fd, _ in poller.poll(1000):
                 if fd == self._alive_r:  # the supervisor is gone
                     poller.unregister(fd)
-                    stopper.stop(1)
+                    stopper.stop(1, "supervisor gone")
                     continue
                 try:
                     data = r.recv(64)
@@ -653,11 +666,13 @@ class Supervisor(FirstListener):
                     data = b""
                 for sig in data:
                     if sig == signal.SIGQUIT:
-                        stopper.stop(2)
+                        stopper.stop(2, "SIGQUIT")
                     elif sig == signal.SIGTERM:
-                        stopper.stop(1)
+                        stopper.stop(1, "SIGTERM")
+                    elif sig == signal.SIGUSR1:
+                        logs.reopen_and_log()
             if os.getppid() != self._pid:
-                stopper.stop(1)
+                stopper.stop(1, "supervisor gone")
         loop.join()
         signal.set_wakeup_fd(-1)
 
