@@ -50,6 +50,7 @@ __all__ = [
     "aslogfile",
     "log_startup",
     "reopen",
+    "reset",
     "setup",
 ]
 
@@ -103,6 +104,7 @@ class _State:
 
     key: tuple | None = None
     handlers: list[tuple[logging.Logger, logging.Handler]] = []
+    propagate: dict[str, bool] = {}  # each logger's, before the first call
     managed = False  # handlers or a log_config were set up
 
 
@@ -218,16 +220,35 @@ def setup(adj: Any, cli: bool = False) -> bool:
         for _, h in added:
             h.close()
         raise
-    for lg, h in _State.handlers:  # an earlier call's
-        lg.removeHandler(h)
-        h.close()
+    _remove_handlers()
     for lg, h in added:
+        _State.propagate.setdefault(lg.name, lg.propagate)
         lg.addHandler(h)
         lg.propagate = False
     _State.handlers = added
     _State.key = key
     _State.managed = True
     return True
+
+
+def _remove_handlers() -> None:
+    """Take off (and close) the handlers the last setup() added."""
+    for lg, h in _State.handlers:
+        lg.removeHandler(h)
+        h.close()
+    _State.handlers = []
+
+
+def reset() -> None:
+    """Undo :func:`setup`: its handlers removed and closed, the loggers'
+    ``propagate`` as it was (a ``log_config`` is not undone).  For a
+    process that serves again with other settings, and for tests."""
+    _remove_handlers()
+    for name, propagate in _State.propagate.items():
+        logging.getLogger(name).propagate = propagate
+    _State.propagate = {}
+    _State.key = None
+    _State.managed = False
 
 
 def log_startup(server: Any) -> None:
