@@ -23,18 +23,19 @@ def serve(app, **kw):
     level = getattr(getattr(server, "adj", None), "log_level", None)
     if level:
         logging.getLogger("waitress_c").setLevel(level.upper())
-    if not quiet:
-        logs.log_startup(server)
-        server.print_listen("Serving on http://{}:{}")
-    if profile:  # pragma: no cover
-        from waitress_c.profile import run_profiled
+    # SIGUSR1 reopens the log files from before the first line (a
+    # supervisor handles it in its own loop).
+    with logs.ReopenOnSignal(
+        logs.managed() and not hasattr(server, "worker_pids")
+    ):
+        if not quiet:
+            logs.log_startup(server)
+            server.print_listen("Serving on http://{}:{}")
+        if profile:  # pragma: no cover
+            from waitress_c.profile import run_profiled
 
-        run_profiled(server)
-    else:
-        # A supervisor handles SIGUSR1 in its own loop.
-        with logs.ReopenOnSignal(
-            logs.managed() and not hasattr(server, "worker_pids")
-        ):
+            run_profiled(server)
+        else:
             server.run()
 
 
