@@ -226,7 +226,7 @@ def test_a_missing_directory_is_refused_at_start_up(app_dir, flag):
     )
     assert proc.returncode == 1
     assert proc.stderr.splitlines()[0] == (
-        "Error: log file %s/x.log: directory %s does not exist" % (missing, missing)
+        "Error: %s %s/x.log: directory %s does not exist" % (flag[2:].replace("-", "_"), missing, missing)
     )
     assert "Traceback" not in proc.stderr and "app imported" not in proc.stdout
 

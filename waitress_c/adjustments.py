@@ -21,7 +21,7 @@ import warnings
 from typing import Any, Callable, Iterable, NamedTuple
 
 from waitress_c.access_log import COMBINED, check_format
-from waitress_c.logs import aslogconfig, aslogfile
+from waitress_c.logs import as_access_logfile, as_error_logfile, aslogconfig
 
 __all__ = [
     "Adjustments",
@@ -532,17 +532,17 @@ OPTIONS: tuple[Option, ...] = (
         extra=True,
     ),
     Option(
-        "error_logfile", aslogfile, None, "PATH", STANDARD,
+        "error_logfile", as_error_logfile, None, "PATH", STANDARD,
         "Write the waitress_c logger's lines (start-up, stop, errors) to "
         "this file, opened for appending, as '[2026-12-07 16:50:01 +0000] "
         "[PID] [INFO] message'; - is stderr, which is also where the "
         "command line writes them by default.  SIGUSR1 reopens the file.  "
         "Its directory must exist.",
-        "stderr (command line)",
+        "none (stderr on the command line)",
         extra=True,
     ),
     Option(
-        "access_logfile", aslogfile, None, "PATH", STANDARD,
+        "access_logfile", as_access_logfile, None, "PATH", STANDARD,
         "Write the access log to this file, opened for appending, one bare "
         "line per response; - is stdout.  Turns access_log on.  SIGUSR1 "
         "reopens the file.  Its directory must exist.  Without it, the "

@@ -46,6 +46,8 @@ __all__ = [
     "DATE_FORMAT",
     "ERROR_FORMAT",
     "ReopenOnSignal",
+    "as_access_logfile",
+    "as_error_logfile",
     "aslogconfig",
     "aslogfile",
     "log_startup",
@@ -69,10 +71,11 @@ ACCESS_FORMAT = "%(message)s"
 # -- converters (used by the adjustments table) -----------------------------
 
 
-def aslogfile(value: Any) -> str | None:
+def aslogfile(value: Any, setting: str = "log file") -> str | None:
     """A log file path made absolute (the file is reopened later, whatever
     the current directory is by then), ``-`` kept as it is, None for an
-    empty value.  A path whose directory does not exist is refused."""
+    empty value.  A path whose directory does not exist is refused; the
+    error names ``setting``."""
     if value is None or not str(value).strip():
         return None
     path = str(value).strip()
@@ -82,9 +85,19 @@ def aslogfile(value: Any) -> str | None:
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
         raise ValueError(
-            "log file %s: directory %s does not exist" % (path, directory)
+            "%s %s: directory %s does not exist" % (setting, path, directory)
         )
     return path
+
+
+def as_error_logfile(value: Any) -> str | None:
+    """:func:`aslogfile` for ``error_logfile``."""
+    return aslogfile(value, "error_logfile")
+
+
+def as_access_logfile(value: Any) -> str | None:
+    """:func:`aslogfile` for ``access_logfile``."""
+    return aslogfile(value, "access_logfile")
 
 
 def aslogconfig(value: Any) -> str | None:
