@@ -380,6 +380,22 @@ def test_sigusr1_reopens_renamed_files_in_a_single_process(app_dir, servers):
     assert s.stderr() == ""
 
 
+def test_a_file_that_cannot_be_reopened_keeps_the_old_one(app_dir, servers):
+    (app_dir / "logs").mkdir()
+    s = start(servers, app_dir, "--error-logfile=logs/error.log", ready="app imported")
+    port = int(wait_file(app_dir / "logs" / "error.log", SERVING)[0].group("port"))
+    os.rename(app_dir / "logs", app_dir / "logs.old")  # the path is gone
+    s.send_signal(signal.SIGUSR1)
+    old = app_dir / "logs.old" / "error.log"
+    wait_file(old, r"\[ERROR\] Cannot reopen the log file %s: No such file or directory$"
+              % re.escape(str(app_dir / "logs" / "error.log")))
+    wait_file(old, r"\[INFO\] SIGUSR1: 0 log files reopened$")
+    get(port)
+    code, _ = s.stop(signal.SIGTERM)
+    assert code == 0
+    wait_file(old, r"\[INFO\] Server stopped$")
+
+
 def test_sigusr1_reopens_in_the_supervisor_and_every_worker(app_dir, servers):
     error, access = app_dir / "error.log", app_dir / "access.log"
     s = start(servers, app_dir, "--workers=2", "--error-logfile=error.log",

@@ -313,22 +313,23 @@ def reopen() -> int:
     and its handler keeps its old file."""
     count = 0
     for h in _file_handlers():
+        error: OSError | None = None
         h.acquire()
         try:
-            try:
-                stream = open(h.baseFilename, "a", encoding=h.encoding,
-                              errors=h.errors)
-            except OSError as exc:
-                error = exc
-            else:
-                error = None
-                old, h.stream = h.stream, stream
-                if old is not None:
+            # A delay=True handler not opened yet has nothing to reopen.
+            if h.stream is not None:
+                try:
+                    stream = open(h.baseFilename, "a", encoding=h.encoding,
+                                  errors=h.errors)
+                except OSError as exc:
+                    error = exc
+                else:
+                    old, h.stream = h.stream, stream
                     try:
                         old.close()
                     except OSError:
                         pass
-                count += 1
+                    count += 1
         finally:
             h.release()
         if error is not None:
