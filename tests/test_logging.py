@@ -483,6 +483,22 @@ def test_serve_with_an_error_logfile_writes_the_file_and_reopens_it(app_dir, ser
     assert "LIB waitress_c" not in s.stderr()  # the file's logger does not propagate
 
 
+def test_serve_with_an_error_logfile_logs_info_without_any_level_set(app_dir, servers):
+    script_ = (
+        "import sys, waitress_c\n"
+        "sys.path.insert(0, '.')\n"
+        "from logapp import app\n"
+        "waitress_c.serve(app, listen='127.0.0.1:0', error_logfile='lib.log')\n"
+    )
+    s = Server([sys.executable, "-c", script_], cwd=app_dir, ready="app imported")
+    servers.append(s)
+    m = wait_file(app_dir / "lib.log", r"^\[.*\] \[%d\] \[INFO\] %s$" % (s.pid, SERVING))[0]
+    get(int(m.group("port")))
+    code, _ = s.stop(signal.SIGTERM)
+    assert code == 0
+    wait_file(app_dir / "lib.log", r"\[INFO\] Server stopped$")
+
+
 # -- converters ------------------------------------------------------------------------
 
 

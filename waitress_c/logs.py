@@ -119,6 +119,7 @@ class _State:
     handlers: list[tuple[logging.Logger, logging.Handler]] = []
     propagate: dict[str, bool] = {}  # each logger's, before the first call
     managed = False  # handlers or a log_config were set up
+    set_level = False  # waitress_c was NOTSET and was given INFO
 
 
 def _error_text(exc: BaseException) -> str:
@@ -238,6 +239,11 @@ def setup(adj: Any, cli: bool = False) -> bool:
         _State.propagate.setdefault(lg.name, lg.propagate)
         lg.addHandler(h)
         lg.propagate = False
+    if error_path is not None and logger.level == logging.NOTSET:
+        # Asked for an error log: its INFO lines too, not the root
+        # logger's WARNING (log_level, applied later, still decides).
+        logger.setLevel(logging.INFO)
+        _State.set_level = True
     _State.handlers = added
     _State.key = key
     _State.managed = True
@@ -254,9 +260,12 @@ def _remove_handlers() -> None:
 
 def reset() -> None:
     """Undo :func:`setup`: its handlers removed and closed, the loggers'
-    ``propagate`` as it was (a ``log_config`` is not undone).  For a
-    process that serves again with other settings, and for tests."""
+    ``propagate`` and level as they were (a ``log_config`` is not undone).
+    For a process that serves again with other settings, and for tests."""
     _remove_handlers()
+    if _State.set_level:
+        logger.setLevel(logging.NOTSET)
+        _State.set_level = False
     for name, propagate in _State.propagate.items():
         logging.getLogger(name).propagate = propagate
     _State.propagate = {}
