@@ -5,7 +5,8 @@
  *                  access_log=None)
  *     srv.worker()      # in each worker thread: serves until stopped
  *     srv.run(sigfd)    # in the serving thread: the loop, GIL released
- *     srv.close()       # any thread: graceful stop (twice: immediate)
+ *     srv.close(why)    # any thread: graceful stop (twice: immediate);
+ *                       # why (optional) is the cause the stop line names
  *
  * GIL map: every function here holds the GIL, except the body of run(),
  * which releases it for the whole life of the loop, and worker(), which
