@@ -499,6 +499,23 @@ def test_serve_with_an_error_logfile_logs_info_without_any_level_set(app_dir, se
     wait_file(app_dir / "lib.log", r"\[INFO\] Server stopped$")
 
 
+def test_serve_with_an_access_logfile_alone_writes_the_lines(app_dir, servers):
+    script_ = (
+        "import sys, waitress_c\n"
+        "sys.path.insert(0, '.')\n"
+        "from logapp import app\n"
+        "waitress_c.serve(app, listen='127.0.0.1:0', access_logfile='access.log')\n"
+    )
+    s = Server([sys.executable, "-c", script_], cwd=app_dir)
+    servers.append(s)
+    get(s.port, "/lib-access")
+    line = wait_file(app_dir / "access.log", r"^.*GET /lib-access.*$")[0].group(0)
+    assert COMBINED.match(line), line
+    code, _ = s.stop(signal.SIGTERM)
+    assert code == 0
+    assert "/lib-access" not in s.output
+
+
 # -- converters ------------------------------------------------------------------------
 
 

@@ -515,8 +515,8 @@ OPTIONS: tuple[Option, ...] = (
         "or critical, in any case.  With warning, the 'Serving on' lines "
         "and the access log are not shown.  When it is not given, the "
         "command line sets info if nothing else gave the waitress_c "
-        "logger a level, and so does error_logfile; otherwise serve() "
-        "leaves the level alone.",
+        "logger a level, and so do error_logfile and access_logfile; "
+        "otherwise serve() leaves the level alone.",
         "info",
         extra=True,
     ),

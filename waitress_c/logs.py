@@ -188,6 +188,7 @@ def _handler(path: str, dash: TextIO, fmt: logging.Formatter) -> logging.Handler
 
 
 def error_formatter() -> logging.Formatter:
+    """The error log's formatter (:data:`ERROR_FORMAT`)."""
     return logging.Formatter(ERROR_FORMAT, DATE_FORMAT)
 
 
@@ -239,9 +240,10 @@ def setup(adj: Any, cli: bool = False) -> bool:
         _State.propagate.setdefault(lg.name, lg.propagate)
         lg.addHandler(h)
         lg.propagate = False
-    if error_path is not None and logger.level == logging.NOTSET:
-        # Asked for an error log: its INFO lines too, not the root
-        # logger's WARNING (log_level, applied later, still decides).
+    if added and logger.level == logging.NOTSET:
+        # Asked for a log file: its INFO lines too (the access log's are
+        # all INFO), not the root logger's WARNING; log_level, applied
+        # later, still decides.
         logger.setLevel(logging.INFO)
         _State.set_level = True
     _State.handlers = added
