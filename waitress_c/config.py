@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import os
 import runpy
 import shlex
 import tomllib
