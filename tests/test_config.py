@@ -202,7 +202,7 @@ ERRORS = [
     ("c.toml", "threads = 4\nthreads = 5\n",
      "config file c.toml: Cannot overwrite a value (at line 2, column 12)"),
     ("c.toml", "bind = '127.0.0.1:0'\n",
-     "config file c.toml: unknown setting 'bind'"),
+     "config file c.toml: unknown setting 'bind' (did you mean listen?)"),
     ("c.toml", "expose_tracebacks = 'sure'\n",
      "config file c.toml: expose_tracebacks: invalid value 'sure' (expected "
      "true or false (also yes/no, on/off, 1/0))"),

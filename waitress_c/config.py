@@ -45,8 +45,11 @@ from waitress_c.adjustments import (
     aslevel,
     aslist,
     asoctal,
+    access_log_format,
     asset,
     check_exclusive,
+    slash_fixed_str,
+    str_iftruthy,
 )
 
 __all__ = [
@@ -103,6 +106,13 @@ _EXPECTED: dict[Callable[[Any], Any], str] = {
     aslist: "a string of blank-separated entries or a list of strings",
     asset: "a string of blank-separated entries or a list of strings",
 }
+
+
+# Converters of a single value, which would turn a list into a string: a
+# list given to one is refused.  (Another converter gets what it is given.)
+_SCALAR = frozenset((
+    int, float, str, str_iftruthy, slash_fixed_str, aslevel, access_log_format,
+))
 
 
 class ConfigError(ValueError):
@@ -165,7 +175,7 @@ def check_value(opt: Option, value: Any) -> None:
         ):
             return
         raise _bad(value, opt)
-    if isinstance(value, (list, tuple, dict)) and opt.name != "sockets":
+    if isinstance(value, (list, tuple, dict)) and conv in _SCALAR:
         raise _bad(value, opt, "expected a single value")
     try:
         conv(value)
@@ -196,8 +206,18 @@ def check_settings(settings: Mapping[str, Any], source: str,
 # -- configuration files -------------------------------------------------------
 
 
+# gunicorn's names of some settings (bind, graceful_timeout), from the
+# command-line aliases: suggested for them.
+_ALIASES = {
+    alias[2:].replace("-", "_"): opt.name
+    for opt in OPTIONS for alias in opt.long_aliases
+}
+
+
 def _unknown(source: str, name: str, known: Iterable[str]) -> ConfigError:
     close = difflib.get_close_matches(name, list(known), n=1)
+    if name in _ALIASES:
+        close = [_ALIASES[name]]
     hint = " (did you mean %s?)" % close[0] if close else ""
     return ConfigError("%s: unknown setting %r%s" % (source, name, hint))
 

@@ -83,11 +83,12 @@ RUNNER_FLAGS = (
     ),
     (
         "--config=FILE, -c",
-        "Read settings from FILE: a Python file (FILE.py: one variable per "
-        "setting, threads = 8, and the lifecycle hooks) or a TOML file "
-        "(FILE.toml).  Under the WAITRESS_C_<NAME> environment variables, "
-        "WAITRESS_C_CMD_ARGS and the command line, which override it.  It "
-        "may name the application: wsgi_app = 'MODULE:OBJECT'.",
+        "Read settings from FILE, under their names: a Python file (*.py: "
+        "threads = 8, and lifecycle hooks such as post_fork) or a TOML file "
+        "(*.toml).  wsgi_app = 'MODULE:OBJECT' in it names the "
+        "application.  Every setting may also be a WAITRESS_C_<NAME> "
+        "environment variable.  Precedence: $PORT < FILE < WAITRESS_C_<NAME> "
+        "< WAITRESS_C_CMD_ARGS (more arguments) < the command line.",
     ),
     (
         "--preload",
