@@ -14,6 +14,11 @@ stderr: ``Error: ...``, followed for a usage error by a short usage hint
 (not the whole help).  A port outside 0-65535 is refused (getaddrinfo would
 wrap it around), a socket that cannot be bound is named with the reason,
 and an application that cannot be found is one line, not a traceback.
+
+Settings may also come from a configuration file (``--config``), from
+``WAITRESS_C_<NAME>`` variables, ``WAITRESS_C_CMD_ARGS`` and ``$PORT``
+(``config.py`` reads them; the command line overrides them all), and a
+Python configuration file may define lifecycle hooks.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from waitress_c.config import (
     CMD_ARGS_VAR,
     NO_HOOKS,
     ConfigError,
+    Hooks,
     ServerInfo,
     WorkerInfo,
     cmd_args,
@@ -230,7 +236,7 @@ def _parse_args(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
     """``Adjustments.parse_args``, with options allowed after the
     application and the short forms: ``gnu_getopt`` finds the options and
     writes each in full (``-h`` as ``--help``, ``--thr=3`` as
-    ``--threads=3``) before the positional arguments.  ``kw`` has one more
+    ``--threads=3``) before the positional arguments.  ``kw`` has two more
     keys, ``version`` and ``config`` (its FILE or None).  Raises
     ``getopt.GetoptError``."""
     short, long_opts, with_value, aliases = _getopt_spec()
@@ -260,16 +266,17 @@ _RUNNER_KEYS = ("help", "version", "call", "preload", "reload", "app", "config")
 
 def _sources(
     name: str, argv: list[str]
-) -> tuple[dict[str, Any], list[str], list[dict[str, Any]], Any] | int:
-    """Read the command line and the environment (the configuration file
-    is read later, once --help and --version are out of the way).
+) -> tuple[dict[str, Any], list[str], dict[str, Any], dict[str, Any]] | int:
+    """Read the command line and ``WAITRESS_C_CMD_ARGS`` (the configuration
+    file and the other variables are read later, once --help and --version
+    are out of the way).
 
-    Returns ``(flags, apps, sources, cmd_kw)``: the runner's own flags
+    Returns ``(flags, apps, kw, cmd_kw)``: the runner's own flags
     (``_RUNNER_KEYS``; the command line's, or ``WAITRESS_C_CMD_ARGS``'s when
-    the command line has none), the application names given (the command
-    line's, else those of ``WAITRESS_C_CMD_ARGS``), and the settings of the
-    command line and of ``WAITRESS_C_CMD_ARGS``; or an exit status after an
-    error."""
+    the command line does not give one), the application names given (the
+    command line's, else those of ``WAITRESS_C_CMD_ARGS``), and the
+    settings of the command line and of ``WAITRESS_C_CMD_ARGS``; or an exit
+    status after an error, which has been reported."""
     try:
         extra = cmd_args(os.environ)
     except ConfigError as exc:
@@ -581,7 +588,7 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
     return 0
 
 
-def _hooked_create_server(hooks: Any) -> Callable[..., Any]:
+def _hooked_create_server(hooks: Hooks) -> Callable[..., Any]:
     """``create_server`` for a configuration file with hooks: a supervisor
     gets them (it calls when_ready and the worker hooks); a single process
     calls when_ready here, once its sockets listen, before it serves."""
