@@ -172,6 +172,28 @@ def test_every_setting_is_a_name_of_both_formats_and_a_variable(tmp_path):
             "x.toml", "x", ('%s = "1"\n' % opt.name).encode()).settings
 
 
+def test_on_off_values(tmp_path):
+    text = "".join(
+        "%s = %s\n" % (name, value) for name, value in [
+            ("ipv4", "1"), ("ipv6", "'Off'"), ("access_log", "True"),
+            ("expose_tracebacks", "' yes '"), ("log_socket_errors", "0"),
+        ])
+    settings = config.load_config(write(tmp_path, "c.py", text)).settings
+    assert settings["ipv6"] == "'Off'".strip("'")
+    for bad in ("2", "'sure'", "1.0"):
+        with pytest.raises(config.ConfigError, match="ipv4: invalid value"):
+            config.load_config(write(tmp_path, "c.py", "ipv4 = %s\n" % bad))
+
+
+def test_cmd_args_flags_and_app_give_way_to_the_command_line(monkeypatch, tmp_path):
+    path = write(tmp_path, "c.toml", "threads = 3\nwsgi_app = 'nothere:app'\n")
+    monkeypatch.setenv(
+        "WAITRESS_C_CMD_ARGS", "--preload --config=%s nothere:app2" % path)
+    app, kw = served_kw(APP)
+    assert kw == {"threads": 3}  # the file named by WAITRESS_C_CMD_ARGS
+    assert callable(app)  # the command line's, not the variable's or file's
+
+
 def test_config_flag_in_help():
     text = runner.format_help("x")
     assert "\n    --config=FILE, -c\n" in text

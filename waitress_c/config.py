@@ -156,7 +156,7 @@ def check_value(opt: Option, value: Any) -> None:
     be told apart once read)."""
     conv = opt.convert
     if conv is asbool:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or (type(value) is int and value in (0, 1)):
             return
         if isinstance(value, str) and value.strip().lower() in (
             _TRUTHY | _FALSY
