@@ -16,7 +16,7 @@ import sys
 import time
 
 import pytest
-from servers import SLOW, Server, children, free_port, script, write_app
+from servers import ROOT, SLOW, Server, children, free_port, script, write_app
 
 from waitress_c import config, runner
 from waitress_c.adjustments import OPTIONS
@@ -555,3 +555,26 @@ def test_hook_exception_in_a_single_process_is_logged(app_dir):
         assert ident_of(server) == "waitress_c"
         server.wait_for(r"Hook on_starting\(.*\) raised an exception")
         server.wait_for(r"ValueError: oops")
+
+
+# -- the examples ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["waitress_c.conf.py", "waitress_c.toml"])
+def test_example_files_serve(name):
+    path = os.path.join("examples", name)
+    # Their listen (127.0.0.1:8080) overridden by the command line.
+    server = serving(["-c", path, "--listen=127.0.0.1:0"], ROOT)
+    try:
+        if name.endswith(".py"):
+            server.wait_for(r"when_ready: listening on \[\('127\.0\.0\.1', '%d'\)\]"
+                            % server.port)
+        resp, body = server.request("GET", "/")
+        assert (resp.status, body) == (200, b"Hello, world!")
+    finally:
+        status, output = server.stop(signal.SIGTERM)
+    assert status == 0
+    if name.endswith(".py"):
+        assert len(re.findall(r"post_fork: worker [12] is pid \d+", output)) == 2
+        assert len(re.findall(r"worker_exit: pid \d+, status 0", output)) == 2
+        assert len(re.findall(r"child_exit: pid \d+, status 0", output)) == 2
