@@ -578,3 +578,32 @@ def test_example_files_serve(name):
         assert len(re.findall(r"post_fork: worker [12] is pid \d+", output)) == 2
         assert len(re.findall(r"worker_exit: pid \d+, status 0", output)) == 2
         assert len(re.findall(r"child_exit: pid \d+, status 0", output)) == 2
+
+
+def test_reload_restarts_when_the_config_file_changes(app_dir):
+    pytest.importorskip("hupper")
+    port = free_port()
+    conf = "listen = '127.0.0.1:%d'\nident = '%s'\nwsgi_app = 'cliapp:app'\n"
+    path = write(app_dir, "c.py", conf % (port, "v1"))
+    server = serving(["--reload", "-c", "c.py"], app_dir)
+    try:
+        assert ident_of(server) == "v1"
+        write(app_dir, "c.py", conf % (port, "v2"))
+        # hupper polls the file's mtime: touch it again until it is seen.
+        deadline = time.monotonic() + 40 * SLOW
+        touched = time.monotonic()
+        seen = None
+        while seen != "v2" and time.monotonic() < deadline:
+            try:
+                seen = ident_of(server)
+            except (OSError, AssertionError):
+                pass  # between the old server and the new one
+            if time.monotonic() - touched > 3:
+                os.utime(path)
+                touched = time.monotonic()
+            time.sleep(0.2)
+        assert seen == "v2", server.output
+        assert "c.py changed; reloading" in server.output
+    finally:
+        status, _ = server.stop(signal.SIGTERM, timeout=30)
+    assert status == 0

@@ -534,6 +534,10 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
         status = _start_reloader(name, argv, adj)
         if status is not None:
             return status
+        if flags["config"] is not None:  # not imported: hupper would miss it
+            import hupper
+
+            hupper.get_reloader().watch_files([os.path.abspath(flags["config"])])
 
     # Without a level of its own the logger would inherit WARNING from the
     # root logger, and "Serving on ..." would not be shown.
