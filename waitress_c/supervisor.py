@@ -51,6 +51,7 @@ from typing import Callable, Dict, List, Optional
 
 from waitress_c import logs
 from waitress_c.adjustments import Adjustments
+from waitress_c.config import NO_HOOKS, Hooks, ServerInfo, WorkerInfo
 from waitress_c.server import FirstListener, remove_pidfile, write_pidfile
 
 __all__ = ["AppLoader", "Supervisor", "WorkerBootError", "wants_supervisor"]
@@ -159,7 +160,7 @@ class _Worker:
     """The supervisor's record of one worker process."""
 
     __slots__ = ("pid", "fd", "started", "ready", "retiring", "replaces",
-                 "kill_at")
+                 "kill_at", "age")
 
     def __init__(self, pid: int, fd: int, replaces: Optional[int]) -> None:
         self.pid = pid
@@ -169,6 +170,7 @@ class _Worker:
         self.retiring = False  # stopping: no longer counts as serving
         self.replaces = replaces  # the pid a rolling restart retires for it
         self.kill_at: Optional[float] = None  # SIGKILL deadline
+        self.age = 0  # 1 for the first worker started, 2 for the next...
 
 
 class _Stopper:
@@ -194,8 +196,13 @@ class Supervisor(FirstListener):
     starts the worker processes and supervises them until ``close()`` (from
     any thread) or SIGINT/SIGTERM, and returns once every worker has
     exited.  ``effective_listen`` (and ``effective_host`` /
-    ``effective_port`` for one listener) are as on a server.
+    ``effective_port`` for one listener) are as on a server.  ``hooks``
+    are a configuration file's lifecycle hooks (``waitress_c.config``).
     """
+
+    hooks: Hooks = NO_HOOKS
+    _spawned = 0  # workers started so far: the next one's age - 1
+    _me: Optional[WorkerInfo] = None  # in a worker once post_fork ran
 
     def __init__(self, application, adj: Adjustments, sockets, owned: bool):
         from waitress_c.server import _sockinfo
@@ -373,6 +380,9 @@ class Supervisor(FirstListener):
                 x.ready for x in self._workers.values() if not x.retiring
             ):
                 self._booting = False
+                self.hooks.call("when_ready", ServerInfo(
+                    self._pid, self.adj, self.effective_listen,
+                    self.worker_pids))
         if RETIRING in data and not w.retiring:
             w.retiring = True
             w.kill_at = self._graceful_deadline()
@@ -491,6 +501,8 @@ class Supervisor(FirstListener):
 
     def _on_exit(self, w: _Worker, status: int) -> None:
         how = describe_status(status)
+        self.hooks.call("child_exit", WorkerInfo(
+            w.pid, w.age, self.adj, os.waitstatus_to_exitcode(status)))
         if w.fd >= 0:  # a last status byte may wait there
             try:
                 data = os.read(w.fd, 64)
@@ -536,6 +548,7 @@ class Supervisor(FirstListener):
         r, w = os.pipe()
         blocked = signal.pthread_sigmask(
             signal.SIG_BLOCK, _SUPERVISOR_SIGNALS)
+        self._spawned += 1
         try:
             pid = os.fork()
         except OSError as exc:
@@ -553,6 +566,9 @@ class Supervisor(FirstListener):
             except BaseException:
                 traceback.print_exc()
             finally:
+                if self._me is not None:  # post_fork ran: worker_exit too
+                    self._me.exit_status = status
+                    self.hooks.call("worker_exit", self._me)
                 for stream in (sys.stdout, sys.stderr):
                     try:
                         stream.flush()
@@ -562,6 +578,7 @@ class Supervisor(FirstListener):
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         os.close(w)
         self._workers[pid] = rec = _Worker(pid, r, replaces)
+        rec.age = self._spawned
         self._by_fd[r] = rec
         self._poller.register(r, select.POLLIN)
         logger.info(
@@ -592,6 +609,13 @@ class Supervisor(FirstListener):
         signal.pthread_sigmask(signal.SIG_SETMASK, set(mask) | {signal.SIGUSR1})
         if os.getppid() != self._pid:
             return 0  # the supervisor died while we were being born
+        # Before the application is loaded: what a database pool or a
+        # metrics library needs to reset after a fork.  A failure is a
+        # failure to boot.
+        me = WorkerInfo(os.getpid(), self._spawned, self.adj)
+        if not self.hooks.call("post_fork", me):
+            return BOOT_ERROR
+        self._me = me
         retire: List[Callable[[], None]] = []
         try:
             app = self.application
