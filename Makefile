@@ -128,9 +128,13 @@ docs: $(VENV)/.docs-stamp
 	@echo "HTML in build/docs/index.html"
 
 # The bar chart on docs/benchmarks.rst, from the newest full run in
-# benchmarks/results (commit the PNG with the results file).
+# benchmarks/results (commit the PNG with the results file).  The name of
+# the results file it shows goes to docs/_static/bench-source.txt, which
+# tests/test_docs.py compares with the newest one and with the page.
 chart: $(VENV)/.docs-stamp
-	$(PY) benchmarks/report.py --chart docs/_static/bench.png
+	@src=$$(cd benchmarks && ../$(PY) -c 'import os, report; print(os.path.relpath(report.newest_results(), ".."))') && \
+	$(PY) benchmarks/report.py --chart docs/_static/bench.png --results "$$src" && \
+	echo "$$src" > docs/_static/bench-source.txt
 # -- Packaging ------------------------------------------------------------
 # `make wheel`: an sdist and a binary wheel built from it, then libuv and
 # http-parser copied into the wheel (waitress_c.libs/) by auditwheel, which
