@@ -57,8 +57,12 @@ def mypy(tmp_path, files):
     config = tmp_path / "mypy.ini"
     config.write_text("[mypy]\n\n[mypy-paste.*]\nignore_missing_imports = True\n")
     # The package where it is imported from: an editable install is an
-    # import hook, which mypy does not follow.
-    env = dict(os.environ, MYPYPATH=os.path.dirname(os.path.dirname(waitress_c.__file__)))
+    # import hook, which mypy does not follow.  An installed one (make
+    # sdist-test) mypy finds itself, and refuses site-packages in MYPYPATH.
+    env = dict(os.environ)
+    parent = os.path.dirname(os.path.dirname(waitress_c.__file__))
+    if os.path.basename(parent) != "site-packages":
+        env["MYPYPATH"] = parent
     return subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent",
          "--config-file", str(config), "--cache-dir", str(tmp_path / "mypy-cache"),
