@@ -265,3 +265,17 @@ def test_installation_page_names_the_tag_the_wheel_test_expects():
         tags = set(re.findall(r"manylinux_\d+_\d+", text))
         assert tags == {m.group(1)}, (path, tags)
         assert "neither is bundled" not in text, path
+
+
+def test_every_pid_file_read_in_the_docs_is_written_by_pid():
+    """A ``$(cat FILE)`` in an example reads a pid file that an example of
+    the same page writes with ``--pid=FILE`` (the flag exists:
+    test_every_flag_on_a_docs_command_line_exists)."""
+    read = 0
+    for path in rst_files():
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        for pidfile in re.findall(r"\$\(cat (\S+)\)", text):
+            read += 1
+            assert "--pid=%s " % pidfile in text, (os.path.basename(path), pidfile)
+    assert read, "no pid file read in the docs: the check checks nothing"
