@@ -163,8 +163,9 @@ class ServerProtocol(Protocol):
     this (``waitress_c.ServerProtocol``) rather than with a class.
 
     ``effective_host`` and ``effective_port`` are the first listener's; on
-    a server with more than one listener they raise ``AttributeError``, as
-    waitress's ``MultiSocketServer`` has neither."""
+    a single-process server with more than one listener
+    (``MultiSocketServer``) they raise ``AttributeError``, as waitress's
+    has neither, while a ``Supervisor`` gives the first listener's."""
 
     application: Any
     adj: Adjustments
