@@ -131,6 +131,7 @@ build() {
     need_root
     local v=$1 tag=cp${1/./} where py
     read -r where py <<<"$(find_python "$v")"
+    [ -n "$py" ] || exit 1
     [ -f "$STAMP" ] || { say "no build chroot: run '$0 chroot' first"; exit 1; }
     local template
     template=$(ls build/wheel-raw/waitress_c-*-cp*-linux_*.whl 2>/dev/null | head -n 1)
@@ -219,6 +220,7 @@ run_test() {
     need_root
     local v=$1 where py
     read -r where py <<<"$(find_python "$v")"
+    [ -n "$py" ] || exit 1
     if [ "$where" = host ]; then
         test_here "$v" "$py"
     else
