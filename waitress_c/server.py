@@ -14,16 +14,7 @@ import socket
 import stat
 import tempfile
 import threading
-from typing import (
-    Any,
-    Callable,
-    Iterable,
-    List,
-    Optional,
-    Protocol,
-    Sequence,
-    Tuple,
-)
+from typing import Any, Callable, Iterable, List, Optional, Protocol, Sequence, Tuple
 
 from waitress_c.adjustments import Adjustments
 
