@@ -14,7 +14,7 @@ import socket
 import stat
 import tempfile
 import threading
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Protocol, Sequence, Tuple
 
 from waitress_c.adjustments import Adjustments
 
@@ -145,6 +145,34 @@ def _sockinfo(sock: socket.socket) -> Tuple[str, str]:
         sock.getsockname(), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
     )
     return host, port
+
+
+class ServerProtocol(Protocol):
+    """What ``create_server()`` returns, whichever class it is: a server
+    (``TcpWSGIServer``, ``UnixWSGIServer``, ``MultiSocketServer``) or, with
+    ``workers`` > 1 or ``max_requests``, a ``Supervisor``.  Annotate with
+    this (``waitress_c.ServerProtocol``) rather than with a class.
+
+    ``effective_host`` and ``effective_port`` are the first listener's; on
+    a single-process server with more than one listener
+    (``MultiSocketServer``) they raise ``AttributeError``, as waitress's
+    has neither, while a ``Supervisor`` gives the first listener's."""
+
+    application: Any
+    adj: Adjustments
+    effective_listen: List[Tuple[str, str]]
+
+    @property
+    def effective_host(self) -> str: ...
+
+    @property
+    def effective_port(self) -> str: ...
+
+    def print_listen(self, format_str: str) -> None: ...
+
+    def run(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class BaseWSGIServer:
@@ -303,13 +331,23 @@ class UnixWSGIServer(TcpWSGIServer):
 
 
 class MultiSocketServer(BaseWSGIServer):
-    """More than one listener: only ``effective_listen``, as in waitress."""
+    """More than one listener: only ``effective_listen``, as in waitress
+    (``effective_host`` and ``effective_port`` raise ``AttributeError``, so
+    ``hasattr()`` is false for them as there)."""
+
+    @property
+    def effective_host(self) -> str:
+        raise AttributeError("a server with several listeners has no effective_host")
+
+    @property
+    def effective_port(self) -> str:
+        raise AttributeError("a server with several listeners has no effective_port")
 
 
 WSGIServer = TcpWSGIServer
 
 
-def create_server(application: Optional[Callable], **kw: Any) -> BaseWSGIServer:
+def create_server(application: Optional[Callable[..., Any]], **kw: Any) -> ServerProtocol:
     """Bind the sockets ``kw`` describes and return a server; call
     ``run()`` on it to serve.  Takes waitress's adjustments.
 
