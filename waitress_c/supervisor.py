@@ -372,7 +372,9 @@ class Supervisor(FirstListener):
             self._begin_stop(self._stopping + 1, "close()")
 
     def _on_status(self, w: _Worker, data: bytes) -> None:
-        if READY in data and not w.ready:
+        # A worker killed for boot_timeout is not taken as ready by a READY
+        # it wrote as it was being killed.
+        if READY in data and not w.ready and not w.boot_killed:
             w.ready = True
             logger.info("Worker pid %d: serving", w.pid)
             if not self._announced:
