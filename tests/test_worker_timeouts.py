@@ -25,10 +25,11 @@ from waitress_c.adjustments import OPTION_MAP, Adjustments
 from waitress_c.runner import _parse_args
 
 # Its import waits while the file "closed" exists; /block/... waits until
-# the file "release" exists (both at most 120 s); every answer is the
-# serving pid.
+# the file "release" exists (both at most 120 s); /gil runs a regular
+# expression whose backtracking holds the GIL for longer than any test
+# (re never lets the GIL go); every answer is the serving pid.
 APP = '''
-import os, time
+import os, re, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -47,6 +48,8 @@ wait("closed", False)
 def app(environ, start_response):
     if environ["PATH_INFO"].startswith("/block"):
         wait("release", True)
+    if environ["PATH_INFO"] == "/gil":
+        re.match(r"(a+)+$", "a" * 64 + "b")
     body = str(os.getpid()).encode()
     start_response("200 OK", [("Content-Length", str(len(body)))])
     return [body]
@@ -228,6 +231,27 @@ def test_worker_with_every_thread_stuck_is_replaced(app_dir, servers):
     finally:
         for sock in socks:
             sock.close()
+
+
+def test_worker_whose_gil_is_held_is_killed(app_dir, servers):
+    s = serve(servers, app_dir, "--workers=2", "--threads=2", "--timeout=1")
+    s.wait_for(r"Worker pid \d+: serving", count=2)
+    gil = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    try:
+        gil.sendall(b"GET /gil HTTP/1.1\r\nHost: t\r\n\r\n")
+        # Its heartbeat stops (no thread of it can run Python): killed
+        # after the floor of 10 s, whatever the timeout.
+        m = s.wait_for(r"Worker pid (\d+): no heartbeat for \d+ s \(a thread "
+                       r"holding the GIL, or the process stopped\): SIGKILL",
+                       timeout=60)
+        hung = int(m.group(1))
+        s.wait_for(r"Worker pid %d exited \(killed by signal SIGKILL\)" % hung,
+                   timeout=30)
+        s.wait_for(r"Worker pid \d+: serving", count=3, timeout=30)
+        assert answered_by(s.port, lambda p: p != hung) is not None, s.output
+        assert hung not in s.worker_pids()
+    finally:
+        gil.close()
 
 
 def test_single_server_logs_each_stuck_request_once(app_dir, servers):

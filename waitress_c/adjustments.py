@@ -493,7 +493,9 @@ OPTIONS: tuple[Option, ...] = (
         "path and age); with worker processes, a worker whose every thread "
         "is on such a request is replaced: a new worker is started and the "
         "stuck one is stopped gracefully, then killed after "
-        "shutdown_timeout.  0 (the default) checks nothing.",
+        "shutdown_timeout; a worker that sends no heartbeat for this long "
+        "(at least 10 s: a thread holds the GIL) is killed and replaced.  "
+        "0 (the default) checks nothing.",
         "0",
         extra=True,
         aliases=("-t",),

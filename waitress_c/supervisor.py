@@ -70,6 +70,14 @@ MAX_BACKOFF = 30.0
 READY = b"R"  # the server is built: the worker serves from now on
 RETIRING = b"Q"  # max_requests reached: the worker is stopping by itself
 STUCK = b"T"  # every thread is stuck in the app (timeout): replace it
+BEAT = b"."  # with timeout: the worker's main thread still gets the GIL
+# With timeout, a serving worker silent for max(timeout, SILENT_FLOOR)
+# seconds is replaced: its main thread, which writes BEAT every
+# timeout / 4 seconds (at least once a second), cannot get the GIL (an
+# extension holding it) or the process is stopped.  The floor keeps a
+# machine under load, where a process may wait a second for a core, from
+# passing for a hang.
+SILENT_FLOOR = 10.0
 
 _CLOSE = 0  # byte the supervisor's close() writes (no signal has number 0)
 _SUPERVISOR_SIGNALS = tuple(
@@ -157,7 +165,7 @@ class _Worker:
     """The supervisor's record of one worker process."""
 
     __slots__ = ("pid", "fd", "started", "ready", "retiring", "replaces",
-                 "kill_at", "boot_killed")
+                 "kill_at", "boot_killed", "seen")
 
     def __init__(self, pid: int, fd: int, replaces: Optional[int]) -> None:
         self.pid = pid
@@ -168,6 +176,7 @@ class _Worker:
         self.replaces = replaces  # the pid a rolling restart retires for it
         self.kill_at: Optional[float] = None  # SIGKILL deadline
         self.boot_killed = False  # killed for not being ready in time
+        self.seen = self.started  # when its status pipe last had bytes
 
 
 class _Stopper:
@@ -321,6 +330,9 @@ class Supervisor(FirstListener):
                     self._on_status(w, data)
                 else:  # EOF: the worker has exited or is about to
                     self._forget_fd(w)
+            # Every pipe that had bytes was read just now: a worker that
+            # beat while this loop was not scheduled is not taken as silent.
+            self._check_silent()
 
     def _forget_fd(self, w: _Worker) -> None:
         if w.fd >= 0:
@@ -372,6 +384,7 @@ class Supervisor(FirstListener):
             self._begin_stop(self._stopping + 1, "close()")
 
     def _on_status(self, w: _Worker, data: bytes) -> None:
+        w.seen = time.monotonic()
         # A worker killed for boot_timeout is not taken as ready by a READY
         # it wrote as it was being killed.
         if READY in data and not w.ready and not w.boot_killed:
@@ -455,6 +468,25 @@ class Supervisor(FirstListener):
                     "Worker pid %d not ready after %g s: killed", w.pid, limit
                 )
                 w.boot_killed = True
+                self._kill(w, signal.SIGKILL)
+
+    def _check_silent(self) -> None:
+        """timeout: kill (and so replace) the serving workers whose
+        heartbeat stopped.  Not gracefully: a worker that cannot run Python
+        would not act on SIGTERM, and its event loop, which needs no GIL,
+        would go on accepting connections that nobody serves."""
+        if not self.adj.timeout or self._stopping:
+            return
+        limit = max(self.adj.timeout, SILENT_FLOOR)
+        now = time.monotonic()
+        for w in self._workers.values():
+            if w.ready and not w.retiring and now - w.seen > limit:
+                logger.error(
+                    "Worker pid %d: no heartbeat for %.0f s (a thread "
+                    "holding the GIL, or the process stopped): SIGKILL",
+                    w.pid, now - w.seen,
+                )
+                w.retiring = True
                 self._kill(w, signal.SIGKILL)
 
     # -- workers --------------------------------------------------------------
@@ -701,8 +733,14 @@ class Supervisor(FirstListener):
         poller = select.poll()
         poller.register(r.fileno(), select.POLLIN)
         poller.register(self._alive_r, select.POLLIN)
+        # timeout: a heartbeat (see SILENT_FLOOR).
+        beat = min(1.0, self.adj.timeout / 4) if self.adj.timeout else 0.0
+        next_beat = 0.0
         while not done.is_set():
-            for fd, _ in poller.poll(1000):
+            if beat and time.monotonic() >= next_beat:
+                _write(status_w, BEAT)
+                next_beat = time.monotonic() + beat
+            for fd, _ in poller.poll(int(beat * 1000) if beat else 1000):
                 if fd == self._alive_r:  # the supervisor is gone
                     poller.unregister(fd)
                     stopper.stop(1)
