@@ -46,6 +46,7 @@ typedef struct wc_worker_s wc_worker_t;
 typedef struct wc_logmsg_s wc_logmsg_t;
 typedef struct wc_waiter_s wc_waiter_t;
 typedef struct wc_busy_s wc_busy_t;
+typedef struct wc_slot_s wc_slot_t;
 
 /* ---- buffer.c: plain growable bytes, body spool, output queue ---------- */
 
@@ -527,6 +528,12 @@ struct wc_server_s {
     wc_logmsg_t *log_head, *log_tail;
     wc_seg_t *release_head;     /* sent reference segments (zero copy) */
     uint64_t release_bytes;     /* their bytes */
+
+    /* One record per worker thread of what it serves (dispatch.c): set
+     * at creation, each written by its worker only, read without a lock
+     * by the hung-request check. */
+    wc_slot_t *slots;
+    int nslots;
 };
 
 int wc_server_init(wc_server_t *srv);
@@ -558,5 +565,9 @@ void wc_dispatch_sweep(wc_server_t *srv);
  * is being destroyed and alone). */
 void wc_dispatch_retain(void *obj);
 void wc_dispatch_release_all(wc_server_t *srv, int lock);
+/* The worker threads' records (cfg.threads of them): 0 or -ENOMEM;
+ * freed with the server. */
+int wc_dispatch_slots_init(wc_server_t *srv) WC_WUR;
+void wc_dispatch_slots_free(wc_server_t *srv);
 
 #endif /* WC_LOOP_H */

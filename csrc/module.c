@@ -339,6 +339,10 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         so->srv = NULL;
         goto error;
     }
+    if (wc_dispatch_slots_init(srv) < 0) {
+        PyErr_NoMemory();
+        goto error;
+    }
     srv->listeners = calloc((size_t)(nls ? nls : 1), sizeof(wc_listener_t));
     if (srv->listeners == NULL) {
         PyErr_NoMemory();
@@ -511,6 +515,7 @@ server_dealloc(ServerObject *so)
         if (live == 0 || !srv->workers_started) {
             wc_server_destroy(srv);
             wc_dispatch_release_all(srv, 0);
+            wc_dispatch_slots_free(srv);
             PyMem_Free(srv);
         }
     }
@@ -531,6 +536,11 @@ static PyMethodDef server_methods[] = {
      "'close() called'."},
     {"worker", (PyCFunction)server_worker, METH_NOARGS,
      "worker(): a worker thread's body; returns once the server stopped."},
+    {"busy_requests", (PyCFunction)wc_dispatch_busy_requests, METH_O,
+     "busy_requests(older_than): (threads, [(method, path, age, key)...])\n"
+     "for the worker threads inside the application on one request for at\n"
+     "least older_than seconds (age in seconds; key tells requests apart).\n"
+     "Any thread; no lock taken."},
     {"log_thread", (PyCFunction)server_log_thread, METH_NOARGS,
      "log_thread(): emits the server's log lines; returns once run() has\n"
      "returned and every line is out."},

@@ -70,6 +70,10 @@ void wc_dispatch_drain_logs(wc_server_t *srv, PyObject *logger,
 /* Runs in a Python thread: emits the loop's log lines until the server
  * has stopped.  Holds the GIL only while emitting. */
 PyObject *wc_dispatch_log_main(PyObject *server);
+/* Server.busy_requests(older_than): (threads, [(method, path, age,
+ * key), ...]) for the worker threads inside the app on one request for
+ * at least older_than seconds.  New reference; GIL held, no lock. */
+PyObject *wc_dispatch_busy_requests(PyObject *server, PyObject *arg);
 
 /* ---- wsgi.c, environ.c, response.c: one request on a worker (GIL held) - */
 
@@ -78,6 +82,7 @@ struct wc_worker_s {
     PyObject *spare_sr;         /* a StartResponse to reuse, owned */
     int more;                   /* more pipelined requests follow */
     wc_buf_t out;               /* response head scratch */
+    wc_slot_t *slot;            /* its record (dispatch.c), or NULL */
     time_t date_sec;
     char date[40];
     size_t date_len;

@@ -54,6 +54,8 @@ shutdown_timeout = 2.5
 workers = 2
 max_requests = 1000
 max_requests_jitter = 10
+boot_timeout = 20
+timeout = 90
 access_log = true
 access_log_format = %%(h)s %%(s)s %%(b)s
 pidfile = %(here)s/paste.pid
@@ -97,6 +99,8 @@ EXPECTED = {
     "workers": 2,
     "max_requests": 1000,
     "max_requests_jitter": 10,
+    "boot_timeout": 20.0,
+    "timeout": 90.0,
     "access_log": True,
     "access_log_format": "%(h)s %(s)s %(b)s",
     "pidfile": "paste.pid",  # in the ini's directory

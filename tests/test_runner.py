@@ -186,6 +186,8 @@ VALUE_FLAGS = {
     "workers": "3",
     "max_requests": "1000",
     "max_requests_jitter": "50",
+    "boot_timeout": "10",
+    "timeout": "120",
     "access_log_format": "%(h)s %(s)s",
     "pidfile": "/tmp/wc-test.pid",
     "log_level": "warning",

@@ -478,6 +478,30 @@ OPTIONS: tuple[Option, ...] = (
         extra=True,
     ),
     Option(
+        "boot_timeout", float, 60.0, "SECONDS", TUNING,
+        "With worker processes: how long a new worker may take to become "
+        "ready (application imported, server built and listening).  A "
+        "worker not ready by then is killed (SIGKILL) and the failure "
+        "logged; during a rolling restart (SIGHUP) the worker it was to "
+        "replace keeps serving.  0 waits for as long as it takes.",
+        "60",
+        extra=True,
+    ),
+    Option(
+        "timeout", float, 0.0, "SECONDS", TUNING,
+        "Hung-worker timeout.  A request that has been inside the "
+        "application for longer than this is logged (once, with its method, "
+        "path and age); with worker processes, a worker whose every thread "
+        "is on such a request is replaced: a new worker is started and the "
+        "stuck one is stopped gracefully, then killed after "
+        "shutdown_timeout; a worker that sends no heartbeat for this long "
+        "(at least 10 s: a thread holds the GIL) is killed and replaced.  "
+        "0 (the default) checks nothing.",
+        "0",
+        extra=True,
+        aliases=("-t",),
+    ),
+    Option(
         "access_log", asbool, False, None, STANDARD,
         "Log one line per response, the server's own error responses "
         "included, at INFO on the waitress_c.access logger (route it with "
@@ -616,6 +640,8 @@ class Adjustments:
     workers: int
     max_requests: int
     max_requests_jitter: int
+    boot_timeout: float
+    timeout: float
     access_log: bool
     access_log_format: str
     pidfile: str | None
@@ -682,6 +708,9 @@ class Adjustments:
             )
         if not 0 <= self.shutdown_timeout < 1e9:
             raise ValueError("shutdown_timeout must be a number of seconds >= 0")
+        for name in ("boot_timeout", "timeout"):
+            if not 0 <= getattr(self, name) < 1e9:
+                raise ValueError("%s must be a number of seconds >= 0" % name)
 
     def _check_proxy_settings(self) -> None:
         if self.trusted_proxy_count is not None and self.trusted_proxy is None:

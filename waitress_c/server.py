@@ -219,6 +219,9 @@ class BaseWSGIServer:
         self._ran = False
         # A worker process's server leaves it to its supervisor.
         self._pidfile = adj.pidfile
+        # timeout: called once every thread is stuck (a worker process
+        # tells its supervisor); None logs it (waitress_c/watchdog.py).
+        self._on_hung = None
 
     def print_listen(self, format_str: str) -> None:
         for host, port in self.effective_listen:
@@ -252,9 +255,16 @@ class BaseWSGIServer:
             target=core.log_thread, name="waitress_c-log", daemon=True
         )
         log_thread.start()
+        watch = None
+        if self.adj.timeout:
+            from waitress_c.watchdog import HungWatch
+
+            watch = HungWatch(core, self.adj.timeout, self._on_hung).start()
         try:
             core.run(sigfd=restore[0] if restore else -1)
         finally:
+            if watch is not None:
+                watch.stop()
             remove_pidfile(self._pidfile, pid)
             log_thread.join(timeout=5)
             if restore:

@@ -73,6 +73,15 @@ MAX_BACKOFF = 30.0
 # Bytes on a worker's status pipe.
 READY = b"R"  # the server is built: the worker serves from now on
 RETIRING = b"Q"  # max_requests reached: the worker is stopping by itself
+STUCK = b"T"  # every thread is stuck in the app (timeout): replace it
+BEAT = b"."  # with timeout: the worker's main thread still gets the GIL
+# With timeout, a serving worker silent for max(timeout, SILENT_FLOOR)
+# seconds is replaced: its main thread, which writes BEAT every
+# timeout / 4 seconds (at least once a second), cannot get the GIL (an
+# extension holding it) or the process is stopped.  The floor keeps a
+# machine under load, where a process may wait a second for a core, from
+# passing for a hang.
+SILENT_FLOOR = 10.0
 
 _CLOSE = 0  # byte the supervisor's close() writes (no signal has number 0)
 _SUPERVISOR_SIGNALS = tuple(
@@ -160,7 +169,7 @@ class _Worker:
     """The supervisor's record of one worker process."""
 
     __slots__ = ("pid", "fd", "started", "ready", "retiring", "replaces",
-                 "kill_at", "age")
+                 "kill_at", "age", "boot_killed", "seen")
 
     def __init__(self, pid: int, fd: int, replaces: Optional[int]) -> None:
         self.pid = pid
@@ -171,6 +180,8 @@ class _Worker:
         self.replaces = replaces  # the pid a rolling restart retires for it
         self.kill_at: Optional[float] = None  # SIGKILL deadline
         self.age = 0  # 1 for the first worker started, 2 for the next...
+        self.boot_killed = False  # killed for not being ready in time
+        self.seen = self.started  # when its status pipe last had bytes
 
 
 class _Stopper:
@@ -231,6 +242,9 @@ class Supervisor(FirstListener):
         self._alive_r = self._alive_w = -1
         self._poller = select.poll()
         self._by_fd: Dict[int, _Worker] = {}  # status pipe -> worker
+        # print_listen()'s format: "Serving on" waits for a ready worker.
+        self._listen_format: Optional[str] = None
+        self._announced = False
 
     # -- the public surface ---------------------------------------------------
 
@@ -240,10 +254,20 @@ class Supervisor(FirstListener):
         return sorted(self._workers)
 
     def print_listen(self, format_str: str) -> None:
+        """Log the listeners, once a worker serves them (now if one does,
+        else when the first one is ready)."""
+        self._listen_format = format_str
+        if self._announced:
+            self._announce()
+
+    def _announce(self) -> None:
+        self._announced = True
+        if self._listen_format is None:
+            return
         for host, port in self.effective_listen:
             if ":" in host:
                 host = "[%s]" % host
-            logger.info(format_str.format(host, port))
+            logger.info(self._listen_format.format(host, port))
 
     def close(self) -> None:
         """Stop: gracefully the first time, at once the second.  Safe from
@@ -317,6 +341,9 @@ class Supervisor(FirstListener):
                     self._on_status(w, data)
                 else:  # EOF: the worker has exited or is about to
                     self._forget_fd(w)
+            # Every pipe that had bytes was read just now: a worker that
+            # beat while this loop was not scheduled is not taken as silent.
+            self._check_silent()
 
     def _forget_fd(self, w: _Worker) -> None:
         if w.fd >= 0:
@@ -329,6 +356,12 @@ class Supervisor(FirstListener):
         """Milliseconds until the next deadline, at most ``poll_ms``."""
         now = time.monotonic()
         deadlines = [w.kill_at for w in self._workers.values() if w.kill_at]
+        if self.adj.boot_timeout and not self._stopping:
+            deadlines += [
+                w.started + self.adj.boot_timeout
+                for w in self._workers.values()
+                if not (w.ready or w.retiring or w.boot_killed)
+            ]
         if self._spawn_at > now and not self._stopping:
             deadlines.append(self._spawn_at)
         ms = poll_ms
@@ -366,9 +399,14 @@ class Supervisor(FirstListener):
             self._begin_stop(self._stopping + 1, "close()")
 
     def _on_status(self, w: _Worker, data: bytes) -> None:
-        if READY in data and not w.ready:
+        w.seen = time.monotonic()
+        # A worker killed for boot_timeout is not taken as ready by a READY
+        # it wrote as it was being killed.
+        if READY in data and not w.ready and not w.boot_killed:
             w.ready = True
             logger.info("Worker pid %d: serving", w.pid)
+            if not self._announced:
+                self._announce()
             if w.pid == self._reload_new:
                 self._reload_new = None
                 old = self._workers.get(w.replaces or 0)
@@ -389,6 +427,14 @@ class Supervisor(FirstListener):
             logger.info(
                 "Worker pid %d: max_requests reached, recycling it", w.pid
             )
+        if (STUCK in data and w.ready and not w.retiring
+                and not self._stopping):
+            logger.error(
+                "Worker pid %d: every thread stuck in the application for "
+                "more than %g s (timeout): replacing it",
+                w.pid, self.adj.timeout,
+            )
+            self._retire(w, "hung")
 
     def _tick(self) -> None:
         """Deadlines, the next step of a rolling restart, the worker
@@ -403,6 +449,7 @@ class Supervisor(FirstListener):
                 w.kill_at = None
         if self._stopping:
             return
+        self._check_boot(now)
         if self._reload_new is None:
             while self._reload_queue:
                 old = self._workers.get(self._reload_queue.pop(0))
@@ -424,6 +471,41 @@ class Supervisor(FirstListener):
             )
             for w in candidates[: -missing]:
                 self._retire(w, "one worker less")
+
+    def _check_boot(self, now: float) -> None:
+        """boot_timeout: SIGKILL to the workers not ready in time (their
+        exit is handled by _on_exit)."""
+        limit = self.adj.boot_timeout
+        if not limit:
+            return
+        for w in self._workers.values():
+            if w.ready or w.retiring or w.boot_killed:
+                continue
+            if now - w.started >= limit:
+                logger.error(
+                    "Worker pid %d not ready after %g s: killed", w.pid, limit
+                )
+                w.boot_killed = True
+                self._kill(w, signal.SIGKILL)
+
+    def _check_silent(self) -> None:
+        """timeout: kill (and so replace) the serving workers whose
+        heartbeat stopped.  Not gracefully: a worker that cannot run Python
+        would not act on SIGTERM, and its event loop, which needs no GIL,
+        would go on accepting connections that nobody serves."""
+        if not self.adj.timeout or self._stopping:
+            return
+        limit = max(self.adj.timeout, SILENT_FLOOR)
+        now = time.monotonic()
+        for w in self._workers.values():
+            if w.ready and not w.retiring and now - w.seen > limit:
+                logger.error(
+                    "Worker pid %d: no heartbeat for %.0f s (a thread "
+                    "holding the GIL, or the process stopped): SIGKILL",
+                    w.pid, now - w.seen,
+                )
+                w.retiring = True
+                self._kill(w, signal.SIGKILL)
 
     # -- workers --------------------------------------------------------------
 
@@ -516,7 +598,16 @@ class Supervisor(FirstListener):
             return
         now = time.monotonic()
         if not w.ready:
-            if self._booting:
+            if w.boot_killed and w.pid == self._reload_new:
+                old = self._workers.get(w.replaces or 0)
+                logger.error(
+                    "Rolling restart abandoned: the new worker did not "
+                    "become ready; %s keeps serving",
+                    "pid %d" % old.pid if old else "the old worker")
+                self._reload_new = None
+                self._reload_queue.clear()
+                return
+            if self._booting and not w.boot_killed:
                 self._boot_failed = "worker pid %d failed to boot (%s)" % (
                     w.pid, how)
                 logger.error("Worker pid %d failed to boot (%s): stopping",
@@ -530,7 +621,7 @@ class Supervisor(FirstListener):
                 self._reload_new = None
                 self._reload_queue.clear()
                 return
-        if now - w.started < STABLE_AFTER:
+        if now - w.started < STABLE_AFTER or w.boot_killed:
             self._failures += 1
         else:
             self._failures = 0
@@ -628,6 +719,7 @@ class Supervisor(FirstListener):
             server = _server_class(self.sockets)(
                 app, self.adj, self.sockets, False)
             server._pidfile = None  # the supervisor's pid is in it
+            server._on_hung = lambda stuck: _report_hung(status_w, stuck)
         except BaseException:
             logger.exception("Worker pid %d: cannot start", os.getpid())
             return BOOT_ERROR
@@ -678,8 +770,14 @@ class Supervisor(FirstListener):
         poller = select.poll()
         poller.register(r.fileno(), select.POLLIN)
         poller.register(self._alive_r, select.POLLIN)
+        # timeout: a heartbeat (see SILENT_FLOOR).
+        beat = min(1.0, self.adj.timeout / 4) if self.adj.timeout else 0.0
+        next_beat = 0.0
         while not done.is_set():
-            for fd, _ in poller.poll(1000):
+            if beat and time.monotonic() >= next_beat:
+                _write(status_w, BEAT)
+                next_beat = time.monotonic() + beat
+            for fd, _ in poller.poll(int(beat * 1000) if beat else 1000):
                 if fd == self._alive_r:  # the supervisor is gone
                     poller.unregister(fd)
                     stopper.stop(1, "supervisor gone")
@@ -730,6 +828,18 @@ def _write(fd: int, data: bytes) -> None:
     except OSError as exc:  # the supervisor is gone
         if exc.errno not in (errno.EPIPE, errno.EBADF):
             raise
+
+
+def _report_hung(status_w: int, stuck) -> None:
+    """timeout, in a worker whose every thread is stuck: name the requests,
+    and have the supervisor replace this worker."""
+    from waitress_c.watchdog import describe
+
+    logger.error(
+        "Worker pid %d: all %d threads stuck in the application: %s",
+        os.getpid(), len(stuck), describe(stuck),
+    )
+    _write(status_w, STUCK)
 
 
 def _count_requests(app, limit: int, on_limit: Callable[[], None]):
