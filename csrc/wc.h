@@ -71,6 +71,16 @@ void wc_dispatch_drain_logs(wc_server_t *srv, PyObject *logger,
  * has stopped.  Holds the GIL only while emitting. */
 PyObject *wc_dispatch_log_main(PyObject *server);
 
+/* ---- metrics.c ------------------------------------------------------- */
+
+/* Slot `slot` of the writable metrics buffer `buf`: its cells, with `view`
+ * holding the buffer (the caller releases it), or NULL with an
+ * exception. */
+wc_metric_t *wc_metrics_attach(PyObject *buf, Py_ssize_t slot,
+                               Py_buffer *view);
+/* The module's metrics_read, metrics_fold and METRICS_LAYOUT. */
+int wc_metrics_init(PyObject *module) WC_RAISES_NEG;
+
 /* ---- wsgi.c, environ.c, response.c: one request on a worker (GIL held) - */
 
 struct wc_worker_s {
@@ -118,6 +128,8 @@ typedef struct {
     PyObject *format_exc;
     PyObject *access_log;       /* callable, or NULL when off */
     PyObject *log_escape;       /* access_log.escape, for error lines */
+    Py_buffer mview;            /* the metrics buffer srv->m is in, if
+                                   mview.obj */
 } ServerObject;
 
 /* environ.c (wc_environ_build: after StartResponseObject, below). */
