@@ -156,9 +156,11 @@ class _Worker:
     """The supervisor's record of one worker process."""
 
     __slots__ = ("pid", "fd", "started", "ready", "retiring", "replaces",
-                 "kill_at")
+                 "kill_at", "slot")
 
-    def __init__(self, pid: int, fd: int, replaces: Optional[int]) -> None:
+    def __init__(self, pid: int, fd: int, replaces: Optional[int],
+                 slot: Optional[int] = None) -> None:
+        self.slot = slot  # its metrics slot, if any
         self.pid = pid
         self.fd = fd  # read end of its status pipe, -1 once at EOF
         self.started = time.monotonic()
@@ -220,6 +222,16 @@ class Supervisor(FirstListener):
         self._alive_r = self._alive_w = -1
         self._poller = select.poll()
         self._by_fd: Dict[int, _Worker] = {}  # status pipe -> worker
+        # Metrics: one slot per worker process in memory they share with
+        # us; we serve the sum from this loop (waitress_c/metrics.py).
+        self._mbuf = self._metrics = None
+        self._mpolled: List[int] = []
+        self._restarts: Dict[str, int] = {}
+        if adj.metrics:
+            from waitress_c.metrics import MetricsBuffer, MetricsEndpoint
+
+            self._mbuf = MetricsBuffer(1 + max(64, 4 * adj.workers))
+            self._metrics = MetricsEndpoint(adj.metrics, self._render_metrics)
 
     # -- the public surface ---------------------------------------------------
 
@@ -263,6 +275,8 @@ class Supervisor(FirstListener):
                 "Supervisor pid %d: starting %d worker%s",
                 self._pid, self._target, "" if self._target == 1 else "s",
             )
+            if self._metrics is not None:
+                logger.info("Metrics on %s", self._metrics.url)
             self._loop(poll_ms=1000 if restore else 200)
         finally:
             for w in list(self._workers.values()):  # only after errors
@@ -276,6 +290,8 @@ class Supervisor(FirstListener):
             os.close(self._alive_r)
             self._wake_r.close()
             self._wake_w.close()
+            if self._metrics is not None:
+                self._metrics.close()
             self._close_sockets()
             remove_pidfile(self.adj.pidfile, self._pid)
         if self._boot_failed:
@@ -293,9 +309,13 @@ class Supervisor(FirstListener):
                 return
             self._tick()
             timeout = self._timeout(poll_ms)
+            self._poll_metrics()
             for fd, _ in self._poller.poll(timeout):
                 if fd == self._wake_r.fileno():
                     self._read_wakeups()
+                    continue
+                if self._metrics is not None and self._metrics.owns(fd):
+                    self._metrics.handle(fd)
                     continue
                 w = self._by_fd[fd]
                 try:
@@ -366,6 +386,7 @@ class Supervisor(FirstListener):
             ):
                 self._booting = False
         if RETIRING in data and not w.retiring:
+            self._count_restart("max_requests")
             w.retiring = True
             w.kill_at = self._graceful_deadline()
             logger.info(
@@ -483,6 +504,9 @@ class Supervisor(FirstListener):
 
     def _on_exit(self, w: _Worker, status: int) -> None:
         how = describe_status(status)
+        if self._mbuf is not None and w.slot is not None:
+            self._mbuf.retire(w.slot)  # its counts stay in the totals
+            w.slot = None
         if w.fd >= 0:  # a last status byte may wait there
             try:
                 data = os.read(w.fd, 64)
@@ -510,6 +534,7 @@ class Supervisor(FirstListener):
                 self._reload_new = None
                 self._reload_queue.clear()
                 return
+        self._count_restart("exit" if status == 0 else "crash")
         if now - w.started < STABLE_AFTER:
             self._failures += 1
         else:
@@ -526,6 +551,9 @@ class Supervisor(FirstListener):
     def _spawn(self, replaces: Optional[int] = None) -> Optional[int]:
         """Fork one worker; returns its pid (None if fork failed)."""
         r, w = os.pipe()
+        slot = self._mbuf.take() if self._mbuf is not None else None
+        if replaces:
+            self._count_restart("reload")
         blocked = signal.pthread_sigmask(
             signal.SIG_BLOCK, _SUPERVISOR_SIGNALS)
         try:
@@ -534,6 +562,8 @@ class Supervisor(FirstListener):
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             os.close(r)
             os.close(w)
+            if slot is not None:
+                self._mbuf.retire(slot)
             logger.error("Cannot start a worker: %s", exc)
             self._spawn_at = time.monotonic() + 1.0
             return None
@@ -541,7 +571,7 @@ class Supervisor(FirstListener):
             status = 70
             try:
                 os.close(r)
-                status = self._worker_main(w, blocked)
+                status = self._worker_main(w, blocked, slot)
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -553,7 +583,7 @@ class Supervisor(FirstListener):
                 os._exit(status)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         os.close(w)
-        self._workers[pid] = rec = _Worker(pid, r, replaces)
+        self._workers[pid] = rec = _Worker(pid, r, replaces, slot)
         self._by_fd[r] = rec
         self._poller.register(r, select.POLLIN)
         logger.info(
@@ -564,8 +594,10 @@ class Supervisor(FirstListener):
 
     # -- in the worker process ----------------------------------------------
 
-    def _worker_main(self, status_w: int, mask) -> int:
-        """Runs in the forked child; returns its exit status."""
+    def _worker_main(self, status_w: int, mask,
+                     slot: Optional[int] = None) -> int:
+        """Runs in the forked child; returns its exit status.  ``slot``:
+        its metrics slot."""
         for sig in _SUPERVISOR_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         for sig in _WORKER_IGNORED:
@@ -578,6 +610,8 @@ class Supervisor(FirstListener):
             os.close(fd)
         self._workers = {}
         self._by_fd = {}
+        if self._metrics is not None:  # the supervisor's to serve
+            self._metrics.close()
         _set_parent_death_signal(signal.SIGTERM)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if os.getppid() != self._pid:
@@ -592,7 +626,9 @@ class Supervisor(FirstListener):
                     0, self.adj.max_requests_jitter)
                 app = _count_requests(app, limit, lambda: retire[0]())
             server = _server_class(self.sockets)(
-                app, self.adj, self.sockets, False)
+                app, self.adj, self.sockets, False,
+                metrics_slot=(self._mbuf, slot or 0),
+            )
             server._pidfile = None  # the supervisor's pid is in it
         except BaseException:
             logger.exception("Worker pid %d: cannot start", os.getpid())
@@ -660,6 +696,51 @@ class Supervisor(FirstListener):
                 stopper.stop(1)
         loop.join()
         signal.set_wakeup_fd(-1)
+
+    # -- metrics --------------------------------------------------------------
+
+    def _count_restart(self, cause: str) -> None:
+        self._restarts[cause] = self._restarts.get(cause, 0) + 1
+
+    def _poll_metrics(self) -> None:
+        """Poll the metrics listener and its scrapes with the rest."""
+        if self._metrics is None:
+            return
+        self._metrics.expire()
+        for fd in self._mpolled:
+            # A closed scrape's number may be a worker's status pipe now.
+            if fd in self._by_fd or fd == self._wake_r.fileno():
+                continue
+            try:
+                self._poller.unregister(fd)
+            except KeyError:
+                pass
+        self._mpolled = []
+        for fd, events in self._metrics.fds():
+            self._poller.register(fd, events)
+            self._mpolled.append(fd)
+
+    def _render_metrics(self) -> str:
+        from waitress_c.metrics import render
+
+        assert self._mbuf is not None
+        slots = [0] + [
+            w.slot for w in self._workers.values() if w.slot is not None
+        ]
+        extra = [
+            "# HELP waitress_c_workers Worker processes alive.",
+            "# TYPE waitress_c_workers gauge",
+            "waitress_c_workers %d" % len(self._workers),
+            "# HELP waitress_c_worker_restarts_total Worker processes "
+            "replaced, by cause.",
+            "# TYPE waitress_c_worker_restarts_total counter",
+        ]
+        for cause in ("max_requests", "reload", "exit", "crash"):
+            extra.append(
+                'waitress_c_worker_restarts_total{cause="%s"} %d'
+                % (cause, self._restarts.get(cause, 0))
+            )
+        return render(self._mbuf, slots, extra)
 
     # -- helpers --------------------------------------------------------------
 
