@@ -212,6 +212,7 @@ DEFAULTS = {
     "access_log_format": '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
     "pidfile": None,
     "log_level": None,
+    "metrics": None,
 }
 
 
@@ -297,6 +298,7 @@ FROM_STRINGS = [
     ("access_log_format", "%(h)s %(s)s %(D)s", "%(h)s %(s)s %(D)s"),
     ("pidfile", "/tmp/wc.pid", "/tmp/wc.pid"),
     ("log_level", "WARNING", "warning"),
+    ("metrics", "127.0.0.1:9100", "127.0.0.1:9100"),
 ]
 
 NEEDS_PROXY = {"trusted_proxy_count", "trusted_proxy_headers"}

@@ -188,6 +188,7 @@ VALUE_FLAGS = {
     "access_log_format": "%(h)s %(s)s",
     "pidfile": "/tmp/wc-test.pid",
     "log_level": "warning",
+    "metrics": "127.0.0.1:9100",
 }
 
 CONTEXT = {
