@@ -58,6 +58,7 @@ access_log = true
 access_log_format = %%(h)s %%(s)s %%(b)s
 pidfile = %(here)s/paste.pid
 log_level = Info
+metrics = 127.0.0.1:9100
 """
 
 EXPECTED = {
@@ -98,6 +99,7 @@ EXPECTED = {
     "access_log_format": "%(h)s %(s)s %(b)s",
     "pidfile": "paste.pid",  # in the ini's directory
     "log_level": "info",
+    "metrics": "127.0.0.1:9100",
 }
 
 
