@@ -627,7 +627,9 @@ class Supervisor(FirstListener):
                 app = _count_requests(app, limit, lambda: retire[0]())
             server = _server_class(self.sockets)(
                 app, self.adj, self.sockets, False,
-                metrics_slot=(self._mbuf, slot or 0),
+                # No slot (all taken): counted in its own memory only.
+                metrics_slot=(self._mbuf if slot is not None else None,
+                              slot or 0),
             )
             server._pidfile = None  # the supervisor's pid is in it
         except BaseException:
