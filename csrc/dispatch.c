@@ -329,7 +329,7 @@ wc_dispatch_worker_main(PyObject *server)
         release(dead);
         int serving = ch != NULL;
         if (serving)
-            wc_m_add(srv->m, WC_M_BUSY, 1);
+            wc_m_gil_add(srv->m, WC_M_BUSY, 1);
         while (ch) {
             serve_channel(&w, ch);
             /* Next task without letting the GIL go, unless the queue lock
@@ -342,7 +342,7 @@ wc_dispatch_worker_main(PyObject *server)
             release(dead);
         }
         if (serving)
-            wc_m_add(srv->m, WC_M_BUSY, -1);
+            wc_m_gil_add(srv->m, WC_M_BUSY, -1);
         ts = PyEval_SaveThread();
         pthread_mutex_lock(&srv->qlock);
     }

@@ -432,8 +432,10 @@ void wc_channel_wait_writers(wc_channel_t *ch);
  * any time.  Each cell has one kind of writer, so most increments need no
  * locked instruction:
  *
- *   loop   the loop thread alone: wc_m_loop_add (a load and a store)
- *   qlock  under srv->qlock: a load and a store
+ *   loop   the loop thread alone: wc_m_own_add (a load and a store)
+ *   qlock  under srv->qlock: the same
+ *   GIL    workers holding the GIL: wc_m_gil_add (wc.h: the same, or
+ *          fetch_add on a free-threaded build)
  *   any    workers and app threads: wc_m_add (fetch_add, relaxed)
  *
  * Gauges (from WC_M_GAUGES) say what the process has now; the rest are
@@ -451,16 +453,16 @@ enum {
     WC_M_BYTES_OUT_LOOP,        /* loop: bytes the loop wrote */
     WC_M_BYTES_OUT,             /* any: bytes workers wrote */
     WC_M_SPOOLED,               /* loop: request bodies in a temp file */
-    WC_M_DURATION_NS,           /* any: the durations' sum */
-    WC_M_REQUESTS,              /* any: [class][method] */
+    WC_M_DURATION_NS,           /* GIL: the durations' sum */
+    WC_M_REQUESTS,              /* GIL: [class][method] */
     WC_M_DURATION = WC_M_REQUESTS + WC_M_NCLASS * WC_M_NMETHOD,
-                                /* any: per bucket, not cumulative */
+                                /* GIL: per bucket, not cumulative */
     WC_M_QUEUE_MAX = WC_M_DURATION + WC_M_NBUCKET,
                                 /* qlock: the task queue's high-water mark */
     WC_M_GAUGES,
     WC_M_CONNECTIONS = WC_M_GAUGES, /* loop: open connections */
     WC_M_QUEUE,                 /* qlock: tasks waiting */
-    WC_M_BUSY,                  /* any: worker threads serving */
+    WC_M_BUSY,                  /* GIL: worker threads serving */
     WC_M_PARKED,                /* any: threads parked on a full output
                                    queue */
     WC_M_THREADS,               /* set once: the worker threads */
@@ -495,9 +497,9 @@ wc_m_add(wc_metric_t *m, int field, int64_t n)
     atomic_fetch_add_explicit(&m[field], (uint64_t)n, memory_order_relaxed);
 }
 
-/* Worker: one response is over.  `status` is the code sent (0: none, the
- * client left first: not counted); `done_ns` when the request was
- * complete (uv_hrtime). */
+/* Worker, GIL held: one response is over.  `status` is the code sent (0:
+ * none, the client left first: not counted); r->done_ns is when the
+ * request was complete (uv_hrtime). */
 void wc_metrics_request(wc_metric_t *m, const wc_request_t *r, int status);
 
 /* ---- server.c: the loop, listeners, signals, shutdown ------------------ */

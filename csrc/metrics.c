@@ -12,8 +12,9 @@
  * slots of WC_M_SLOT_BYTES bytes.  Cells are read with relaxed atomic
  * loads: a scrape sees each cell whole, not all of them at one instant.
  *
- * GIL map: wc_metrics_request runs on a worker, GIL held or not (it
- * touches no Python object).  The module functions hold the GIL.
+ * GIL map: wc_metrics_request runs on a worker holding the GIL (which
+ * serializes its cells: wc_m_gil_add).  The module functions hold the
+ * GIL.
  */
 #include "wc.h"
 
@@ -57,14 +58,14 @@ wc_metrics_request(wc_metric_t *m, const wc_request_t *r, int status)
     int method = r->method ? method_index(r->method, r->method_len)
                            : WC_M_NMETHOD - 1;
     int cls = status / 100 - 1;
-    wc_m_add(m, WC_M_REQUESTS + cls * WC_M_NMETHOD + method, 1);
+    wc_m_gil_add(m, WC_M_REQUESTS + cls * WC_M_NMETHOD + method, 1);
     uint64_t now = uv_hrtime();
     uint64_t ns = r->done_ns && now > r->done_ns ? now - r->done_ns : 0;
     int b = 0;
     while (b < WC_M_NBUCKET - 1 && ns > bucket_ns[b])
         b++;
-    wc_m_add(m, WC_M_DURATION + b, 1);
-    wc_m_add(m, WC_M_DURATION_NS, (int64_t)ns);
+    wc_m_gil_add(m, WC_M_DURATION + b, 1);
+    wc_m_gil_add(m, WC_M_DURATION_NS, (int64_t)ns);
 }
 
 /* ---- the Python side's view ------------------------------------------- */

@@ -73,6 +73,20 @@ PyObject *wc_dispatch_log_main(PyObject *server);
 
 /* ---- metrics.c ------------------------------------------------------- */
 
+/* A cell whose writers all hold the GIL (requests, durations, busy
+ * threads): where there is a GIL it serializes them, and a load and a
+ * store do, without a locked instruction; a free-threaded build adds
+ * atomically. */
+static inline void
+wc_m_gil_add(wc_metric_t *m, int field, int64_t n)
+{
+#ifdef Py_GIL_DISABLED
+    wc_m_add(m, field, n);
+#else
+    wc_m_own_add(m, field, (uint64_t)n);
+#endif
+}
+
 /* Slot `slot` of the writable metrics buffer `buf`: its cells, with `view`
  * holding the buffer (the caller releases it), or NULL with an
  * exception. */

@@ -352,7 +352,9 @@ class MetricsEndpoint:
             poller.register(wake, select.POLLIN)
             for fd, events in self.fds():
                 poller.register(fd, events)
-            for fd, _ in poller.poll(1000):
+            # No timer while no scrape is open: an idle endpoint costs
+            # no wake-up at all.
+            for fd, _ in poller.poll(1000 if self.conns else None):
                 if fd == wake:
                     return
                 try:
