@@ -315,7 +315,10 @@ class Supervisor(FirstListener):
                     self._read_wakeups()
                     continue
                 if self._metrics is not None and self._metrics.owns(fd):
-                    self._metrics.handle(fd)
+                    try:
+                        self._metrics.handle(fd)
+                    except Exception:  # a scrape never stops supervision
+                        logger.exception("metrics: scrape failed")
                     continue
                 w = self._by_fd[fd]
                 try:
