@@ -489,7 +489,6 @@ queue_request(wc_channel_t *ch, wc_request_t *r)
         b->nspooled++;
         wc_m_own_add(ch->srv->m, WC_M_SPOOLED, 1);
     }
-
     b->pend_bytes += request_size(r);
     if (!b->busy) {
         b->busy = 1;
