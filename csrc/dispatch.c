@@ -66,8 +66,15 @@ wc_dispatch_push(wc_server_t *srv, wc_channel_t *ch)
         srv->task_head = ch;
     srv->task_tail = ch;
     srv->ntasks++;
-    if (srv->ntasks > srv->idle_workers && srv->ntasks > srv->depth_warn)
-        srv->depth_warn = srv->ntasks;
+    wc_m_set(srv->m, WC_M_QUEUE, (uint64_t)srv->ntasks);
+    if (srv->ntasks > srv->idle_workers) {
+        /* Every worker is busy (or about to be): this task waits. */
+        if (srv->ntasks > srv->depth_warn)
+            srv->depth_warn = srv->ntasks;
+        if ((uint64_t)srv->ntasks > atomic_load_explicit(
+                &srv->m[WC_M_QUEUE_MAX], memory_order_relaxed))
+            wc_m_set(srv->m, WC_M_QUEUE_MAX, (uint64_t)srv->ntasks);
+    }
     pthread_mutex_unlock(&srv->qlock);
     /* No wake-up here: the loop wakes a worker once it has queued every
      * request of this iteration (wc_dispatch_wake), so one worker wake-up
@@ -190,6 +197,7 @@ pop_task(wc_server_t *srv)
         if (srv->task_head == NULL)
             srv->task_tail = NULL;
         srv->ntasks--;
+        wc_m_set(srv->m, WC_M_QUEUE, (uint64_t)srv->ntasks);
         srv->pops++;
     }
     return ch;
@@ -227,8 +235,15 @@ emit_logs(ServerObject *so, wc_logmsg_t *m, int depth)
         m = next;
     }
     if (depth) {
-        PyObject *r = PyObject_CallMethod(so->qlogger, "warning", "si",
-                                          "Task queue depth is %d", depth);
+        /* One line that says what to do: waitress's bare "Task queue
+         * depth is N" is its most-asked question. */
+        PyObject *r = PyObject_CallMethod(
+            so->qlogger, "warning", "siii",
+            "Task queue depth is %d: all %d threads were busy and %d "
+            "requests waited; raise --threads if the app waits on I/O, or "
+            "add --workers if it is CPU-bound (see the metric "
+            "waitress_c_task_queue_depth)",
+            depth, so->srv->cfg.threads, depth);
         if (r == NULL)
             PyErr_WriteUnraisable(so->qlogger);
         Py_XDECREF(r);
@@ -448,6 +463,7 @@ serve_channel(wc_worker_t *w, wc_channel_t *ch)
             if (((ServerObject *)w->server)->access_log)
                 wc_wsgi_log_error(w, ch, req, req->error_status, n);
             close = 1;
+            wc_metrics_request(ch->srv->m, req, req->error_status);
         } else {
             if (w->slot)
                 slot_enter(w->slot, req);
@@ -526,6 +542,9 @@ wc_dispatch_worker_main(PyObject *server)
 
         PyEval_RestoreThread(ts);
         release(dead);
+        int serving = ch != NULL;
+        if (serving)
+            wc_m_gil_add(srv->m, WC_M_BUSY, 1);
         while (ch) {
             serve_channel(&w, ch);
             /* Next task without letting the GIL go, unless the queue lock
@@ -537,6 +556,8 @@ wc_dispatch_worker_main(PyObject *server)
             pthread_mutex_unlock(&srv->qlock);
             release(dead);
         }
+        if (serving)
+            wc_m_gil_add(srv->m, WC_M_BUSY, -1);
         ts = PyEval_SaveThread();
         pthread_mutex_lock(&srv->qlock);
     }

@@ -2,7 +2,7 @@
  * its Server type, the small C surface the Python package drives:
  *
  *     srv = Server(app, listeners, adj, drop_proxy_headers=False,
- *                  access_log=None)
+ *                  access_log=None, metrics=None, metrics_slot=0)
  *     srv.worker()      # in each worker thread: serves until stopped
  *     srv.run(sigfd)    # in the serving thread: the loop, GIL released
  *     srv.close(why)    # any thread: graceful stop (twice: immediate);
@@ -253,11 +253,14 @@ static PyObject *
 server_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"app", "listeners", "adj", "drop_proxy_headers",
-                             "access_log", NULL};
+                             "access_log", "metrics", "metrics_slot", NULL};
     PyObject *app, *listeners, *adj, *access_log = Py_None;
+    PyObject *metrics = Py_None;
+    Py_ssize_t metrics_slot = 0;
     int drop = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|pO:Server", kwlist, &app,
-                                     &listeners, &adj, &drop, &access_log))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|pOOn:Server", kwlist,
+                                     &app, &listeners, &adj, &drop,
+                                     &access_log, &metrics, &metrics_slot))
         return NULL;
     if (!PyCallable_Check(app)) {
         PyErr_SetString(PyExc_TypeError, "app must be callable");
@@ -343,6 +346,15 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         PyErr_NoMemory();
         goto error;
     }
+    srv->m = srv->own_m;
+    if (metrics != Py_None) {
+        /* A slot of the metrics buffer (metrics.py); the view keeps the
+         * buffer alive and fixed in memory while the server may write. */
+        srv->m = wc_metrics_attach(metrics, metrics_slot, &so->mview);
+        if (srv->m == NULL)
+            goto error;
+    }
+    wc_m_set(srv->m, WC_M_THREADS, (uint64_t)srv->cfg.threads);
     srv->listeners = calloc((size_t)(nls ? nls : 1), sizeof(wc_listener_t));
     if (srv->listeners == NULL) {
         PyErr_NoMemory();
@@ -517,7 +529,11 @@ server_dealloc(ServerObject *so)
             wc_dispatch_release_all(srv, 0);
             wc_dispatch_slots_free(srv);
             PyMem_Free(srv);
+            if (so->mview.obj)
+                PyBuffer_Release(&so->mview);
         }
+    } else if (so->mview.obj) {
+        PyBuffer_Release(&so->mview);
     }
     server_clear(so);
     tp->tp_free(so);
@@ -563,7 +579,7 @@ static PyType_Slot server_slots[] = {
     {Py_tp_clear, server_clear},
     {Py_tp_dealloc, server_dealloc},
     {Py_tp_doc, "Server(app, listeners, adj, drop_proxy_headers=False, "
-                "access_log=None)"},
+                "access_log=None, metrics=None, metrics_slot=0)"},
     {0, NULL},
 };
 
@@ -590,7 +606,7 @@ static int
 core_exec(PyObject *m)
 {
     module_state *st = get_state(m);
-    if (wc_wsgi_init(m) < 0)
+    if (wc_wsgi_init(m) < 0 || wc_metrics_init(m) < 0)
         return -1;
     if (add_type(m, &server_spec, &st->server_type) < 0
         || add_type(m, &wc_start_response_spec, &st->sr_type) < 0

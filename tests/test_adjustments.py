@@ -217,6 +217,7 @@ DEFAULTS = {
     "log_config": None,
     "error_logfile": None,
     "access_logfile": None,
+    "metrics": None,
 }
 
 
@@ -307,6 +308,7 @@ FROM_STRINGS = [
     ("log_config", "/tmp/wc-logging.json", "/tmp/wc-logging.json"),
     ("error_logfile", "/tmp/wc-error.log", "/tmp/wc-error.log"),
     ("access_logfile", "-", "-"),
+    ("metrics", "127.0.0.1:9100", "127.0.0.1:9100"),
 ]
 
 NEEDS_PROXY = {"trusted_proxy_count", "trusted_proxy_headers"}

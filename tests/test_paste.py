@@ -63,6 +63,7 @@ log_level = Info
 log_config = %(here)s/logging.json
 error_logfile = -
 access_logfile = -
+metrics = 127.0.0.1:9100
 """
 
 EXPECTED = {
@@ -108,6 +109,7 @@ EXPECTED = {
     "log_config": "logging.json",  # in the ini's directory
     "error_logfile": "-",
     "access_logfile": "-",
+    "metrics": "127.0.0.1:9100",
 }
 
 

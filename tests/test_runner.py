@@ -195,6 +195,7 @@ VALUE_FLAGS = {
     "log_config": os.path.join(os.path.dirname(os.path.abspath(__file__)), "logging_noop.json"),
     "error_logfile": "-",
     "access_logfile": "-",
+    "metrics": "127.0.0.1:9100",
 }
 
 CONTEXT = {

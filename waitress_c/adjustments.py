@@ -30,6 +30,7 @@ __all__ = [
     "TRUSTABLE_PROXY_HEADERS",
     "as_socket_list",
     "asbool",
+    "host_port",
     "aslevel",
     "aslist",
     "asoctal",
@@ -121,6 +122,18 @@ def aslevel(value: Any) -> str | None:
             % (value, ", ".join(LOG_LEVELS))
         )
     return level
+
+
+def host_port(value: Any) -> str | None:
+    """``HOST:PORT`` (``[::1]:9100`` for IPv6; port 0: any free one),
+    checked and kept as given; None for an empty value."""
+    if value is None or not str(value).strip():
+        return None
+    text = str(value).strip()
+    host, port = split_listen_entry(text, -1)
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError("expected HOST:PORT, not %r" % text)
+    return text
 
 
 def as_socket_list(value: Iterable[Any]) -> list[socket.socket]:
@@ -575,6 +588,16 @@ OPTIONS: tuple[Option, ...] = (
         "none",
         extra=True,
     ),
+    Option(
+        "metrics", host_port, None, "HOST:PORT", STANDARD,
+        "Serve Prometheus metrics (text format) at http://HOST:PORT/metrics, "
+        "on a listener of their own: requests by status and method, a "
+        "duration histogram, bytes, connections, the task queue, busy "
+        "threads; with worker processes, one scrape of the supervisor "
+        "covers them all.  Off by default.  Bind it to a private address.",
+        "off",
+        extra=True,
+    ),
 )
 
 OPTION_MAP: dict[str, Option] = {opt.name: opt for opt in OPTIONS}
@@ -649,6 +672,7 @@ class Adjustments:
     log_config: str | None
     error_logfile: str | None
     access_logfile: str | None
+    metrics: str | None
 
     # Options set on every accepted TCP connection, as (level, name, value).
     # Not an adjustment: passing it to the constructor is an error.

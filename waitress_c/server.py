@@ -183,7 +183,11 @@ class BaseWSGIServer:
     main thread); in-flight responses are finished first.
     """
 
-    def __init__(self, application, adj: Adjustments, sockets, owned):
+    def __init__(self, application, adj: Adjustments, sockets, owned,
+                 metrics_slot: Optional[Tuple[Any, int]] = None):
+        """``metrics_slot``: (MetricsBuffer, slot) to count into, from a
+        supervisor that serves the metrics; otherwise ``adj.metrics``
+        makes a buffer and a listener of this server's own."""
         from waitress_c import _core
 
         self.application = application
@@ -212,9 +216,21 @@ class BaseWSGIServer:
             from waitress_c.access_log import AccessLog
 
             access = AccessLog(adj.access_log_format)
+        self._metrics = None
+        mbuf, mslot = metrics_slot or (None, 0)
+        if mbuf is None and adj.metrics:
+            from waitress_c.metrics import MetricsBuffer
+
+            mbuf = MetricsBuffer(1)
         self._core = _core.Server(
-            app, listeners, adj, drop_proxy_headers=drop, access_log=access
+            app, listeners, adj, drop_proxy_headers=drop, access_log=access,
+            metrics=mbuf.map if mbuf is not None else None, metrics_slot=mslot,
         )
+        if metrics_slot is None and mbuf is not None:
+            from waitress_c.metrics import MetricsEndpoint, render
+
+            self._metrics = MetricsEndpoint(
+                adj.metrics, lambda: render(mbuf, (0,)))
         self._threads: List[threading.Thread] = []
         self._ran = False
         # A worker process's server leaves it to its supervisor.
@@ -260,11 +276,16 @@ class BaseWSGIServer:
             from waitress_c.watchdog import HungWatch
 
             watch = HungWatch(core, self.adj.timeout, self._on_hung).start()
+        if self._metrics is not None:
+            self._metrics.start()
+            logger.info("Metrics on %s", self._metrics.url)
         try:
             core.run(sigfd=restore[0] if restore else -1)
         finally:
             if watch is not None:
                 watch.stop()
+            if self._metrics is not None:
+                self._metrics.close()
             remove_pidfile(self._pidfile, pid)
             log_thread.join(timeout=5)
             if restore:

@@ -169,9 +169,11 @@ class _Worker:
     """The supervisor's record of one worker process."""
 
     __slots__ = ("pid", "fd", "started", "ready", "retiring", "replaces",
-                 "kill_at", "age", "boot_killed", "seen")
+                 "kill_at", "age", "boot_killed", "seen", "slot")
 
-    def __init__(self, pid: int, fd: int, replaces: Optional[int]) -> None:
+    def __init__(self, pid: int, fd: int, replaces: Optional[int],
+                 slot: Optional[int] = None) -> None:
+        self.slot = slot  # its metrics slot, if any
         self.pid = pid
         self.fd = fd  # read end of its status pipe, -1 once at EOF
         self.started = time.monotonic()
@@ -245,6 +247,16 @@ class Supervisor(FirstListener):
         # print_listen()'s format: "Serving on" waits for a ready worker.
         self._listen_format: Optional[str] = None
         self._announced = False
+        # Metrics: one slot per worker process in memory they share with
+        # us; we serve the sum from this loop (waitress_c/metrics.py).
+        self._mbuf = self._metrics = None
+        self._mpolled: List[int] = []
+        self._restarts: Dict[str, int] = {}
+        if adj.metrics:
+            from waitress_c.metrics import MetricsBuffer, MetricsEndpoint
+
+            self._mbuf = MetricsBuffer(1 + max(64, 4 * adj.workers))
+            self._metrics = MetricsEndpoint(adj.metrics, self._render_metrics)
 
     # -- the public surface ---------------------------------------------------
 
@@ -298,6 +310,8 @@ class Supervisor(FirstListener):
                 "Supervisor pid %d: starting %d worker%s",
                 self._pid, self._target, "" if self._target == 1 else "s",
             )
+            if self._metrics is not None:
+                logger.info("Metrics on %s", self._metrics.url)
             self._loop(poll_ms=1000 if restore else 200)
         finally:
             for w in list(self._workers.values()):  # only after errors
@@ -311,6 +325,8 @@ class Supervisor(FirstListener):
             os.close(self._alive_r)
             self._wake_r.close()
             self._wake_w.close()
+            if self._metrics is not None:
+                self._metrics.close()
             self._close_sockets()
             remove_pidfile(self.adj.pidfile, self._pid)
         if self._boot_failed:
@@ -328,9 +344,16 @@ class Supervisor(FirstListener):
                 return
             self._tick()
             timeout = self._timeout(poll_ms)
+            self._poll_metrics()
             for fd, _ in self._poller.poll(timeout):
                 if fd == self._wake_r.fileno():
                     self._read_wakeups()
+                    continue
+                if self._metrics is not None and self._metrics.owns(fd):
+                    try:
+                        self._metrics.handle(fd)
+                    except Exception:  # a scrape never stops supervision
+                        logger.exception("metrics: scrape failed")
                     continue
                 w = self._by_fd[fd]
                 try:
@@ -422,6 +445,7 @@ class Supervisor(FirstListener):
                     self._pid, self.adj, self.effective_listen,
                     self.worker_pids))
         if RETIRING in data and not w.retiring:
+            self._count_restart("max_requests")
             w.retiring = True
             w.kill_at = self._graceful_deadline()
             logger.info(
@@ -585,6 +609,9 @@ class Supervisor(FirstListener):
         how = describe_status(status)
         self.hooks.call("child_exit", WorkerInfo(
             w.pid, w.age, self.adj, os.waitstatus_to_exitcode(status)))
+        if self._mbuf is not None and w.slot is not None:
+            self._mbuf.retire(w.slot)  # its counts stay in the totals
+            w.slot = None
         if w.fd >= 0:  # a last status byte may wait there
             try:
                 data = os.read(w.fd, 64)
@@ -621,6 +648,8 @@ class Supervisor(FirstListener):
                 self._reload_new = None
                 self._reload_queue.clear()
                 return
+        self._count_restart("boot_timeout" if w.boot_killed
+                            else "exit" if status == 0 else "crash")
         if now - w.started < STABLE_AFTER or w.boot_killed:
             self._failures += 1
         else:
@@ -637,6 +666,9 @@ class Supervisor(FirstListener):
     def _spawn(self, replaces: Optional[int] = None) -> Optional[int]:
         """Fork one worker; returns its pid (None if fork failed)."""
         r, w = os.pipe()
+        slot = self._mbuf.take() if self._mbuf is not None else None
+        if replaces:
+            self._count_restart("reload")
         blocked = signal.pthread_sigmask(
             signal.SIG_BLOCK, _SUPERVISOR_SIGNALS)
         self._spawned += 1
@@ -646,6 +678,8 @@ class Supervisor(FirstListener):
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             os.close(r)
             os.close(w)
+            if slot is not None:
+                self._mbuf.retire(slot)
             logger.error("Cannot start a worker: %s", exc)
             self._spawn_at = time.monotonic() + 1.0
             return None
@@ -653,7 +687,7 @@ class Supervisor(FirstListener):
             status = 70
             try:
                 os.close(r)
-                status = self._worker_main(w, blocked)
+                status = self._worker_main(w, blocked, slot)
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -668,7 +702,7 @@ class Supervisor(FirstListener):
                 os._exit(status)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         os.close(w)
-        self._workers[pid] = rec = _Worker(pid, r, replaces)
+        self._workers[pid] = rec = _Worker(pid, r, replaces, slot)
         rec.age = self._spawned
         self._by_fd[r] = rec
         self._poller.register(r, select.POLLIN)
@@ -680,8 +714,10 @@ class Supervisor(FirstListener):
 
     # -- in the worker process ----------------------------------------------
 
-    def _worker_main(self, status_w: int, mask) -> int:
-        """Runs in the forked child; returns its exit status."""
+    def _worker_main(self, status_w: int, mask,
+                     slot: Optional[int] = None) -> int:
+        """Runs in the forked child; returns its exit status.  ``slot``:
+        its metrics slot."""
         for sig in _SUPERVISOR_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         for sig in _WORKER_IGNORED:
@@ -694,6 +730,8 @@ class Supervisor(FirstListener):
             os.close(fd)
         self._workers = {}
         self._by_fd = {}
+        if self._metrics is not None:  # the supervisor's to serve
+            self._metrics.close()
         _set_parent_death_signal(signal.SIGTERM)
         # SIGUSR1 stays blocked (pending, neither lost nor fatal) until
         # _serve_in_worker handles it.
@@ -717,7 +755,11 @@ class Supervisor(FirstListener):
                     0, self.adj.max_requests_jitter)
                 app = _count_requests(app, limit, lambda: retire[0]())
             server = _server_class(self.sockets)(
-                app, self.adj, self.sockets, False)
+                app, self.adj, self.sockets, False,
+                # No slot (all taken): counted in its own memory only.
+                metrics_slot=(self._mbuf if slot is not None else None,
+                              slot or 0),
+            )
             server._pidfile = None  # the supervisor's pid is in it
             server._on_hung = lambda stuck: _report_hung(status_w, stuck)
         except BaseException:
@@ -797,6 +839,51 @@ class Supervisor(FirstListener):
                 stopper.stop(1, "supervisor gone")
         loop.join()
         signal.set_wakeup_fd(-1)
+
+    # -- metrics --------------------------------------------------------------
+
+    def _count_restart(self, cause: str) -> None:
+        self._restarts[cause] = self._restarts.get(cause, 0) + 1
+
+    def _poll_metrics(self) -> None:
+        """Poll the metrics listener and its scrapes with the rest."""
+        if self._metrics is None:
+            return
+        self._metrics.expire()
+        for fd in self._mpolled:
+            # A closed scrape's number may be a worker's status pipe now.
+            if fd in self._by_fd or fd == self._wake_r.fileno():
+                continue
+            try:
+                self._poller.unregister(fd)
+            except KeyError:
+                pass
+        self._mpolled = []
+        for fd, events in self._metrics.fds():
+            self._poller.register(fd, events)
+            self._mpolled.append(fd)
+
+    def _render_metrics(self) -> str:
+        from waitress_c.metrics import render
+
+        assert self._mbuf is not None
+        slots = [0] + [
+            w.slot for w in self._workers.values() if w.slot is not None
+        ]
+        extra = [
+            "# HELP waitress_c_workers Worker processes alive.",
+            "# TYPE waitress_c_workers gauge",
+            "waitress_c_workers %d" % len(self._workers),
+            "# HELP waitress_c_worker_restarts_total Worker processes "
+            "replaced, by cause.",
+            "# TYPE waitress_c_worker_restarts_total counter",
+        ]
+        for cause in ("max_requests", "reload", "exit", "crash"):
+            extra.append(
+                'waitress_c_worker_restarts_total{cause="%s"} %d'
+                % (cause, self._restarts.get(cause, 0))
+            )
+        return render(self._mbuf, slots, extra)
 
     # -- helpers --------------------------------------------------------------
 
