@@ -16,6 +16,12 @@
  * queued as a reference to the app's bytes object, not copied.  When it is
  * written the segment goes to the server's release list (give_back), and
  * a worker drops the reference the next time it holds the GIL.
+ *
+ * TLS (tls.c): the loop writes with wc_tls_writev, and files are read and
+ * written from memory (no sendfile: the bytes must be encrypted).  Workers
+ * do not write to a TLS socket at all, only queue and kick the loop: an
+ * SSL object must not be used by two threads at once, and the loop may be
+ * reading it.  That costs a loop wake-up per response on TLS connections.
  */
 #include "loop.h"
 
@@ -42,6 +48,20 @@ struct wc_waiter_s {
 };
 
 /* ---- the loop's writes -------------------------------------------------- */
+
+/* Loop thread: write to the socket, or through TLS.  Returns the bytes
+ * taken, or -errno (-EAGAIN: none). */
+static ssize_t
+out_write(wc_channel_t *ch, struct iovec *iov, int n)
+{
+    if (ch->tls)
+        return wc_tls_writev(ch->tls, iov, n);
+    struct msghdr mh = {0};
+    mh.msg_iov = iov;
+    mh.msg_iovlen = (size_t)n;
+    ssize_t w = sendmsg(ch->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    return w < 0 ? -errno : w;
+}
 
 /* b->lock held: the client took bytes, or output began to wait in an
  * empty queue, now.  A stall is timed from here (wc_channel_sweep); reads
@@ -91,6 +111,8 @@ send_file_seg(wc_channel_t *ch, wc_busy_t *b)
         wc_outq_consume(&b->out, 0);
         return 0;
     }
+    if (ch->tls)
+        s->no_sendfile = 1;
     if (!s->no_sendfile) {
         off_t off = s->file_off;
         ssize_t w = sendfile(ch->fd, s->fd, &off, step);
@@ -141,13 +163,13 @@ wc_channel_flush(wc_channel_t *ch)
     pthread_mutex_lock(&b->lock);
     while (!b->broken && (b->wblk || b->out.head)) {
         if (b->wblk) {
-            ssize_t w = send(ch->fd, b->wblk + b->wblk_off,
-                             b->wblk_len - b->wblk_off,
-                             MSG_NOSIGNAL | MSG_DONTWAIT);
+            struct iovec blk = {b->wblk + b->wblk_off,
+                                b->wblk_len - b->wblk_off};
+            ssize_t w = out_write(ch, &blk, 1);
             if (w < 0) {
-                if (errno == EINTR)
+                if (w == -EINTR)
                     continue;
-                if (errno == EAGAIN) {
+                if (w == -EAGAIN) {
                     full = 1;
                     break;
                 }
@@ -178,14 +200,11 @@ wc_channel_flush(wc_channel_t *ch)
         }
         if (n == 0)
             break;
-        struct msghdr mh = {0};
-        mh.msg_iov = iov;
-        mh.msg_iovlen = (size_t)n;
-        ssize_t w = sendmsg(ch->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t w = out_write(ch, iov, n);
         if (w < 0) {
-            if (errno == EINTR)
+            if (w == -EINTR)
                 continue;
-            if (errno != EAGAIN) {
+            if (w != -EAGAIN) {
                 b->broken = 1;
                 break;
             }
@@ -324,6 +343,8 @@ wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, void **owners,
         }
         return rv;
     }
+    if (ch->srv->tls)
+        goto queue_rest;    /* TLS: only the loop writes (see above) */
     if (!ch->b->writing && ch->b->out.head) {
         /* Queued bytes go first; only memory ones, all of them. */
         k = wc_outq_iov(&ch->b->out, all, WC_IOV_MAX, &qtotal);

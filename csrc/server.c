@@ -777,6 +777,8 @@ wc_server_destroy(wc_server_t *srv)
         m = next;
     }
     free(srv->listeners);
+    wc_tls_free(srv->tls);
+    srv->tls = NULL;
     if (srv->epfd >= 0)
         close(srv->epfd);
     pthread_mutex_destroy(&srv->qlock);
