@@ -50,6 +50,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/proverr.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
@@ -120,7 +121,8 @@ is_bad_password(unsigned long e)
     return (ERR_GET_LIB(e) == ERR_LIB_PEM
             && (r == PEM_R_BAD_DECRYPT || r == PEM_R_BAD_PASSWORD_READ
                 || r == PEM_R_PROBLEMS_GETTING_PASSWORD))
-           || (ERR_GET_LIB(e) == ERR_LIB_EVP && r == EVP_R_BAD_DECRYPT);
+           || (ERR_GET_LIB(e) == ERR_LIB_EVP && r == EVP_R_BAD_DECRYPT)
+           || (ERR_GET_LIB(e) == ERR_LIB_PROV && r == PROV_R_BAD_DECRYPT);
 }
 
 int
@@ -171,19 +173,28 @@ wc_tls_new(wc_tls_t **out, const wc_tls_opts_t *o, char *err, size_t errlen,
     /* The password is not kept: the callback's data was the caller's. */
     SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
     if (ok != 1) {
-        unsigned long e = ERR_peek_last_error();
-        if (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)
+        const char *why = reason();
+        /* The telling error is anywhere in the queue (the last one is
+         * "PEM lib"). */
+        unsigned long e, bad = 0, mismatch = 0;
+        while ((e = ERR_get_error()) != 0) {
+            bad |= is_bad_password(e);
+            mismatch |= ERR_GET_LIB(e) == ERR_LIB_X509
+                        && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH;
+
+        }
+        if (mismatch)
             snprintf(err, errlen, "keyfile %s does not match certfile %s",
                      o->keyfile, o->certfile);
-        else if (is_bad_password(e) && o->password)
+        else if (bad && o->password)
             snprintf(err, errlen, "keyfile %s: wrong password", o->keyfile);
-        else if (is_bad_password(e))
+        else if (bad)
             snprintf(err, errlen, "keyfile %s is encrypted: give its "
                      "password with keyfile_password_file or "
                      "keyfile_password_env", o->keyfile);
         else
             snprintf(err, errlen, "keyfile %s: cannot load a private key "
-                     "(%s)", o->keyfile, reason());
+                     "(%s)", o->keyfile, why);
         goto done;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {

@@ -23,7 +23,8 @@ def serve(app, **kw):
     if level:
         logging.getLogger("waitress_c").setLevel(level.upper())
     if not quiet:
-        server.print_listen("Serving on http://{}:{}")
+        tls = getattr(getattr(server, "adj", None), "certfile", None)
+        server.print_listen("Serving on %s://{}:{}" % ("https" if tls else "http"))
     if profile:  # pragma: no cover
         from waitress_c.profile import run_profiled
 

@@ -1,0 +1,452 @@
+"""TLS in the core (csrc/tls.c): real handshakes with python's ssl, curl
+and openssl s_client against a server in a subprocess, with a CA, server
+and client certificates made by `openssl` for the session.  Traffic goes to
+127.0.0.1 only; every wait is bounded."""
+
+import hashlib
+import http.client
+import json
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import warnings
+
+import pytest
+
+from apps_tls import blocks
+from http_reader import recv_all
+from servers import HERE, SLOW, run_cli, script
+
+APP = "apps_tls:app"
+PASSWORD = "s3cret pass"
+
+
+def _openssl(cwd, *args):
+    subprocess.run(["openssl", *args], cwd=str(cwd), check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """A CA, a server certificate for 127.0.0.1 and localhost, a client
+    certificate from the CA and one from another CA; the server's key
+    encrypted too, with its password in a file."""
+    d = tmp_path_factory.mktemp("pki")
+
+    def key(name):
+        _openssl(d, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                 "-out", name + ".key")
+
+    def ca(name, cn):
+        key(name)
+        _openssl(d, "req", "-x509", "-new", "-key", name + ".key", "-out", name + ".pem",
+                 "-days", "2", "-subj", "/CN=" + cn)
+
+    def leaf(name, subject, issuer, ext):
+        key(name)
+        _openssl(d, "req", "-new", "-key", name + ".key", "-out", name + ".csr", "-subj", subject)
+        (d / (name + ".ext")).write_text(ext)
+        _openssl(d, "x509", "-req", "-in", name + ".csr", "-CA", issuer + ".pem",
+                 "-CAkey", issuer + ".key", "-CAcreateserial", "-days", "2",
+                 "-out", name + ".pem", "-extfile", name + ".ext")
+
+    ca("ca", "waitress_c test CA")
+    ca("other", "another CA")
+    leaf("server", "/CN=localhost", "ca",
+         "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    leaf("client", "/O=waitress_c tests/CN=client one", "ca", "extendedKeyUsage=clientAuth\n")
+    leaf("stranger", "/CN=stranger", "other", "extendedKeyUsage=clientAuth\n")
+    _openssl(d, "pkey", "-in", "server.key", "-aes256", "-passout", "pass:" + PASSWORD,
+             "-out", "server-enc.key")
+    (d / "password.txt").write_text(PASSWORD + "\n")
+    (d / "wrong-password.txt").write_text("not it\n")
+    (d / "garbage.pem").write_text("this is not a certificate\n")
+    return d
+
+
+def tls_server(server_factory, pki, **kw):
+    kw.setdefault("certfile", str(pki / "server.pem"))
+    kw.setdefault("keyfile", str(pki / "server.key"))
+    return server_factory(APP, **kw)
+
+
+def client_ctx(pki, cert=None, **versions):
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    if cert:
+        ctx.load_cert_chain(str(pki / (cert + ".pem")), str(pki / (cert + ".key")))
+    for name, value in versions.items():
+        setattr(ctx, name, value)
+    return ctx
+
+
+def https(srv, ctx):
+    return http.client.HTTPSConnection("127.0.0.1", srv.port, context=ctx, timeout=30 * SLOW)
+
+
+def get_env(srv, ctx):
+    """One GET / on a new connection: the TLS keys of its environ."""
+    conn = https(srv, ctx)
+    try:
+        conn.request("GET", "/")
+        resp = conn.getresponse()
+        assert resp.status == 200
+        return json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def client_hello(pki):
+    """The bytes of a real ClientHello (python's ssl over memory BIOs)."""
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = client_ctx(pki).wrap_bio(inc, out, server_hostname="127.0.0.1")
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return out.read()
+
+
+def handshake_over(sock, pki):
+    """A TLS client over `sock` driven by hand: returns the SSLObject and
+    its outgoing BIO once the handshake is done."""
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = client_ctx(pki).wrap_bio(inc, out, server_hostname="127.0.0.1")
+    while True:
+        try:
+            obj.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            data = out.read()
+            if data:
+                sock.sendall(data)
+            got = sock.recv(65536)
+            assert got, "the server closed during the handshake"
+            inc.write(got)
+    data = out.read()
+    if data:
+        sock.sendall(data)
+    return obj, out
+
+
+def closed_by_server(sock, bound):
+    """Wait (at most `bound` seconds) for the server to close `sock`,
+    reading what it sends; True if it did."""
+    sock.settimeout(bound)
+    deadline = time.monotonic() + bound
+    try:
+        while time.monotonic() < deadline:
+            if not sock.recv(65536):
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+    return False
+
+
+# -- serving -------------------------------------------------------------------
+
+
+def test_keep_alive_get_with_python_ssl(server_factory, pki):
+    srv = tls_server(server_factory, pki)
+    conn = https(srv, client_ctx(pki))
+    socks, envs = [], []
+    try:
+        for _ in range(3):
+            conn.request("GET", "/")
+            resp = conn.getresponse()
+            envs.append(json.loads(resp.read()))
+            socks.append(conn.sock)
+            assert resp.status == 200 and not resp.will_close
+    finally:
+        conn.close()
+    assert socks[0] is socks[1] is socks[2]     # one connection
+    env = envs[0]
+    assert env["wsgi.url_scheme"] == "https" and env["HTTPS"] == "on"
+    assert env["SSL_PROTOCOL"] == "TLSv1.3"
+    assert env["SSL_CIPHER"].startswith("TLS_")
+    assert env["SSL_CLIENT_VERIFY"] == "NONE"
+    assert env["SSL_CLIENT_S_DN"] is None and env["SSL_CLIENT_CERT"] is None
+
+
+def test_curl_over_https(server_factory, pki):
+    srv = tls_server(server_factory, pki)
+    url = "https://127.0.0.1:%d/" % srv.port
+    out = subprocess.run(
+        ["curl", "-sS", "--max-time", str(30 * SLOW), "--cacert", str(pki / "ca.pem"), url, url],
+        capture_output=True, timeout=60 * SLOW,
+    )
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.split(b"}{")
+    assert json.loads(first + b"}")["SSL_PROTOCOL"] == "TLSv1.3"
+    assert json.loads(b"{" + second)["HTTPS"] == "on"
+
+
+def s_client(srv, *flags):
+    return subprocess.run(
+        ["openssl", "s_client", "-connect", "127.0.0.1:%d" % srv.port, *flags],
+        input=b"", capture_output=True, timeout=30 * SLOW,
+    )
+
+
+def test_s_client_sees_tls13_and_alpn(server_factory, pki):
+    srv = tls_server(server_factory, pki)
+    out = s_client(srv, "-alpn", "h2,http/1.1", "-CAfile", str(pki / "ca.pem"))
+    text = out.stdout.decode()
+    assert "TLSv1.3" in text
+    assert "ALPN protocol: http/1.1" in text
+    assert "Verify return code: 0 (ok)" in text
+
+
+def test_tls_1_1_and_1_0_refused(server_factory, pki):
+    srv = tls_server(server_factory, pki)
+    for flag in ("-tls1_1", "-tls1"):
+        out = s_client(srv, flag, "-cipher", "DEFAULT:@SECLEVEL=0")
+        text = (out.stdout + out.stderr).decode()
+        # The server's alert 70, not a refusal of the local OpenSSL's.
+        assert "alert protocol version" in text, text
+        assert "Cipher is (NONE)" in text
+    # Python's ssl too.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx = client_ctx(pki, maximum_version=ssl.TLSVersion.TLSv1_1)
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with pytest.raises(ssl.SSLError):
+        get_env(srv, ctx)
+    assert get_env(srv, client_ctx(pki))["SSL_PROTOCOL"] == "TLSv1.3"
+
+
+def test_tls_1_2_allowed_and_min_version_1_3(server_factory, pki):
+    srv = tls_server(server_factory, pki)
+    env = get_env(srv, client_ctx(pki, maximum_version=ssl.TLSVersion.TLSv1_2))
+    assert env["SSL_PROTOCOL"] == "TLSv1.2"
+    srv13 = tls_server(server_factory, pki, tls_min_version="1.3")
+    with pytest.raises(ssl.SSLError):
+        get_env(srv13, client_ctx(pki, maximum_version=ssl.TLSVersion.TLSv1_2))
+    assert get_env(srv13, client_ctx(pki))["SSL_PROTOCOL"] == "TLSv1.3"
+
+
+def test_tls12_ciphers_setting(server_factory, pki):
+    srv = tls_server(server_factory, pki, ciphers="ECDHE-ECDSA-CHACHA20-POLY1305")
+    env = get_env(srv, client_ctx(pki, maximum_version=ssl.TLSVersion.TLSv1_2))
+    assert env["SSL_CIPHER"] == "ECDHE-ECDSA-CHACHA20-POLY1305"
+
+
+# -- client certificates ----------------------------------------------------------
+
+
+def test_mtls_required(server_factory, pki):
+    srv = tls_server(server_factory, pki, ca_certs=str(pki / "ca.pem"), cert_reqs="required")
+    env = get_env(srv, client_ctx(pki, "client"))
+    assert env["SSL_CLIENT_VERIFY"] == "SUCCESS"
+    assert env["SSL_CLIENT_S_DN"] == "CN=client one,O=waitress_c tests"
+    assert env["SSL_CLIENT_I_DN"] == "CN=waitress_c test CA"
+    assert env["SSL_CLIENT_CERT"] == (pki / "client.pem").read_text()
+    # A certificate from another CA, and none at all: refused.
+    for cert in ("stranger", None):
+        with pytest.raises(OSError):
+            get_env(srv, client_ctx(pki, cert))
+    assert get_env(srv, client_ctx(pki, "client"))["SSL_CLIENT_VERIFY"] == "SUCCESS"
+
+
+def test_mtls_optional(server_factory, pki):
+    srv = tls_server(server_factory, pki, ca_certs=str(pki / "ca.pem"), cert_reqs="optional")
+    assert get_env(srv, client_ctx(pki))["SSL_CLIENT_VERIFY"] == "NONE"
+    env = get_env(srv, client_ctx(pki, "client"))
+    assert env["SSL_CLIENT_VERIFY"] == "SUCCESS"
+    assert env["SSL_CLIENT_S_DN"] == "CN=client one,O=waitress_c tests"
+    with pytest.raises(OSError):
+        get_env(srv, client_ctx(pki, "stranger"))
+
+
+# -- clients that misbehave ---------------------------------------------------------
+
+
+def test_plain_http_to_a_tls_port_gets_400(server_factory, pki):
+    srv = tls_server(server_factory, pki)
+    s = srv.connect(timeout=20 * SLOW)
+    try:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = recv_all(s, timeout=20 * SLOW)
+    finally:
+        s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"Content-Type: text/plain" in head and b"Connection: close" in head
+    assert body == b"This port speaks HTTPS\n"
+    assert get_env(srv, client_ctx(pki))["HTTPS"] == "on"
+
+
+def test_truncated_handshakes(server_factory, pki):
+    srv = tls_server(server_factory, pki, channel_timeout=2)
+    hello = client_hello(pki)
+    # Five bytes (a record header), then gone.
+    s = srv.connect()
+    s.sendall(hello[:5])
+    s.close()
+    # Half a ClientHello, then silence: the handshake's timeout
+    # (channel_timeout) closes it; others are served meanwhile.
+    s = srv.connect()
+    try:
+        started = time.monotonic()
+        s.sendall(hello[: len(hello) // 2])
+        assert get_env(srv, client_ctx(pki))["SSL_PROTOCOL"] == "TLSv1.3"
+        assert closed_by_server(s, 30 * SLOW)
+        assert time.monotonic() - started >= 1.0   # not before its timeout
+    finally:
+        s.close()
+    assert get_env(srv, client_ctx(pki))["SSL_PROTOCOL"] == "TLSv1.3"
+
+
+@pytest.mark.parametrize("garbage", [
+    b"\x16\x03\x01\x00\x20" + b"\xff" * 32,         # a handshake record of junk
+    bytes(range(0, 256)),                           # not even a record
+])
+def test_garbage_instead_of_client_hello(server_factory, pki, garbage):
+    srv = tls_server(server_factory, pki)
+    s = srv.connect(timeout=20 * SLOW)
+    try:
+        s.sendall(garbage)
+        assert closed_by_server(s, 20 * SLOW)
+    finally:
+        s.close()
+    assert get_env(srv, client_ctx(pki))["SSL_PROTOCOL"] == "TLSv1.3"
+
+
+def test_client_stops_mid_record(server_factory, pki):
+    srv = tls_server(server_factory, pki, channel_timeout=2)
+    s = srv.connect(timeout=20 * SLOW)
+    try:
+        obj, out = handshake_over(s, pki)
+        obj.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        record = out.read()
+        s.sendall(record[: len(record) // 2])
+        # Nothing to decrypt yet: the connection waits, others are served,
+        # and its idle clock closes it.
+        assert get_env(srv, client_ctx(pki))["SSL_PROTOCOL"] == "TLSv1.3"
+        assert closed_by_server(s, 30 * SLOW)
+    finally:
+        s.close()
+    assert get_env(srv, client_ctx(pki))["SSL_PROTOCOL"] == "TLSv1.3"
+
+
+# -- large bodies ---------------------------------------------------------------------
+
+
+SIZE = 20 * 2**20
+
+
+def pattern_sha256(n):
+    h = hashlib.sha256()
+    for block in blocks(n):
+        h.update(block)
+    return h.hexdigest()
+
+
+def test_large_upload_download_and_file(server_factory, pki, tmp_path):
+    srv = tls_server(server_factory, pki)
+    body = b"".join(blocks(SIZE))
+    want = hashlib.sha256(body).hexdigest()
+    path = tmp_path / "big.bin"
+    path.write_bytes(body[: SIZE - 12345])
+    conn = https(srv, client_ctx(pki))
+    try:
+        conn.request("POST", "/upload", body=body)
+        resp = conn.getresponse()
+        assert json.loads(resp.read()) == {"sha256": want, "len": SIZE}
+        conn.request("GET", "/download?%d" % SIZE)
+        resp = conn.getresponse()
+        assert hashlib.sha256(resp.read()).hexdigest() == want
+        # A file (FileWrapper): read and encrypted, not sendfile'd.
+        conn.request("GET", "/file?%s" % path)
+        resp = conn.getresponse()
+        got = resp.read()
+        assert len(got) == SIZE - 12345
+        assert hashlib.sha256(got).hexdigest() == hashlib.sha256(body[: SIZE - 12345]).hexdigest()
+    finally:
+        conn.close()
+
+
+# -- stopping -----------------------------------------------------------------------
+
+
+def test_graceful_stop_answers_a_tls_request(server_factory, pki):
+    srv = tls_server(server_factory, pki)
+    conn = https(srv, client_ctx(pki))
+    try:
+        conn.request("GET", "/")
+        conn.getresponse().read()
+        conn.request("GET", "/slow?1")
+        srv.send_signal(signal.SIGINT)
+        resp = conn.getresponse()
+        assert resp.read() == b"slept"
+        assert resp.getheader("Connection") == "close"
+    finally:
+        conn.close()
+    assert srv.wait(timeout=30 * SLOW) == 0
+
+
+# -- settings and start-up errors ---------------------------------------------------------
+
+
+def cli(*flags):
+    out = run_cli([script("waitress-c-serve"), "--listen=127.0.0.1:0", *flags, APP], cwd=HERE)
+    return out.returncode, out.stderr
+
+
+def test_cli_missing_key_file(pki):
+    status, err = cli("--certfile=%s" % (pki / "server.pem"),
+                      "--keyfile=%s" % (pki / "missing.key"))
+    assert status == 1
+    assert "Error: keyfile %s: no such file" % (pki / "missing.key") in err
+
+
+def test_cli_key_that_does_not_match(pki):
+    status, err = cli("--certfile=%s" % (pki / "server.pem"),
+                      "--keyfile=%s" % (pki / "client.key"))
+    assert status == 1
+    assert "does not match certfile" in err
+
+
+@pytest.mark.parametrize("case, message", [
+    ({"keyfile_password_file": "wrong-password.txt"}, "wrong password"),
+    ({}, "is encrypted: give its password"),
+    ({"ca_certs": "garbage.pem", "keyfile_password_file": "password.txt"},
+     "ca_certs %(d)s/garbage.pem: cannot load"),
+    ({"certfile": "garbage.pem"}, "certfile %(d)s/garbage.pem: cannot load a certificate"),
+    ({"cert_reqs": "required", "keyfile_password_file": "password.txt"}, "needs ca_certs"),
+])
+def test_start_up_errors(pki, case, message):
+    from waitress_c import create_server
+
+    kw = {"certfile": "server.pem", "keyfile": "server-enc.key", **case}
+    kw = {k: (str(pki / v) if k != "cert_reqs" else v) for k, v in kw.items()}
+    with pytest.raises(ValueError) as info:
+        create_server(lambda e, s: [], listen="127.0.0.1:0", **kw)
+    assert message % {"d": pki} in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_tls_settings_need_certfile():
+    from waitress_c.adjustments import Adjustments
+
+    with pytest.raises(ValueError, match="ca_certs, cert_reqs has no meaning without certfile"):
+        Adjustments(listen="127.0.0.1:0", ca_certs="x", cert_reqs="required")
+
+
+def test_encrypted_key_with_password_env(server_factory, pki, monkeypatch):
+    monkeypatch.setenv("WC_TEST_KEY_PASSWORD", PASSWORD)
+    srv = tls_server(server_factory, pki, keyfile=str(pki / "server-enc.key"),
+                     keyfile_password_env="WC_TEST_KEY_PASSWORD")
+    assert get_env(srv, client_ctx(pki))["SSL_PROTOCOL"] == "TLSv1.3"
+
+
+def test_encrypted_key_with_password_file_on_the_cli(pki):
+    from servers import Server
+
+    with Server([script("waitress-c-serve"), "--listen=127.0.0.1:0",
+                 "--certfile=%s" % (pki / "server.pem"),
+                 "--keyfile=%s" % (pki / "server-enc.key"),
+                 "--keyfile-password-file=%s" % (pki / "password.txt"), APP],
+                cwd=HERE) as srv:
+        assert get_env(srv, client_ctx(pki))["HTTPS"] == "on"
+        assert "Serving on https://127.0.0.1:%d" % srv.port in srv.output
