@@ -230,7 +230,7 @@ int wc_request_feed(wc_request_t *r, const char *p, size_t n, size_t *used,
  * request is served): `state` is where the loop is with the client;
  * whether a worker holds the channel is `busy`.
  *
- *   HANDSHAKE -> IDLE, LINGER, CLOSED  TLS: before the first request
+ *   HANDSHAKE -> IDLE, LINGER, CLOSED  with TLS, before the first request
  *   IDLE   -> HEAD, DONE, CLOSED        between requests
  *   HEAD   -> BODY, IDLE, PAUSED, DONE, CLOSED
  *   BODY   -> IDLE, PAUSED, DONE, CLOSED

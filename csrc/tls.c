@@ -458,10 +458,14 @@ ssize_t
 wc_tls_read(wc_tls_conn_t *c, char *buf, size_t n)
 {
     size_t got = 0;
-    /* Records until the buffer is full or the socket has no more: with
-     * OpenSSL's read-ahead off, what is left stays in the socket, where
-     * epoll sees it. */
-    while (got < n) {
+    /* Whole records while a whole one fits, until the socket has no more.
+     * Nothing may stay decrypted inside OpenSSL, where epoll cannot see
+     * it: with read-ahead off, OpenSSL takes a record at a time from the
+     * socket, and an SSL_read given room for a full record (16 KiB of
+     * plaintext at most) empties it.  What is left stays in the socket,
+     * and epoll reports it. */
+    WC_ASSERT(n >= RECORD);
+    while (n - got >= RECORD) {
         size_t want = n - got;
         ERR_clear_error();
         int r = SSL_read(c->ssl, buf + got, want > INT_MAX ? INT_MAX

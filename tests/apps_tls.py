@@ -50,3 +50,8 @@ def app(environ, start_response):
     start_response("200 OK", [("Content-Type", "application/json"),
                               ("Content-Length", str(len(body)))])
     return [body]
+
+
+def make_app(global_conf=None, **settings):
+    """The PasteDeploy factory of ``app``."""
+    return app

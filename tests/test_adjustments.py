@@ -212,6 +212,14 @@ DEFAULTS = {
     "access_log_format": '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
     "pidfile": None,
     "log_level": None,
+    "certfile": None,
+    "keyfile": None,
+    "keyfile_password_file": None,
+    "keyfile_password_env": None,
+    "ca_certs": None,
+    "cert_reqs": "none",
+    "ciphers": None,
+    "tls_min_version": "1.2",
 }
 
 
@@ -312,8 +320,15 @@ def with_context(name, value):
     return kw
 
 
+# Read from strings with real certificates in tests/test_tls.py.
+TLS_OPTIONS = {
+    "certfile", "keyfile", "keyfile_password_file", "keyfile_password_env",
+    "ca_certs", "cert_reqs", "ciphers", "tls_min_version",
+}
+
+
 def test_from_strings_covers_every_option():
-    covered = {name for name, _, _ in FROM_STRINGS}
+    covered = {name for name, _, _ in FROM_STRINGS} | TLS_OPTIONS
     assert covered | {"host", "port", "listen", "sockets"} == {
         o.name for o in OPTIONS
     }

@@ -18,51 +18,9 @@ import pytest
 from apps_tls import blocks
 from http_reader import recv_all
 from servers import HERE, SLOW, run_cli, script
+from tls_pki import PASSWORD
 
 APP = "apps_tls:app"
-PASSWORD = "s3cret pass"
-
-
-def _openssl(cwd, *args):
-    subprocess.run(["openssl", *args], cwd=str(cwd), check=True, capture_output=True, timeout=60)
-
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory):
-    """A CA, a server certificate for 127.0.0.1 and localhost, a client
-    certificate from the CA and one from another CA; the server's key
-    encrypted too, with its password in a file."""
-    d = tmp_path_factory.mktemp("pki")
-
-    def key(name):
-        _openssl(d, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
-                 "-out", name + ".key")
-
-    def ca(name, cn):
-        key(name)
-        _openssl(d, "req", "-x509", "-new", "-key", name + ".key", "-out", name + ".pem",
-                 "-days", "2", "-subj", "/CN=" + cn)
-
-    def leaf(name, subject, issuer, ext):
-        key(name)
-        _openssl(d, "req", "-new", "-key", name + ".key", "-out", name + ".csr", "-subj", subject)
-        (d / (name + ".ext")).write_text(ext)
-        _openssl(d, "x509", "-req", "-in", name + ".csr", "-CA", issuer + ".pem",
-                 "-CAkey", issuer + ".key", "-CAcreateserial", "-days", "2",
-                 "-out", name + ".pem", "-extfile", name + ".ext")
-
-    ca("ca", "waitress_c test CA")
-    ca("other", "another CA")
-    leaf("server", "/CN=localhost", "ca",
-         "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
-    leaf("client", "/O=waitress_c tests/CN=client one", "ca", "extendedKeyUsage=clientAuth\n")
-    leaf("stranger", "/CN=stranger", "other", "extendedKeyUsage=clientAuth\n")
-    _openssl(d, "pkey", "-in", "server.key", "-aes256", "-passout", "pass:" + PASSWORD,
-             "-out", "server-enc.key")
-    (d / "password.txt").write_text(PASSWORD + "\n")
-    (d / "wrong-password.txt").write_text("not it\n")
-    (d / "garbage.pem").write_text("this is not a certificate\n")
-    return d
 
 
 def tls_server(server_factory, pki, **kw):
@@ -450,3 +408,56 @@ def test_encrypted_key_with_password_file_on_the_cli(pki):
                 cwd=HERE) as srv:
         assert get_env(srv, client_ctx(pki))["HTTPS"] == "on"
         assert "Serving on https://127.0.0.1:%d" % srv.port in srv.output
+
+
+def test_every_tls_setting_from_an_ini(pki, tmp_path, monkeypatch):
+    """PasteDeploy: the TLS settings as strings, an encrypted key whose
+    password is in an environment variable, client certificates asked for."""
+    import sys
+
+    from servers import Server
+
+    monkeypatch.setenv("WC_TEST_KEY_PASSWORD", PASSWORD)
+    (tmp_path / "tls.ini").write_text(
+        "[app:main]\nuse = call:apps_tls:make_app\n\n"
+        "[server:main]\nuse = egg:waitress_c#main\nlisten = 127.0.0.1:0\n"
+        "certfile = %(d)s/server.pem\nkeyfile = %(d)s/server-enc.key\n"
+        "keyfile_password_env = WC_TEST_KEY_PASSWORD\n"
+        "ca_certs = %(d)s/ca.pem\ncert_reqs = optional\n"
+        "ciphers = ECDHE-ECDSA-AES256-GCM-SHA384\ntls_min_version = TLSv1.2\n" % {"d": pki}
+    )
+    script_ = (
+        "import logging, sys\n"
+        "sys.path.insert(0, %r)\n"
+        "from paste.deploy import loadapp, loadserver\n"
+        "logging.getLogger('waitress_c').setLevel(logging.INFO)\n"
+        "uri = sys.argv[1]\n"
+        "sys.exit(loadserver(uri)(loadapp(uri)))\n" % HERE
+    )
+    with Server([sys.executable, "-c", script_, "config:%s" % (tmp_path / "tls.ini")],
+                cwd=tmp_path) as srv:
+        env = get_env(srv, client_ctx(pki, "client", maximum_version=ssl.TLSVersion.TLSv1_2))
+        assert env["SSL_CIPHER"] == "ECDHE-ECDSA-AES256-GCM-SHA384"
+        assert env["SSL_CLIENT_VERIFY"] == "SUCCESS"
+        assert get_env(srv, client_ctx(pki))["SSL_CLIENT_VERIFY"] == "NONE"
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("none", "none"), ("Optional", "optional"), ("REQUIRED", "required"),
+    (0, "none"), (1, "optional"), ("2", "required"),
+])
+def test_cert_reqs_values(value, expected):
+    from waitress_c.adjustments import as_cert_reqs
+
+    assert as_cert_reqs(value) == expected
+
+
+def test_bad_tls_setting_values():
+    from waitress_c.adjustments import as_cert_reqs, as_tls_version
+
+    assert as_tls_version("TLSv1.3") == as_tls_version("1.3") == "1.3"
+    assert as_tls_version("TLSv1_2") == "1.2"
+    with pytest.raises(ValueError):
+        as_tls_version("1.1")
+    with pytest.raises(ValueError):
+        as_cert_reqs("sometimes")
