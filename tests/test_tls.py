@@ -461,3 +461,12 @@ def test_bad_tls_setting_values():
         as_tls_version("1.1")
     with pytest.raises(ValueError):
         as_cert_reqs("sometimes")
+
+
+def test_expired_certificate_is_a_warning(pki):
+    from waitress_c.adjustments import Adjustments
+
+    with pytest.warns(UserWarning, match="expired.pem: the certificate has expired"):
+        adj = Adjustments(listen="127.0.0.1:0", certfile=str(pki / "expired.pem"),
+                          keyfile=str(pki / "expired.key"))
+    assert adj.certfile == str(pki / "expired.pem")

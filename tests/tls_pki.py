@@ -23,12 +23,12 @@ def make_pki(d):
         _openssl(d, "req", "-x509", "-new", "-key", name + ".key", "-out", name + ".pem",
                  "-days", "2", "-subj", "/CN=" + cn)
 
-    def leaf(name, subject, issuer, ext):
+    def leaf(name, subject, issuer, ext, days="2"):
         key(name)
         _openssl(d, "req", "-new", "-key", name + ".key", "-out", name + ".csr", "-subj", subject)
         (d / (name + ".ext")).write_text(ext)
         _openssl(d, "x509", "-req", "-in", name + ".csr", "-CA", issuer + ".pem",
-                 "-CAkey", issuer + ".key", "-CAcreateserial", "-days", "2",
+                 "-CAkey", issuer + ".key", "-CAcreateserial", "-days", days,
                  "-out", name + ".pem", "-extfile", name + ".ext")
 
     ca("ca", "waitress_c test CA")
@@ -36,6 +36,8 @@ def make_pki(d):
     leaf("server", "/CN=localhost", "ca",
          "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
     leaf("client", "/O=waitress_c tests/CN=client one", "ca", "extendedKeyUsage=clientAuth\n")
+    # Valid from now to now: expired by the time it is read.
+    leaf("expired", "/CN=localhost", "ca", "subjectAltName=IP:127.0.0.1\n", days="0")
     leaf("stranger", "/CN=stranger", "other", "extendedKeyUsage=clientAuth\n")
     _openssl(d, "pkey", "-in", "server.key", "-aes256", "-passout", "pass:" + PASSWORD,
              "-out", "server-enc.key")
