@@ -6,6 +6,7 @@ and client certificates made by `openssl` for the session.  Traffic goes to
 import hashlib
 import http.client
 import json
+import os
 import signal
 import socket
 import ssl
@@ -21,6 +22,15 @@ from servers import HERE, SLOW, run_cli, script
 from tls_pki import PASSWORD
 
 APP = "apps_tls:app"
+
+
+def tool_env():
+    """The environment for curl and openssl: without a sanitizer preloaded
+    (make asan preloads it into every child; curl hangs under it)."""
+    env = dict(os.environ)
+    for k in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS"):
+        env.pop(k, None)
+    return env
 
 
 def tls_server(server_factory, pki, **kw):
@@ -131,7 +141,7 @@ def test_curl_over_https(server_factory, pki):
     url = "https://127.0.0.1:%d/" % srv.port
     out = subprocess.run(
         ["curl", "-sS", "--max-time", str(30 * SLOW), "--cacert", str(pki / "ca.pem"), url, url],
-        capture_output=True, timeout=60 * SLOW,
+        capture_output=True, timeout=60 * SLOW, env=tool_env(),
     )
     assert out.returncode == 0, out.stderr
     first, second = out.stdout.split(b"}{")
@@ -142,7 +152,7 @@ def test_curl_over_https(server_factory, pki):
 def s_client(srv, *flags):
     return subprocess.run(
         ["openssl", "s_client", "-connect", "127.0.0.1:%d" % srv.port, *flags],
-        input=b"", capture_output=True, timeout=30 * SLOW,
+        input=b"", capture_output=True, timeout=30 * SLOW, env=tool_env(),
     )
 
 

@@ -1,13 +1,15 @@
 """Certificates for the TLS tests, made by `openssl` (no network): the
 session's ``pki`` fixture (conftest.py) calls make_pki once."""
 
+import os
 import subprocess
 
 PASSWORD = "s3cret pass"
 
 
 def _openssl(cwd, *args):
-    subprocess.run(["openssl", *args], cwd=str(cwd), check=True, capture_output=True, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.endswith("SAN_OPTIONS")}
+    subprocess.run(["openssl", *args], cwd=str(cwd), check=True, capture_output=True, timeout=60, env=env)
 
 
 def make_pki(d):
