@@ -343,7 +343,7 @@ wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, void **owners,
         }
         return rv;
     }
-    if (ch->srv->tls)
+    if (ch->srv->cfg.tls)
         goto queue_rest;    /* TLS: only the loop writes (see above) */
     if (!ch->b->writing && ch->b->out.head) {
         /* Queued bytes go first; only memory ones, all of them. */

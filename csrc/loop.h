@@ -452,6 +452,8 @@ struct wc_config_s {
     int expose_tracebacks;
     int log_socket_errors;
     int drop_proxy_headers;
+    int tls;                    /* the listeners speak TLS: workers do not
+                                   write to the sockets themselves */
     char ident[128];            /* "" when none */
     char server_line[160];      /* "Server: <ident>\r\n", or "" */
     size_t server_line_len;
@@ -496,9 +498,9 @@ struct wc_server_s {
 
     wc_listener_t *listeners;
     int nlisteners;
-    /* TLS on every listener (certfile set), or NULL: made before the
-     * loop runs, never changed after (workers read it to know that they
-     * must not write to the socket themselves). */
+    /* TLS on every listener (certfile set), or NULL.  Loop thread once
+     * it runs (a reload swaps it there: tls_next); workers look at
+     * cfg.tls instead. */
     wc_tls_t *tls;
 
     /* Loop thread only. */
@@ -539,6 +541,7 @@ struct wc_server_s {
     wc_channel_t *kick_head;    /* channels a worker wants looked at */
     wc_channel_t *defer_head;   /* channels with output held back */
     wc_logmsg_t *log_head, *log_tail;
+    wc_tls_t *tls_next;         /* a reloaded TLS context for the loop */
     wc_seg_t *release_head;     /* sent reference segments (zero copy) */
     uint64_t release_bytes;     /* their bytes */
 };
@@ -555,6 +558,9 @@ void wc_server_request_close(wc_server_t *srv);
 void wc_server_channel_closed(wc_server_t *srv);
 /* A channel was closed: release it at the start of the next iteration. */
 void wc_server_reap_soon(wc_server_t *srv);
+/* Any thread: new connections use `t` from now on (the server takes the
+ * caller's reference). */
+void wc_server_tls_swap(wc_server_t *srv, wc_tls_t *t);
 void wc_server_log(wc_server_t *srv, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void wc_server_destroy(wc_server_t *srv);

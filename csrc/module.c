@@ -297,7 +297,7 @@ make_template(ServerObject *so, PyObject *adj, PyObject *port)
         SET("SERVER_SOFTWARE", PyUnicode_FromString(so->srv->cfg.ident));
     SET("SCRIPT_NAME", Py_NewRef(so->url_prefix));
     SET("wsgi.version", Py_BuildValue("(ii)", 1, 0));
-    if (so->srv->tls) {
+    if (so->srv->cfg.tls) {
         SET("wsgi.url_scheme", PyUnicode_FromString("https"));
         SET("HTTPS", PyUnicode_FromString("on"));
     } else {
@@ -436,6 +436,7 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     }
     if (read_tls(adj, &srv->tls) < 0)
         goto error;
+    srv->cfg.tls = srv->tls != NULL;
     srv->listeners = calloc((size_t)(nls ? nls : 1), sizeof(wc_listener_t));
     if (srv->listeners == NULL) {
         PyErr_NoMemory();
@@ -505,6 +506,30 @@ server_close(ServerObject *so, PyObject *unused)
     /* qlock is a leaf lock, but release the GIL anyway: house rule. */
     Py_BEGIN_ALLOW_THREADS
     wc_server_request_close(so->srv);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+/* tls_reload(adj): read the certificate, key and CA files again (adj's
+ * TLS settings, as at creation) and use them for the connections accepted
+ * from now on.  ValueError (the old ones stay) if they cannot work, or if
+ * the server does not speak TLS. */
+static PyObject *
+server_tls_reload(ServerObject *so, PyObject *adj)
+{
+    wc_tls_t *t = NULL;
+    if (!so->srv->cfg.tls) {
+        PyErr_SetString(PyExc_ValueError, "this server does not speak TLS");
+        return NULL;
+    }
+    if (read_tls(adj, &t) < 0)
+        return NULL;
+    if (t == NULL) {
+        PyErr_SetString(PyExc_ValueError, "certfile is not set");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS      /* takes qlock */
+    wc_server_tls_swap(so->srv, t);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -618,6 +643,8 @@ static PyMethodDef server_methods[] = {
      "signal.set_wakeup_fd's socket: SIGINT/SIGTERM stop the server."},
     {"close", (PyCFunction)server_close, METH_NOARGS,
      "close(): stop gracefully (a second call stops at once).  Any thread."},
+    {"tls_reload", (PyCFunction)server_tls_reload, METH_O,
+     "tls_reload(adj): new TLS connections use adj's files, read again."},
     {"worker", (PyCFunction)server_worker, METH_NOARGS,
      "worker(): a worker thread's body; returns once the server stopped."},
     {"log_thread", (PyCFunction)server_log_thread, METH_NOARGS,

@@ -34,6 +34,12 @@
  *   than 0x16, a handshake record) is reported to the channel, which
  *   answers 400 in plain text, as nginx does, rather than hanging.
  *
+ * Reload (SIGHUP in a single process): a new context is built from the
+ * files by the thread that asks (wc_tls_new) and handed to the loop
+ * (server.c: wc_server_tls_swap), which uses it for the connections it
+ * accepts from then on; a connection keeps the context it started with
+ * (a reference each), so the old one goes with its last connection.
+ *
  * GIL map: never touches Python.  wc_tls_new and wc_tls_free run on the
  * thread that creates or destroys the server (with the GIL, which does
  * not matter here); everything else on the loop thread.  OpenSSL's error
@@ -59,6 +65,7 @@
 #define RECORD 16384
 
 struct wc_tls_s {
+    atomic_int refs;            /* the server's, and each connection's */
     SSL_CTX *ctx;
     char wbuf[RECORD];          /* loop thread: a coalesced record */
 };
@@ -236,6 +243,7 @@ wc_tls_new(wc_tls_t **out, const wc_tls_opts_t *o, char *err, size_t errlen,
     else if (cert && X509_cmp_current_time(X509_get0_notBefore(cert)) >= 0)
         snprintf(warn, warnlen, "certfile %s: the certificate is not valid "
                  "yet", o->certfile);
+    atomic_init(&t->refs, 1);
     t->ctx = ctx;
     ctx = NULL;
     *out = t;
@@ -251,10 +259,12 @@ done:
     return rv;
 }
 
+/* Drop a reference: the server's (at its end, or when a reload replaces
+ * the context) or a connection's; the last one frees. */
 void
 wc_tls_free(wc_tls_t *t)
 {
-    if (t == NULL)
+    if (t == NULL || atomic_fetch_sub(&t->refs, 1) != 1)
         return;
     SSL_CTX_free(t->ctx);
     free(t);
@@ -277,6 +287,7 @@ wc_tls_conn_new(wc_tls_t *t, int fd)
         return NULL;
     }
     SSL_set_accept_state(c->ssl);
+    atomic_fetch_add(&t->refs, 1);     /* a reload may replace it */
     c->t = t;
     c->fd = fd;
     return c;
@@ -289,6 +300,7 @@ wc_tls_conn_free(wc_tls_conn_t *c)
         return;
     wc_tls_info_unref(c->info);
     SSL_free(c->ssl);   /* the socket is the channel's: not closed here */
+    wc_tls_free(c->t);
     free(c);
 }
 

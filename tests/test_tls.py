@@ -480,3 +480,53 @@ def test_expired_certificate_is_a_warning(pki):
         adj = Adjustments(listen="127.0.0.1:0", certfile=str(pki / "expired.pem"),
                           keyfile=str(pki / "expired.key"))
     assert adj.certfile == str(pki / "expired.pem")
+
+
+def peer_der(conn):
+    return conn.sock.getpeercert(binary_form=True)
+
+
+def pem_der(path):
+    return ssl.PEM_cert_to_DER_cert(path.read_text())
+
+
+def test_sighup_reloads_the_files_in_a_single_process(pki, tmp_path):
+    """certbot renews in place: SIGHUP makes the connections accepted from
+    then on use the new files; a connection open before keeps its session;
+    files that cannot work are logged and the old ones stay."""
+    import shutil
+
+    from servers import Server
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    shutil.copy(pki / "server.pem", cert)
+    shutil.copy(pki / "server.key", key)
+    with Server([script("waitress-c-serve"), "--listen=127.0.0.1:0",
+                 "--certfile=%s" % cert, "--keyfile=%s" % key, APP], cwd=HERE) as srv:
+        old = https(srv, client_ctx(pki))
+        old.request("GET", "/")
+        old.getresponse().read()
+        assert peer_der(old) == pem_der(pki / "server.pem")
+
+        shutil.copy(pki / "renewed.pem", cert)
+        shutil.copy(pki / "renewed.key", key)
+        srv.send_signal(signal.SIGHUP)
+        srv.wait_for(r"SIGHUP: TLS files reloaded", timeout=20 * SLOW)
+        new = https(srv, client_ctx(pki))
+        new.request("GET", "/")
+        assert json.loads(new.getresponse().read())["HTTPS"] == "on"
+        assert peer_der(new) == pem_der(pki / "renewed.pem")
+        new.close()
+        old.request("GET", "/")     # the old connection goes on
+        assert json.loads(old.getresponse().read())["HTTPS"] == "on"
+        old.close()
+
+        (tmp_path / "cert.pem").write_text("not a certificate\n")
+        srv.send_signal(signal.SIGHUP)
+        srv.wait_for(r"SIGHUP: TLS files not reloaded, the old ones stay: certfile", timeout=20 * SLOW)
+        again = https(srv, client_ctx(pki))
+        again.request("GET", "/")
+        again.getresponse().read()
+        assert peer_der(again) == pem_der(pki / "renewed.pem")
+        again.close()
+        assert srv.poll() is None

@@ -38,6 +38,8 @@ def make_pki(d):
     leaf("server", "/CN=localhost", "ca",
          "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
     leaf("client", "/O=waitress_c tests/CN=client one", "ca", "extendedKeyUsage=clientAuth\n")
+    # The next certificate of the same server, for a reload.
+    leaf("renewed", "/CN=renewed", "ca", "subjectAltName=DNS:localhost,IP:127.0.0.1\n")
     # Valid from now to now: expired by the time it is read.
     leaf("expired", "/CN=localhost", "ca", "subjectAltName=IP:127.0.0.1\n", days="0")
     leaf("stranger", "/CN=stranger", "other", "extendedKeyUsage=clientAuth\n")
