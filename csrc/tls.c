@@ -446,8 +446,8 @@ wc_tls_info(wc_tls_conn_t *c)
 static ssize_t
 failure(wc_tls_conn_t *c, int r)
 {
+    int sys = errno;    /* the socket's, for SSL_ERROR_SYSCALL */
     int e = SSL_get_error(c->ssl, r);
-    int sys = errno;
     ERR_clear_error();
     switch (e) {
     case SSL_ERROR_WANT_READ:
