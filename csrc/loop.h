@@ -532,6 +532,8 @@ struct wc_server_s {
     int workers_started;
     int workers_stop;
     int close_requested;        /* close() was called */
+    char close_why[32];         /* close()'s reason ("SIGTERM" from a
+                                   worker process's main thread), "" */
     int running;
     int depth_warn;             /* queue depth to log, 0 if none */
     int depth_due;              /* the sweep asks for it to be logged */
@@ -554,7 +556,7 @@ int wc_server_run(wc_server_t *srv, int sigfd);
  * *old_param, when given, receive what to restore. */
 struct sched_param;
 void wc_thread_batch(int *old, struct sched_param *old_param);
-void wc_server_request_close(wc_server_t *srv);
+void wc_server_request_close(wc_server_t *srv, const char *why);
 void wc_server_channel_closed(wc_server_t *srv);
 /* A channel was closed: release it at the start of the next iteration. */
 void wc_server_reap_soon(wc_server_t *srv);

@@ -5,7 +5,8 @@
  *                  access_log=None)
  *     srv.worker()      # in each worker thread: serves until stopped
  *     srv.run(sigfd)    # in the serving thread: the loop, GIL released
- *     srv.close()       # any thread: graceful stop (twice: immediate)
+ *     srv.close(why)    # any thread: graceful stop (twice: immediate);
+ *                       # why (optional) is the cause the stop line names
  *
  * GIL map: every function here holds the GIL, except the body of run(),
  * which releases it for the whole life of the loop, and worker(), which
@@ -501,11 +502,16 @@ server_run(ServerObject *so, PyObject *args, PyObject *kw)
 }
 
 static PyObject *
-server_close(ServerObject *so, PyObject *unused)
+server_close(ServerObject *so, PyObject *args, PyObject *kw)
 {
+    static char *kwlist[] = {"why", NULL};
+    const char *why = NULL;     /* borrowed from the argument, alive
+                                   until we return */
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|z:close", kwlist, &why))
+        return NULL;
     /* qlock is a leaf lock, but release the GIL anyway: house rule. */
     Py_BEGIN_ALLOW_THREADS
-    wc_server_request_close(so->srv);
+    wc_server_request_close(so->srv, why);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -641,8 +647,11 @@ static PyMethodDef server_methods[] = {
      METH_VARARGS | METH_KEYWORDS,
      "run(sigfd=-1): serve until closed.  sigfd is the read end of\n"
      "signal.set_wakeup_fd's socket: SIGINT/SIGTERM stop the server."},
-    {"close", (PyCFunction)server_close, METH_NOARGS,
-     "close(): stop gracefully (a second call stops at once).  Any thread."},
+    {"close", (PyCFunction)(void (*)(void))server_close,
+     METH_VARARGS | METH_KEYWORDS,
+     "close(why=None): stop gracefully (a second call stops at once).  Any\n"
+     "thread.  why (a str) is the cause the stop line names, instead of\n"
+     "'close() called'."},
     {"tls_reload", (PyCFunction)server_tls_reload, METH_O,
      "tls_reload(adj): new TLS connections use adj's files, read again."},
     {"worker", (PyCFunction)server_worker, METH_NOARGS,

@@ -51,6 +51,7 @@ static void retry_held(wc_server_t *srv);
 static void begin_stop(wc_server_t *srv, int level, const char *why);
 static void check_exit(wc_server_t *srv);
 static void stop_if_asked(wc_server_t *srv, int close_req);
+static void close_reason(wc_server_t *srv, char *why);
 
 #define SWEEP_MS 1000
 #define ACCEPT_BATCH 64     /* connections accepted per readiness event */
@@ -272,8 +273,11 @@ run_loop(wc_server_t *srv, int sigfd)
         srv->sigpoll.data = srv;
         uv_poll_start(&srv->sigpoll, UV_READABLE, on_signal_fd);
     }
-    if (closed)
-        begin_stop(srv, 1, "close() called");
+    if (closed) {
+        char why[sizeof(srv->close_why)];
+        close_reason(srv, why);
+        begin_stop(srv, 1, why);
+    }
     uv_run(&srv->loop, UV_RUN_DEFAULT);
     return 0;
 
@@ -525,12 +529,16 @@ on_signal_fd(uv_poll_t *p, int status, int events)
     }
 }
 
+/* `why`, if not NULL, is what the stop line names instead of "close()
+ * called": a worker process's main thread passes the signal it got. */
 void
-wc_server_request_close(wc_server_t *srv)
+wc_server_request_close(wc_server_t *srv, const char *why)
 {
     pthread_mutex_lock(&srv->qlock);
     if (srv->close_requested < 2)
         srv->close_requested++;
+    if (why != NULL)
+        snprintf(srv->close_why, sizeof(srv->close_why), "%s", why);
     if (srv->running && srv->async_live)
         uv_async_send(&srv->async);
     pthread_mutex_unlock(&srv->qlock);
@@ -600,8 +608,22 @@ begin_stop(wc_server_t *srv, int level, const char *why)
 static void
 stop_if_asked(wc_server_t *srv, int close_req)
 {
-    if (close_req > atomic_load(&srv->stopping))
-        begin_stop(srv, close_req >= 2 ? 2 : 1, "close() called");
+    if (close_req > atomic_load(&srv->stopping)) {
+        char why[sizeof(srv->close_why)];
+        close_reason(srv, why);
+        begin_stop(srv, close_req >= 2 ? 2 : 1, why);
+    }
+}
+
+/* What close() gave as its reason, or "close() called", into `why`
+ * (sizeof srv->close_why bytes). */
+static void
+close_reason(wc_server_t *srv, char *why)
+{
+    pthread_mutex_lock(&srv->qlock);
+    snprintf(why, sizeof(srv->close_why), "%s",
+             srv->close_why[0] ? srv->close_why : "close() called");
+    pthread_mutex_unlock(&srv->qlock);
 }
 
 /* shutdown_timeout has passed: cut off what is left. */

@@ -16,6 +16,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from waitress_c.adjustments import OPTIONS, STANDARD, TUNING  # noqa: E402
+from waitress_c.config import env_name  # noqa: E402
 
 PAGE = os.path.join(HERE, "configuration.rst")
 BEGIN = ".. begin-options\n"
@@ -58,6 +59,7 @@ def render():
             title = "``%s``" % opt.name
             fields = [
                 ":Command line: %s" % _flag(opt),
+                ":Environment: ``%s``" % env_name(opt),
                 ":Converter: ``%s``" % opt.convert.__name__,
                 ":Default: %s" % opt.shown_default,
             ]

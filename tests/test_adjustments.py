@@ -212,6 +212,9 @@ DEFAULTS = {
     "access_log_format": '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
     "pidfile": None,
     "log_level": None,
+    "log_config": None,
+    "error_logfile": None,
+    "access_logfile": None,
     "certfile": None,
     "keyfile": None,
     "keyfile_password_file": None,
@@ -305,6 +308,9 @@ FROM_STRINGS = [
     ("access_log_format", "%(h)s %(s)s %(D)s", "%(h)s %(s)s %(D)s"),
     ("pidfile", "/tmp/wc.pid", "/tmp/wc.pid"),
     ("log_level", "WARNING", "warning"),
+    ("log_config", "/tmp/wc-logging.json", "/tmp/wc-logging.json"),
+    ("error_logfile", "/tmp/wc-error.log", "/tmp/wc-error.log"),
+    ("access_logfile", "-", "-"),
 ]
 
 NEEDS_PROXY = {"trusted_proxy_count", "trusted_proxy_headers"}

@@ -58,6 +58,9 @@ access_log = true
 access_log_format = %%(h)s %%(s)s %%(b)s
 pidfile = %(here)s/paste.pid
 log_level = Info
+log_config = %(here)s/logging.json
+error_logfile = -
+access_logfile = -
 """
 
 EXPECTED = {
@@ -98,6 +101,9 @@ EXPECTED = {
     "access_log_format": "%(h)s %(s)s %(b)s",
     "pidfile": "paste.pid",  # in the ini's directory
     "log_level": "info",
+    "log_config": "logging.json",  # in the ini's directory
+    "error_logfile": "-",
+    "access_logfile": "-",
 }
 
 
@@ -109,6 +115,8 @@ def ini(tmp_path, server_settings, name="test.ini"):
     )
     path = tmp_path / name
     path.write_text(text)
+    # For log_config: an incremental dictConfig that changes nothing.
+    (tmp_path / "logging.json").write_text('{"version": 1, "incremental": true}')
     return "config:" + str(path)
 
 
@@ -157,7 +165,7 @@ def test_every_setting_from_an_ini(captured, tmp_path):
     assert all(isinstance(v, str) for v in kw.values())
     adj = adjustments(kw)
     for name, value in EXPECTED.items():
-        if name == "pidfile":
+        if name in ("pidfile", "log_config"):
             value = str(tmp_path / value)
         assert getattr(adj, name) == value, name
     assert [entry[3] for entry in adj.listen] == [("127.0.0.1", 0)]

@@ -699,7 +699,7 @@ def test_malformed_header_gets_the_standard_400(tmp_path):
         code, output = server.stop()
     assert code == 0
     assert (
-        'WARNING:waitress_c:Malformed proxy header "X-Forwarded-Proto" from '
+        '[WARNING] Malformed proxy header "X-Forwarded-Proto" from '
         '"127.0.0.1": unsupported proto value value: ftp' in output
     )
 

@@ -16,7 +16,7 @@ import pytest
 from servers import Server, run_cli, script, write_app
 
 import waitress_c
-from waitress_c import runner
+from waitress_c import logs, runner
 from waitress_c.adjustments import OPTION_MAP, OPTIONS, STANDARD, TUNING
 from waitress_c.adjustments import Adjustments
 from waitress_c.runner import format_help, run
@@ -40,6 +40,7 @@ def isolated(monkeypatch):
     level = wlogger.level
     yield
     wlogger.setLevel(level)
+    logs.reset()  # the handlers run() set up
 
 
 def cli(*args, name="waitress-c-serve"):
@@ -188,6 +189,10 @@ VALUE_FLAGS = {
     "access_log_format": "%(h)s %(s)s",
     "pidfile": "/tmp/wc-test.pid",
     "log_level": "warning",
+    # An incremental dictConfig that changes nothing in this process.
+    "log_config": os.path.join(os.path.dirname(os.path.abspath(__file__)), "logging_noop.json"),
+    "error_logfile": "-",
+    "access_logfile": "-",
     # {pki}: the session's certificates (conftest.py's pki fixture).
     "certfile": "{pki}/server.pem",
     "keyfile": "{pki}/server.key",
@@ -649,7 +654,7 @@ def test_serves_and_stops_on_sigint(app_dir, command):
     finally:
         code, output = server.stop()
     assert code == 0
-    assert "INFO:waitress_c:Serving on http://127.0.0.1:%d" % server.port in output
+    assert "[INFO] Serving on http://127.0.0.1:%d" % server.port in output
     assert "Traceback" not in output
 
 
@@ -890,7 +895,7 @@ def test_sighup_in_a_single_process_is_refused_and_logged(app_dir):
         [script("waitress-c-serve"), "--listen=127.0.0.1:0", "cliapp:app"],
         cwd=app_dir,
     )
-    refusal = "WARNING:waitress_c:SIGHUP: a single process cannot reload; use --workers for rolling restarts"
+    refusal = "[WARNING] SIGHUP: a single process cannot reload; use --workers for rolling restarts"
     try:
         for count in (1, 2):
             server.send_signal(signal.SIGHUP)
@@ -1103,10 +1108,10 @@ def test_log_level_warning_hides_info_lines(tmp_path):
             except ConnectionRefusedError:
                 assert server.poll() is None, server.output
                 assert time.monotonic() < deadline, server.output
-        server.wait_for("WARNING:waitress_c:WARNING from the app")
+        server.wait_for(re.escape("[WARNING] WARNING from the app"))
     finally:
         code, output = server.stop(signal.SIGTERM)
     assert code == 0, output
     assert "Serving on" not in output
     assert "INFO from the app" not in output
-    assert "INFO:" not in output
+    assert "[INFO]" not in output

@@ -2,6 +2,7 @@
 
 import logging
 
+from waitress_c import logs
 from waitress_c._version import __version__
 from waitress_c.server import create_server
 
@@ -22,15 +23,23 @@ def serve(app, **kw):
     level = getattr(getattr(server, "adj", None), "log_level", None)
     if level:
         logging.getLogger("waitress_c").setLevel(level.upper())
-    if not quiet:
-        tls = getattr(getattr(server, "adj", None), "certfile", None)
-        server.print_listen("Serving on %s://{}:{}" % ("https" if tls else "http"))
-    if profile:  # pragma: no cover
-        from waitress_c.profile import run_profiled
+    # SIGUSR1 reopens the log files from before the first line (a
+    # supervisor handles it in its own loop).
+    with logs.ReopenOnSignal(
+        logs.managed() and not hasattr(server, "worker_pids")
+    ):
+        if not quiet:
+            logs.log_startup(server)
+            tls = getattr(getattr(server, "adj", None), "certfile", None)
+            server.print_listen(
+                "Serving on %s://{}:{}" % ("https" if tls else "http")
+            )
+        if profile:  # pragma: no cover
+            from waitress_c.profile import run_profiled
 
-        run_profiled(server)
-    else:
-        server.run()
+            run_profiled(server)
+        else:
+            server.run()
 
 
 def serve_paste(app, global_conf, **kw):

@@ -5,6 +5,9 @@ and body bytes actually sent, the time it took, the request line) and calls
 an :class:`AccessLog` on the worker that served the request, the GIL held;
 that covers the server's own error responses (400, 413, 431, 500) too,
 which a WSGI middleware never sees.  The event loop never runs Python.
+Where the lines go is the logging configuration's business: with
+``access_logfile`` (or ``access_log`` on the command line),
+``waitress_c.logs`` gives the logger a handler that writes the bare line.
 
 The format uses gunicorn's atoms, ``%(name)s``:
 

@@ -21,6 +21,7 @@ import warnings
 from typing import Any, Callable, Iterable, NamedTuple
 
 from waitress_c.access_log import COMBINED, check_format
+from waitress_c.logs import as_access_logfile, as_error_logfile, aslogconfig
 
 __all__ = [
     "Adjustments",
@@ -540,8 +541,40 @@ OPTIONS: tuple[Option, ...] = (
         "or critical, in any case.  With warning, the 'Serving on' lines "
         "and the access log are not shown.  When it is not given, the "
         "command line sets info if nothing else gave the waitress_c "
-        "logger a level, and serve() leaves the level alone.",
+        "logger a level, and so do error_logfile and access_logfile; "
+        "otherwise serve() leaves the level alone.",
         "info",
+        extra=True,
+    ),
+    Option(
+        "log_config", aslogconfig, None, "FILE", STANDARD,
+        "A logging configuration applied before the server starts: a "
+        "logging.config.dictConfig dictionary in a .json or .toml file, "
+        "or a logging.config.fileConfig ini file (any other name).  Loggers "
+        "that exist already are kept (disable_existing_loggers defaults to "
+        "false).  A file that cannot be read or applied is refused at "
+        "start-up.  Without --error-logfile, waitress_c then adds no "
+        "handler of its own.",
+        "none",
+        extra=True,
+    ),
+    Option(
+        "error_logfile", as_error_logfile, None, "PATH", STANDARD,
+        "Write the waitress_c logger's lines (start-up, stop, errors) to "
+        "this file, opened for appending, as '[2026-12-07 16:50:01 +0000] "
+        "[PID] [INFO] message'; - is stderr, which is also where the "
+        "command line writes them by default.  SIGUSR1 reopens the file.  "
+        "Its directory must exist.",
+        "none (stderr on the command line)",
+        extra=True,
+    ),
+    Option(
+        "access_logfile", as_access_logfile, None, "PATH", STANDARD,
+        "Write the access log to this file, opened for appending, one bare "
+        "line per response; - is stdout.  Turns access_log on.  SIGUSR1 "
+        "reopens the file.  Its directory must exist.  Without it, the "
+        "access log goes where the error log goes.",
+        "none",
         extra=True,
     ),
     Option(
@@ -675,6 +708,9 @@ class Adjustments:
     access_log_format: str
     pidfile: str | None
     log_level: str | None
+    log_config: str | None
+    error_logfile: str | None
+    access_logfile: str | None
     certfile: str | None
     keyfile: str | None
     keyfile_password_file: str | None
@@ -717,6 +753,8 @@ class Adjustments:
         self.check_sockets(self.sockets)
         self._check_workers()
         self._check_pidfile()
+        if self.access_logfile:
+            self.access_log = True  # a file for the lines asks for them
         self._check_tls()
 
     def _check_tls(self) -> None:

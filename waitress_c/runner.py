@@ -14,6 +14,11 @@ stderr: ``Error: ...``, followed for a usage error by a short usage hint
 (not the whole help).  A port outside 0-65535 is refused (getaddrinfo would
 wrap it around), a socket that cannot be bound is named with the reason,
 and an application that cannot be found is one line, not a traceback.
+
+Settings may also come from a configuration file (``--config``), from
+``WAITRESS_C_<NAME>`` variables, ``WAITRESS_C_CMD_ARGS`` and ``$PORT``
+(``config.py`` reads them; the command line overrides them all), and a
+Python configuration file may define lifecycle hooks.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import types
 import warnings
 from typing import Any, Callable
 
-from waitress_c import __version__, serve
+from waitress_c import __version__, logs, serve
 from waitress_c.adjustments import (
     OPTION_MAP,
     OPTIONS,
@@ -44,6 +49,19 @@ from waitress_c.adjustments import (
     aslist,
     asoctal,
     split_listen_entry,
+)
+from waitress_c.config import (
+    CMD_ARGS_VAR,
+    NO_HOOKS,
+    ConfigError,
+    Hooks,
+    ServerInfo,
+    WorkerInfo,
+    cmd_args,
+    env_settings,
+    load_config,
+    merge,
+    port_settings,
 )
 from waitress_c.server import ListenError, PidfileError
 
@@ -68,6 +86,15 @@ RUNNER_FLAGS = (
         "argument.  MODULE is imported (the current directory is on the "
         "module search path) and OBJECT looked up in it; the dotted form "
         "package.module.object is also accepted.",
+    ),
+    (
+        "--config=FILE, -c",
+        "Read settings from FILE, under their names: a Python file (*.py: "
+        "threads = 8, and lifecycle hooks such as post_fork) or a TOML file "
+        "(*.toml).  wsgi_app = 'MODULE:OBJECT' in it names the "
+        "application.  Every setting may also be a WAITRESS_C_<NAME> "
+        "environment variable.  Precedence: $PORT < FILE < WAITRESS_C_<NAME> "
+        "< WAITRESS_C_CMD_ARGS (more arguments) < the command line.",
     ),
     (
         "--preload",
@@ -188,7 +215,7 @@ def _getopt_spec() -> tuple[str, list[str], set[str], dict[str, str]]:
         name, eq, _ = long_flag[2:].partition("=")
         long_opts.append(name + eq)
         if short_flag:
-            short += short_flag
+            short += short_flag + (":" if eq else "")
             aliases["-" + short_flag] = "--" + name
     for opt in OPTIONS:
         if opt.is_bool:
@@ -209,23 +236,70 @@ def _parse_args(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
     """``Adjustments.parse_args``, with options allowed after the
     application and the short forms: ``gnu_getopt`` finds the options and
     writes each in full (``-h`` as ``--help``, ``--thr=3`` as
-    ``--threads=3``) before the positional arguments.  ``kw`` has one more
-    key, ``version``.  Raises ``getopt.GetoptError``."""
+    ``--threads=3``) before the positional arguments.  ``kw`` has two more
+    keys, ``version`` and ``config`` (its FILE or None).  Raises
+    ``getopt.GetoptError``."""
     short, long_opts, with_value, aliases = _getopt_spec()
     opts, args = getopt.gnu_getopt(argv, short, long_opts)
     version = False
+    config = None
     normal = []
     for flag, value in opts:
         flag = aliases.get(flag, flag)
         if flag == "--version":
             version = True
+        elif flag == "--config":
+            config = value
         elif flag in with_value:
             normal.append("%s=%s" % (flag, value))
         else:
             normal.append(flag)
     kw, args = Adjustments.parse_args(normal + ["--"] + args)
     kw["version"] = version
+    kw["config"] = config
     return kw, args
+
+
+# The keys of _parse_args's result that are the runner's own, not settings.
+_RUNNER_KEYS = ("help", "version", "call", "preload", "reload", "app", "config")
+
+
+def _sources(
+    name: str, argv: list[str]
+) -> tuple[dict[str, Any], list[str], dict[str, Any], dict[str, Any]] | int:
+    """Read the command line and ``WAITRESS_C_CMD_ARGS`` (the configuration
+    file and the other variables are read later, once --help and --version
+    are out of the way).
+
+    Returns ``(flags, apps, kw, cmd_kw)``: the runner's own flags
+    (``_RUNNER_KEYS``; the command line's, or ``WAITRESS_C_CMD_ARGS``'s when
+    the command line does not give one), the application names given (the
+    command line's, else those of ``WAITRESS_C_CMD_ARGS``), and the
+    settings of the command line and of ``WAITRESS_C_CMD_ARGS``; or an exit
+    status after an error, which has been reported."""
+    try:
+        extra = cmd_args(os.environ)
+    except ConfigError as exc:
+        return _error(str(exc))
+    try:
+        kw, args = _parse_args(argv)
+    except getopt.GetoptError as exc:
+        return _fail(name, str(exc))
+    try:
+        env_kw, env_args = _parse_args(extra)
+    except getopt.GetoptError as exc:
+        return _fail(name, "%s: %s" % (CMD_ARGS_VAR, exc))
+    flags = {key: kw.pop(key) for key in _RUNNER_KEYS}
+    env_flags = {key: env_kw.pop(key) for key in _RUNNER_KEYS}
+    apps = ([flags["app"]] if flags["app"] is not None else []) + args
+    if not apps:
+        apps = ([env_flags["app"]] if env_flags["app"] is not None else []) + env_args
+    for key, value in env_flags.items():
+        if key == "config":
+            flags[key] = flags[key] if flags[key] is not None else value
+        elif key != "app":
+            flags[key] = flags[key] or value
+    return flags, apps, kw, env_kw
 
 
 _NUMBER = re.compile(r"[+-]?[0-9]+")
@@ -410,21 +484,30 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
     ``--version``), 1 after an error, which is reported on stderr.
     """
     name = _program_name(argv[0])
-    try:
-        kw, args = _parse_args(argv[1:])
-    except getopt.GetoptError as exc:
-        return _fail(name, str(exc))
+    got = _sources(name, argv[1:])
+    if isinstance(got, int):
+        return got
+    flags, args, kw, cmd_kw = got
 
-    if kw.pop("help"):
+    if flags["help"]:
         _print_out(format_help(name))
         return 0
-    if kw.pop("version"):
+    if flags["version"]:
         _print_out("waitress_c %s" % __version__)
         return 0
-    call = kw.pop("call")
-    app_name = kw.pop("app")
-    if app_name is not None:
-        args.insert(0, app_name)
+    hooks = NO_HOOKS
+    file_kw: dict[str, Any] = {}
+    try:
+        port_kw = port_settings(os.environ)
+        if flags["config"] is not None:
+            loaded = load_config(flags["config"])
+            file_kw, hooks = loaded.settings, loaded.hooks
+            if not args and loaded.app is not None:
+                args = [loaded.app]
+        env_kw = env_settings(os.environ)
+    except ConfigError as exc:
+        return _error(str(exc))
+    call = flags["call"]
     if not args:
         return _fail(name, "Specify an application")
     if len(args) > 1:
@@ -434,8 +517,14 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
     # Check the options before importing the application: a mistake is
     # reported at once, as a usage error rather than a traceback.
     # The warnings are left to the construction serve() does.
-    preload = kw.pop("preload")
-    reload = kw.pop("reload")
+    preload = flags["preload"]
+    reload = flags["reload"]
+    try:
+        _check_numbers(cmd_kw)
+    except ValueError as exc:
+        return _fail(name, "%s: %s" % (CMD_ARGS_VAR, exc))
+    # Lowest precedence first.
+    kw = merge([port_kw, file_kw, env_kw, cmd_kw, kw])
     try:
         _check_numbers(kw)
         _check_ports(kw)
@@ -448,7 +537,17 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
         status = _start_reloader(name, argv, adj)
         if status is not None:
             return status
+        if flags["config"] is not None:  # not imported: hupper would miss it
+            import hupper
 
+            hupper.get_reloader().watch_files([os.path.abspath(flags["config"])])
+
+    # The error and access logs (docs/logging.rst), before the level below:
+    # a log_config's level for waitress_c is kept.
+    try:
+        logs.setup(adj, cli=True)
+    except ValueError as exc:
+        return _fail(name, str(exc))
     # Without a level of its own the logger would inherit WARNING from the
     # root logger, and "Serving on ..." would not be shown.
     if adj.log_level:
@@ -458,6 +557,10 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
 
     sys.path.append(os.getcwd())
     from waitress_c.supervisor import AppLoader, WorkerBootError, wants_supervisor
+
+    if hooks:
+        hooks.call("on_starting", ServerInfo(os.getpid(), adj))
+        kw["_server"] = _hooked_create_server(hooks)
 
     if wants_supervisor(adj) and not (preload or reload):
         # Each worker imports the application after the fork.
@@ -490,11 +593,33 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
         if wants_supervisor(adj):  # --preload: the supervisor has SIGHUP
             _serve(app, **kw)
         else:
-            with _RefuseSighup():
+            with logs.ReopenOnSignal(), _RefuseSighup():
                 _serve(app, **kw)
+            hooks.call("worker_exit", WorkerInfo(os.getpid(), 0, adj, 0))
     except (ListenError, PidfileError, WorkerBootError) as exc:
         return _error(str(exc))
     return 0
+
+
+def _hooked_create_server(hooks: Hooks) -> Callable[..., Any]:
+    """``create_server`` for a configuration file with hooks: a supervisor
+    gets them (it calls when_ready and the worker hooks); a single process
+    calls when_ready here, once its sockets listen, before it serves."""
+    from waitress_c.server import create_server
+    from waitress_c.supervisor import Supervisor
+
+    def create(app: Any, **kw: Any) -> Any:
+        server = create_server(app, **kw)
+        if isinstance(server, Supervisor):
+            server.hooks = hooks
+        else:
+            hooks.call(
+                "when_ready",
+                ServerInfo(os.getpid(), server.adj, server.effective_listen),
+            )
+        return server
+
+    return create
 
 
 # hupper's wait for a server it stopped (below) when shutdown_timeout is 0:

@@ -266,10 +266,11 @@ class BaseWSGIServer:
                     t.join(timeout=5)
             self._close_sockets()
 
-    def close(self) -> None:
+    def close(self, why: Optional[str] = None) -> None:
         """Stop serving: gracefully the first time, at once the second.
-        Safe from any thread, and before run()."""
-        self._core.close()
+        Safe from any thread, and before run().  ``why`` is the cause the
+        "Shutting down" line names (by default "close() called")."""
+        self._core.close(why)
 
     def _close_sockets(self) -> None:
         for sock in self.sockets if self._owned else ():
@@ -349,6 +350,9 @@ def create_server(application: Optional[Callable], **kw: Any) -> BaseWSGIServer:
             "to return a WSGI app within your application."
         )
     adj = Adjustments(**kw)
+    from waitress_c import logs
+
+    logs.setup(adj)  # only with log files or log_config (docs/logging.rst)
     owned = True
     socks: List[socket.socket] = []
     try:

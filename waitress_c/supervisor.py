@@ -18,10 +18,12 @@ supervisor SIGTERM, SIGINT: graceful stop (workers finish what they have
            accepted, within ``shutdown_timeout``; 0: however long it
            takes); a second one, or
            SIGQUIT: immediate stop.  SIGHUP: replace the workers one by
-           one.  SIGTTIN / SIGTTOU: one worker more / less.
+           one.  SIGTTIN / SIGTTOU: one worker more / less.  SIGUSR1:
+           reopen the log files, and send SIGUSR1 to every worker.
 worker     SIGTERM: graceful stop of that worker (it is replaced);
-           SIGQUIT: immediate stop.  SIGINT, SIGHUP, SIGTTIN and SIGTTOU
-           are ignored: they are the supervisor's business.
+           SIGQUIT: immediate stop.  SIGUSR1: reopen the log files.
+           SIGINT, SIGHUP, SIGTTIN and SIGTTOU are ignored: they are the
+           supervisor's business.
 =========  =============================================================
 
 A worker learns that the supervisor is gone from a pipe whose only writer
@@ -47,7 +49,9 @@ import time
 import traceback
 from typing import Callable, Dict, List, Optional
 
+from waitress_c import logs
 from waitress_c.adjustments import Adjustments
+from waitress_c.config import NO_HOOKS, Hooks, ServerInfo, WorkerInfo
 from waitress_c.server import FirstListener, remove_pidfile, write_pidfile
 
 __all__ = ["AppLoader", "Supervisor", "WorkerBootError", "wants_supervisor"]
@@ -75,7 +79,7 @@ _SUPERVISOR_SIGNALS = tuple(
     getattr(signal, name)
     for name in (
         "SIGINT", "SIGTERM", "SIGQUIT", "SIGHUP", "SIGTTIN", "SIGTTOU",
-        "SIGCHLD",
+        "SIGCHLD", "SIGUSR1",
     )
 )
 _WORKER_IGNORED = (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
@@ -156,7 +160,7 @@ class _Worker:
     """The supervisor's record of one worker process."""
 
     __slots__ = ("pid", "fd", "started", "ready", "retiring", "replaces",
-                 "kill_at")
+                 "kill_at", "age")
 
     def __init__(self, pid: int, fd: int, replaces: Optional[int]) -> None:
         self.pid = pid
@@ -166,6 +170,7 @@ class _Worker:
         self.retiring = False  # stopping: no longer counts as serving
         self.replaces = replaces  # the pid a rolling restart retires for it
         self.kill_at: Optional[float] = None  # SIGKILL deadline
+        self.age = 0  # 1 for the first worker started, 2 for the next...
 
 
 class _Stopper:
@@ -177,11 +182,12 @@ class _Stopper:
         self.level = 0
         self.lock = threading.Lock()
 
-    def stop(self, level: int) -> None:
+    def stop(self, level: int, why: Optional[str] = None) -> None:
+        """``why``: the cause the server's stop line names."""
         with self.lock:
             while self.level < level:
                 self.level += 1
-                self.server.close()
+                self.server.close(why)
 
 
 class Supervisor(FirstListener):
@@ -190,8 +196,13 @@ class Supervisor(FirstListener):
     starts the worker processes and supervises them until ``close()`` (from
     any thread) or SIGINT/SIGTERM, and returns once every worker has
     exited.  ``effective_listen`` (and ``effective_host`` /
-    ``effective_port`` for one listener) are as on a server.
+    ``effective_port`` for one listener) are as on a server.  ``hooks``
+    are a configuration file's lifecycle hooks (``waitress_c.config``).
     """
+
+    hooks: Hooks = NO_HOOKS
+    _spawned = 0  # workers started so far: the next one's age - 1
+    _me: Optional[WorkerInfo] = None  # in a worker once post_fork ran
 
     def __init__(self, application, adj: Adjustments, sockets, owned: bool):
         from waitress_c.server import _sockinfo
@@ -346,6 +357,10 @@ class Supervisor(FirstListener):
                 if self._target > 1:
                     self._target -= 1
                 logger.info("SIGTTOU: %d workers wanted", self._target)
+            elif sig == signal.SIGUSR1:  # logrotate: ours, then theirs
+                logs.reopen_and_log()
+                for w in self._workers.values():
+                    self._kill(w, signal.SIGUSR1)
         while self._close_calls:
             self._close_calls.pop()
             self._begin_stop(self._stopping + 1, "close()")
@@ -365,6 +380,9 @@ class Supervisor(FirstListener):
                 x.ready for x in self._workers.values() if not x.retiring
             ):
                 self._booting = False
+                self.hooks.call("when_ready", ServerInfo(
+                    self._pid, self.adj, self.effective_listen,
+                    self.worker_pids))
         if RETIRING in data and not w.retiring:
             w.retiring = True
             w.kill_at = self._graceful_deadline()
@@ -483,6 +501,8 @@ class Supervisor(FirstListener):
 
     def _on_exit(self, w: _Worker, status: int) -> None:
         how = describe_status(status)
+        self.hooks.call("child_exit", WorkerInfo(
+            w.pid, w.age, self.adj, os.waitstatus_to_exitcode(status)))
         if w.fd >= 0:  # a last status byte may wait there
             try:
                 data = os.read(w.fd, 64)
@@ -528,6 +548,7 @@ class Supervisor(FirstListener):
         r, w = os.pipe()
         blocked = signal.pthread_sigmask(
             signal.SIG_BLOCK, _SUPERVISOR_SIGNALS)
+        self._spawned += 1
         try:
             pid = os.fork()
         except OSError as exc:
@@ -545,6 +566,9 @@ class Supervisor(FirstListener):
             except BaseException:
                 traceback.print_exc()
             finally:
+                if self._me is not None:  # post_fork ran: worker_exit too
+                    self._me.exit_status = status
+                    self.hooks.call("worker_exit", self._me)
                 for stream in (sys.stdout, sys.stderr):
                     try:
                         stream.flush()
@@ -554,6 +578,7 @@ class Supervisor(FirstListener):
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         os.close(w)
         self._workers[pid] = rec = _Worker(pid, r, replaces)
+        rec.age = self._spawned
         self._by_fd[r] = rec
         self._poller.register(r, select.POLLIN)
         logger.info(
@@ -579,9 +604,18 @@ class Supervisor(FirstListener):
         self._workers = {}
         self._by_fd = {}
         _set_parent_death_signal(signal.SIGTERM)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        # SIGUSR1 stays blocked (pending, neither lost nor fatal) until
+        # _serve_in_worker handles it.
+        signal.pthread_sigmask(signal.SIG_SETMASK, set(mask) | {signal.SIGUSR1})
         if os.getppid() != self._pid:
             return 0  # the supervisor died while we were being born
+        # Before the application is loaded: what a database pool or a
+        # metrics library needs to reset after a fork.  A failure is a
+        # failure to boot.
+        me = WorkerInfo(os.getpid(), self._spawned, self.adj)
+        if not self.hooks.call("post_fork", me):
+            return BOOT_ERROR
+        self._me = me
         retire: List[Callable[[], None]] = []
         try:
             app = self.application
@@ -607,7 +641,7 @@ class Supervisor(FirstListener):
         def retire_self() -> None:
             # The stop first: until the loop has begun it, the requests
             # that arrive are served as usual, beyond the limit.
-            stopper.stop(1)
+            stopper.stop(1, "max_requests")
             _write(status_w, RETIRING)
             logger.info(
                 "Worker pid %d: %d requests (max_requests): stopping",
@@ -624,7 +658,7 @@ class Supervisor(FirstListener):
         r.setblocking(False)
         w.setblocking(False)
         signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False)
-        for sig in (signal.SIGTERM, signal.SIGQUIT):
+        for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGUSR1):
             signal.signal(sig, lambda signum, frame: None)
         done = threading.Event()
 
@@ -637,6 +671,9 @@ class Supervisor(FirstListener):
 
         loop = threading.Thread(target=serve, name="waitress_c-loop")
         loop.start()
+        # Only now: the server's threads keep SIGUSR1 blocked, so it comes
+        # to this thread and its wakeup fd.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
         _write(status_w, READY)
         poller = select.poll()
         poller.register(r.fileno(), select.POLLIN)
@@ -645,7 +682,7 @@ class Supervisor(FirstListener):
             for fd, _ in poller.poll(1000):
                 if fd == self._alive_r:  # the supervisor is gone
                     poller.unregister(fd)
-                    stopper.stop(1)
+                    stopper.stop(1, "supervisor gone")
                     continue
                 try:
                     data = r.recv(64)
@@ -653,11 +690,13 @@ class Supervisor(FirstListener):
                     data = b""
                 for sig in data:
                     if sig == signal.SIGQUIT:
-                        stopper.stop(2)
+                        stopper.stop(2, "SIGQUIT")
                     elif sig == signal.SIGTERM:
-                        stopper.stop(1)
+                        stopper.stop(1, "SIGTERM")
+                    elif sig == signal.SIGUSR1:
+                        logs.reopen_and_log()
             if os.getppid() != self._pid:
-                stopper.stop(1)
+                stopper.stop(1, "supervisor gone")
         loop.join()
         signal.set_wakeup_fd(-1)
 
