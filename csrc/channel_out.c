@@ -49,6 +49,22 @@ struct wc_waiter_s {
 
 /* ---- the loop's writes -------------------------------------------------- */
 
+/* How many queued bytes make a writer park (wc_channel_send,
+ * wc_channel_wait_drained).  outbuf_high_watermark; on TLS at most half
+ * of outbuf_overflow: every byte goes through the queue there, and a
+ * worker that writes faster than the loop encrypts would otherwise spill
+ * most of a large response to the temp file (200 MiB over TLS: 155 MiB
+ * written to it and read back). */
+static uint64_t
+park_mark(const wc_channel_t *ch)
+{
+    const wc_config_t *cfg = &ch->srv->cfg;
+    uint64_t mark = cfg->outbuf_high_watermark;
+    if (cfg->tls && cfg->outbuf_overflow / 2 < mark)
+        mark = cfg->outbuf_overflow / 2 ? cfg->outbuf_overflow / 2 : 1;
+    return mark;
+}
+
 /* Loop thread: write to the socket, or through TLS.  Returns the bytes
  * taken, or -errno (-EAGAIN: none). */
 static ssize_t
@@ -220,7 +236,7 @@ wc_channel_flush(wc_channel_t *ch)
     }
     b->writing = full && !b->broken;
     if (b->waiters && (b->broken || b->out.bytes
-                       <= ch->srv->cfg.outbuf_high_watermark))
+                       <= park_mark(ch)))
         wc_channel_wake_waiters(ch);
     wc_channel_give_back(ch);
     int writing = b->writing;
@@ -271,7 +287,7 @@ wc_channel_send(wc_channel_t *ch, struct iovec *iov, void **owners, int n,
 {
     pthread_mutex_lock(&ch->b->lock);
     int rv = wc_channel_send_locked(ch, iov, owners, n, defer);
-    if (rv == 0 && ch->b->out.bytes > ch->srv->cfg.outbuf_high_watermark)
+    if (rv == 0 && ch->b->out.bytes > park_mark(ch))
         rv = 1;
     pthread_mutex_unlock(&ch->b->lock);
     return rv;
@@ -426,7 +442,7 @@ int
 wc_channel_wait_drained(wc_channel_t *ch)
 {
     int rv = 0;
-    uint64_t hwm = ch->srv->cfg.outbuf_high_watermark;
+    uint64_t hwm = park_mark(ch);
     wc_waiter_t me;
     pthread_cond_init(&me.cond, NULL);
     pthread_mutex_lock(&ch->b->lock);
