@@ -530,3 +530,40 @@ def test_sighup_reloads_the_files_in_a_single_process(pki, tmp_path):
         assert peer_der(again) == pem_der(pki / "renewed.pem")
         again.close()
         assert srv.poll() is None
+
+
+def test_close_notify_on_a_clean_close(server_factory, pki):
+    """A response that ends the connection is followed by close_notify: a
+    client that does not forgive a bare EOF sees a clean end."""
+    srv = tls_server(server_factory, pki)
+    raw = srv.connect(timeout=20 * SLOW)
+    s = client_ctx(pki).wrap_socket(raw, server_hostname="127.0.0.1",
+                                    suppress_ragged_eofs=False)
+    try:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)     # SSLEOFError without close_notify
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Connection: close\r\n" in data
+
+
+def test_stop_does_not_wait_for_a_handshake(server_factory, pki):
+    """A connection stuck half-way through its handshake does not hold a
+    graceful stop up (channel_timeout is long here)."""
+    srv = tls_server(server_factory, pki, channel_timeout=600)
+    s = srv.connect(timeout=20 * SLOW)
+    try:
+        hello = client_hello(pki)
+        s.sendall(hello[: len(hello) // 2])
+        assert get_env(srv, client_ctx(pki))["SSL_PROTOCOL"] == "TLSv1.3"
+        srv.send_signal(signal.SIGINT)
+        assert srv.wait(timeout=30 * SLOW) == 0
+        assert closed_by_server(s, 20 * SLOW)
+    finally:
+        s.close()
