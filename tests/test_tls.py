@@ -567,3 +567,18 @@ def test_stop_does_not_wait_for_a_handshake(server_factory, pki):
         assert closed_by_server(s, 20 * SLOW)
     finally:
         s.close()
+
+
+def test_worker_processes_speak_tls(pki):
+    """--workers: each worker process builds its own context from the
+    settings; both answer over TLS."""
+    from servers import Server
+
+    with Server([script("waitress-c-serve"), "--listen=127.0.0.1:0", "--workers=2",
+                 "--certfile=%s" % (pki / "server.pem"),
+                 "--keyfile=%s" % (pki / "server-enc.key"),
+                 "--keyfile-password-file=%s" % (pki / "password.txt"), APP],
+                cwd=HERE) as srv:
+        for _ in range(4):
+            assert get_env(srv, client_ctx(pki))["SSL_PROTOCOL"] == "TLSv1.3"
+        assert "Serving on https://127.0.0.1:%d" % srv.port in srv.output
