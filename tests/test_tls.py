@@ -582,3 +582,23 @@ def test_worker_processes_speak_tls(pki):
         for _ in range(4):
             assert get_env(srv, client_ctx(pki))["SSL_PROTOCOL"] == "TLSv1.3"
         assert "Serving on https://127.0.0.1:%d" % srv.port in srv.output
+
+
+def test_tls12_renegotiation_refused(server_factory, pki):
+    srv = tls_server(server_factory, pki)
+    # "R" asks s_client to renegotiate; its input stays open until the
+    # server's answer ended it (or a bound passed).
+    p = subprocess.Popen(
+        ["openssl", "s_client", "-connect", "127.0.0.1:%d" % srv.port, "-tls1_2"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=tool_env(),
+    )
+    p.stdin.write(b"R\n")
+    p.stdin.flush()
+    try:
+        p.wait(timeout=20 * SLOW)
+    except subprocess.TimeoutExpired:
+        pass
+    text = p.communicate(timeout=30 * SLOW)[0].decode()
+    assert "RENEGOTIATING" in text      # s_client asked
+    assert "no renegotiation" in text   # the server's alert
+    assert get_env(srv, client_ctx(pki))["SSL_PROTOCOL"] == "TLSv1.3"
