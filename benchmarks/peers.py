@@ -19,6 +19,8 @@ from common import (BENCH, HOST, LOGS, ROOT, VENVS, WORK, log, one_line,
 ALL = ["waitress_c", "waitress", "bjoern", "fastwsgi", "gunicorn", "uwsgi",
        "nginx", "waitress_c-w2", "gunicorn-w2"]
 QUICK = ["waitress_c", "waitress", "bjoern"]
+# Variants of waitress_c that --servers may name but a full run leaves out.
+EXTRA = ["waitress_c-metrics"]
 THREADS = 4
 
 
@@ -582,6 +584,20 @@ class WaitressCWorkers(WaitressC):
         return argv[:-1] + ["--workers=2", argv[-1]]
 
 
+class WaitressCMetrics(WaitressC):
+    """The working tree with Prometheus metrics on (what counting costs:
+    compare with waitress_c in the same run)."""
+
+    name = "waitress_c-metrics"
+    venv_name = "waitress_c"
+    is_variant = True  # waitress_c itself, not a peer
+    how = "waitress-c-serve --threads=4 --metrics=127.0.0.1:0"
+
+    def command(self, port, scenario):
+        argv = WaitressC.command(self, port, scenario)
+        return argv[:-1] + ["--metrics=%s:0" % HOST, argv[-1]]
+
+
 class GunicornWorkers(Gunicorn):
     name = "gunicorn-w2"
     venv_name = "gunicorn"
@@ -595,7 +611,7 @@ class GunicornWorkers(Gunicorn):
 
 CLASSES = {c.name: c for c in (WaitressC, Waitress, Bjoern, FastWSGI,
                                Gunicorn, UWSGI, Nginx, WaitressCWorkers,
-                               GunicornWorkers)}
+                               GunicornWorkers, WaitressCMetrics)}
 
 
 class DataDir:

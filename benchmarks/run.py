@@ -592,7 +592,7 @@ def parse_args(argv):
                    help="hello-100 only, for waitress_c, waitress and "
                         "bjoern, pinned: under a minute")
     p.add_argument("--servers", help="comma-separated, from: " +
-                   ",".join(peers.ALL))
+                   ",".join(peers.ALL + peers.EXTRA))
     p.add_argument("--scenarios", help="comma-separated, from: " +
                    ",".join(scenarios.NAMES))
     p.add_argument("--rounds", type=int, default=3,
@@ -638,7 +638,8 @@ def parse_args(argv):
         return out
 
     if opts.servers:
-        opts.server_names = names(opts.servers, peers.ALL, "server")
+        opts.server_names = names(opts.servers, peers.ALL + peers.EXTRA,
+                                  "server")
     else:
         opts.server_names = peers.QUICK if opts.quick else peers.ALL
     if opts.base is not None:

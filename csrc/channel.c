@@ -387,6 +387,8 @@ wc_channel_open(wc_server_t *srv, int fd, int index,
         srv->channels->prev = ch;
     srv->channels = ch;
     srv->nchannels++;
+    wc_m_own_add(srv->m, WC_M_ACCEPTED, 1);
+    wc_m_set(srv->m, WC_M_CONNECTIONS, srv->nchannels);
     /* The request is usually there already (TCP_DEFER_ACCEPT on our
      * listeners): read it now rather than after another epoll round. */
     wc_channel_io(ch, EPOLLIN);
@@ -403,15 +405,18 @@ read_some(wc_channel_t *ch)
             n = wc_tls_read(ch->tls, srv->readbuf, sizeof(srv->readbuf));
             if (n == -EAGAIN)
                 return;
-            on_input(ch, n);
         } else {
             do {
                 n = recv(ch->fd, srv->readbuf, sizeof(srv->readbuf), 0);
             } while (n < 0 && errno == EINTR);
             if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
                 return;
-            on_input(ch, n < 0 ? -errno : n);
+            if (n < 0)
+                n = -errno;
         }
+        if (n > 0)
+            wc_m_own_add(srv->m, WC_M_BYTES_IN, (uint64_t)n);
+        on_input(ch, n);
         if (n < (ssize_t)sizeof(srv->readbuf) || ch->state == WC_CONN_CLOSED
             || !(ch->events & EPOLLIN))
             return;
@@ -556,6 +561,7 @@ queue_request(wc_channel_t *ch, wc_request_t *r)
 {
     wc_busy_t *b = ch->b;
     int push = 0;
+    r->done_ns = uv_hrtime();   /* the request-duration clock starts */
     pthread_mutex_lock(&b->lock);
     if (b->broken || (b->ev & WC_EV_CLOSE)) {
         pthread_mutex_unlock(&b->lock);
@@ -571,8 +577,10 @@ queue_request(wc_channel_t *ch, wc_request_t *r)
         b->pend_head = r;
     b->pend_tail = r;
     b->npending++;
-    if (r->body.fd >= 0)
+    if (r->body.fd >= 0) {
         b->nspooled++;
+        wc_m_own_add(ch->srv->m, WC_M_SPOOLED, 1);
+    }
     b->pend_bytes += request_size(r);
     if (!b->busy) {
         b->busy = 1;
@@ -986,6 +994,7 @@ wc_channel_finish_closes(wc_server_t *srv)
         wc_channel_t *next = ch->next;
         WC_ASSERT(ch->state == WC_CONN_CLOSED);
         srv->nchannels--;
+        wc_m_set(srv->m, WC_M_CONNECTIONS, srv->nchannels);
         wc_channel_unref(ch);
         wc_server_channel_closed(srv);
         ch = next;

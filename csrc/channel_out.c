@@ -133,6 +133,7 @@ send_file_seg(wc_channel_t *ch, wc_busy_t *b)
         off_t off = s->file_off;
         ssize_t w = sendfile(ch->fd, s->fd, &off, step);
         if (w > 0) {
+            wc_m_own_add(ch->srv->m, WC_M_BYTES_OUT_LOOP, (uint64_t)w);
             wc_outq_consume(&b->out, (size_t)w);
             stamp(b);
             return 0;
@@ -193,6 +194,7 @@ wc_channel_flush(wc_channel_t *ch)
                 break;
             }
             stamp(b);
+            wc_m_own_add(ch->srv->m, WC_M_BYTES_OUT_LOOP, (uint64_t)w);
             b->wblk_off += (size_t)w;
             if (b->wblk_off == b->wblk_len) {
                 free(b->wblk);
@@ -227,8 +229,10 @@ wc_channel_flush(wc_channel_t *ch)
             w = 0;
         }
         wc_outq_consume(&b->out, (size_t)w);
-        if (w > 0)
+        if (w > 0) {
             stamp(b);
+            wc_m_own_add(ch->srv->m, WC_M_BYTES_OUT_LOOP, (uint64_t)w);
+        }
         if ((size_t)w < total) {
             full = 1;   /* the socket is full */
             break;
@@ -388,8 +392,10 @@ wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, void **owners,
         }
         w = 0;
     }
-    if (w > 0)
+    if (w > 0) {
         stamp(ch->b);
+        wc_m_add(ch->srv->m, WC_M_BYTES_OUT, w);
+    }
     size_t left = (size_t)w;
     size_t from_q = left < qtotal ? left : qtotal;
     if (from_q) {
@@ -446,8 +452,13 @@ wc_channel_wait_drained(wc_channel_t *ch)
     wc_waiter_t me;
     pthread_cond_init(&me.cond, NULL);
     pthread_mutex_lock(&ch->b->lock);
+    int parked = !ch->b->broken && ch->b->out.bytes > hwm;
+    if (parked)
+        wc_m_add(ch->srv->m, WC_M_PARKED, 1);
     while (!ch->b->broken && ch->b->out.bytes > hwm)
         park(ch, &me);
+    if (parked)
+        wc_m_add(ch->srv->m, WC_M_PARKED, -1);
     if (ch->b->broken)
         rv = UV_EPIPE;
     pthread_mutex_unlock(&ch->b->lock);

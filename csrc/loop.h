@@ -47,6 +47,7 @@ typedef struct wc_worker_s wc_worker_t;
 typedef struct wc_logmsg_s wc_logmsg_t;
 typedef struct wc_waiter_s wc_waiter_t;
 typedef struct wc_busy_s wc_busy_t;
+typedef struct wc_slot_s wc_slot_t;
 typedef struct wc_tls_s wc_tls_t;
 typedef struct wc_tls_conn_s wc_tls_conn_t;
 typedef struct wc_tls_info_s wc_tls_info_t;
@@ -157,6 +158,7 @@ struct wc_request_s {
     size_t line_start;          /* head scan: start of the current line */
     int pstate;                 /* WC_PARSE_*: wc_request_feed's step */
     uint32_t blank;             /* CR/LF bytes before the request line */
+    uint64_t done_ns;           /* uv_hrtime when complete (metrics) */
     int64_t content_length;     /* -1: none */
     uint64_t body_remaining;    /* CL bodies, while reading */
     uint64_t raw_body;          /* chunked: framing bytes included */
@@ -351,10 +353,10 @@ struct wc_channel_s {
     wc_channel_t *prev, *next;  /* srv->channels, then srv->closed (loop) */
     uint64_t in_at;             /* loop: ms of the last byte read, or of
                                    the state's start; the idle clock */
-    atomic_int refs;            /* loop 1 until close_cb; task 1; kick 1;
-                                   held-back output 1 */
     wc_tls_conn_t *tls;         /* loop: the TLS session, NULL on plain
                                    connections (tls.c) */
+    atomic_int refs;            /* loop 1 until close_cb; task 1; kick 1;
+                                   held-back output 1 */
     int fd;
     uint8_t state;              /* wc_conn_state (loop) */
     uint8_t events;             /* EPOLLIN | EPOLLOUT polled (loop) */
@@ -433,6 +435,86 @@ void wc_channel_writer_leave(wc_channel_t *ch);
 int wc_channel_has_writers(wc_channel_t *ch);
 void wc_channel_wait_writers(wc_channel_t *ch);
 
+/* ---- metrics.c: the server's counters ---------------------------------- */
+
+/* One slot of counters: a fixed array of 64-bit cells, in memory the
+ * server is given (a slot of a shared mmap, so that one scrape sees every
+ * worker process: docs/metrics.rst) or in the server's own struct when
+ * metrics are off (the increments then cost the same and need no
+ * branch).  Cells are relaxed atomics, read by any thread or process at
+ * any time.  Each cell has one kind of writer, so most increments need no
+ * locked instruction:
+ *
+ *   loop   the loop thread alone: wc_m_own_add (a load and a store)
+ *   qlock  under srv->qlock: the same
+ *   GIL    workers holding the GIL: wc_m_gil_add (wc.h: the same, or
+ *          fetch_add on a free-threaded build)
+ *   any    workers and app threads: wc_m_add (fetch_add, relaxed)
+ *
+ * Gauges (from WC_M_GAUGES) say what the process has now; the rest are
+ * counters that only grow, and WC_M_QUEUE_MAX, which only rises. */
+#define WC_M_NCLASS 5           /* 1xx .. 5xx */
+#define WC_M_NMETHOD 8          /* GET HEAD POST PUT DELETE PATCH OPTIONS
+                                   other */
+#define WC_M_NBUCKET 15         /* the duration buckets, +Inf included */
+
+enum {
+    WC_M_ACCEPTED = 0,          /* loop: connections accepted */
+    WC_M_LIMITED,               /* loop: times accepting stopped at
+                                   connection_limit */
+    WC_M_BYTES_IN,              /* loop: bytes read from clients */
+    WC_M_BYTES_OUT_LOOP,        /* loop: bytes the loop wrote */
+    WC_M_BYTES_OUT,             /* any: bytes workers wrote */
+    WC_M_SPOOLED,               /* loop: request bodies in a temp file */
+    WC_M_DURATION_NS,           /* GIL: the durations' sum */
+    WC_M_REQUESTS,              /* GIL: [class][method] */
+    WC_M_DURATION = WC_M_REQUESTS + WC_M_NCLASS * WC_M_NMETHOD,
+                                /* GIL: per bucket, not cumulative */
+    WC_M_QUEUE_MAX = WC_M_DURATION + WC_M_NBUCKET,
+                                /* qlock: the task queue's high-water mark */
+    WC_M_GAUGES,
+    WC_M_CONNECTIONS = WC_M_GAUGES, /* loop: open connections */
+    WC_M_QUEUE,                 /* qlock: tasks waiting */
+    WC_M_BUSY,                  /* GIL: worker threads serving */
+    WC_M_PARKED,                /* any: threads parked on a full output
+                                   queue */
+    WC_M_THREADS,               /* set once: the worker threads */
+    WC_M_NFIELDS
+};
+
+/* A slot's size: whole cache lines, so that two processes' slots never
+ * share one. */
+#define WC_M_SLOT_BYTES \
+    ((WC_M_NFIELDS * sizeof(uint64_t) + 63) / 64 * 64)
+
+typedef _Atomic uint64_t wc_metric_t;
+
+/* A cell only the calling thread writes (loop, or under a lock). */
+static inline void
+wc_m_own_add(wc_metric_t *m, int field, uint64_t n)
+{
+    uint64_t v = atomic_load_explicit(&m[field], memory_order_relaxed);
+    atomic_store_explicit(&m[field], v + n, memory_order_relaxed);
+}
+
+static inline void
+wc_m_set(wc_metric_t *m, int field, uint64_t v)
+{
+    atomic_store_explicit(&m[field], v, memory_order_relaxed);
+}
+
+/* A cell several threads write. */
+static inline void
+wc_m_add(wc_metric_t *m, int field, int64_t n)
+{
+    atomic_fetch_add_explicit(&m[field], (uint64_t)n, memory_order_relaxed);
+}
+
+/* Worker, GIL held: one response is over.  `status` is the code sent (0:
+ * none, the client left first: not counted); r->done_ns is when the
+ * request was complete (uv_hrtime). */
+void wc_metrics_request(wc_metric_t *m, const wc_request_t *r, int status);
+
 /* ---- server.c: the loop, listeners, signals, shutdown ------------------ */
 
 struct wc_config_s {
@@ -493,6 +575,8 @@ struct wc_server_s {
     uv_poll_t sigpoll;
     int sigfd;
     wc_config_t cfg;
+    wc_metric_t *m;             /* the counters: a slot of the metrics
+                                   buffer, or own_m */
     void *owner;                /* the ServerObject; never dereferenced
                                    by the loop thread */
 
@@ -546,6 +630,13 @@ struct wc_server_s {
     wc_tls_t *tls_next;         /* a reloaded TLS context for the loop */
     wc_seg_t *release_head;     /* sent reference segments (zero copy) */
     uint64_t release_bytes;     /* their bytes */
+
+    /* One record per worker thread of what it serves (dispatch.c): set
+     * at creation, each written by its worker only, read without a lock
+     * by the hung-request check. */
+    wc_slot_t *slots;
+    int nslots;
+    wc_metric_t own_m[WC_M_NFIELDS];    /* the counters without metrics */
 };
 
 int wc_server_init(wc_server_t *srv);
@@ -643,5 +734,9 @@ void wc_dispatch_sweep(wc_server_t *srv);
  * is being destroyed and alone). */
 void wc_dispatch_retain(void *obj);
 void wc_dispatch_release_all(wc_server_t *srv, int lock);
+/* The worker threads' records (cfg.threads of them): 0 or -ENOMEM;
+ * freed with the server. */
+int wc_dispatch_slots_init(wc_server_t *srv) WC_WUR;
+void wc_dispatch_slots_free(wc_server_t *srv);
 
 #endif /* WC_LOOP_H */

@@ -2,7 +2,7 @@
  * its Server type, the small C surface the Python package drives:
  *
  *     srv = Server(app, listeners, adj, drop_proxy_headers=False,
- *                  access_log=None)
+ *                  access_log=None, metrics=None, metrics_slot=0)
  *     srv.worker()      # in each worker thread: serves until stopped
  *     srv.run(sigfd)    # in the serving thread: the loop, GIL released
  *     srv.close(why)    # any thread: graceful stop (twice: immediate);
@@ -349,11 +349,14 @@ static PyObject *
 server_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"app", "listeners", "adj", "drop_proxy_headers",
-                             "access_log", NULL};
+                             "access_log", "metrics", "metrics_slot", NULL};
     PyObject *app, *listeners, *adj, *access_log = Py_None;
+    PyObject *metrics = Py_None;
+    Py_ssize_t metrics_slot = 0;
     int drop = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|pO:Server", kwlist, &app,
-                                     &listeners, &adj, &drop, &access_log))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|pOOn:Server", kwlist,
+                                     &app, &listeners, &adj, &drop,
+                                     &access_log, &metrics, &metrics_slot))
         return NULL;
     if (!PyCallable_Check(app)) {
         PyErr_SetString(PyExc_TypeError, "app must be callable");
@@ -435,6 +438,19 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         so->srv = NULL;
         goto error;
     }
+    if (wc_dispatch_slots_init(srv) < 0) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    srv->m = srv->own_m;
+    if (metrics != Py_None) {
+        /* A slot of the metrics buffer (metrics.py); the view keeps the
+         * buffer alive and fixed in memory while the server may write. */
+        srv->m = wc_metrics_attach(metrics, metrics_slot, &so->mview);
+        if (srv->m == NULL)
+            goto error;
+    }
+    wc_m_set(srv->m, WC_M_THREADS, (uint64_t)srv->cfg.threads);
     if (read_tls(adj, &srv->tls) < 0)
         goto error;
     srv->cfg.tls = srv->tls != NULL;
@@ -634,8 +650,13 @@ server_dealloc(ServerObject *so)
         if (live == 0 || !srv->workers_started) {
             wc_server_destroy(srv);
             wc_dispatch_release_all(srv, 0);
+            wc_dispatch_slots_free(srv);
             PyMem_Free(srv);
+            if (so->mview.obj)
+                PyBuffer_Release(&so->mview);
         }
+    } else if (so->mview.obj) {
+        PyBuffer_Release(&so->mview);
     }
     server_clear(so);
     tp->tp_free(so);
@@ -656,6 +677,11 @@ static PyMethodDef server_methods[] = {
      "tls_reload(adj): new TLS connections use adj's files, read again."},
     {"worker", (PyCFunction)server_worker, METH_NOARGS,
      "worker(): a worker thread's body; returns once the server stopped."},
+    {"busy_requests", (PyCFunction)wc_dispatch_busy_requests, METH_O,
+     "busy_requests(older_than): (threads, [(method, path, age, key)...])\n"
+     "for the worker threads inside the application on one request for at\n"
+     "least older_than seconds (age in seconds; key tells requests apart).\n"
+     "Any thread; no lock taken."},
     {"log_thread", (PyCFunction)server_log_thread, METH_NOARGS,
      "log_thread(): emits the server's log lines; returns once run() has\n"
      "returned and every line is out."},
@@ -678,7 +704,7 @@ static PyType_Slot server_slots[] = {
     {Py_tp_clear, server_clear},
     {Py_tp_dealloc, server_dealloc},
     {Py_tp_doc, "Server(app, listeners, adj, drop_proxy_headers=False, "
-                "access_log=None)"},
+                "access_log=None, metrics=None, metrics_slot=0)"},
     {0, NULL},
 };
 
@@ -705,7 +731,7 @@ static int
 core_exec(PyObject *m)
 {
     module_state *st = get_state(m);
-    if (wc_wsgi_init(m) < 0)
+    if (wc_wsgi_init(m) < 0 || wc_metrics_init(m) < 0)
         return -1;
     if (add_type(m, &server_spec, &st->server_type) < 0
         || add_type(m, &wc_start_response_spec, &st->sr_type) < 0

@@ -334,6 +334,7 @@ accept_some(wc_server_t *srv, wc_listener_t *ls, int max, int over_limit)
 {
     for (int i = 0; i < max; i++) {
         if (!over_limit && srv->nchannels >= srv->cfg.connection_limit) {
+            wc_m_own_add(srv->m, WC_M_LIMITED, 1);
             hold(ls);
             if (!srv->limit_logged) {
                 srv->limit_logged = 1;
@@ -758,6 +759,7 @@ drop_lists(wc_server_t *srv)
     wc_channel_t *defers = srv->defer_head;
     srv->task_head = srv->task_tail = NULL;
     srv->ntasks = 0;
+    wc_m_set(srv->m, WC_M_QUEUE, 0);
     srv->kick_head = srv->defer_head = NULL;
     pthread_mutex_unlock(&srv->qlock);
     for (wc_channel_t *ch = tasks, *next; ch; ch = next) {

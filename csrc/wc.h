@@ -70,6 +70,34 @@ void wc_dispatch_drain_logs(wc_server_t *srv, PyObject *logger,
 /* Runs in a Python thread: emits the loop's log lines until the server
  * has stopped.  Holds the GIL only while emitting. */
 PyObject *wc_dispatch_log_main(PyObject *server);
+/* Server.busy_requests(older_than): (threads, [(method, path, age,
+ * key), ...]) for the worker threads inside the app on one request for
+ * at least older_than seconds.  New reference; GIL held, no lock. */
+PyObject *wc_dispatch_busy_requests(PyObject *server, PyObject *arg);
+
+/* ---- metrics.c ------------------------------------------------------- */
+
+/* A cell whose writers all hold the GIL (requests, durations, busy
+ * threads): where there is a GIL it serializes them, and a load and a
+ * store do, without a locked instruction; a free-threaded build adds
+ * atomically. */
+static inline void
+wc_m_gil_add(wc_metric_t *m, int field, int64_t n)
+{
+#ifdef Py_GIL_DISABLED
+    wc_m_add(m, field, n);
+#else
+    wc_m_own_add(m, field, (uint64_t)n);
+#endif
+}
+
+/* Slot `slot` of the writable metrics buffer `buf`: its cells, with `view`
+ * holding the buffer (the caller releases it), or NULL with an
+ * exception. */
+wc_metric_t *wc_metrics_attach(PyObject *buf, Py_ssize_t slot,
+                               Py_buffer *view);
+/* The module's metrics_read, metrics_fold and METRICS_LAYOUT. */
+int wc_metrics_init(PyObject *module) WC_RAISES_NEG;
 
 /* ---- wsgi.c, environ.c, response.c: one request on a worker (GIL held) - */
 
@@ -78,6 +106,7 @@ struct wc_worker_s {
     PyObject *spare_sr;         /* a StartResponse to reuse, owned */
     int more;                   /* more pipelined requests follow */
     wc_buf_t out;               /* response head scratch */
+    wc_slot_t *slot;            /* its record (dispatch.c), or NULL */
     time_t date_sec;
     char date[40];
     size_t date_len;
@@ -118,6 +147,8 @@ typedef struct {
     PyObject *format_exc;
     PyObject *access_log;       /* callable, or NULL when off */
     PyObject *log_escape;       /* access_log.escape, for error lines */
+    Py_buffer mview;            /* the metrics buffer srv->m is in, if
+                                   mview.obj */
 } ServerObject;
 
 /* environ.c (wc_environ_build: after StartResponseObject, below). */

@@ -458,6 +458,7 @@ done:
         Py_XDECREF(exc);
         *close = 1;
     }
+    wc_metrics_request(so->srv->m, req, r.status);
     if (so->access_log)
         log_access(so, env, ch, req, r.status,
                    wc_response_taken(&r), t0,

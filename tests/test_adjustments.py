@@ -208,6 +208,8 @@ DEFAULTS = {
     "workers": 1,
     "max_requests": 0,
     "max_requests_jitter": 0,
+    "boot_timeout": 60.0,
+    "timeout": 0.0,
     "access_log": False,
     "access_log_format": '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
     "pidfile": None,
@@ -215,6 +217,7 @@ DEFAULTS = {
     "log_config": None,
     "error_logfile": None,
     "access_logfile": None,
+    "metrics": None,
     "certfile": None,
     "keyfile": None,
     "keyfile_password_file": None,
@@ -304,6 +307,8 @@ FROM_STRINGS = [
     ("workers", "4", 4),
     ("max_requests", "1000", 1000),
     ("max_requests_jitter", "50", 50),
+    ("boot_timeout", "7.5", 7.5),
+    ("timeout", "120", 120.0),
     ("access_log", "yes", True),
     ("access_log_format", "%(h)s %(s)s %(D)s", "%(h)s %(s)s %(D)s"),
     ("pidfile", "/tmp/wc.pid", "/tmp/wc.pid"),
@@ -311,6 +316,7 @@ FROM_STRINGS = [
     ("log_config", "/tmp/wc-logging.json", "/tmp/wc-logging.json"),
     ("error_logfile", "/tmp/wc-error.log", "/tmp/wc-error.log"),
     ("access_logfile", "-", "-"),
+    ("metrics", "127.0.0.1:9100", "127.0.0.1:9100"),
 ]
 
 NEEDS_PROXY = {"trusted_proxy_count", "trusted_proxy_headers"}

@@ -54,6 +54,8 @@ shutdown_timeout = 2.5
 workers = 2
 max_requests = 1000
 max_requests_jitter = 10
+boot_timeout = 20
+timeout = 90
 access_log = true
 access_log_format = %%(h)s %%(s)s %%(b)s
 pidfile = %(here)s/paste.pid
@@ -61,6 +63,7 @@ log_level = Info
 log_config = %(here)s/logging.json
 error_logfile = -
 access_logfile = -
+metrics = 127.0.0.1:9100
 """
 
 EXPECTED = {
@@ -97,6 +100,8 @@ EXPECTED = {
     "workers": 2,
     "max_requests": 1000,
     "max_requests_jitter": 10,
+    "boot_timeout": 20.0,
+    "timeout": 90.0,
     "access_log": True,
     "access_log_format": "%(h)s %(s)s %(b)s",
     "pidfile": "paste.pid",  # in the ini's directory
@@ -104,6 +109,7 @@ EXPECTED = {
     "log_config": "logging.json",  # in the ini's directory
     "error_logfile": "-",
     "access_logfile": "-",
+    "metrics": "127.0.0.1:9100",
 }
 
 

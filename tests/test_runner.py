@@ -186,6 +186,8 @@ VALUE_FLAGS = {
     "workers": "3",
     "max_requests": "1000",
     "max_requests_jitter": "50",
+    "boot_timeout": "10",
+    "timeout": "120",
     "access_log_format": "%(h)s %(s)s",
     "pidfile": "/tmp/wc-test.pid",
     "log_level": "warning",
@@ -193,6 +195,7 @@ VALUE_FLAGS = {
     "log_config": os.path.join(os.path.dirname(os.path.abspath(__file__)), "logging_noop.json"),
     "error_logfile": "-",
     "access_logfile": "-",
+    "metrics": "127.0.0.1:9100",
     # {pki}: the session's certificates (conftest.py's pki fixture).
     "certfile": "{pki}/server.pem",
     "keyfile": "{pki}/server.key",

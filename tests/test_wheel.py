@@ -1,12 +1,19 @@
 """The binary wheel ``make wheel`` writes to dist/: installed into a fresh
 venv (no source tree on sys.path) it serves requests, and its extension
 loads the libuv and http-parser copies bundled in ``waitress_c.libs/``, not
-the system's.
+the system's.  Its tag is the one expected (WC_TEST_WHEEL_PLAT, e.g.
+``manylinux_2_28``), its shared objects carry no debug info and have mode
+0644.
 
 Skipped unless WC_TEST_WHEEL names the wheel; ``make wheel-test`` builds it
-and sets it."""
+and sets it, and runs this with the system's libuv, http-parser and C
+compilers hidden (WC_TEST_WHEEL_HIDDEN=1, tools/wheel.sh), which the first
+test checks."""
 
+import ctypes
 import glob
+import struct
+import zipfile
 import os
 import platform
 import re
@@ -19,6 +26,8 @@ import pytest
 from servers import Server
 
 WHEEL = os.environ.get("WC_TEST_WHEEL", "")
+HIDDEN = os.environ.get("WC_TEST_WHEEL_HIDDEN") == "1"
+EXPECT_PLAT = os.environ.get("WC_TEST_WHEEL_PLAT", "")
 BUNDLED = ("libuv", "libhttp_parser")
 
 pytestmark = pytest.mark.skipif(
@@ -76,6 +85,49 @@ def installed(tmp_path_factory):
 def test_wheel_name_carries_a_manylinux_tag():
     name = os.path.basename(WHEEL)
     assert re.search(r"-manylinux_\d+_\d+_%s\.whl$" % re.escape(platform.machine()), name), name
+    if EXPECT_PLAT:
+        assert "-%s_%s." % (EXPECT_PLAT, platform.machine()) in name, name
+
+
+@pytest.mark.skipif(not HIDDEN, reason="the system's libraries are hidden by make wheel-test")
+def test_the_system_libraries_and_compilers_are_hidden():
+    for lib in ("libuv.so.1", "libhttp_parser.so.2.9"):
+        with pytest.raises(OSError):
+            ctypes.CDLL(lib)
+    for cc in ("cc", "gcc"):
+        try:
+            out = subprocess.run([cc, "--version"], capture_output=True, timeout=30)
+        except OSError:
+            continue
+        assert out.returncode != 0, (cc, out.stdout)
+
+
+def section_names(data):
+    """The section names of a 64-bit little-endian ELF file."""
+    assert data[:4] == b"\x7fELF" and data[4] == 2 and data[5] == 1, data[:8]
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+    def header(i):
+        # sh_name, then sh_offset at 0x18 and sh_size at 0x20
+        base = shoff + i * shentsize
+        name, = struct.unpack_from("<I", data, base)
+        offset, size = struct.unpack_from("<QQ", data, base + 0x18)
+        return name, offset, size
+    _, str_off, str_size = header(shstrndx)
+    strtab = data[str_off:str_off + str_size]
+    return {strtab[n:strtab.index(b"\0", n)].decode() for n, _, _ in map(header, range(shnum))}
+
+
+def test_shared_objects_are_stripped_and_not_executable():
+    with zipfile.ZipFile(WHEEL) as zf:
+        sos = [i for i in zf.infolist() if re.search(r"\.so(\.|$)", i.filename)]
+        assert len(sos) == 3, [i.filename for i in sos]  # _core and the two libraries
+        for info in sos:
+            assert (info.external_attr >> 16) & 0o777 == 0o644, (info.filename, oct(info.external_attr >> 16))
+            names = section_names(zf.read(info))
+            assert ".text" in names, (info.filename, names)
+            assert not {n for n in names if n.startswith(".debug")}, (info.filename, names)
+            assert ".symtab" not in names, (info.filename, names)
 
 
 def test_auditwheel_show_accepts_the_manylinux_tag():

@@ -9,6 +9,7 @@
 #                                repository (bind-mounted at the same path)
 #                                or in DIR, a folder inside it
 #   tools/pythons.sh versions    the versions it provides, one a line
+#   tools/pythons.sh mirror      the Debian archive it is made from
 #
 # Settings (environment): PYTHONS_DIR, the chroot (default
 # /var/cache/waitress_c/sid-chroot, shared by every clone on the machine);
@@ -163,5 +164,7 @@ case "${1:-}" in
     make) make_chroot ;;
     run) shift; run_in "$@" ;;
     versions) echo $VERSIONS | tr ' ' '\n' ;;
+    # The archive debootstrap uses (tools/wheel.sh makes its chroot from it).
+    mirror) echo "$MIRROR" ;;
     *) echo "usage: $0 make | run CMD... | versions" >&2; exit 2 ;;
 esac

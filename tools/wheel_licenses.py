@@ -1,9 +1,10 @@
 """Add the copyright notices of the libraries auditwheel bundled into a wheel.
 
 ``python tools/wheel_licenses.py WHEEL...`` reads the wheel's SBOM (written by
-``auditwheel repair``), which names the Debian package each bundled library
-came from, and stores that package's ``/usr/share/doc/<package>/copyright``
-as ``<dist-info>/licenses/bundled/<package>.copyright``, listed as a
+``auditwheel repair``; without one, dpkg is asked), which names the Debian
+package each bundled library came from, and stores that package's
+``/usr/share/doc/<package>/copyright`` as
+``<dist-info>/licenses/bundled/<package>.copyright``, listed as a
 License-File in METADATA.  The wheel is rewritten in place with a new
 RECORD.  A bundled library with no Debian package, or a package without a
 copyright file, stops the script: a wheel must not ship a binary without
@@ -13,6 +14,8 @@ import base64
 import hashlib
 import json
 import os
+import re
+import subprocess
 import sys
 import tempfile
 import zipfile
@@ -29,7 +32,7 @@ def bundled_packages(files):
     """The Debian packages named by the wheel's auditwheel SBOM."""
     sboms = [n for n in files if "/sboms/" in n and n.endswith(".json")]
     if not sboms:
-        sys.exit("error: no auditwheel SBOM in the wheel (run auditwheel repair first)")
+        return packages_by_dpkg(files)
     packages = []
     for name in sboms:
         for comp in json.loads(files[name]).get("components", []):
@@ -40,6 +43,31 @@ def bundled_packages(files):
                 sys.exit("error: bundled %r is not from a Debian package: "
                          "no copyright file to ship with it" % purl)
             packages.append(comp["name"])
+    return sorted(set(packages))
+
+
+def packages_by_dpkg(files):
+    """Without an SBOM (auditwheel before 6.5 writes none): the Debian
+    package that owns each library auditwheel copied into ``*.libs/``,
+    asked of dpkg by the library's original name (``libuv-1a2b3c4d.so.1.0.0``
+    was ``libuv.so.1.0.0``).  Run where auditwheel ran."""
+    libs = [n.split("/", 1)[1] for n in files
+            if n.split("/")[0].endswith(".libs") and n.split("/")[1:] != [""]]
+    if not libs:
+        sys.exit("error: no bundled library and no auditwheel SBOM in the wheel "
+                 "(run auditwheel repair first)")
+    packages = []
+    for lib in libs:
+        m = re.match(r"^(?P<stem>.+)-[0-9a-f]{8}(?P<ext>\.so.*)$", lib)
+        if not m:
+            sys.exit("error: %r is not a name auditwheel gives a bundled library" % lib)
+        original = m["stem"] + m["ext"]
+        out = subprocess.run(["dpkg", "-S", "*/" + original], capture_output=True, text=True)
+        owners = {line.split(":")[0] for line in out.stdout.splitlines() if ": " in line}
+        if out.returncode != 0 or len(owners) != 1:
+            sys.exit("error: bundled %s: no single Debian package owns %s (%s)"
+                     % (lib, original, out.stderr.strip() or sorted(owners)))
+        packages.append(owners.pop())
     return sorted(set(packages))
 
 

@@ -1,25 +1,48 @@
 """waitress_c: waitress's behaviour with a C core (libuv + http-parser)."""
 
+from __future__ import annotations
+
 import logging
+import threading
+from typing import Any, Callable, Iterable, List
 
 from waitress_c import logs
 from waitress_c._version import __version__
-from waitress_c.server import create_server
+from waitress_c.server import ServerProtocol, create_server
 
-__all__ = ["serve", "serve_paste", "create_server"]
+__all__ = ["serve", "serve_paste", "create_server", "ServerProtocol", "__version__"]
 
 
-def serve(app, **kw):
+def serve(app: Callable[..., Any], **kw: Any) -> None:
     """Serve ``app`` until the server is closed or the process is signalled.
 
     Takes the same keyword adjustments as ``waitress.serve``.
+
+    ``_profile=True`` (private, as in waitress) runs the application under
+    ``cProfile`` and prints the statistics to stdout once the server has
+    stopped.  Waitress profiles the thread that calls ``run()``; here that
+    thread only waits on the C event loop, so what is profiled instead is
+    every call of the application, in whichever worker thread makes it, all
+    summed into one table.  The body of a generator the application returns
+    runs after the call and is not counted.  It needs a single process
+    (without ``workers`` > 1 or ``max_requests``): the workers' calls happen
+    in other processes.
     """
-    server = kw.pop("_server", create_server)  # test shim, as in waitress
+    server_factory = kw.pop("_server", create_server)  # test shim, as in waitress
     quiet = kw.pop("_quiet", False)
     profile = kw.pop("_profile", False)
     if not quiet:  # pragma: no cover
         logging.basicConfig()
-    server = server(app, **kw)
+    profiler = None
+    if profile:
+        from waitress_c.adjustments import Adjustments
+        from waitress_c.supervisor import wants_supervisor
+
+        if wants_supervisor(Adjustments(**kw)):
+            raise ValueError("_profile needs a single process (no workers or max_requests)")
+        profiler = _AppProfiler(app)
+        app = profiler
+    server: ServerProtocol = server_factory(app, **kw)
     level = getattr(getattr(server, "adj", None), "log_level", None)
     if level:
         logging.getLogger("waitress_c").setLevel(level.upper())
@@ -34,15 +57,56 @@ def serve(app, **kw):
             server.print_listen(
                 "Serving on %s://{}:{}" % ("https" if tls else "http")
             )
-        if profile:  # pragma: no cover
-            from waitress_c.profile import run_profiled
-
-            run_profiled(server)
-        else:
+        try:
             server.run()
+        finally:
+            if profiler is not None:
+                profiler.print_stats()
 
 
-def serve_paste(app, global_conf, **kw):
+class _AppProfiler:
+    """The application wrapped for ``serve(_profile=True)``: each worker
+    thread gets its own ``cProfile.Profile`` (a profiler is per thread),
+    and ``print_stats()`` adds them up."""
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self.app = app
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._profiles: List[Any] = []
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        import cProfile
+
+        prof = getattr(self._local, "prof", None)
+        if prof is None:
+            prof = self._local.prof = cProfile.Profile()
+            with self._lock:
+                self._profiles.append(prof)
+        prof.enable()
+        try:
+            result: Iterable[bytes] = self.app(environ, start_response)
+            return result
+        finally:
+            prof.disable()
+
+    def print_stats(self) -> None:
+        import pstats
+
+        with self._lock:
+            profiles = list(self._profiles)
+        if not profiles:
+            print("_profile: the application was not called")
+            return
+        stats = pstats.Stats(profiles[0])
+        for prof in profiles[1:]:
+            stats.add(prof)
+        stats.strip_dirs()
+        stats.sort_stats("cumulative", "calls", "time")
+        stats.print_stats(0.3)
+
+
+def serve_paste(app: Callable[..., Any], global_conf: Any, **kw: Any) -> int:
     """The ``paste.server_runner`` entry point (``use = egg:waitress_c#main``)."""
     serve(app, **kw)
     return 0

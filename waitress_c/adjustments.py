@@ -30,6 +30,7 @@ __all__ = [
     "TRUSTABLE_PROXY_HEADERS",
     "as_socket_list",
     "asbool",
+    "host_port",
     "aslevel",
     "aslist",
     "asoctal",
@@ -121,6 +122,18 @@ def aslevel(value: Any) -> str | None:
             % (value, ", ".join(LOG_LEVELS))
         )
     return level
+
+
+def host_port(value: Any) -> str | None:
+    """``HOST:PORT`` (``[::1]:9100`` for IPv6; port 0: any free one),
+    checked and kept as given; None for an empty value."""
+    if value is None or not str(value).strip():
+        return None
+    text = str(value).strip()
+    host, port = split_listen_entry(text, -1)
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError("expected HOST:PORT, not %r" % text)
+    return text
 
 
 CERT_REQS = ("none", "optional", "required")
@@ -504,6 +517,30 @@ OPTIONS: tuple[Option, ...] = (
         extra=True,
     ),
     Option(
+        "boot_timeout", float, 60.0, "SECONDS", TUNING,
+        "With worker processes: how long a new worker may take to become "
+        "ready (application imported, server built and listening).  A "
+        "worker not ready by then is killed (SIGKILL) and the failure "
+        "logged; during a rolling restart (SIGHUP) the worker it was to "
+        "replace keeps serving.  0 waits for as long as it takes.",
+        "60",
+        extra=True,
+    ),
+    Option(
+        "timeout", float, 0.0, "SECONDS", TUNING,
+        "Hung-worker timeout.  A request that has been inside the "
+        "application for longer than this is logged (once, with its method, "
+        "path and age); with worker processes, a worker whose every thread "
+        "is on such a request is replaced: a new worker is started and the "
+        "stuck one is stopped gracefully, then killed after "
+        "shutdown_timeout; a worker that sends no heartbeat for this long "
+        "(at least 10 s: a thread holds the GIL) is killed and replaced.  "
+        "0 (the default) checks nothing.",
+        "0",
+        extra=True,
+        aliases=("-t",),
+    ),
+    Option(
         "access_log", asbool, False, None, STANDARD,
         "Log one line per response, the server's own error responses "
         "included, at INFO on the waitress_c.access logger (route it with "
@@ -575,6 +612,16 @@ OPTIONS: tuple[Option, ...] = (
         "reopens the file.  Its directory must exist.  Without it, the "
         "access log goes where the error log goes.",
         "none",
+        extra=True,
+    ),
+    Option(
+        "metrics", host_port, None, "HOST:PORT", STANDARD,
+        "Serve Prometheus metrics (text format) at http://HOST:PORT/metrics, "
+        "on a listener of their own: requests by status and method, a "
+        "duration histogram, bytes, connections, the task queue, busy "
+        "threads; with worker processes, one scrape of the supervisor "
+        "covers them all.  Off by default.  Bind it to a private address.",
+        "off",
         extra=True,
     ),
     Option(
@@ -704,6 +751,8 @@ class Adjustments:
     workers: int
     max_requests: int
     max_requests_jitter: int
+    boot_timeout: float
+    timeout: float
     access_log: bool
     access_log_format: str
     pidfile: str | None
@@ -711,6 +760,7 @@ class Adjustments:
     log_config: str | None
     error_logfile: str | None
     access_logfile: str | None
+    metrics: str | None
     certfile: str | None
     keyfile: str | None
     keyfile_password_file: str | None
@@ -847,6 +897,9 @@ class Adjustments:
             )
         if not 0 <= self.shutdown_timeout < 1e9:
             raise ValueError("shutdown_timeout must be a number of seconds >= 0")
+        for name in ("boot_timeout", "timeout"):
+            if not 0 <= getattr(self, name) < 1e9:
+                raise ValueError("%s must be a number of seconds >= 0" % name)
 
     def _check_proxy_settings(self) -> None:
         if self.trusted_proxy_count is not None and self.trusted_proxy is None:

@@ -14,7 +14,7 @@ import socket
 import stat
 import tempfile
 import threading
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Protocol, Sequence, Tuple
 
 from waitress_c.adjustments import Adjustments
 
@@ -169,6 +169,34 @@ def _sockinfo(sock: socket.socket) -> Tuple[str, str]:
     return host, port
 
 
+class ServerProtocol(Protocol):
+    """What ``create_server()`` returns, whichever class it is: a server
+    (``TcpWSGIServer``, ``UnixWSGIServer``, ``MultiSocketServer``) or, with
+    ``workers`` > 1 or ``max_requests``, a ``Supervisor``.  Annotate with
+    this (``waitress_c.ServerProtocol``) rather than with a class.
+
+    ``effective_host`` and ``effective_port`` are the first listener's; on
+    a single-process server with more than one listener
+    (``MultiSocketServer``) they raise ``AttributeError``, as waitress's
+    has neither, while a ``Supervisor`` gives the first listener's."""
+
+    application: Any
+    adj: Adjustments
+    effective_listen: List[Tuple[str, str]]
+
+    @property
+    def effective_host(self) -> str: ...
+
+    @property
+    def effective_port(self) -> str: ...
+
+    def print_listen(self, format_str: str) -> None: ...
+
+    def run(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class BaseWSGIServer:
     """A running-or-runnable server on one or more listening sockets.
 
@@ -177,7 +205,11 @@ class BaseWSGIServer:
     main thread); in-flight responses are finished first.
     """
 
-    def __init__(self, application, adj: Adjustments, sockets, owned):
+    def __init__(self, application, adj: Adjustments, sockets, owned,
+                 metrics_slot: Optional[Tuple[Any, int]] = None):
+        """``metrics_slot``: (MetricsBuffer, slot) to count into, from a
+        supervisor that serves the metrics; otherwise ``adj.metrics``
+        makes a buffer and a listener of this server's own."""
         from waitress_c import _core
 
         self.application = application
@@ -206,13 +238,28 @@ class BaseWSGIServer:
             from waitress_c.access_log import AccessLog
 
             access = AccessLog(adj.access_log_format)
+        self._metrics = None
+        mbuf, mslot = metrics_slot or (None, 0)
+        if mbuf is None and adj.metrics:
+            from waitress_c.metrics import MetricsBuffer
+
+            mbuf = MetricsBuffer(1)
         self._core = _core.Server(
-            app, listeners, adj, drop_proxy_headers=drop, access_log=access
+            app, listeners, adj, drop_proxy_headers=drop, access_log=access,
+            metrics=mbuf.map if mbuf is not None else None, metrics_slot=mslot,
         )
+        if metrics_slot is None and mbuf is not None:
+            from waitress_c.metrics import MetricsEndpoint, render
+
+            self._metrics = MetricsEndpoint(
+                adj.metrics, lambda: render(mbuf, (0,)))
         self._threads: List[threading.Thread] = []
         self._ran = False
         # A worker process's server leaves it to its supervisor.
         self._pidfile = adj.pidfile
+        # timeout: called once every thread is stuck (a worker process
+        # tells its supervisor); None logs it (waitress_c/watchdog.py).
+        self._on_hung = None
 
     def print_listen(self, format_str: str) -> None:
         for host, port in self.effective_listen:
@@ -246,6 +293,14 @@ class BaseWSGIServer:
             target=core.log_thread, name="waitress_c-log", daemon=True
         )
         log_thread.start()
+        watch = None
+        if self.adj.timeout:
+            from waitress_c.watchdog import HungWatch
+
+            watch = HungWatch(core, self.adj.timeout, self._on_hung).start()
+        if self._metrics is not None:
+            self._metrics.start()
+            logger.info("Metrics on %s", self._metrics.url)
         if self.adj.certfile:
             with _TLS_LOCK:
                 _TLS_SERVERS.add(self)
@@ -254,6 +309,10 @@ class BaseWSGIServer:
         finally:
             with _TLS_LOCK:
                 _TLS_SERVERS.discard(self)
+            if watch is not None:
+                watch.stop()
+            if self._metrics is not None:
+                self._metrics.close()
             remove_pidfile(self._pidfile, pid)
             log_thread.join(timeout=5)
             if restore:
@@ -330,13 +389,23 @@ class UnixWSGIServer(TcpWSGIServer):
 
 
 class MultiSocketServer(BaseWSGIServer):
-    """More than one listener: only ``effective_listen``, as in waitress."""
+    """More than one listener: only ``effective_listen``, as in waitress
+    (``effective_host`` and ``effective_port`` raise ``AttributeError``, so
+    ``hasattr()`` is false for them as there)."""
+
+    @property
+    def effective_host(self) -> str:
+        raise AttributeError("a server with several listeners has no effective_host")
+
+    @property
+    def effective_port(self) -> str:
+        raise AttributeError("a server with several listeners has no effective_port")
 
 
 WSGIServer = TcpWSGIServer
 
 
-def create_server(application: Optional[Callable], **kw: Any) -> BaseWSGIServer:
+def create_server(application: Optional[Callable[..., Any]], **kw: Any) -> ServerProtocol:
     """Bind the sockets ``kw`` describes and return a server; call
     ``run()`` on it to serve.  Takes waitress's adjustments.
 

@@ -73,6 +73,15 @@ MAX_BACKOFF = 30.0
 # Bytes on a worker's status pipe.
 READY = b"R"  # the server is built: the worker serves from now on
 RETIRING = b"Q"  # max_requests reached: the worker is stopping by itself
+STUCK = b"T"  # every thread is stuck in the app (timeout): replace it
+BEAT = b"."  # with timeout: the worker's main thread still gets the GIL
+# With timeout, a serving worker silent for max(timeout, SILENT_FLOOR)
+# seconds is replaced: its main thread, which writes BEAT every
+# timeout / 4 seconds (at least once a second), cannot get the GIL (an
+# extension holding it) or the process is stopped.  The floor keeps a
+# machine under load, where a process may wait a second for a core, from
+# passing for a hang.
+SILENT_FLOOR = 10.0
 
 _CLOSE = 0  # byte the supervisor's close() writes (no signal has number 0)
 _SUPERVISOR_SIGNALS = tuple(
@@ -160,9 +169,11 @@ class _Worker:
     """The supervisor's record of one worker process."""
 
     __slots__ = ("pid", "fd", "started", "ready", "retiring", "replaces",
-                 "kill_at", "age")
+                 "kill_at", "age", "boot_killed", "seen", "slot")
 
-    def __init__(self, pid: int, fd: int, replaces: Optional[int]) -> None:
+    def __init__(self, pid: int, fd: int, replaces: Optional[int],
+                 slot: Optional[int] = None) -> None:
+        self.slot = slot  # its metrics slot, if any
         self.pid = pid
         self.fd = fd  # read end of its status pipe, -1 once at EOF
         self.started = time.monotonic()
@@ -171,6 +182,8 @@ class _Worker:
         self.replaces = replaces  # the pid a rolling restart retires for it
         self.kill_at: Optional[float] = None  # SIGKILL deadline
         self.age = 0  # 1 for the first worker started, 2 for the next...
+        self.boot_killed = False  # killed for not being ready in time
+        self.seen = self.started  # when its status pipe last had bytes
 
 
 class _Stopper:
@@ -231,6 +244,19 @@ class Supervisor(FirstListener):
         self._alive_r = self._alive_w = -1
         self._poller = select.poll()
         self._by_fd: Dict[int, _Worker] = {}  # status pipe -> worker
+        # print_listen()'s format: "Serving on" waits for a ready worker.
+        self._listen_format: Optional[str] = None
+        self._announced = False
+        # Metrics: one slot per worker process in memory they share with
+        # us; we serve the sum from this loop (waitress_c/metrics.py).
+        self._mbuf = self._metrics = None
+        self._mpolled: List[int] = []
+        self._restarts: Dict[str, int] = {}
+        if adj.metrics:
+            from waitress_c.metrics import MetricsBuffer, MetricsEndpoint
+
+            self._mbuf = MetricsBuffer(1 + max(64, 4 * adj.workers))
+            self._metrics = MetricsEndpoint(adj.metrics, self._render_metrics)
 
     # -- the public surface ---------------------------------------------------
 
@@ -240,10 +266,20 @@ class Supervisor(FirstListener):
         return sorted(self._workers)
 
     def print_listen(self, format_str: str) -> None:
+        """Log the listeners, once a worker serves them (now if one does,
+        else when the first one is ready)."""
+        self._listen_format = format_str
+        if self._announced:
+            self._announce()
+
+    def _announce(self) -> None:
+        self._announced = True
+        if self._listen_format is None:
+            return
         for host, port in self.effective_listen:
             if ":" in host:
                 host = "[%s]" % host
-            logger.info(format_str.format(host, port))
+            logger.info(self._listen_format.format(host, port))
 
     def close(self) -> None:
         """Stop: gracefully the first time, at once the second.  Safe from
@@ -274,6 +310,8 @@ class Supervisor(FirstListener):
                 "Supervisor pid %d: starting %d worker%s",
                 self._pid, self._target, "" if self._target == 1 else "s",
             )
+            if self._metrics is not None:
+                logger.info("Metrics on %s", self._metrics.url)
             self._loop(poll_ms=1000 if restore else 200)
         finally:
             for w in list(self._workers.values()):  # only after errors
@@ -287,6 +325,8 @@ class Supervisor(FirstListener):
             os.close(self._alive_r)
             self._wake_r.close()
             self._wake_w.close()
+            if self._metrics is not None:
+                self._metrics.close()
             self._close_sockets()
             remove_pidfile(self.adj.pidfile, self._pid)
         if self._boot_failed:
@@ -304,9 +344,16 @@ class Supervisor(FirstListener):
                 return
             self._tick()
             timeout = self._timeout(poll_ms)
+            self._poll_metrics()
             for fd, _ in self._poller.poll(timeout):
                 if fd == self._wake_r.fileno():
                     self._read_wakeups()
+                    continue
+                if self._metrics is not None and self._metrics.owns(fd):
+                    try:
+                        self._metrics.handle(fd)
+                    except Exception:  # a scrape never stops supervision
+                        logger.exception("metrics: scrape failed")
                     continue
                 w = self._by_fd[fd]
                 try:
@@ -317,6 +364,9 @@ class Supervisor(FirstListener):
                     self._on_status(w, data)
                 else:  # EOF: the worker has exited or is about to
                     self._forget_fd(w)
+            # Every pipe that had bytes was read just now: a worker that
+            # beat while this loop was not scheduled is not taken as silent.
+            self._check_silent()
 
     def _forget_fd(self, w: _Worker) -> None:
         if w.fd >= 0:
@@ -329,6 +379,12 @@ class Supervisor(FirstListener):
         """Milliseconds until the next deadline, at most ``poll_ms``."""
         now = time.monotonic()
         deadlines = [w.kill_at for w in self._workers.values() if w.kill_at]
+        if self.adj.boot_timeout and not self._stopping:
+            deadlines += [
+                w.started + self.adj.boot_timeout
+                for w in self._workers.values()
+                if not (w.ready or w.retiring or w.boot_killed)
+            ]
         if self._spawn_at > now and not self._stopping:
             deadlines.append(self._spawn_at)
         ms = poll_ms
@@ -366,9 +422,14 @@ class Supervisor(FirstListener):
             self._begin_stop(self._stopping + 1, "close()")
 
     def _on_status(self, w: _Worker, data: bytes) -> None:
-        if READY in data and not w.ready:
+        w.seen = time.monotonic()
+        # A worker killed for boot_timeout is not taken as ready by a READY
+        # it wrote as it was being killed.
+        if READY in data and not w.ready and not w.boot_killed:
             w.ready = True
             logger.info("Worker pid %d: serving", w.pid)
+            if not self._announced:
+                self._announce()
             if w.pid == self._reload_new:
                 self._reload_new = None
                 old = self._workers.get(w.replaces or 0)
@@ -384,11 +445,20 @@ class Supervisor(FirstListener):
                     self._pid, self.adj, self.effective_listen,
                     self.worker_pids))
         if RETIRING in data and not w.retiring:
+            self._count_restart("max_requests")
             w.retiring = True
             w.kill_at = self._graceful_deadline()
             logger.info(
                 "Worker pid %d: max_requests reached, recycling it", w.pid
             )
+        if (STUCK in data and w.ready and not w.retiring
+                and not self._stopping):
+            logger.error(
+                "Worker pid %d: every thread stuck in the application for "
+                "more than %g s (timeout): replacing it",
+                w.pid, self.adj.timeout,
+            )
+            self._retire(w, "hung")
 
     def _tick(self) -> None:
         """Deadlines, the next step of a rolling restart, the worker
@@ -403,6 +473,7 @@ class Supervisor(FirstListener):
                 w.kill_at = None
         if self._stopping:
             return
+        self._check_boot(now)
         if self._reload_new is None:
             while self._reload_queue:
                 old = self._workers.get(self._reload_queue.pop(0))
@@ -424,6 +495,41 @@ class Supervisor(FirstListener):
             )
             for w in candidates[: -missing]:
                 self._retire(w, "one worker less")
+
+    def _check_boot(self, now: float) -> None:
+        """boot_timeout: SIGKILL to the workers not ready in time (their
+        exit is handled by _on_exit)."""
+        limit = self.adj.boot_timeout
+        if not limit:
+            return
+        for w in self._workers.values():
+            if w.ready or w.retiring or w.boot_killed:
+                continue
+            if now - w.started >= limit:
+                logger.error(
+                    "Worker pid %d not ready after %g s: killed", w.pid, limit
+                )
+                w.boot_killed = True
+                self._kill(w, signal.SIGKILL)
+
+    def _check_silent(self) -> None:
+        """timeout: kill (and so replace) the serving workers whose
+        heartbeat stopped.  Not gracefully: a worker that cannot run Python
+        would not act on SIGTERM, and its event loop, which needs no GIL,
+        would go on accepting connections that nobody serves."""
+        if not self.adj.timeout or self._stopping:
+            return
+        limit = max(self.adj.timeout, SILENT_FLOOR)
+        now = time.monotonic()
+        for w in self._workers.values():
+            if w.ready and not w.retiring and now - w.seen > limit:
+                logger.error(
+                    "Worker pid %d: no heartbeat for %.0f s (a thread "
+                    "holding the GIL, or the process stopped): SIGKILL",
+                    w.pid, now - w.seen,
+                )
+                w.retiring = True
+                self._kill(w, signal.SIGKILL)
 
     # -- workers --------------------------------------------------------------
 
@@ -503,6 +609,9 @@ class Supervisor(FirstListener):
         how = describe_status(status)
         self.hooks.call("child_exit", WorkerInfo(
             w.pid, w.age, self.adj, os.waitstatus_to_exitcode(status)))
+        if self._mbuf is not None and w.slot is not None:
+            self._mbuf.retire(w.slot)  # its counts stay in the totals
+            w.slot = None
         if w.fd >= 0:  # a last status byte may wait there
             try:
                 data = os.read(w.fd, 64)
@@ -516,7 +625,16 @@ class Supervisor(FirstListener):
             return
         now = time.monotonic()
         if not w.ready:
-            if self._booting:
+            if w.boot_killed and w.pid == self._reload_new:
+                old = self._workers.get(w.replaces or 0)
+                logger.error(
+                    "Rolling restart abandoned: the new worker did not "
+                    "become ready; %s keeps serving",
+                    "pid %d" % old.pid if old else "the old worker")
+                self._reload_new = None
+                self._reload_queue.clear()
+                return
+            if self._booting and not w.boot_killed:
                 self._boot_failed = "worker pid %d failed to boot (%s)" % (
                     w.pid, how)
                 logger.error("Worker pid %d failed to boot (%s): stopping",
@@ -530,7 +648,9 @@ class Supervisor(FirstListener):
                 self._reload_new = None
                 self._reload_queue.clear()
                 return
-        if now - w.started < STABLE_AFTER:
+        self._count_restart("boot_timeout" if w.boot_killed
+                            else "exit" if status == 0 else "crash")
+        if now - w.started < STABLE_AFTER or w.boot_killed:
             self._failures += 1
         else:
             self._failures = 0
@@ -546,6 +666,9 @@ class Supervisor(FirstListener):
     def _spawn(self, replaces: Optional[int] = None) -> Optional[int]:
         """Fork one worker; returns its pid (None if fork failed)."""
         r, w = os.pipe()
+        slot = self._mbuf.take() if self._mbuf is not None else None
+        if replaces:
+            self._count_restart("reload")
         blocked = signal.pthread_sigmask(
             signal.SIG_BLOCK, _SUPERVISOR_SIGNALS)
         self._spawned += 1
@@ -555,6 +678,8 @@ class Supervisor(FirstListener):
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             os.close(r)
             os.close(w)
+            if slot is not None:
+                self._mbuf.retire(slot)
             logger.error("Cannot start a worker: %s", exc)
             self._spawn_at = time.monotonic() + 1.0
             return None
@@ -562,7 +687,7 @@ class Supervisor(FirstListener):
             status = 70
             try:
                 os.close(r)
-                status = self._worker_main(w, blocked)
+                status = self._worker_main(w, blocked, slot)
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -577,7 +702,7 @@ class Supervisor(FirstListener):
                 os._exit(status)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         os.close(w)
-        self._workers[pid] = rec = _Worker(pid, r, replaces)
+        self._workers[pid] = rec = _Worker(pid, r, replaces, slot)
         rec.age = self._spawned
         self._by_fd[r] = rec
         self._poller.register(r, select.POLLIN)
@@ -589,8 +714,10 @@ class Supervisor(FirstListener):
 
     # -- in the worker process ----------------------------------------------
 
-    def _worker_main(self, status_w: int, mask) -> int:
-        """Runs in the forked child; returns its exit status."""
+    def _worker_main(self, status_w: int, mask,
+                     slot: Optional[int] = None) -> int:
+        """Runs in the forked child; returns its exit status.  ``slot``:
+        its metrics slot."""
         for sig in _SUPERVISOR_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         for sig in _WORKER_IGNORED:
@@ -603,6 +730,8 @@ class Supervisor(FirstListener):
             os.close(fd)
         self._workers = {}
         self._by_fd = {}
+        if self._metrics is not None:  # the supervisor's to serve
+            self._metrics.close()
         _set_parent_death_signal(signal.SIGTERM)
         # SIGUSR1 stays blocked (pending, neither lost nor fatal) until
         # _serve_in_worker handles it.
@@ -626,8 +755,13 @@ class Supervisor(FirstListener):
                     0, self.adj.max_requests_jitter)
                 app = _count_requests(app, limit, lambda: retire[0]())
             server = _server_class(self.sockets)(
-                app, self.adj, self.sockets, False)
+                app, self.adj, self.sockets, False,
+                # No slot (all taken): counted in its own memory only.
+                metrics_slot=(self._mbuf if slot is not None else None,
+                              slot or 0),
+            )
             server._pidfile = None  # the supervisor's pid is in it
+            server._on_hung = lambda stuck: _report_hung(status_w, stuck)
         except BaseException:
             logger.exception("Worker pid %d: cannot start", os.getpid())
             return BOOT_ERROR
@@ -678,8 +812,14 @@ class Supervisor(FirstListener):
         poller = select.poll()
         poller.register(r.fileno(), select.POLLIN)
         poller.register(self._alive_r, select.POLLIN)
+        # timeout: a heartbeat (see SILENT_FLOOR).
+        beat = min(1.0, self.adj.timeout / 4) if self.adj.timeout else 0.0
+        next_beat = 0.0
         while not done.is_set():
-            for fd, _ in poller.poll(1000):
+            if beat and time.monotonic() >= next_beat:
+                _write(status_w, BEAT)
+                next_beat = time.monotonic() + beat
+            for fd, _ in poller.poll(int(beat * 1000) if beat else 1000):
                 if fd == self._alive_r:  # the supervisor is gone
                     poller.unregister(fd)
                     stopper.stop(1, "supervisor gone")
@@ -699,6 +839,51 @@ class Supervisor(FirstListener):
                 stopper.stop(1, "supervisor gone")
         loop.join()
         signal.set_wakeup_fd(-1)
+
+    # -- metrics --------------------------------------------------------------
+
+    def _count_restart(self, cause: str) -> None:
+        self._restarts[cause] = self._restarts.get(cause, 0) + 1
+
+    def _poll_metrics(self) -> None:
+        """Poll the metrics listener and its scrapes with the rest."""
+        if self._metrics is None:
+            return
+        self._metrics.expire()
+        for fd in self._mpolled:
+            # A closed scrape's number may be a worker's status pipe now.
+            if fd in self._by_fd or fd == self._wake_r.fileno():
+                continue
+            try:
+                self._poller.unregister(fd)
+            except KeyError:
+                pass
+        self._mpolled = []
+        for fd, events in self._metrics.fds():
+            self._poller.register(fd, events)
+            self._mpolled.append(fd)
+
+    def _render_metrics(self) -> str:
+        from waitress_c.metrics import render
+
+        assert self._mbuf is not None
+        slots = [0] + [
+            w.slot for w in self._workers.values() if w.slot is not None
+        ]
+        extra = [
+            "# HELP waitress_c_workers Worker processes alive.",
+            "# TYPE waitress_c_workers gauge",
+            "waitress_c_workers %d" % len(self._workers),
+            "# HELP waitress_c_worker_restarts_total Worker processes "
+            "replaced, by cause.",
+            "# TYPE waitress_c_worker_restarts_total counter",
+        ]
+        for cause in ("max_requests", "reload", "exit", "crash"):
+            extra.append(
+                'waitress_c_worker_restarts_total{cause="%s"} %d'
+                % (cause, self._restarts.get(cause, 0))
+            )
+        return render(self._mbuf, slots, extra)
 
     # -- helpers --------------------------------------------------------------
 
@@ -730,6 +915,18 @@ def _write(fd: int, data: bytes) -> None:
     except OSError as exc:  # the supervisor is gone
         if exc.errno not in (errno.EPIPE, errno.EBADF):
             raise
+
+
+def _report_hung(status_w: int, stuck) -> None:
+    """timeout, in a worker whose every thread is stuck: name the requests,
+    and have the supervisor replace this worker."""
+    from waitress_c.watchdog import describe
+
+    logger.error(
+        "Worker pid %d: all %d threads stuck in the application: %s",
+        os.getpid(), len(stuck), describe(stuck),
+    )
+    _write(status_w, STUCK)
 
 
 def _count_requests(app, limit: int, on_limit: Callable[[], None]):
