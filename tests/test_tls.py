@@ -602,3 +602,43 @@ def test_tls12_renegotiation_refused(server_factory, pki):
     assert "RENEGOTIATING" in text      # s_client asked
     assert "no renegotiation" in text   # the server's alert
     assert get_env(srv, client_ctx(pki))["SSL_PROTOCOL"] == "TLSv1.3"
+
+
+def tls_socket(srv, pki):
+    raw = srv.connect(timeout=20 * SLOW)
+    return client_ctx(pki).wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def test_pipelined_requests_in_one_record(server_factory, pki):
+    """Three requests in one TLS record: three answers, in order."""
+    from http_reader import Reader
+
+    srv = tls_server(server_factory, pki)
+    s = tls_socket(srv, pki)
+    try:
+        s.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n" * 2
+                  + b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        reader = Reader(s, timeout=20 * SLOW)
+        first, second, third = (reader.response() for _ in range(3))
+    finally:
+        s.close()
+    assert json.loads(first[2])["HTTPS"] == json.loads(second[2])["HTTPS"] == "on"
+    assert json.loads(third[2]) == {"sha256": hashlib.sha256(b"hello").hexdigest(), "len": 5}
+
+
+def test_100_continue_over_tls(server_factory, pki):
+    from http_reader import Reader
+
+    srv = tls_server(server_factory, pki)
+    s = tls_socket(srv, pki)
+    try:
+        s.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                  b"Expect: 100-continue\r\n\r\n")
+        reader = Reader(s, timeout=20 * SLOW)
+        assert reader.line() == b"HTTP/1.1 100 Continue\r\n"
+        assert reader.line() == b"\r\n"
+        s.sendall(b"hello")
+        resp = reader.response()
+    finally:
+        s.close()
+    assert json.loads(resp[2])["len"] == 5
