@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PKGS := libuv1-dev libhttp-parser-dev pkg-config curl nginx
+APT_PKGS := libuv1-dev libhttp-parser-dev libssl-dev pkg-config curl nginx
 CSRC := $(wildcard csrc/*.c csrc/*.h)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

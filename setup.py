@@ -11,8 +11,9 @@ import sys
 from setuptools import Extension, setup
 
 APT_HINT = (
-    "waitress_c needs the system libuv and http-parser.  On Debian/Ubuntu:\n"
-    "    apt-get install libuv1-dev libhttp-parser-dev pkg-config\n"
+    "waitress_c needs the system libuv, http-parser and OpenSSL 3.  On "
+    "Debian/Ubuntu:\n"
+    "    apt-get install libuv1-dev libhttp-parser-dev libssl-dev pkg-config\n"
 )
 
 HTTP_PARSER_LIBDIRS = [
@@ -29,14 +30,19 @@ def fail(why):
     sys.exit(1)
 
 
-def pkg_config(*args):
+def pkg_config(*args, lib="libuv", package="libuv1-dev"):
     if shutil.which("pkg-config") is None:
         fail("pkg-config was not found")
     try:
-        out = subprocess.check_output(["pkg-config"] + list(args) + ["libuv"])
+        out = subprocess.check_output(["pkg-config"] + list(args) + [lib])
     except subprocess.CalledProcessError:
-        fail("pkg-config cannot find libuv (libuv1-dev)")
+        fail("pkg-config cannot find %s (%s)" % (lib, package))
     return out.decode().split()
+
+
+def openssl(*args):
+    """pkg-config for OpenSSL, which must be 3.0 or newer (tls.c)."""
+    return pkg_config(*args, lib="openssl >= 3.0", package="libssl-dev")
 
 
 def find_http_parser():
@@ -62,8 +68,8 @@ def sanitizers(value):
 
 
 def extension():
-    cflags = pkg_config("--cflags")
-    libs = pkg_config("--libs")
+    cflags = pkg_config("--cflags") + openssl("--cflags")
+    libs = pkg_config("--libs") + openssl("--libs")
     find_http_parser()
     extra_compile = cflags + [
         "-std=c11",

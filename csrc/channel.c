@@ -27,6 +27,10 @@
  * wc_channel_yield, wc_channel_keep_alive, wc_channel_kick), which runs
  * on workers, GIL held or not, and touches only the fields under b->lock.
  * Only the loop closes.
+ *
+ * TLS (tls.c): a connection on a TLS server starts in HANDSHAKE, reads
+ * with wc_tls_read instead of recv (channel_out.c writes with
+ * wc_tls_writev), and sends close_notify before a lingering close.
  */
 #include "loop.h"
 
@@ -69,6 +73,7 @@ static void finish_input(wc_channel_t *ch);
 static void enter_done(wc_channel_t *ch);
 static void linger(wc_channel_t *ch);
 static void stop_idle(wc_channel_t *ch);
+static void handshake(wc_channel_t *ch);
 
 #ifdef WC_CHECKS
 void
@@ -130,6 +135,7 @@ static const unsigned allowed[WC_CONN_NSTATES] = {
     [WC_CONN_DONE] = S(LINGER) | S(CLOSED),
     [WC_CONN_LINGER] = S(CLOSED),
     [WC_CONN_CLOSED] = 0,
+    [WC_CONN_HANDSHAKE] = S(IDLE) | S(LINGER) | S(CLOSED),
 };
 #undef S
 
@@ -141,7 +147,8 @@ static int
 reads_in(wc_conn_state s)
 {
     return s == WC_CONN_IDLE || s == WC_CONN_HEAD || s == WC_CONN_BODY
-           || s == WC_CONN_DONE || s == WC_CONN_LINGER;
+           || s == WC_CONN_DONE || s == WC_CONN_LINGER
+           || s == WC_CONN_HANDSHAKE;
 }
 
 /* The one place the state changes.  Polls for reading or not, to match
@@ -352,6 +359,17 @@ wc_channel_open(wc_server_t *srv, int fd, int index,
     ch->state = WC_CONN_IDLE;
     ch->in_at = wc_now_ms();
     atomic_init(&ch->refs, 1);
+    if (srv->tls) {
+        /* The handshake's clock is in_at: it does not move until the
+         * handshake is done. */
+        ch->state = WC_CONN_HANDSHAKE;
+        ch->tls = wc_tls_conn_new(srv->tls, fd);
+        if (ch->tls == NULL) {
+            close(fd);
+            free(ch);
+            return UV_ENOMEM;
+        }
+    }
     if (peer->sa_family == AF_INET6) {
         const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)peer;
         ch->peer_family = 6;
@@ -383,14 +401,22 @@ read_some(wc_channel_t *ch)
     wc_server_t *srv = ch->srv;
     for (int i = 0; i < READS_PER_EVENT; i++) {
         ssize_t n;
-        do {
-            n = recv(ch->fd, srv->readbuf, sizeof(srv->readbuf), 0);
-        } while (n < 0 && errno == EINTR);
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return;
+        if (ch->tls) {
+            n = wc_tls_read(ch->tls, srv->readbuf, sizeof(srv->readbuf));
+            if (n == -EAGAIN)
+                return;
+        } else {
+            do {
+                n = recv(ch->fd, srv->readbuf, sizeof(srv->readbuf), 0);
+            } while (n < 0 && errno == EINTR);
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                return;
+            if (n < 0)
+                n = -errno;
+        }
         if (n > 0)
             wc_m_own_add(srv->m, WC_M_BYTES_IN, (uint64_t)n);
-        on_input(ch, n < 0 ? -errno : n);
+        on_input(ch, n);
         if (n < (ssize_t)sizeof(srv->readbuf) || ch->state == WC_CONN_CLOSED
             || !(ch->events & EPOLLIN))
             return;
@@ -405,6 +431,10 @@ wc_channel_io(wc_channel_t *ch, unsigned events)
 {
     if (ch->state == WC_CONN_CLOSED)
         return;
+    if (ch->state == WC_CONN_HANDSHAKE) {
+        handshake(ch);  /* a hang-up or an error makes it fail */
+        return;
+    }
     int trouble = (events & (EPOLLHUP | EPOLLERR)) != 0;
     if ((events & EPOLLOUT) || (trouble && (ch->events & EPOLLOUT)))
         wc_channel_flush(ch);
@@ -414,6 +444,68 @@ wc_channel_io(wc_channel_t *ch, unsigned events)
         read_some(ch);
     else if (trouble && !(ch->events & EPOLLOUT))
         wc_channel_close(ch);
+}
+
+/* ---- TLS: the handshake ---------------------------------------------------- */
+
+/* What a plain HTTP request on a TLS port gets, as nginx answers it. */
+static const char plain_reply[] =
+    "HTTP/1.1 400 Bad Request\r\n"
+    "Content-Type: text/plain\r\n"
+    "Content-Length: 23\r\n"
+    "Connection: close\r\n"
+    "\r\n"
+    "This port speaks HTTPS\n";
+
+/* HANDSHAKE, and the first byte was a letter: the client speaks plain
+ * HTTP.  Answer 400 in the clear (a few bytes: an empty socket takes
+ * them), shut the write side and linger, reading in the clear, so that
+ * the unread request does not reset the answer. */
+static void
+refuse_plain(wc_channel_t *ch)
+{
+    wc_tls_conn_free(ch->tls);
+    ch->tls = NULL;
+    ssize_t n;
+    do {
+        n = send(ch->fd, plain_reply, sizeof(plain_reply) - 1,
+                 MSG_NOSIGNAL | MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n != (ssize_t)(sizeof(plain_reply) - 1)
+        || (ch->b == NULL && busy_new(ch) == NULL)
+        || shutdown(ch->fd, SHUT_WR) < 0) {
+        wc_channel_close(ch);
+        return;
+    }
+    ch->b->sending = 1;
+    ch->b->linger_end = wc_now_ms() + LINGER_MS;
+    set_events(ch, EPOLLIN);
+    set_state(ch, WC_CONN_LINGER);
+}
+
+/* HANDSHAKE: the socket is ready; take the handshake a step further.
+ * Done: the connection is IDLE, and the first request (often sent right
+ * behind the client's Finished) is read at once.  A failure (a bad or
+ * truncated ClientHello, no common version or cipher, a client
+ * certificate refused, the client gone) closes: nothing was owed. */
+static void
+handshake(wc_channel_t *ch)
+{
+    int rv = wc_tls_handshake(ch->tls);
+    if (rv == WC_TLS_WANT_READ) {
+        set_events(ch, EPOLLIN);
+    } else if (rv == WC_TLS_WANT_WRITE) {
+        set_events(ch, EPOLLOUT);
+    } else if (rv == WC_TLS_DONE) {
+        set_events(ch, EPOLLIN);
+        set_state(ch, WC_CONN_IDLE);
+        if (ch->state == WC_CONN_IDLE)
+            read_some(ch);
+    } else if (rv == WC_TLS_PLAIN) {
+        refuse_plain(ch);
+    } else {
+        wc_channel_close(ch);
+    }
 }
 
 /* `nread` bytes arrived in srv->readbuf; 0 is the client's end of stream,
@@ -547,6 +639,8 @@ feed(wc_channel_t *ch, const char *p, size_t n)
             r = b->req = wc_request_new(cfg->inbuf_overflow);
             if (r == NULL)
                 goto nomem;
+            if (ch->tls)
+                r->tls = wc_tls_info(ch->tls);
             set_state(ch, WC_CONN_HEAD);
             if (ch->state != WC_CONN_HEAD)
                 return;     /* closed */
@@ -712,6 +806,8 @@ static void
 linger(wc_channel_t *ch)
 {
     wc_busy_t *b = ch->b;
+    if (ch->tls)
+        wc_tls_close_notify(ch->tls);   /* a clean end, not a cut */
     pthread_mutex_lock(&b->lock);
     int eof = b->peer_eof;
     pthread_mutex_unlock(&b->lock);
@@ -877,6 +973,8 @@ wc_channel_close(wc_channel_t *ch)
      * channel's memory stays until the loop's next iteration
      * (wc_channel_finish_closes): events already fetched for it, and the
      * caller, may still look at it. */
+    wc_tls_conn_free(ch->tls);
+    ch->tls = NULL;
     close(ch->fd);
     ch->fd = -1;
     wc_server_t *srv = ch->srv;
@@ -937,6 +1035,13 @@ wc_channel_sweep(wc_channel_t *ch, uint64_t now)
     wc_busy_t *b = ch->b;
     if (ch->state == WC_CONN_CLOSED)
         return;
+    if (ch->state == WC_CONN_HANDSHAKE) {
+        /* A slow handshake is a slowloris too: channel_timeout from the
+         * accept.  A stop does not wait for one. */
+        if (stop_at || (now > ch->in_at && now - ch->in_at > limit))
+            wc_channel_close(ch);
+        return;
+    }
     if (ch->state == WC_CONN_LINGER) {
         if (now >= b->linger_end)
             wc_channel_close(ch);

@@ -16,6 +16,12 @@
  * queued as a reference to the app's bytes object, not copied.  When it is
  * written the segment goes to the server's release list (give_back), and
  * a worker drops the reference the next time it holds the GIL.
+ *
+ * TLS (tls.c): the loop writes with wc_tls_writev, and files are read and
+ * written from memory (no sendfile: the bytes must be encrypted).  Workers
+ * do not write to a TLS socket at all, only queue and kick the loop: an
+ * SSL object must not be used by two threads at once, and the loop may be
+ * reading it.  That costs a loop wake-up per response on TLS connections.
  */
 #include "loop.h"
 
@@ -42,6 +48,36 @@ struct wc_waiter_s {
 };
 
 /* ---- the loop's writes -------------------------------------------------- */
+
+/* How many queued bytes make a writer park (wc_channel_send,
+ * wc_channel_wait_drained).  outbuf_high_watermark; on TLS at most half
+ * of outbuf_overflow: every byte goes through the queue there, and a
+ * worker that writes faster than the loop encrypts would otherwise spill
+ * most of a large response to the temp file (200 MiB over TLS: 155 MiB
+ * written to it and read back). */
+static uint64_t
+park_mark(const wc_channel_t *ch)
+{
+    const wc_config_t *cfg = &ch->srv->cfg;
+    uint64_t mark = cfg->outbuf_high_watermark;
+    if (cfg->tls && cfg->outbuf_overflow / 2 < mark)
+        mark = cfg->outbuf_overflow / 2 ? cfg->outbuf_overflow / 2 : 1;
+    return mark;
+}
+
+/* Loop thread: write to the socket, or through TLS.  Returns the bytes
+ * taken, or -errno (-EAGAIN: none). */
+static ssize_t
+out_write(wc_channel_t *ch, struct iovec *iov, int n)
+{
+    if (ch->tls)
+        return wc_tls_writev(ch->tls, iov, n);
+    struct msghdr mh = {0};
+    mh.msg_iov = iov;
+    mh.msg_iovlen = (size_t)n;
+    ssize_t w = sendmsg(ch->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    return w < 0 ? -errno : w;
+}
 
 /* b->lock held: the client took bytes, or output began to wait in an
  * empty queue, now.  A stall is timed from here (wc_channel_sweep); reads
@@ -91,6 +127,8 @@ send_file_seg(wc_channel_t *ch, wc_busy_t *b)
         wc_outq_consume(&b->out, 0);
         return 0;
     }
+    if (ch->tls)
+        s->no_sendfile = 1;
     if (!s->no_sendfile) {
         off_t off = s->file_off;
         ssize_t w = sendfile(ch->fd, s->fd, &off, step);
@@ -142,13 +180,13 @@ wc_channel_flush(wc_channel_t *ch)
     pthread_mutex_lock(&b->lock);
     while (!b->broken && (b->wblk || b->out.head)) {
         if (b->wblk) {
-            ssize_t w = send(ch->fd, b->wblk + b->wblk_off,
-                             b->wblk_len - b->wblk_off,
-                             MSG_NOSIGNAL | MSG_DONTWAIT);
+            struct iovec blk = {b->wblk + b->wblk_off,
+                                b->wblk_len - b->wblk_off};
+            ssize_t w = out_write(ch, &blk, 1);
             if (w < 0) {
-                if (errno == EINTR)
+                if (w == -EINTR)
                     continue;
-                if (errno == EAGAIN) {
+                if (w == -EAGAIN) {
                     full = 1;
                     break;
                 }
@@ -180,14 +218,11 @@ wc_channel_flush(wc_channel_t *ch)
         }
         if (n == 0)
             break;
-        struct msghdr mh = {0};
-        mh.msg_iov = iov;
-        mh.msg_iovlen = (size_t)n;
-        ssize_t w = sendmsg(ch->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t w = out_write(ch, iov, n);
         if (w < 0) {
-            if (errno == EINTR)
+            if (w == -EINTR)
                 continue;
-            if (errno != EAGAIN) {
+            if (w != -EAGAIN) {
                 b->broken = 1;
                 break;
             }
@@ -205,7 +240,7 @@ wc_channel_flush(wc_channel_t *ch)
     }
     b->writing = full && !b->broken;
     if (b->waiters && (b->broken || b->out.bytes
-                       <= ch->srv->cfg.outbuf_high_watermark))
+                       <= park_mark(ch)))
         wc_channel_wake_waiters(ch);
     wc_channel_give_back(ch);
     int writing = b->writing;
@@ -256,7 +291,7 @@ wc_channel_send(wc_channel_t *ch, struct iovec *iov, void **owners, int n,
 {
     pthread_mutex_lock(&ch->b->lock);
     int rv = wc_channel_send_locked(ch, iov, owners, n, defer);
-    if (rv == 0 && ch->b->out.bytes > ch->srv->cfg.outbuf_high_watermark)
+    if (rv == 0 && ch->b->out.bytes > park_mark(ch))
         rv = 1;
     pthread_mutex_unlock(&ch->b->lock);
     return rv;
@@ -328,6 +363,8 @@ wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, void **owners,
         }
         return rv;
     }
+    if (ch->srv->cfg.tls)
+        goto queue_rest;    /* TLS: only the loop writes (see above) */
     if (!ch->b->writing && ch->b->out.head) {
         /* Queued bytes go first; only memory ones, all of them. */
         k = wc_outq_iov(&ch->b->out, all, WC_IOV_MAX, &qtotal);
@@ -411,7 +448,7 @@ int
 wc_channel_wait_drained(wc_channel_t *ch)
 {
     int rv = 0;
-    uint64_t hwm = ch->srv->cfg.outbuf_high_watermark;
+    uint64_t hwm = park_mark(ch);
     wc_waiter_t me;
     pthread_cond_init(&me.cond, NULL);
     pthread_mutex_lock(&ch->b->lock);

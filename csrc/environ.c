@@ -341,6 +341,29 @@ sr_template(ServerObject *so, StartResponseObject *sr, int listener)
     return PyTuple_GET_ITEM(sr->tmpls, listener);
 }
 
+/* The connection's TLS facts, under mod_ssl's names (made from the C
+ * strings the loop gathered at the handshake). */
+static int
+set_tls(PyObject *env, const wc_tls_info_t *t)
+{
+    static const char *const names[] = {
+        "SSL_PROTOCOL", "SSL_CIPHER", "SSL_CLIENT_VERIFY",
+        "SSL_CLIENT_S_DN", "SSL_CLIENT_I_DN", "SSL_CLIENT_CERT",
+    };
+    const char *values[] = {t->protocol, t->cipher, t->verify,
+                            t->s_dn, t->i_dn, t->cert};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (values[i] == NULL)
+            continue;
+        PyObject *v = latin1(values[i], strlen(values[i]));
+        int rv = v ? PyDict_SetItemString(env, names[i], v) : -1;
+        Py_XDECREF(v);
+        if (rv < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* New reference: the environ for one request, whose StartResponse is sr. */
 PyObject *
 wc_environ_build(ServerObject *so, wc_channel_t *ch, wc_request_t *req,
@@ -398,6 +421,8 @@ wc_environ_build(ServerObject *so, wc_channel_t *ch, wc_request_t *req,
     SET_NEW(keys[K_WSGI_INPUT], make_input(so, req));
     SET_NEW(keys[K_CLIENT_DISCONNECTED],
             wc_disconnected_new((PyTypeObject *)so->disc_type, ch));
+    if (req->tls && set_tls(env, req->tls) < 0)
+        goto error;
 
     for (uint32_t i = 0; i < req->nheaders; i++) {
         const wc_header_t *h = &req->headers[i];

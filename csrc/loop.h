@@ -17,6 +17,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/uio.h>
 #include <sys/types.h>
 #include <time.h>
@@ -47,6 +48,9 @@ typedef struct wc_logmsg_s wc_logmsg_t;
 typedef struct wc_waiter_s wc_waiter_t;
 typedef struct wc_busy_s wc_busy_t;
 typedef struct wc_slot_s wc_slot_t;
+typedef struct wc_tls_s wc_tls_t;
+typedef struct wc_tls_conn_s wc_tls_conn_t;
+typedef struct wc_tls_info_s wc_tls_info_t;
 
 /* ---- buffer.c: plain growable bytes, body spool, output queue ---------- */
 
@@ -165,6 +169,8 @@ struct wc_request_s {
     unsigned expect_continue : 1;
     unsigned close_after : 1;   /* framing was doubtful: close after */
     unsigned has_te : 1;
+    wc_tls_info_t *tls;         /* the connection's TLS facts (a
+                                   reference), or NULL */
     /* An error "request" carries a status for the worker to answer. */
     int error_status;
     const char *error_detail;   /* static, or detail_buf */
@@ -226,6 +232,7 @@ int wc_request_feed(wc_request_t *r, const char *p, size_t n, size_t *used,
  * request is served): `state` is where the loop is with the client;
  * whether a worker holds the channel is `busy`.
  *
+ *   HANDSHAKE -> IDLE, LINGER, CLOSED  with TLS, before the first request
  *   IDLE   -> HEAD, DONE, CLOSED        between requests
  *   HEAD   -> BODY, IDLE, PAUSED, DONE, CLOSED
  *   BODY   -> IDLE, PAUSED, DONE, CLOSED
@@ -247,6 +254,9 @@ typedef enum {
                            shut: input read and discarded until EOF, a
                            byte bound or the linger time, then closed */
     WC_CONN_CLOSED,     /* the socket is closed */
+    WC_CONN_HANDSHAKE,  /* TLS: the handshake, before the first request
+                           (tls.c); no busy part; channel_timeout bounds
+                           it from the accept */
     WC_CONN_NSTATES
 } wc_conn_state;
 
@@ -343,6 +353,8 @@ struct wc_channel_s {
     wc_channel_t *prev, *next;  /* srv->channels, then srv->closed (loop) */
     uint64_t in_at;             /* loop: ms of the last byte read, or of
                                    the state's start; the idle clock */
+    wc_tls_conn_t *tls;         /* loop: the TLS session, NULL on plain
+                                   connections (tls.c) */
     atomic_int refs;            /* loop 1 until close_cb; task 1; kick 1;
                                    held-back output 1 */
     int fd;
@@ -522,6 +534,8 @@ struct wc_config_s {
     int expose_tracebacks;
     int log_socket_errors;
     int drop_proxy_headers;
+    int tls;                    /* the listeners speak TLS: workers do not
+                                   write to the sockets themselves */
     char ident[128];            /* "" when none */
     char server_line[160];      /* "Server: <ident>\r\n", or "" */
     size_t server_line_len;
@@ -568,6 +582,10 @@ struct wc_server_s {
 
     wc_listener_t *listeners;
     int nlisteners;
+    /* TLS on every listener (certfile set), or NULL.  Loop thread once
+     * it runs (a reload swaps it there: tls_next); workers look at
+     * cfg.tls instead. */
+    wc_tls_t *tls;
 
     /* Loop thread only. */
     int epfd;                   /* the connections' epoll set */
@@ -609,6 +627,7 @@ struct wc_server_s {
     wc_channel_t *kick_head;    /* channels a worker wants looked at */
     wc_channel_t *defer_head;   /* channels with output held back */
     wc_logmsg_t *log_head, *log_tail;
+    wc_tls_t *tls_next;         /* a reloaded TLS context for the loop */
     wc_seg_t *release_head;     /* sent reference segments (zero copy) */
     uint64_t release_bytes;     /* their bytes */
 
@@ -632,10 +651,76 @@ void wc_server_request_close(wc_server_t *srv, const char *why);
 void wc_server_channel_closed(wc_server_t *srv);
 /* A channel was closed: release it at the start of the next iteration. */
 void wc_server_reap_soon(wc_server_t *srv);
+/* Any thread: new connections use `t` from now on (the server takes the
+ * caller's reference). */
+void wc_server_tls_swap(wc_server_t *srv, wc_tls_t *t);
 void wc_server_log(wc_server_t *srv, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void wc_server_destroy(wc_server_t *srv);
 uint64_t wc_now_ms(void);
+
+/* ---- tls.c: TLS with OpenSSL (loop thread, but wc_tls_new) ----------- */
+
+/* What the application learns of a connection's TLS: gathered by the loop
+ * once the handshake is done, read by workers (environ.c), immutable, one
+ * allocation with the strings after it.  Every request of the connection
+ * holds a reference (parser.c frees it with the request). */
+struct wc_tls_info_s {
+    atomic_int refs;
+    const char *protocol;       /* "TLSv1.3" */
+    const char *cipher;
+    const char *verify;         /* "SUCCESS", "NONE" */
+    const char *s_dn;           /* client certificate: NULL without */
+    const char *i_dn;
+    const char *cert;           /* PEM */
+    char data[];
+};
+
+static inline void
+wc_tls_info_unref(wc_tls_info_t *info)
+{
+    if (info && atomic_fetch_sub(&info->refs, 1) == 1)
+        free(info);
+}
+
+enum { WC_TLS_VERIFY_NONE = 0, WC_TLS_VERIFY_OPTIONAL, WC_TLS_VERIFY_REQUIRED };
+
+typedef struct {
+    const char *certfile;
+    const char *keyfile;
+    const char *password;       /* NULL: none */
+    const char *ca_certs;       /* NULL: none */
+    const char *ciphers;        /* NULL: OpenSSL's default */
+    int cert_reqs;              /* WC_TLS_VERIFY_* */
+    int min_version;            /* 12 or 13 */
+} wc_tls_opts_t;
+
+/* Any thread: the server's TLS context.  Returns 0, or -1 with a one-line
+ * reason in err; a warning that does not stop the server (an expired
+ * certificate) goes to warn ("" when none). */
+int wc_tls_new(wc_tls_t **out, const wc_tls_opts_t *o, char *err,
+               size_t errlen, char *warn, size_t warnlen);
+void wc_tls_free(wc_tls_t *t);
+/* Loop thread, per connection. */
+wc_tls_conn_t *wc_tls_conn_new(wc_tls_t *t, int fd);
+void wc_tls_conn_free(wc_tls_conn_t *c);
+enum {
+    WC_TLS_DONE = 0,
+    WC_TLS_WANT_READ = 1,
+    WC_TLS_WANT_WRITE = 2,
+    WC_TLS_PLAIN = 3,           /* the client speaks plain HTTP */
+};
+/* Returns a WC_TLS_* or a negative error (the handshake failed). */
+int wc_tls_handshake(wc_tls_conn_t *c);
+/* A new reference to the connection's facts (after the handshake). */
+wc_tls_info_t *wc_tls_info(wc_tls_conn_t *c);
+/* Like recv: bytes, 0 at the end of stream, -EAGAIN, or -errno. */
+ssize_t wc_tls_read(wc_tls_conn_t *c, char *buf, size_t n);
+/* Like sendmsg: the bytes taken (fewer than offered: the socket is full;
+ * offer the same bytes first again), -EAGAIN when none, or -errno. */
+ssize_t wc_tls_writev(wc_tls_conn_t *c, const struct iovec *iov, int n);
+/* A clean close: send close_notify if the socket takes it now. */
+void wc_tls_close_notify(wc_tls_conn_t *c);
 
 /* ---- dispatch.c: the task queue and the worker pool -------------------- */
 

@@ -185,6 +185,97 @@ read_config(wc_config_t *cfg, PyObject *adj)
     return read_tmpdir(cfg);
 }
 
+/* ---- TLS ------------------------------------------------------------------ */
+
+/* adj's TLS settings as a context for the loop (tls.c), in *out; NULL
+ * when certfile is not set (or adj has no such setting).  Returns 0, or
+ * -1 with ValueError set: one line saying what is wrong (a missing or
+ * unreadable file, a key that does not match, a wrong password...).  A
+ * certificate that has expired or is not valid yet is a UserWarning. */
+static int
+read_tls(PyObject *adj, wc_tls_t **out)
+{
+    int rv = -1;
+    PyObject *cert = NULL, *key = NULL, *ca = NULL, *ciphers = NULL;
+    PyObject *reqs = NULL, *minv = NULL, *pw = NULL;
+    *out = NULL;
+    cert = PyObject_GetAttrString(adj, "certfile");
+    if (cert == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();      /* settings of a kind without TLS */
+        rv = 0;
+        goto done;
+    }
+    if (cert == NULL)
+        goto done;
+    if (cert == Py_None) {
+        rv = 0;
+        goto done;
+    }
+    Py_SETREF(cert, PyObject_Str(cert));
+    if (cert == NULL || (key = get_str(adj, "keyfile")) == NULL
+        || (ca = get_str(adj, "ca_certs")) == NULL
+        || (ciphers = get_str(adj, "ciphers")) == NULL
+        || (reqs = get_str(adj, "cert_reqs")) == NULL
+        || (minv = get_str(adj, "tls_min_version")) == NULL
+        || (pw = PyObject_CallMethod(adj, "tls_password", NULL)) == NULL)
+        goto done;
+    if (pw != Py_None && !PyUnicode_Check(pw)) {
+        PyErr_SetString(PyExc_TypeError, "tls_password() must give a str");
+        goto done;
+    }
+    wc_tls_opts_t o = {0};
+    o.certfile = PyUnicode_AsUTF8(cert);
+    o.keyfile = PyUnicode_GET_LENGTH(key) ? PyUnicode_AsUTF8(key) : o.certfile;
+    o.ca_certs = PyUnicode_GET_LENGTH(ca) ? PyUnicode_AsUTF8(ca) : NULL;
+    o.ciphers = PyUnicode_GET_LENGTH(ciphers) ? PyUnicode_AsUTF8(ciphers)
+                                             : NULL;
+    o.password = pw != Py_None ? PyUnicode_AsUTF8(pw) : NULL;
+    const char *r = PyUnicode_AsUTF8(reqs), *m = PyUnicode_AsUTF8(minv);
+    if (o.certfile == NULL || o.keyfile == NULL || r == NULL || m == NULL
+        || PyErr_Occurred())
+        goto done;
+    o.cert_reqs = strcmp(r, "required") == 0   ? WC_TLS_VERIFY_REQUIRED
+                  : strcmp(r, "optional") == 0 ? WC_TLS_VERIFY_OPTIONAL
+                                               : WC_TLS_VERIFY_NONE;
+    o.min_version = strcmp(m, "1.3") == 0 ? 13 : 12;
+    char err[1024], warn[1024];
+    int failed;
+    Py_BEGIN_ALLOW_THREADS      /* reads files */
+    failed = wc_tls_new(out, &o, err, sizeof(err), warn, sizeof(warn)) < 0;
+    Py_END_ALLOW_THREADS
+    if (failed) {
+        PyErr_SetString(PyExc_ValueError, err);
+        goto done;
+    }
+    if (warn[0] && PyErr_WarnEx(PyExc_UserWarning, warn, 1) < 0) {
+        wc_tls_free(*out);
+        *out = NULL;
+        goto done;
+    }
+    rv = 0;
+done:
+    Py_XDECREF(cert);
+    Py_XDECREF(key);
+    Py_XDECREF(ca);
+    Py_XDECREF(ciphers);
+    Py_XDECREF(reqs);
+    Py_XDECREF(minv);
+    Py_XDECREF(pw);
+    return rv;
+}
+
+/* _core.tls_check(adj): build adj's TLS context and drop it, so that a
+ * mistake in the TLS settings is reported before anything starts. */
+static PyObject *
+core_tls_check(PyObject *module, PyObject *adj)
+{
+    wc_tls_t *t = NULL;
+    if (read_tls(adj, &t) < 0)
+        return NULL;
+    wc_tls_free(t);
+    Py_RETURN_NONE;
+}
+
 /* New reference: the environ keys every request on one listener shares. */
 static PyObject *
 make_template(ServerObject *so, PyObject *adj, PyObject *port)
@@ -207,7 +298,12 @@ make_template(ServerObject *so, PyObject *adj, PyObject *port)
         SET("SERVER_SOFTWARE", PyUnicode_FromString(so->srv->cfg.ident));
     SET("SCRIPT_NAME", Py_NewRef(so->url_prefix));
     SET("wsgi.version", Py_BuildValue("(ii)", 1, 0));
-    SET("wsgi.url_scheme", get_str(adj, "url_scheme"));
+    if (so->srv->cfg.tls) {
+        SET("wsgi.url_scheme", PyUnicode_FromString("https"));
+        SET("HTTPS", PyUnicode_FromString("on"));
+    } else {
+        SET("wsgi.url_scheme", get_str(adj, "url_scheme"));
+    }
     SET("wsgi.multithread", Py_NewRef(Py_True));
     SET("wsgi.multiprocess", Py_NewRef(Py_False));
     SET("wsgi.run_once", Py_NewRef(Py_False));
@@ -355,6 +451,9 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kw)
             goto error;
     }
     wc_m_set(srv->m, WC_M_THREADS, (uint64_t)srv->cfg.threads);
+    if (read_tls(adj, &srv->tls) < 0)
+        goto error;
+    srv->cfg.tls = srv->tls != NULL;
     srv->listeners = calloc((size_t)(nls ? nls : 1), sizeof(wc_listener_t));
     if (srv->listeners == NULL) {
         PyErr_NoMemory();
@@ -429,6 +528,30 @@ server_close(ServerObject *so, PyObject *args, PyObject *kw)
     /* qlock is a leaf lock, but release the GIL anyway: house rule. */
     Py_BEGIN_ALLOW_THREADS
     wc_server_request_close(so->srv, why);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+/* tls_reload(adj): read the certificate, key and CA files again (adj's
+ * TLS settings, as at creation) and use them for the connections accepted
+ * from now on.  ValueError (the old ones stay) if they cannot work, or if
+ * the server does not speak TLS. */
+static PyObject *
+server_tls_reload(ServerObject *so, PyObject *adj)
+{
+    wc_tls_t *t = NULL;
+    if (!so->srv->cfg.tls) {
+        PyErr_SetString(PyExc_ValueError, "this server does not speak TLS");
+        return NULL;
+    }
+    if (read_tls(adj, &t) < 0)
+        return NULL;
+    if (t == NULL) {
+        PyErr_SetString(PyExc_ValueError, "certfile is not set");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS      /* takes qlock */
+    wc_server_tls_swap(so->srv, t);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -550,6 +673,8 @@ static PyMethodDef server_methods[] = {
      "close(why=None): stop gracefully (a second call stops at once).  Any\n"
      "thread.  why (a str) is the cause the stop line names, instead of\n"
      "'close() called'."},
+    {"tls_reload", (PyCFunction)server_tls_reload, METH_O,
+     "tls_reload(adj): new TLS connections use adj's files, read again."},
     {"worker", (PyCFunction)server_worker, METH_NOARGS,
      "worker(): a worker thread's body; returns once the server stopped."},
     {"busy_requests", (PyCFunction)wc_dispatch_busy_requests, METH_O,
@@ -692,8 +817,15 @@ static PyModuleDef_Slot core_slots[] = {
     {0, NULL},
 };
 
+static PyMethodDef core_methods[] = {
+    {"tls_check", core_tls_check, METH_O,
+     "tls_check(adj): raise ValueError if adj's TLS settings cannot work."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef core_module = {
     PyModuleDef_HEAD_INIT,
+    .m_methods = core_methods,
     .m_name = "waitress_c._core",
     .m_doc = "The C core of waitress_c: libuv loop, http-parser, workers.",
     .m_size = sizeof(module_state),

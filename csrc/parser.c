@@ -97,6 +97,7 @@ wc_request_free(wc_request_t *r)
     wc_buf_free(&r->head);
     free(r->headers);
     wc_spool_free(&r->body);
+    wc_tls_info_unref(r->tls);
     free(r);
 }
 

@@ -414,7 +414,13 @@ on_async(uv_async_t *a)
     wc_channel_t *kicks = srv->kick_head;
     srv->kick_head = NULL;
     int close_req = srv->close_requested;
+    wc_tls_t *tls = srv->tls_next;
+    srv->tls_next = NULL;
     pthread_mutex_unlock(&srv->qlock);
+    if (tls) {
+        wc_tls_free(srv->tls);  /* its connections keep it alive */
+        srv->tls = tls;
+    }
 
     while (kicks) {
         wc_channel_t *next = kicks->b->kick_next;
@@ -693,6 +699,26 @@ check_exit(wc_server_t *srv)
     }
 }
 
+/* A reloaded TLS context: swapped in directly before the loop runs, else
+ * handed to the loop (on_async), which alone reads srv->tls then. */
+void
+wc_server_tls_swap(wc_server_t *srv, wc_tls_t *t)
+{
+    wc_tls_t *old;
+    pthread_mutex_lock(&srv->qlock);
+    if (srv->running) {
+        old = srv->tls_next;
+        srv->tls_next = t;
+        if (srv->async_live)
+            uv_async_send(&srv->async);
+    } else {
+        old = srv->tls;
+        srv->tls = t;
+    }
+    pthread_mutex_unlock(&srv->qlock);
+    wc_tls_free(old);
+}
+
 /* Queue a log line for a worker to emit (the loop never takes the GIL). */
 void
 wc_server_log(wc_server_t *srv, int level, const char *fmt, ...)
@@ -801,6 +827,10 @@ wc_server_destroy(wc_server_t *srv)
         m = next;
     }
     free(srv->listeners);
+    wc_tls_free(srv->tls);
+    srv->tls = NULL;
+    wc_tls_free(srv->tls_next);
+    srv->tls_next = NULL;
     if (srv->epfd >= 0)
         close(srv->epfd);
     pthread_mutex_destroy(&srv->qlock);

@@ -41,3 +41,14 @@ def server(server_factory, transport):
     if transport == "unix":
         return server_factory("router", unix_socket=True)
     return server_factory("router")
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """A CA, server and client certificates for the TLS tests
+    (tests/tls_pki.py), made once per session."""
+    from tls_pki import make_pki
+
+    d = tmp_path_factory.mktemp("pki")
+    make_pki(d)
+    return d

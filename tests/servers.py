@@ -45,7 +45,7 @@ SLOW = float(os.environ.get("WC_TIMEOUT_SCALE") or (4 if os.environ.get("WC_SANI
 
 # The line waitress_c logs for each listener; Server takes its host and
 # port from the named groups of the ready match, when it has them.
-SERVING = re.compile(r"Serving on http://(?P<host>\S+):(?P<port>\d+)")
+SERVING = re.compile(r"Serving on https?://(?P<host>\S+):(?P<port>\d+)")
 
 # tests/serve.py's first line on stdout.
 JSON_LINE = re.compile(r"\A(.*)\n")

@@ -218,6 +218,14 @@ DEFAULTS = {
     "error_logfile": None,
     "access_logfile": None,
     "metrics": None,
+    "certfile": None,
+    "keyfile": None,
+    "keyfile_password_file": None,
+    "keyfile_password_env": None,
+    "ca_certs": None,
+    "cert_reqs": "none",
+    "ciphers": None,
+    "tls_min_version": "1.2",
 }
 
 
@@ -324,8 +332,15 @@ def with_context(name, value):
     return kw
 
 
+# Read from strings with real certificates in tests/test_tls.py.
+TLS_OPTIONS = {
+    "certfile", "keyfile", "keyfile_password_file", "keyfile_password_env",
+    "ca_certs", "cert_reqs", "ciphers", "tls_min_version",
+}
+
+
 def test_from_strings_covers_every_option():
-    covered = {name for name, _, _ in FROM_STRINGS}
+    covered = {name for name, _, _ in FROM_STRINGS} | TLS_OPTIONS
     assert covered | {"host", "port", "listen", "sockets"} == {
         o.name for o in OPTIONS
     }

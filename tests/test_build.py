@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HINT = "apt-get install libuv1-dev libhttp-parser-dev pkg-config"
+HINT = "apt-get install libuv1-dev libhttp-parser-dev libssl-dev pkg-config"
 
 
 def run_setup(env):
@@ -37,6 +37,18 @@ def test_missing_libuv_names_the_packages(tmp_path):
     out = run_setup(env)
     assert out.returncode != 0
     assert "libuv1-dev" in out.stderr and HINT in out.stderr
+
+
+def test_missing_openssl_names_the_packages(tmp_path):
+    real = subprocess.run(["sh", "-c", "command -v pkg-config"], capture_output=True, text=True).stdout.strip()
+    fake = tmp_path / "pkg-config"
+    # A pkg-config that knows libuv but no OpenSSL.
+    fake.write_text('#!/bin/sh\ncase "$*" in *openssl*) exit 1;; esac\nexec %s "$@"\n' % real)
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=str(tmp_path) + os.pathsep + os.environ["PATH"])
+    out = run_setup(env)
+    assert out.returncode != 0
+    assert "cannot find openssl >= 3.0 (libssl-dev)" in out.stderr and HINT in out.stderr
 
 
 def test_found_libraries_build_flags():

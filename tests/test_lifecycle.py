@@ -485,14 +485,14 @@ def test_design_doc_draws_the_code_s_lifecycle():
     import re
 
     code = _code_transitions()
-    assert set(code) == {"IDLE", "HEAD", "BODY", "PAUSED", "DONE", "LINGER", "CLOSED"}
+    assert set(code) == {"IDLE", "HEAD", "BODY", "PAUSED", "DONE", "LINGER", "CLOSED", "HANDSHAKE"}
     doc = open(os.path.join(os.path.dirname(__file__), "..", "docs", "design.rst")).read()
     section = doc[doc.index("A connection's lifecycle\n"):]
-    rows = re.findall(r"\* - (IDLE|HEAD|BODY|PAUSED|DONE|LINGER|CLOSED)\n(?:.*\n)*?     -(?: ([A-Z, ]*))?\n", section)
+    rows = re.findall(r"\* - (HANDSHAKE|IDLE|HEAD|BODY|PAUSED|DONE|LINGER|CLOSED)\n(?:.*\n)*?     -(?: ([A-Z, ]*))?\n", section)
     documented = {state: set(filter(None, (t.strip() for t in targets.split(",")))) for state, targets in rows}
     assert documented == code
     header = open(os.path.join(os.path.dirname(__file__), "..", "csrc", "loop.h")).read()
-    arrows = dict(re.findall(r"\*\s+(IDLE|HEAD|BODY|PAUSED|DONE|LINGER)\s+->\s+([A-Z, ]+)", header))
+    arrows = dict(re.findall(r"\*\s+(HANDSHAKE|IDLE|HEAD|BODY|PAUSED|DONE|LINGER)\s+->\s+([A-Z, ]+)", header))
     assert {k: {t.strip() for t in v.split(",")} for k, v in arrows.items()} == {
         k: v for k, v in code.items() if v
     }

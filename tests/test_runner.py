@@ -196,11 +196,30 @@ VALUE_FLAGS = {
     "error_logfile": "-",
     "access_logfile": "-",
     "metrics": "127.0.0.1:9100",
+    # {pki}: the session's certificates (conftest.py's pki fixture).
+    "certfile": "{pki}/server.pem",
+    "keyfile": "{pki}/server.key",
+    "keyfile_password_file": "{pki}/password.txt",
+    "keyfile_password_env": "WC_TEST_KEY_PASSWORD",
+    "ca_certs": "{pki}/ca.pem",
+    "cert_reqs": "required",
+    "ciphers": "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "tls_min_version": "1.3",
 }
 
+_TLS = ["--certfile={pki}/server.pem", "--keyfile={pki}/server.key"]
+_TLS_ENC = ["--certfile={pki}/server.pem", "--keyfile={pki}/server-enc.key"]
 CONTEXT = {
     "trusted_proxy_count": ["--trusted-proxy=10.0.0.1"],
     "trusted_proxy_headers": ["--trusted-proxy=10.0.0.1"],
+    "certfile": ["--keyfile={pki}/server.key"],
+    "keyfile": ["--certfile={pki}/server.pem"],
+    "keyfile_password_file": _TLS_ENC,
+    "keyfile_password_env": _TLS_ENC,
+    "ca_certs": _TLS,
+    "cert_reqs": _TLS + ["--ca-certs={pki}/ca.pem"],
+    "ciphers": _TLS,
+    "tls_min_version": _TLS,
 }
 
 
@@ -211,10 +230,20 @@ def test_every_option_has_a_flag_test():
 
 
 @pytest.mark.parametrize("name", sorted(VALUE_FLAGS))
-def test_value_flag(name):
-    flag = "%s=%s" % (OPTION_MAP[name].flag, VALUE_FLAGS[name])
-    kw = served_kw(*CONTEXT.get(name, []), flag, APP)
-    assert kw[name] == VALUE_FLAGS[name]
+def test_value_flag(name, request, monkeypatch):
+    value = VALUE_FLAGS[name]
+    context = CONTEXT.get(name, [])
+    if "{pki}" in value + "".join(context):
+        pki = request.getfixturevalue("pki")
+        value = value.format(pki=pki)
+        context = [c.format(pki=pki) for c in context]
+    if name == "keyfile_password_env":
+        from tls_pki import PASSWORD
+
+        monkeypatch.setenv(value, PASSWORD)
+    flag = "%s=%s" % (OPTION_MAP[name].flag, value)
+    kw = served_kw(*context, flag, APP)
+    assert kw[name] == value
 
 
 @pytest.mark.parametrize(

@@ -53,7 +53,10 @@ def serve(app: Callable[..., Any], **kw: Any) -> None:
     ):
         if not quiet:
             logs.log_startup(server)
-            server.print_listen("Serving on http://{}:{}")
+            tls = getattr(getattr(server, "adj", None), "certfile", None)
+            server.print_listen(
+                "Serving on %s://{}:{}" % ("https" if tls else "http")
+            )
         try:
             server.run()
         finally:

@@ -136,6 +136,32 @@ def host_port(value: Any) -> str | None:
     return text
 
 
+CERT_REQS = ("none", "optional", "required")
+
+
+def as_cert_reqs(value: Any) -> str:
+    """none, optional or required (any case); gunicorn's numbers 0, 1, 2
+    (ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED) too."""
+    text = str(int(value) if isinstance(value, int) else value).strip().lower()
+    if text in ("0", "1", "2"):
+        return CERT_REQS[int(text)]
+    if text not in CERT_REQS:
+        raise ValueError(
+            "invalid cert_reqs %r (expected none, optional or required)" % value
+        )
+    return text
+
+
+def as_tls_version(value: Any) -> str:
+    """1.2 or 1.3 (TLSv1.2 and TLSv1_3 spellings accepted)."""
+    text = str(value).strip().lower().replace("tlsv", "").replace("_", ".")
+    if text not in ("1.2", "1.3"):
+        raise ValueError(
+            "invalid tls_min_version %r (expected 1.2 or 1.3)" % value
+        )
+    return text
+
+
 def as_socket_list(value: Iterable[Any]) -> list[socket.socket]:
     """Keep the ``socket.socket`` items, silently drop everything else."""
     return [item for item in value if isinstance(item, socket.socket)]
@@ -598,6 +624,68 @@ OPTIONS: tuple[Option, ...] = (
         "off",
         extra=True,
     ),
+    Option(
+        "certfile", str_iftruthy, None, "FILE", STANDARD,
+        "Serve HTTPS: the server's certificate in PEM, followed by the "
+        "intermediate certificates of its chain (a fullchain.pem).  Every "
+        "listener then speaks TLS (1.2 and 1.3, ALPN http/1.1), "
+        "wsgi.url_scheme is https, and a plain HTTP request gets a 400 "
+        "saying so.",
+        "none",
+        extra=True,
+    ),
+    Option(
+        "keyfile", str_iftruthy, None, "FILE", STANDARD,
+        "The private key of certfile, in PEM; by default it is read from "
+        "certfile itself.",
+        "certfile",
+        extra=True,
+    ),
+    Option(
+        "keyfile_password_file", str_iftruthy, None, "FILE", STANDARD,
+        "A file whose first line is the password of an encrypted keyfile.  "
+        "The password itself is never given on the command line.",
+        "none",
+        extra=True,
+    ),
+    Option(
+        "keyfile_password_env", str_iftruthy, None, "NAME", STANDARD,
+        "The name of an environment variable that holds the password of an "
+        "encrypted keyfile (instead of keyfile_password_file).",
+        "none",
+        extra=True,
+    ),
+    Option(
+        "ca_certs", str_iftruthy, None, "FILE", STANDARD,
+        "CA certificates in PEM that sign the client certificates, for "
+        "cert_reqs.",
+        "none",
+        extra=True,
+    ),
+    Option(
+        "cert_reqs", as_cert_reqs, "none", "WHEN", STANDARD,
+        "Client certificates (mutual TLS): none (not asked for), optional "
+        "(asked for; a client without one is served, one with a certificate "
+        "that ca_certs does not verify is refused) or required (a client "
+        "without a valid one is refused).  The application sees "
+        "SSL_CLIENT_S_DN, SSL_CLIENT_I_DN, SSL_CLIENT_VERIFY and "
+        "SSL_CLIENT_CERT in its environ.",
+        "none",
+        extra=True,
+    ),
+    Option(
+        "ciphers", str_iftruthy, None, "LIST", STANDARD,
+        "The TLS 1.2 cipher suites, in OpenSSL's syntax (TLS 1.3's are "
+        "OpenSSL's defaults).  By default, OpenSSL's default list.",
+        "OpenSSL's",
+        extra=True,
+    ),
+    Option(
+        "tls_min_version", as_tls_version, "1.2", "VERSION", STANDARD,
+        "The oldest TLS version accepted: 1.2 or 1.3.",
+        "1.2",
+        extra=True,
+    ),
 )
 
 OPTION_MAP: dict[str, Option] = {opt.name: opt for opt in OPTIONS}
@@ -673,6 +761,14 @@ class Adjustments:
     error_logfile: str | None
     access_logfile: str | None
     metrics: str | None
+    certfile: str | None
+    keyfile: str | None
+    keyfile_password_file: str | None
+    keyfile_password_env: str | None
+    ca_certs: str | None
+    cert_reqs: str
+    ciphers: str | None
+    tls_min_version: str
 
     # Options set on every accepted TCP connection, as (level, name, value).
     # Not an adjustment: passing it to the constructor is an error.
@@ -709,6 +805,75 @@ class Adjustments:
         self._check_pidfile()
         if self.access_logfile:
             self.access_log = True  # a file for the lines asks for them
+        self._check_tls()
+
+    def _check_tls(self) -> None:
+        """The TLS settings agree with each other; with certfile, the files
+        are read and the context is built once (in the C core, as the
+        server will), so that a missing file, a key that does not match or
+        a wrong password is reported now, in one line."""
+        if self.certfile is None:
+            given = [
+                name
+                for name in ("keyfile", "keyfile_password_file",
+                             "keyfile_password_env", "ca_certs", "ciphers")
+                if getattr(self, name) is not None
+            ]
+            if self.cert_reqs != "none":
+                given.append("cert_reqs")
+            if given:
+                raise ValueError(
+                    "%s has no meaning without certfile" % ", ".join(given)
+                )
+            return
+        if self.keyfile_password_file and self.keyfile_password_env:
+            raise ValueError(
+                "keyfile_password_file and keyfile_password_env may not both "
+                "be set"
+            )
+        if self.cert_reqs != "none" and self.ca_certs is None:
+            raise ValueError(
+                "cert_reqs=%s needs ca_certs (the CAs of the client "
+                "certificates)" % self.cert_reqs
+            )
+        for name in ("certfile", "keyfile", "keyfile_password_file",
+                     "ca_certs"):
+            path = getattr(self, name)
+            if path is None:
+                continue
+            # Absolute: worker processes and a reload read them again.
+            path = os.path.abspath(path)
+            setattr(self, name, path)
+            if not os.path.isfile(path):
+                raise ValueError("%s %s: no such file" % (name, path))
+            if not os.access(path, os.R_OK):
+                raise ValueError("%s %s: not readable" % (name, path))
+        from waitress_c import _core
+
+        _core.tls_check(self)
+
+    def tls_password(self) -> str | None:
+        """The keyfile's password: the first line of keyfile_password_file,
+        or the value of the environment variable keyfile_password_env;
+        None when neither is set."""
+        if self.keyfile_password_file:
+            try:
+                with open(self.keyfile_password_file, encoding="utf-8") as f:
+                    return f.readline().rstrip("\r\n")
+            except (OSError, UnicodeError) as exc:
+                raise ValueError(
+                    "keyfile_password_file %s: %s"
+                    % (self.keyfile_password_file, exc)
+                ) from None
+        if self.keyfile_password_env:
+            value = os.environ.get(self.keyfile_password_env)
+            if value is None:
+                raise ValueError(
+                    "keyfile_password_env: the environment variable %s is "
+                    "not set" % self.keyfile_password_env
+                )
+            return value
+        return None
 
     def _check_pidfile(self) -> None:
         if self.pidfile is None:

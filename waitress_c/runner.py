@@ -462,7 +462,10 @@ class _RefuseSighup:
             signal.sigwait({signal.SIGHUP})
             if self._done:
                 return
-            logger.warning(SIGHUP_REFUSAL)
+            from waitress_c.server import reload_tls
+
+            if not reload_tls():  # TLS: the files are read again
+                logger.warning(SIGHUP_REFUSAL)
 
     def __exit__(self, *exc: Any) -> None:
         if self._thread is None:

@@ -20,6 +20,28 @@ from waitress_c.adjustments import Adjustments
 
 logger = logging.getLogger("waitress_c")
 
+# The TLS servers of this process that are running: what reload_tls()
+# (SIGHUP in a single process, runner.py) reloads.
+_TLS_SERVERS: "set[BaseWSGIServer]" = set()
+_TLS_LOCK = threading.Lock()
+
+
+def reload_tls() -> bool:
+    """Read the certificate, key and CA files of every running TLS server
+    of this process again; the connections accepted from then on use them.
+    A failure is logged and the old files stay in use.  Returns False when
+    no TLS server runs."""
+    with _TLS_LOCK:
+        servers = list(_TLS_SERVERS)
+    for server in servers:
+        try:
+            server._core.tls_reload(server.adj)
+        except ValueError as exc:
+            logger.error("SIGHUP: TLS files not reloaded, the old ones stay: %s", exc)
+        else:
+            logger.info("SIGHUP: TLS files reloaded (%s)", server.adj.certfile)
+    return bool(servers)
+
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -279,9 +301,14 @@ class BaseWSGIServer:
         if self._metrics is not None:
             self._metrics.start()
             logger.info("Metrics on %s", self._metrics.url)
+        if self.adj.certfile:
+            with _TLS_LOCK:
+                _TLS_SERVERS.add(self)
         try:
             core.run(sigfd=restore[0] if restore else -1)
         finally:
+            with _TLS_LOCK:
+                _TLS_SERVERS.discard(self)
             if watch is not None:
                 watch.stop()
             if self._metrics is not None:

@@ -1,0 +1,566 @@
+/* tls.c: TLS in the core, with OpenSSL 3.  Owns everything of OpenSSL's:
+ * the server's SSL_CTX, built from the settings when the server is
+ * created (wc_tls_new: certificate chain, key and its password, client
+ * certificate verification, versions, ciphers, ALPN), and per connection
+ * an SSL object (wc_tls_conn_t): the handshake, reads, writes, the
+ * close_notify of a clean close, and the facts the application sees in
+ * its environ (wc_tls_info_t).  No other file includes an OpenSSL header.
+ *
+ * The SSL object works on the non-blocking socket itself (SSL_set_fd),
+ * not on memory BIOs: its reads and writes are the socket's, so
+ * SSL_ERROR_WANT_READ / WANT_WRITE are exactly "not readable / not
+ * writable now", which the channel already waits for with epoll, and no
+ * extra copy of the ciphertext is made.  Memory BIOs would only pay off
+ * for a write path that must not touch the socket (a worker encrypting
+ * under the channel's lock): on TLS connections the workers do not write
+ * to the socket (channel_out.c), everything goes through the loop.
+ *
+ * Choices, each for a reason:
+ * - TLS 1.2 at least (1.3 with tls_min_version); no renegotiation
+ *   (SSL_OP_NO_RENEGOTIATION; TLS 1.3 has none), no compression.
+ * - No session resumption: tickets off (SSL_OP_NO_TICKET, no TLS 1.3
+ *   tickets) and no session cache.  A ticket key would have to be shared
+ *   by the --workers processes (each has its own SSL_CTX) to be of use,
+ *   and kept out of the process's memory dumps to be safe; a full
+ *   handshake costs a millisecond of CPU.
+ * - SSL_OP_IGNORE_UNEXPECTED_EOF: a client that closes without
+ *   close_notify is an ordinary end of stream; HTTP's own framing tells a
+ *   cut-off request from a complete one.
+ * - SSL_MODE_RELEASE_BUFFERS: an idle keep-alive connection does not
+ *   keep 34 KiB of record buffers.
+ * - ALPN: http/1.1 is chosen when offered; a client that offers only
+ *   protocols we do not speak goes on without ALPN (no fatal alert).
+ * - A plain HTTP request on a TLS port (its first byte a letter rather
+ *   than 0x16, a handshake record) is reported to the channel, which
+ *   answers 400 in plain text, as nginx does, rather than hanging.
+ *
+ * Reload (SIGHUP in a single process): a new context is built from the
+ * files by the thread that asks (wc_tls_new) and handed to the loop
+ * (server.c: wc_server_tls_swap), which uses it for the connections it
+ * accepts from then on; a connection keeps the context it started with
+ * (a reference each), so the old one goes with its last connection.
+ *
+ * GIL map: never touches Python.  wc_tls_new and wc_tls_free run on the
+ * thread that creates or destroys the server (with the GIL, which does
+ * not matter here); everything else on the loop thread.  OpenSSL's error
+ * queue is per thread: it is cleared before every call that may fail.
+ */
+#include "loop.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/proverr.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+/* The largest TLS record's payload: output is written a record at a time
+ * (small pieces coalesced into one). */
+#define RECORD 16384
+
+struct wc_tls_s {
+    atomic_int refs;            /* the server's, and each connection's */
+    SSL_CTX *ctx;
+    char wbuf[RECORD];          /* loop thread: a coalesced record */
+};
+
+struct wc_tls_conn_s {
+    SSL *ssl;
+    wc_tls_t *t;
+    wc_tls_info_t *info;        /* after the handshake */
+    int fd;
+    unsigned sniffed : 1;       /* the first byte was looked at */
+};
+
+static int on_password(char *buf, int size, int rwflag, void *u);
+static int on_alpn(SSL *ssl, const unsigned char **out,
+                   unsigned char *outlen, const unsigned char *in,
+                   unsigned int inlen, void *arg);
+
+/* ---- the server's context ------------------------------------------------ */
+
+/* The key's password, from the settings; NULL: fail rather than ask on a
+ * terminal (OpenSSL's default). */
+static int
+on_password(char *buf, int size, int rwflag, void *u)
+{
+    const char *pw = u;
+    if (pw == NULL)
+        return 0;
+    size_t n = strlen(pw);
+    if (n > (size_t)size)
+        return 0;
+    memcpy(buf, pw, n);
+    return (int)n;
+}
+
+static int
+on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+        const unsigned char *in, unsigned int inlen, void *arg)
+{
+    static const unsigned char ours[] = "\x08http/1.1";
+    unsigned char *sel = NULL;
+    if (SSL_select_next_proto(&sel, outlen, ours, sizeof(ours) - 1, in,
+                              inlen) != OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK;
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* OpenSSL's reason for the last failure, for a one-line message. */
+static const char *
+reason(void)
+{
+    const char *r = ERR_reason_error_string(ERR_peek_last_error());
+    return r ? r : "unknown error";
+}
+
+static int
+is_bad_password(unsigned long e)
+{
+    int r = ERR_GET_REASON(e);
+    return (ERR_GET_LIB(e) == ERR_LIB_PEM
+            && (r == PEM_R_BAD_DECRYPT || r == PEM_R_BAD_PASSWORD_READ
+                || r == PEM_R_PROBLEMS_GETTING_PASSWORD))
+           || (ERR_GET_LIB(e) == ERR_LIB_EVP && r == EVP_R_BAD_DECRYPT)
+           || (ERR_GET_LIB(e) == ERR_LIB_PROV && r == PROV_R_BAD_DECRYPT);
+}
+
+int
+wc_tls_new(wc_tls_t **out, const wc_tls_opts_t *o, char *err, size_t errlen,
+           char *warn, size_t warnlen)
+{
+    int rv = -1;
+    wc_tls_t *t = NULL;
+    SSL_CTX *ctx = NULL;
+    STACK_OF(X509_NAME) *cas = NULL;
+
+    *out = NULL;
+    err[0] = '\0';
+    warn[0] = '\0';
+    ERR_clear_error();
+    t = calloc(1, sizeof(*t));
+    ctx = SSL_CTX_new(TLS_server_method());
+    if (t == NULL || ctx == NULL) {
+        snprintf(err, errlen, "cannot create a TLS context: %s", reason());
+        goto done;
+    }
+    SSL_CTX_set_min_proto_version(ctx, o->min_version == 13 ? TLS1_3_VERSION
+                                                            : TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION
+                                 | SSL_OP_NO_TICKET
+                                 | SSL_OP_CIPHER_SERVER_PREFERENCE
+                                 | SSL_OP_IGNORE_UNEXPECTED_EOF);
+    SSL_CTX_set_num_tickets(ctx, 0);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE
+                              | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER
+                              | SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
+    if (o->ciphers && o->ciphers[0]
+        && SSL_CTX_set_cipher_list(ctx, o->ciphers) != 1) {
+        snprintf(err, errlen, "ciphers %s: no usable cipher suite (%s)",
+                 o->ciphers, reason());
+        goto done;
+    }
+    if (SSL_CTX_use_certificate_chain_file(ctx, o->certfile) != 1) {
+        snprintf(err, errlen, "certfile %s: cannot load a certificate (%s)",
+                 o->certfile, reason());
+        goto done;
+    }
+    SSL_CTX_set_default_passwd_cb(ctx, on_password);
+    SSL_CTX_set_default_passwd_cb_userdata(ctx, (void *)o->password);
+    int ok = SSL_CTX_use_PrivateKey_file(ctx, o->keyfile, SSL_FILETYPE_PEM);
+    /* The password is not kept: the callback's data was the caller's. */
+    SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
+    if (ok != 1) {
+        const char *why = reason();
+        /* The telling error is anywhere in the queue (the last one is
+         * "PEM lib"). */
+        unsigned long e, bad = 0, mismatch = 0;
+        while ((e = ERR_get_error()) != 0) {
+            bad |= is_bad_password(e);
+            mismatch |= ERR_GET_LIB(e) == ERR_LIB_X509
+                        && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH;
+
+        }
+        if (mismatch)
+            snprintf(err, errlen, "keyfile %s does not match certfile %s",
+                     o->keyfile, o->certfile);
+        else if (bad && o->password)
+            snprintf(err, errlen, "keyfile %s: wrong password", o->keyfile);
+        else if (bad)
+            snprintf(err, errlen, "keyfile %s is encrypted: give its "
+                     "password with keyfile_password_file or "
+                     "keyfile_password_env", o->keyfile);
+        else
+            snprintf(err, errlen, "keyfile %s: cannot load a private key "
+                     "(%s)", o->keyfile, why);
+        goto done;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        snprintf(err, errlen, "keyfile %s does not match certfile %s",
+                 o->keyfile, o->certfile);
+        goto done;
+    }
+    if (o->ca_certs) {
+        if (SSL_CTX_load_verify_locations(ctx, o->ca_certs, NULL) != 1) {
+            snprintf(err, errlen, "ca_certs %s: cannot load CA certificates "
+                     "(%s)", o->ca_certs, reason());
+            goto done;
+        }
+        /* The CAs whose certificates the client is asked for. */
+        cas = SSL_load_client_CA_file(o->ca_certs);
+        if (cas == NULL) {
+            snprintf(err, errlen, "ca_certs %s: no CA certificate in it",
+                     o->ca_certs);
+            goto done;
+        }
+        SSL_CTX_set_client_CA_list(ctx, cas);  /* takes it */
+        cas = NULL;
+    }
+    if (o->cert_reqs != WC_TLS_VERIFY_NONE) {
+        if (o->ca_certs == NULL) {
+            snprintf(err, errlen, "cert_reqs needs ca_certs: the CAs that "
+                     "sign the client certificates");
+            goto done;
+        }
+        int mode = SSL_VERIFY_PEER;
+        if (o->cert_reqs == WC_TLS_VERIFY_REQUIRED)
+            mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+        SSL_CTX_set_verify(ctx, mode, NULL);
+    }
+    X509 *cert = SSL_CTX_get0_certificate(ctx);
+    if (cert && X509_cmp_current_time(X509_get0_notAfter(cert)) <= 0)
+        snprintf(warn, warnlen, "certfile %s: the certificate has expired",
+                 o->certfile);
+    else if (cert && X509_cmp_current_time(X509_get0_notBefore(cert)) >= 0)
+        snprintf(warn, warnlen, "certfile %s: the certificate is not valid "
+                 "yet", o->certfile);
+    atomic_init(&t->refs, 1);
+    t->ctx = ctx;
+    ctx = NULL;
+    *out = t;
+    t = NULL;
+    rv = 0;
+
+done:
+    ERR_clear_error();
+    if (cas)
+        sk_X509_NAME_pop_free(cas, X509_NAME_free);
+    SSL_CTX_free(ctx);
+    free(t);
+    return rv;
+}
+
+/* Drop a reference: the server's (at its end, or when a reload replaces
+ * the context) or a connection's; the last one frees. */
+void
+wc_tls_free(wc_tls_t *t)
+{
+    if (t == NULL || atomic_fetch_sub(&t->refs, 1) != 1)
+        return;
+    SSL_CTX_free(t->ctx);
+    free(t);
+}
+
+/* ---- a connection -------------------------------------------------------- */
+
+wc_tls_conn_t *
+wc_tls_conn_new(wc_tls_t *t, int fd)
+{
+    wc_tls_conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    ERR_clear_error();
+    c->ssl = SSL_new(t->ctx);
+    if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1) {
+        ERR_clear_error();
+        SSL_free(c->ssl);
+        free(c);
+        return NULL;
+    }
+    SSL_set_accept_state(c->ssl);
+    atomic_fetch_add(&t->refs, 1);     /* a reload may replace it */
+    c->t = t;
+    c->fd = fd;
+    return c;
+}
+
+void
+wc_tls_conn_free(wc_tls_conn_t *c)
+{
+    if (c == NULL)
+        return;
+    wc_tls_info_unref(c->info);
+    SSL_free(c->ssl);   /* the socket is the channel's: not closed here */
+    wc_tls_free(c->t);
+    free(c);
+}
+
+/* A memory BIO's text as a new string (NULL when out of memory). */
+static char *
+bio_text(BIO *m)
+{
+    char *p = NULL;
+    long n = BIO_get_mem_data(m, &p);
+    char *s = malloc((size_t)(n > 0 ? n : 0) + 1);
+    if (s == NULL)
+        return NULL;
+    if (n > 0)
+        memcpy(s, p, (size_t)n);
+    s[n > 0 ? n : 0] = '\0';
+    return s;
+}
+
+/* The client certificate's subject or issuer, RFC 2253 as mod_ssl
+ * writes it. */
+static char *
+name_text(const X509_NAME *name)
+{
+    BIO *m = BIO_new(BIO_s_mem());
+    char *s = NULL;
+    if (m && X509_NAME_print_ex(m, name, 0, XN_FLAG_RFC2253) >= 0)
+        s = bio_text(m);
+    BIO_free(m);
+    return s;
+}
+
+static char *
+pem_text(X509 *cert)
+{
+    BIO *m = BIO_new(BIO_s_mem());
+    char *s = NULL;
+    if (m && PEM_write_bio_X509(m, cert) == 1)
+        s = bio_text(m);
+    BIO_free(m);
+    return s;
+}
+
+/* The facts of a finished handshake, in one allocation. */
+static wc_tls_info_t *
+make_info(SSL *ssl)
+{
+    const char *parts[6] = {SSL_get_version(ssl), SSL_get_cipher_name(ssl),
+                            "NONE", NULL, NULL, NULL};
+    char *own[3] = {NULL, NULL, NULL};
+    wc_tls_info_t *info = NULL;
+    X509 *peer = SSL_get0_peer_certificate(ssl);
+    if (peer) {
+        parts[2] = SSL_get_verify_result(ssl) == X509_V_OK ? "SUCCESS"
+                                                           : "FAILED";
+        own[0] = name_text(X509_get_subject_name(peer));
+        own[1] = name_text(X509_get_issuer_name(peer));
+        own[2] = pem_text(peer);
+        if (own[0] == NULL || own[1] == NULL || own[2] == NULL)
+            goto done;
+        parts[3] = own[0];
+        parts[4] = own[1];
+        parts[5] = own[2];
+    }
+    size_t size = sizeof(*info);
+    for (int i = 0; i < 6; i++) {
+        if (parts[i] == NULL && i < 2)
+            parts[i] = "";
+        if (parts[i])
+            size += strlen(parts[i]) + 1;
+    }
+    info = calloc(1, size);
+    if (info == NULL)
+        goto done;
+    atomic_init(&info->refs, 1);
+    const char **fields[6] = {&info->protocol, &info->cipher, &info->verify,
+                              &info->s_dn, &info->i_dn, &info->cert};
+    char *at = info->data;
+    for (int i = 0; i < 6; i++) {
+        if (parts[i] == NULL)
+            continue;
+        size_t n = strlen(parts[i]) + 1;
+        memcpy(at, parts[i], n);
+        *fields[i] = at;
+        at += n;
+    }
+done:
+    for (int i = 0; i < 3; i++)
+        free(own[i]);
+    ERR_clear_error();
+    return info;
+}
+
+static int
+is_letter(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+
+int
+wc_tls_handshake(wc_tls_conn_t *c)
+{
+    if (!c->sniffed) {
+        /* A TLS client starts with a handshake record (0x16); an HTTP
+         * client with a method's first letter. */
+        unsigned char first;
+        ssize_t n;
+        do {
+            n = recv(c->fd, &first, 1, MSG_PEEK | MSG_DONTWAIT);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK ? WC_TLS_WANT_READ
+                                                           : -errno;
+        if (n == 0)
+            return UV_EOF;
+        c->sniffed = 1;
+        if (is_letter(first))
+            return WC_TLS_PLAIN;
+    }
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        c->info = make_info(c->ssl);
+        return c->info ? WC_TLS_DONE : UV_ENOMEM;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    ERR_clear_error();
+    if (e == SSL_ERROR_WANT_READ)
+        return WC_TLS_WANT_READ;
+    if (e == SSL_ERROR_WANT_WRITE)
+        return WC_TLS_WANT_WRITE;
+    return UV_EPROTO;
+}
+
+wc_tls_info_t *
+wc_tls_info(wc_tls_conn_t *c)
+{
+    if (c->info)
+        atomic_fetch_add(&c->info->refs, 1);
+    return c->info;
+}
+
+/* An SSL_read or SSL_write that returned r <= 0, as -errno. */
+static ssize_t
+failure(wc_tls_conn_t *c, int r)
+{
+    int sys = errno;    /* the socket's, for SSL_ERROR_SYSCALL */
+    int e = SSL_get_error(c->ssl, r);
+    ERR_clear_error();
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+        /* A read that must write (a TLS 1.3 key update's answer) or the
+         * reverse: retried at the next readiness, like a refused one. */
+        return -EAGAIN;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;
+    case SSL_ERROR_SYSCALL:
+        if (sys == EINTR || sys == EAGAIN)
+            return -EAGAIN;
+        return sys ? -sys : 0;
+    default:
+        return -EPROTO;
+    }
+}
+
+ssize_t
+wc_tls_read(wc_tls_conn_t *c, char *buf, size_t n)
+{
+    size_t got = 0;
+    /* Whole records while a whole one fits, until the socket has no more.
+     * Nothing may stay decrypted inside OpenSSL, where epoll cannot see
+     * it: with read-ahead off, OpenSSL takes a record at a time from the
+     * socket, and an SSL_read given room for a full record (16 KiB of
+     * plaintext at most) empties it.  What is left stays in the socket,
+     * and epoll reports it. */
+    WC_ASSERT(n >= RECORD);
+    while (n - got >= RECORD) {
+        size_t want = n - got;
+        ERR_clear_error();
+        int r = SSL_read(c->ssl, buf + got, want > INT_MAX ? INT_MAX
+                                                           : (int)want);
+        if (r > 0) {
+            got += (size_t)r;
+            continue;
+        }
+        ssize_t rv = failure(c, r);
+        /* Bytes before an end or an error are returned first; the end is
+         * met again by the next read. */
+        return got > 0 ? (ssize_t)got : rv;
+    }
+    return (ssize_t)got;
+}
+
+ssize_t
+wc_tls_writev(wc_tls_conn_t *c, const struct iovec *iov, int n)
+{
+    size_t done = 0, off = 0;
+    int i = 0;
+    while (i < n) {
+        size_t left = iov[i].iov_len - off;
+        if (left == 0) {
+            i++;
+            off = 0;
+            continue;
+        }
+        const char *p;
+        size_t len;
+        if (left >= RECORD || i == n - 1) {
+            /* From the bytes themselves: a retry after WANT_WRITE offers
+             * the same bytes again, perhaps more of them
+             * (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER). */
+            p = (const char *)iov[i].iov_base + off;
+            len = left < RECORD ? left : RECORD;
+        } else {
+            /* Small pieces (a head, chunk framing, a body) coalesced into
+             * one record. */
+            len = 0;
+            size_t o = off;
+            for (int j = i; j < n && len < RECORD; j++, o = 0) {
+                size_t take = iov[j].iov_len - o;
+                if (take > RECORD - len)
+                    take = RECORD - len;
+                memcpy(c->t->wbuf + len, (const char *)iov[j].iov_base + o,
+                       take);
+                len += take;
+            }
+            p = c->t->wbuf;
+        }
+        ERR_clear_error();
+        int r = SSL_write(c->ssl, p, (int)len);
+        if (r <= 0) {
+            ssize_t rv = failure(c, r);
+            if (rv == -EAGAIN)
+                break;
+            return rv == 0 ? -EPIPE : rv;
+        }
+        done += (size_t)r;
+        size_t adv = (size_t)r;
+        while (adv > 0) {
+            size_t in = iov[i].iov_len - off;
+            if (adv < in) {
+                off += adv;
+                break;
+            }
+            adv -= in;
+            i++;
+            off = 0;
+        }
+    }
+    if (done == 0 && i < n)
+        return -EAGAIN;
+    return (ssize_t)done;
+}
+
+void
+wc_tls_close_notify(wc_tls_conn_t *c)
+{
+    if (!SSL_is_init_finished(c->ssl))
+        return;
+    ERR_clear_error();
+    (void)SSL_shutdown(c->ssl);
+    ERR_clear_error();
+}

@@ -1,0 +1,57 @@
+"""The application tests/test_tls.py serves over TLS: one router."""
+
+import hashlib
+import json
+import os
+import time
+
+TLS_KEYS = (
+    "wsgi.url_scheme", "HTTPS", "SSL_PROTOCOL", "SSL_CIPHER", "SSL_CLIENT_VERIFY",
+    "SSL_CLIENT_S_DN", "SSL_CLIENT_I_DN", "SSL_CLIENT_CERT",
+)
+BLOCK = hashlib.sha256(b"waitress_c tls").digest() * 2048   # 64 KiB
+
+
+def blocks(n):
+    """n bytes of a fixed pattern, in 64 KiB blocks."""
+    while n > 0:
+        yield BLOCK[:n]
+        n -= len(BLOCK)
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/upload":
+        h = hashlib.sha256()
+        total = 0
+        while True:
+            data = environ["wsgi.input"].read(1 << 20)
+            if not data:
+                break
+            h.update(data)
+            total += len(data)
+        body = json.dumps({"sha256": h.hexdigest(), "len": total}).encode()
+    elif path == "/download":
+        n = int(environ["QUERY_STRING"])
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(n))])
+        return blocks(n)
+    elif path == "/file":
+        # A file: written through TLS from memory, not with sendfile.
+        name = environ["QUERY_STRING"]
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(os.path.getsize(name)))])
+        return environ["wsgi.file_wrapper"](open(name, "rb"))
+    elif path == "/slow":
+        time.sleep(float(environ["QUERY_STRING"] or 1))
+        body = b"slept"
+    else:
+        body = json.dumps({k: environ.get(k) for k in TLS_KEYS}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def make_app(global_conf=None, **settings):
+    """The PasteDeploy factory of ``app``."""
+    return app
