@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterable, List
 
 from waitress_c import logs
 from waitress_c._version import __version__
-from waitress_c.server import ServerProtocol, create_server
+from waitress_c.server import BaseWSGIServer, ServerProtocol, create_server
 
 __all__ = ["serve", "serve_paste", "create_server", "ServerProtocol", "__version__"]
 
@@ -31,6 +31,9 @@ def serve(app: Callable[..., Any], **kw: Any) -> None:
     server_factory = kw.pop("_server", create_server)  # test shim, as in waitress
     quiet = kw.pop("_quiet", False)
     profile = kw.pop("_profile", False)
+    # Private, for the command line: called with a single-process server
+    # once it serves (its when_ready hook).
+    on_ready = kw.pop("_ready", None)
     if not quiet:  # pragma: no cover
         logging.basicConfig()
     profiler = None
@@ -48,14 +51,28 @@ def serve(app: Callable[..., Any], **kw: Any) -> None:
         logging.getLogger("waitress_c").setLevel(level.upper())
     # SIGUSR1 reopens the log files from before the first line (a
     # supervisor handles it in its own loop).
+    def announce() -> None:
+        if not quiet:
+            server.print_listen("Serving on http://{}:{}")
+        if on_ready is not None:
+            on_ready(server)
+
     with logs.ReopenOnSignal(
         logs.managed() and not hasattr(server, "worker_pids")
     ):
         if not quiet:
             logs.log_startup(server)
-            server.print_listen("Serving on http://{}:{}")
         try:
-            server.run()
+            if isinstance(server, BaseWSGIServer):
+                # "Serving on" once SIGTERM and SIGINT stop it gracefully:
+                # a signal sent on seeing the line must not kill it.
+                server.run(ready=announce)
+            else:
+                # A supervisor logs the lines itself once a worker serves
+                # (after its signal handlers are set); a shim as waitress.
+                if not quiet:
+                    server.print_listen("Serving on http://{}:{}")
+                server.run()
         finally:
             if profiler is not None:
                 profiler.print_stats()

@@ -558,6 +558,13 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
     if hooks:
         hooks.call("on_starting", ServerInfo(os.getpid(), adj))
         kw["_server"] = _hooked_create_server(hooks)
+        if not wants_supervisor(adj):
+            # A single process: when_ready once it serves (serve() calls
+            # it after "Serving on", with SIGTERM already handled).
+            kw["_ready"] = lambda server: hooks.call(
+                "when_ready",
+                ServerInfo(os.getpid(), server.adj, server.effective_listen),
+            )
 
     if wants_supervisor(adj) and not (preload or reload):
         # Each worker imports the application after the fork.
@@ -601,7 +608,7 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
 def _hooked_create_server(hooks: Hooks) -> Callable[..., Any]:
     """``create_server`` for a configuration file with hooks: a supervisor
     gets them (it calls when_ready and the worker hooks); a single process
-    calls when_ready here, once its sockets listen, before it serves."""
+    has its when_ready called by serve() (``_ready``), once it serves."""
     from waitress_c.server import create_server
     from waitress_c.supervisor import Supervisor
 
@@ -609,11 +616,6 @@ def _hooked_create_server(hooks: Hooks) -> Callable[..., Any]:
         server = create_server(app, **kw)
         if isinstance(server, Supervisor):
             server.hooks = hooks
-        else:
-            hooks.call(
-                "when_ready",
-                ServerInfo(os.getpid(), server.adj, server.effective_listen),
-            )
         return server
 
     return create
