@@ -350,3 +350,42 @@ def test_workers_max_requests_recycling_keeps_the_totals():
         assert value(s, "waitress_c_requests_total", code="2xx", method="GET") == 30
     finally:
         srv.close()
+
+
+def test_idle_scrape_connections_are_bounded():
+    """Connections to the metrics port that never send a request are kept
+    at most SCRAPES_MAX at a time (each until REQUEST_TIMEOUT): beyond
+    that the listener is not polled and the rest wait in its queue, so a
+    flood of them cannot take every file descriptor of the supervisor (its
+    workers' pipes) nor of the server.  Real sockets, the endpoint's own
+    poll-loop interface driven here."""
+    import select
+    import socket
+
+    from waitress_c.metrics import SCRAPES_MAX, MetricsEndpoint
+
+    ep = MetricsEndpoint("127.0.0.1:0", lambda: "x 1\n")
+    clients = []
+    try:
+        listener = ep.sock.fileno()
+        for _ in range(SCRAPES_MAX + 40):
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex((ep.host, ep.port))
+            clients.append(c)
+            if listener in dict(ep.fds()):
+                # Accept what has arrived (loopback: the handshake is done).
+                select.select([ep.sock], [], [], 10 * SLOW)
+                ep.handle(listener)
+        assert len(ep.conns) == SCRAPES_MAX
+        assert listener not in dict(ep.fds())
+        # One of them goes: room for the next, which is answered.
+        fd = next(iter(ep.conns))
+        ep.conns[fd].sock.shutdown(socket.SHUT_RDWR)
+        ep.handle(fd)
+        assert len(ep.conns) == SCRAPES_MAX - 1
+        assert listener in dict(ep.fds())
+    finally:
+        for c in clients:
+            c.close()
+        ep.close()

@@ -42,6 +42,11 @@ PATH = "/metrics"
 # most REQUEST_MAX bytes.
 REQUEST_TIMEOUT = 10.0
 REQUEST_MAX = 8192
+# Scrape connections open at once.  Beyond that the listener is not polled
+# (the next connections wait in its queue): connections that never send a
+# request cannot take every file descriptor of the process, whose
+# supervisor needs them for its workers' pipes.
+SCRAPES_MAX = 32
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
 
@@ -238,8 +243,11 @@ class MetricsEndpoint:
         return "http://%s:%d%s" % (host, self.port, PATH)
 
     def fds(self) -> List[Tuple[int, int]]:
-        """(fd, poll events) to watch."""
-        out = [(self.sock.fileno(), select.POLLIN)]
+        """(fd, poll events) to watch: the listener only while there is
+        room for another scrape (SCRAPES_MAX)."""
+        out = []
+        if len(self.conns) < SCRAPES_MAX:
+            out.append((self.sock.fileno(), select.POLLIN))
         for fd, c in self.conns.items():
             out.append((fd, select.POLLOUT if c.out else select.POLLIN))
         return out
@@ -269,7 +277,7 @@ class MetricsEndpoint:
             self._drop(c)
 
     def _accept(self) -> None:
-        for _ in range(16):
+        for _ in range(min(16, SCRAPES_MAX - len(self.conns))):
             try:
                 sock, _ = self.sock.accept()
             except (BlockingIOError, InterruptedError):
