@@ -389,3 +389,29 @@ def test_idle_scrape_connections_are_bounded():
         for c in clients:
             c.close()
         ep.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_metrics_port_is_released_when_run_fails(tmp_path, workers):
+    """A server whose run() fails before serving (here: its pid file path
+    is a directory) releases the metrics port with its listeners."""
+    import socket
+
+    from waitress_c import create_server
+    from waitress_c.server import PidfileError
+
+    (tmp_path / "pid").mkdir()
+    srv = create_server(
+        lambda environ, start_response: [], listen="127.0.0.1:0", workers=workers,
+        metrics="127.0.0.1:0", pidfile=str(tmp_path / "pid"),
+    )
+    endpoint = srv._metrics
+    port = endpoint.port
+    with pytest.raises(PidfileError):
+        srv.run()
+    assert endpoint.sock.fileno() == -1
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))  # free again
+    finally:
+        s.close()

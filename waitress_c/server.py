@@ -265,6 +265,8 @@ class BaseWSGIServer:
             if restore:
                 self._restore_signals(restore)
             self._close_sockets()
+            if self._metrics is not None:  # its port too
+                self._metrics.close()
             raise
         for i in range(self.adj.threads):
             t = threading.Thread(

@@ -303,6 +303,10 @@ class Supervisor(FirstListener):
             if restore:
                 self._restore_signals(restore)
             self._close_sockets()
+            if self._metrics is not None:  # its port too
+                self._metrics.close()
+            self._wake_r.close()
+            self._wake_w.close()
             raise
         self._alive_r, self._alive_w = os.pipe()
         try:
