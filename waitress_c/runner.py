@@ -494,6 +494,11 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
         return 0
     hooks = NO_HOOKS
     file_kw: dict[str, Any] = {}
+    # The current directory on the module search path before a Python
+    # configuration file runs: it may import the project's modules, as the
+    # application is imported from there (the console script's directory
+    # is what Python put first).
+    sys.path.append(os.getcwd())
     try:
         port_kw = port_settings(os.environ)
         if flags["config"] is not None:
@@ -552,7 +557,6 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
     elif logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
 
-    sys.path.append(os.getcwd())
     from waitress_c.supervisor import AppLoader, WorkerBootError, wants_supervisor
 
     if hooks:
