@@ -279,3 +279,32 @@ def test_single_server_logs_each_stuck_request_once(app_dir, servers):
         one.close()
     assert get_pid(s.port) == s.pid
     assert s.poll() is None
+
+
+def test_the_whole_server_stopped_and_continued_keeps_its_workers(app_dir, servers):
+    """The supervisor and its workers all stopped for longer than the
+    heartbeat floor (SIGSTOP, a frozen container, a shell's Ctrl-Z), then
+    continued: the workers could not beat, but neither could the
+    supervisor look; none is taken as hung.  (The one wait here is the
+    stop itself, which must outlast the floor.)"""
+    from waitress_c.supervisor import SILENT_FLOOR
+
+    s = serve(servers, app_dir, "--workers=2", "--threads=2", "--timeout=1")
+    s.wait_for(r"Worker pid \d+: serving", count=2)
+    workers = s.worker_pids()
+    assert len(workers) == 2
+    for pid in [s.pid] + workers:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(SILENT_FLOOR + 2)
+    finally:
+        # The supervisor first: it looks before the workers can beat.
+        for pid in [s.pid] + workers:
+            os.kill(pid, signal.SIGCONT)
+    # Two turns of the supervisor's loop since: a signal handled, then the
+    # worker it starts serving.
+    s.send_signal(signal.SIGTTIN)
+    s.wait_for(r"SIGTTIN: 3 workers wanted", timeout=30)
+    s.wait_for(r"Worker pid \d+: serving", count=3, timeout=60)
+    assert "no heartbeat" not in s.output, s.output
+    assert all(alive(pid) for pid in workers), s.output

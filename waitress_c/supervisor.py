@@ -216,6 +216,7 @@ class Supervisor(FirstListener):
     hooks: Hooks = NO_HOOKS
     _spawned = 0  # workers started so far: the next one's age - 1
     _me: Optional[WorkerInfo] = None  # in a worker once post_fork ran
+    _checked = 0.0  # when _check_silent last ran
 
     def __init__(self, application, adj: Adjustments, sockets, owned: bool):
         from waitress_c.server import _sockinfo
@@ -521,10 +522,18 @@ class Supervisor(FirstListener):
         heartbeat stopped.  Not gracefully: a worker that cannot run Python
         would not act on SIGTERM, and its event loop, which needs no GIL,
         would go on accepting connections that nobody serves."""
+        now = time.monotonic()
+        last, self._checked = self._checked, now
         if not self.adj.timeout or self._stopping:
             return
+        if last and now - last > SILENT_FLOOR / 2:
+            # This loop itself did not run for that long (the whole server
+            # stopped or frozen, or a slow hook): the workers' silence
+            # says nothing then; they are judged from now on.
+            for w in self._workers.values():
+                w.seen = max(w.seen, now)
+            return
         limit = max(self.adj.timeout, SILENT_FLOOR)
-        now = time.monotonic()
         for w in self._workers.values():
             if w.ready and not w.retiring and now - w.seen > limit:
                 logger.error(
