@@ -415,3 +415,32 @@ def test_metrics_port_is_released_when_run_fails(tmp_path, workers):
         s.bind(("127.0.0.1", port))  # free again
     finally:
         s.close()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_metrics_port_in_use_is_a_one_line_error(tmp_path, workers):
+    """The command line reports a metrics address it cannot bind as it
+    reports the application's: one line, status 1, no traceback."""
+    import socket
+    import sys
+
+    from servers import run_cli
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        done = run_cli(
+            [sys.executable, "-m", "waitress_c", "--listen=127.0.0.1:0",
+             "--workers=" + workers, "--metrics=127.0.0.1:%d" % port,
+             "wsgiref.simple_server:demo_app"],
+            cwd=tmp_path, timeout=60 * SLOW,
+        )
+    finally:
+        busy.close()
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.endswith(
+        "Error: cannot listen for metrics on 127.0.0.1:%d: Address already in use\n" % port
+    ), done.stderr
+    assert "Traceback" not in done.stderr, done.stderr

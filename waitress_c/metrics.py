@@ -224,8 +224,12 @@ class MetricsEndpoint:
             sock.listen(16)
             sock.setblocking(False)
         except OSError as exc:
+            from waitress_c.server import ListenError
+
             sock.close()
-            raise OSError(
+            # A ListenError, as for the application's addresses: the
+            # command line reports it in one line.
+            raise ListenError(
                 exc.errno, "cannot listen for metrics on %s: %s"
                 % (address, exc.strerror or exc),
             ) from exc

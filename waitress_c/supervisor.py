@@ -257,7 +257,13 @@ class Supervisor(FirstListener):
             from waitress_c.metrics import MetricsBuffer, MetricsEndpoint
 
             self._mbuf = MetricsBuffer(1 + max(64, 4 * adj.workers))
-            self._metrics = MetricsEndpoint(adj.metrics, self._render_metrics)
+            try:
+                self._metrics = MetricsEndpoint(
+                    adj.metrics, self._render_metrics)
+            except BaseException:
+                self._wake_r.close()
+                self._wake_w.close()
+                raise
 
     # -- the public surface ---------------------------------------------------
 
