@@ -23,6 +23,7 @@ Python configuration file may define lifecycle hooks.
 
 from __future__ import annotations
 
+import contextlib
 import getopt
 import importlib
 import logging
@@ -578,6 +579,27 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
         except (ListenError, PidfileError, WorkerBootError) as exc:
             return _error(str(exc))
         return 0
+    single = not wants_supervisor(adj)
+    with contextlib.ExitStack() as stack:
+        if single:
+            # SIGUSR1 and SIGHUP blocked, for the threads that take them,
+            # before the application is imported: a thread its import
+            # starts inherits the mask, and so cannot be handed a signal
+            # it would only run the do-nothing handler for.
+            stack.enter_context(logs.ReopenOnSignal())
+            stack.enter_context(_RefuseSighup())
+        status = _import_and_serve(name, app_name, call, _serve, kw)
+    if status == 0 and single:
+        hooks.call("worker_exit", WorkerInfo(os.getpid(), 0, adj, 0))
+    return status
+
+
+def _import_and_serve(name: str, app_name: str, call: bool,
+                      _serve: Callable[..., Any], kw: dict[str, Any]) -> int:
+    """Import the application (``--call``: call it) and serve it; returns
+    the exit status, after reporting an error."""
+    from waitress_c.supervisor import WorkerBootError
+
     try:
         app = _import_app(app_name)
     except LookupError as exc:
@@ -598,12 +620,7 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
             % (app_name, " (returned by --call)" if call else ""),
         )
     try:
-        if wants_supervisor(adj):  # --preload: the supervisor has SIGHUP
-            _serve(app, **kw)
-        else:
-            with logs.ReopenOnSignal(), _RefuseSighup():
-                _serve(app, **kw)
-            hooks.call("worker_exit", WorkerInfo(os.getpid(), 0, adj, 0))
+        _serve(app, **kw)
     except (ListenError, PidfileError, WorkerBootError) as exc:
         return _error(str(exc))
     return 0
