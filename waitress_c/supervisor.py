@@ -469,6 +469,7 @@ class Supervisor(FirstListener):
                 "more than %g s (timeout): replacing it",
                 w.pid, self.adj.timeout,
             )
+            self._count_restart("timeout")
             self._retire(w, "hung")
 
     def _tick(self) -> None:
@@ -548,6 +549,7 @@ class Supervisor(FirstListener):
                     w.pid, now - w.seen,
                 )
                 w.retiring = True
+                self._count_restart("timeout")
                 self._kill(w, signal.SIGKILL)
 
     # -- workers --------------------------------------------------------------
@@ -897,7 +899,8 @@ class Supervisor(FirstListener):
             "replaced, by cause.",
             "# TYPE waitress_c_worker_restarts_total counter",
         ]
-        for cause in ("max_requests", "reload", "exit", "crash"):
+        for cause in ("max_requests", "reload", "exit", "crash",
+                      "boot_timeout", "timeout"):
             extra.append(
                 'waitress_c_worker_restarts_total{cause="%s"} %d'
                 % (cause, self._restarts.get(cause, 0))
