@@ -74,12 +74,17 @@ def test_a_signal_while_serving_on_is_logged_stops_gracefully(mode, sig):
 
 
 @pytest.mark.parametrize("round", range(5))
-def test_sigterm_at_the_serving_on_line_stops_gracefully(tmp_path, round):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_at_the_serving_on_line_stops_gracefully(tmp_path, workers, round):
     srv = Server(
         [sys.executable, "-m", "waitress_c", "--listen=127.0.0.1:0", "--threads=2",
-         "wsgiref.simple_server:demo_app"],
+         "--workers=%d" % workers, "wsgiref.simple_server:demo_app"],
         cwd=tmp_path,
     )
     status, out = srv.stop(signal.SIGTERM)
     assert status == 0, out
-    assert "Shutting down (SIGTERM)" in out, out
+    if workers == 1:
+        assert "Shutting down (SIGTERM)" in out, out
+    else:
+        assert "SIGTERM: stopping the workers gracefully" in out, out
+        assert "Supervisor pid %d: stopped" % srv.pid in out, out
