@@ -444,3 +444,38 @@ def test_metrics_port_in_use_is_a_one_line_error(tmp_path, workers):
         "Error: cannot listen for metrics on 127.0.0.1:%d: Address already in use\n" % port
     ), done.stderr
     assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_out_of_file_descriptors_pauses_the_listener():
+    """accept() failing for want of file descriptors leaves the connection
+    in the listener's queue, so the listener stays readable: it is not
+    polled for a second, instead of waking the loop (the supervisor's)
+    again at once, in a busy loop, until a descriptor is free."""
+    import resource
+    import socket
+
+    from waitress_c.metrics import MetricsEndpoint
+
+    ep = MetricsEndpoint("127.0.0.1:0", lambda: "x 1\n")
+    client = socket.create_connection((ep.host, ep.port), timeout=10)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    filler = []
+    try:
+        # Every descriptor below the limit taken.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8, hard))
+        try:
+            while True:
+                filler.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            pass
+        listener = ep.sock.fileno()
+        assert listener in dict(ep.fds())
+        ep.handle(listener)  # EMFILE
+        assert not ep.conns
+        assert listener not in dict(ep.fds())
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        client.close()
+        ep.close()

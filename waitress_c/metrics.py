@@ -47,6 +47,9 @@ REQUEST_MAX = 8192
 # request cannot take every file descriptor of the process, whose
 # supervisor needs them for its workers' pipes.
 SCRAPES_MAX = 32
+# Seconds the listener is not polled after accept() failed for want of a
+# file descriptor (the connection stays queued, the listener readable).
+ACCEPT_PAUSE = 1.0
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
 
@@ -239,6 +242,7 @@ class MetricsEndpoint:
         name = sock.getsockname()
         self.host, self.port = name[0], name[1]
         self._thread: Optional[threading.Thread] = None
+        self._accept_at = 0.0  # no accept() before (see ACCEPT_PAUSE)
         self._wake_r, self._wake_w = socket.socketpair()
 
     @property
@@ -250,11 +254,16 @@ class MetricsEndpoint:
         """(fd, poll events) to watch: the listener only while there is
         room for another scrape (SCRAPES_MAX)."""
         out = []
-        if len(self.conns) < SCRAPES_MAX:
+        if len(self.conns) < SCRAPES_MAX and not self.paused():
             out.append((self.sock.fileno(), select.POLLIN))
         for fd, c in self.conns.items():
             out.append((fd, select.POLLOUT if c.out else select.POLLIN))
         return out
+
+    def paused(self) -> bool:
+        """Whether accepting waits (ACCEPT_PAUSE after running out of
+        file descriptors)."""
+        return time.monotonic() < self._accept_at
 
     def owns(self, fd: int) -> bool:
         return fd == self.sock.fileno() or fd in self.conns
@@ -287,8 +296,13 @@ class MetricsEndpoint:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
+                if exc.errno == errno.ECONNABORTED:
+                    continue
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS,
-                                 errno.ENOMEM, errno.ECONNABORTED):
+                                 errno.ENOMEM):
+                    # Still queued: polled again it would wake the loop
+                    # at once, over and over.
+                    self._accept_at = time.monotonic() + ACCEPT_PAUSE
                     return
                 raise
             sock.setblocking(False)
@@ -366,7 +380,8 @@ class MetricsEndpoint:
                 poller.register(fd, events)
             # No timer while no scrape is open: an idle endpoint costs
             # no wake-up at all.
-            for fd, _ in poller.poll(1000 if self.conns else None):
+            timeout = 1000 if self.conns or self.paused() else None
+            for fd, _ in poller.poll(timeout):
                 if fd == wake:
                     return
                 try:
