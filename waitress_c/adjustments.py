@@ -131,7 +131,7 @@ def host_port(value: Any) -> str | None:
         return None
     text = str(value).strip()
     host, port = split_listen_entry(text, -1)
-    if not host or not port.isdigit() or int(port) > 65535:
+    if not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise ValueError("expected HOST:PORT, not %r" % text)
     return text
 
