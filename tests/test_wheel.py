@@ -273,12 +273,14 @@ def test_https_served_with_the_system_openssl_hidden(installed, pki):
         with urllib.request.urlopen(url, timeout=10, context=ctx) as resp:
             assert resp.status == 200
             assert resp.read().decode().startswith("served by " + site)
+        # Its own mount namespace: in the chroot of tools/pythons.sh its
+        # maps name files from the machine's root, a prefix of ours.
         maps = open("/proc/%d/maps" % server.pid).read()
         libs = os.path.realpath(os.path.join(site, "waitress_c.libs"))
         for lib in OPENSSL:
-            paths = {ln.split()[-1] for ln in maps.splitlines()
-                     if os.path.basename(ln.split()[-1]).startswith(lib)}
-            assert paths and {os.path.dirname(os.path.realpath(p)) for p in paths} == {libs}, paths
+            dirs = {os.path.dirname(ln.split()[-1]) for ln in maps.splitlines()
+                    if os.path.basename(ln.split()[-1]).startswith(lib)}
+            assert len(dirs) == 1 and dirs.pop().endswith(libs), maps
     finally:
         rc, output = server.close(signal.SIGTERM, timeout=20)
     assert rc == 0, output
