@@ -63,7 +63,8 @@ TOOLS=/opt/wc-pkg   # inside the chroot
 # shared library, comma-separated), e.g.
 # "libnghttp2:libnghttp2-dev,libnghttp2-14".  Their headers and libraries
 # are copied into the chroot under HOST_LIBS_DIR, and linked; auditwheel
-# bundles them.  Only a library whose symbols need glibc 2.28 at most
+# bundles them, with their copyright files.  The TLS wheel, built here,
+# links the same modules.  Only a library whose symbols need glibc 2.28 at most
 # belongs here (objdump -T LIB | grep GLIBC_): OpenSSL 3 does not (2.34).
 CHROOT_HOST_LIBS=${CHROOT_HOST_LIBS:-}
 HOST_LIBS_DIR=/opt/wc-host   # inside the chroot
@@ -172,12 +173,15 @@ stage_headers() {
 }
 
 # Copy CHROOT_HOST_LIBS's files (headers, shared libraries, pkg-config
-# files, copyright) from this machine into the chroot, under $HOST_LIBS_DIR
-# (and the copyright files at their own path, for tools/wheel_licenses.py).
-# Prints the pkg-config modules to link.
+# files) from this machine into the chroot, under $HOST_LIBS_DIR, with an
+# "owners" file that tells tools/wheel_licenses.py the Debian package of
+# each library (the chroot's dpkg does not know them) and the packages'
+# copyright files at their own path.  Prints the pkg-config modules to
+# link.
 copy_host_libs() {
     local entry mod pkgs pkg f mods=""
     rm -rf "${CHROOT:?}$HOST_LIBS_DIR"
+    mkdir -p "$CHROOT$HOST_LIBS_DIR"
     for entry in $CHROOT_HOST_LIBS; do
         mod=${entry%%:*}
         pkgs=${entry#*:}
@@ -187,6 +191,7 @@ copy_host_libs() {
                 [ -d "$f" ] && continue
                 mkdir -p "$CHROOT$HOST_LIBS_DIR$(dirname "$f")"
                 cp -a "$f" "$CHROOT$HOST_LIBS_DIR$f"
+                case $f in *.so.*) echo "$(basename "$f") $pkg" >>"$CHROOT$HOST_LIBS_DIR/owners" ;; esac
             done
             if [ -f "/usr/share/doc/$pkg/copyright" ]; then
                 mkdir -p "$CHROOT/usr/share/doc/$pkg"
@@ -242,14 +247,17 @@ build() {
         { $ldpath PATH=$TOOLS/bin:\$PATH $TOOLS/bin/python -m auditwheel repair --strip --plat ${WHEEL_PLAT:-auto} \
             -w $out/notls/fixed $out/notls/raw/*.whl >$out/notls/auditwheel.log 2>&1 || \
             { cat $out/notls/auditwheel.log; exit 1; }; } && \
-        python3 tools/wheel_licenses.py $out/notls/fixed/*.whl"
+        WHEEL_LIB_OWNERS=$HOST_LIBS_DIR/owners python3 tools/wheel_licenses.py $out/notls/fixed/*.whl"
 
     # manylinux_2_34, TLS: here, against this machine's OpenSSL 3, libuv
     # and http-parser, which auditwheel (that of WHEEL_HOST_TOOLS) bundles.
     say "$tag: compiling _core$suffix with TLS here"
-    # shellcheck disable=SC2046
-    gcc $cflags $(pkg-config --cflags libuv openssl) csrc/*.c -o "$out/tls/_core$suffix" \
-        $(pkg-config --libs libuv openssl) -lhttp_parser
+    # The same libraries as the other wheel (CHROOT_HOST_LIBS's modules
+    # too), and OpenSSL.
+    local hostmods="libuv openssl $mods"
+    # shellcheck disable=SC2046,SC2086
+    gcc $cflags $(pkg-config --cflags $hostmods) csrc/*.c -o "$out/tls/_core$suffix" \
+        $(pkg-config --libs $hostmods) -lhttp_parser
     python3 tools/wheel_pack.py "$template" "$out/tls/_core$suffix" "$tag" "$out/tls/raw" >/dev/null
     PATH=$HOST_TOOLS/bin:$PATH "$HOST_TOOLS/bin/python" -m auditwheel repair --strip \
         --plat "${WHEEL_TLS_PLAT:-auto}" -w "$out/tls/fixed" "$out"/tls/raw/*.whl \
