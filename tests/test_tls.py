@@ -224,6 +224,26 @@ def test_mtls_required(server_factory, pki):
     assert get_env(srv, client_ctx(pki, "client"))["SSL_CLIENT_VERIFY"] == "SUCCESS"
 
 
+def test_requests_with_a_client_certificate(server_factory, pki):
+    """The `requests` library, verifying the server against the CA and
+    presenting a client certificate; a stranger's is refused."""
+    import requests
+
+    srv = tls_server(server_factory, pki, ca_certs=str(pki / "ca.pem"), cert_reqs="required")
+    url = "https://127.0.0.1:%d/" % srv.port
+    with requests.Session() as session:
+        for _ in range(2):  # keep-alive: the second rides the first's connection
+            r = session.get(url, verify=str(pki / "ca.pem"), timeout=30 * SLOW,
+                            cert=(str(pki / "client.pem"), str(pki / "client.key")))
+            assert r.status_code == 200
+            env = r.json()
+            assert env["SSL_CLIENT_VERIFY"] == "SUCCESS"
+            assert env["SSL_CLIENT_S_DN"] == "CN=client one,O=waitress_c tests"
+    with pytest.raises(requests.exceptions.ConnectionError):  # SSLError or a reset
+        requests.get(url, verify=str(pki / "ca.pem"), timeout=30 * SLOW,
+                     cert=(str(pki / "stranger.pem"), str(pki / "stranger.key")))
+
+
 def test_mtls_optional(server_factory, pki):
     srv = tls_server(server_factory, pki, ca_certs=str(pki / "ca.pem"), cert_reqs="optional")
     assert get_env(srv, client_ctx(pki))["SSL_CLIENT_VERIFY"] == "NONE"
@@ -308,7 +328,7 @@ def test_client_stops_mid_record(server_factory, pki):
 # -- large bodies ---------------------------------------------------------------------
 
 
-SIZE = 20 * 2**20
+SIZE = 50 * 10**6  # 50 MB each way
 
 
 def pattern_sha256(n):
