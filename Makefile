@@ -4,7 +4,8 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PKGS := libuv1-dev libhttp-parser-dev libssl-dev pkg-config curl nginx
+APT_PKGS := libuv1-dev libhttp-parser-dev libssl-dev libnghttp2-dev pkg-config curl nginx \
+  nghttp2-client haproxy
 CSRC := $(wildcard csrc/*.c csrc/*.h)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -12,8 +13,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 all: build
 
-# System libraries: installed only when missing.  nginx is for
-# tests/test_nginx.py, which runs its own: the system service is stopped.
+# System libraries: installed only when missing.  nginx and haproxy are
+# for tests/test_nginx.py and tests/test_h2.py, which run their own: the
+# system services are stopped.
 .deps-stamp:
 	@missing=""; for p in $(APT_PKGS); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -21,10 +23,10 @@ all: build
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
-	fi && case " $$missing " in *" nginx "*) \
-	  $(SUDO) service nginx stop >/dev/null 2>&1 || true; \
-	  $(SUDO) update-rc.d nginx disable >/dev/null 2>&1 || true;; \
-	esac
+	fi && for svc in nginx haproxy; do case " $$missing " in *" $$svc "*) \
+	  $(SUDO) service $$svc stop >/dev/null 2>&1 || true; \
+	  $(SUDO) update-rc.d $$svc disable >/dev/null 2>&1 || true;; \
+	esac; done
 	@touch $@
 
 deps: .deps-stamp

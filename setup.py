@@ -1,5 +1,5 @@
-"""Build the one C extension, waitress_c._core, against the system libuv and
-http-parser.  Neither library is vendored: a missing one stops the build with
+"""Build the one C extension, waitress_c._core, against the system libuv,
+http-parser, OpenSSL and nghttp2.  Neither library is vendored: a missing one stops the build with
 the name of the Debian package that provides it."""
 
 import glob
@@ -11,9 +11,10 @@ import sys
 from setuptools import Extension, setup
 
 APT_HINT = (
-    "waitress_c needs the system libuv, http-parser and OpenSSL 3.  On "
-    "Debian/Ubuntu:\n"
-    "    apt-get install libuv1-dev libhttp-parser-dev libssl-dev pkg-config\n"
+    "waitress_c needs the system libuv, http-parser, OpenSSL 3 and "
+    "nghttp2.  On Debian/Ubuntu:\n"
+    "    apt-get install libuv1-dev libhttp-parser-dev libssl-dev "
+    "libnghttp2-dev pkg-config\n"
 )
 
 HTTP_PARSER_LIBDIRS = [
@@ -45,6 +46,11 @@ def openssl(*args):
     return pkg_config(*args, lib="openssl >= 3.0", package="libssl-dev")
 
 
+def nghttp2(*args):
+    """pkg-config for nghttp2 (h2.c: HTTP/2)."""
+    return pkg_config(*args, lib="libnghttp2", package="libnghttp2-dev")
+
+
 def find_http_parser():
     incdirs = ["/usr/include", "/usr/local/include"]
     if not any(os.path.exists(os.path.join(d, "http_parser.h")) for d in incdirs):
@@ -68,8 +74,8 @@ def sanitizers(value):
 
 
 def extension():
-    cflags = pkg_config("--cflags") + openssl("--cflags")
-    libs = pkg_config("--libs") + openssl("--libs")
+    cflags = pkg_config("--cflags") + openssl("--cflags") + nghttp2("--cflags")
+    libs = pkg_config("--libs") + openssl("--libs") + nghttp2("--libs")
     find_http_parser()
     extra_compile = cflags + [
         "-std=c11",
