@@ -421,8 +421,10 @@ read_some(wc_channel_t *ch)
                 return;
             on_input(ch, n < 0 ? -errno : n);
         }
+        /* Also when the first read made it HTTP/2: h2.c reads the rest
+         * (the socket stays readable). */
         if (n < (ssize_t)sizeof(srv->readbuf) || ch->state == WC_CONN_CLOSED
-            || !(ch->events & EPOLLIN))
+            || !(ch->events & EPOLLIN) || ch->kind == WC_KIND_H2)
             return;
     }
 }

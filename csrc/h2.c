@@ -49,9 +49,12 @@
  * others have the loop (it asks for POLLOUT to come back). */
 #define PUMP_ROUNDS 16
 #define READS_PER_EVENT 4
-/* RST_STREAM frames a client may send on one connection (a rapid reset
- * attack costs the server a request each); then GOAWAY. */
+/* RST_STREAM frames a client may send on one connection in a burst (a
+ * rapid reset attack costs the server a request each), and how many more
+ * each second adds: then GOAWAY ENHANCE_YOUR_CALM.  A browser cancels
+ * a few streams now and then; nothing legitimate resets thousands. */
 #define RESETS_MAX 1000
+#define RESETS_PER_SEC 33
 
 typedef struct stream_s stream_t;
 
@@ -654,7 +657,9 @@ wc_h2_start(wc_channel_t *ch, const char *p, size_t n)
     nghttp2_option_set_max_outbound_ack(opt, 1000);
     nghttp2_option_set_max_settings(opt, 32);
     nghttp2_option_set_max_continuations(opt, 8);
-    nghttp2_option_set_stream_reset_rate_limit(opt, RESETS_MAX, 33);
+    /* nghttp2's own bucket as a backstop behind ours (on_frame). */
+    nghttp2_option_set_stream_reset_rate_limit(opt, 2 * RESETS_MAX,
+                                               RESETS_PER_SEC);
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
     if (nghttp2_session_server_new2(&h->sess, cb, h, opt) != 0)
         goto nomem;
@@ -774,6 +779,7 @@ wc_h2_sweep(wc_channel_t *ch, uint64_t now)
     wc_h2_t *h = ch->b->h2;
     uint64_t limit = ch->srv->cfg.channel_timeout_ms;
     wc_busy_t *b = ch->b;
+    h->resets = h->resets > RESETS_PER_SEC ? h->resets - RESETS_PER_SEC : 0;
     pthread_mutex_lock(&b->lock);
     int waiting = b->out.bytes > 0 || b->writing;
     uint64_t out_at = atomic_load_explicit(&b->out_at, memory_order_relaxed);
