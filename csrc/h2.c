@@ -63,8 +63,8 @@ struct wc_h2_s {
     nghttp2_session *sess;
     stream_t *streams;          /* those with a stream_t (loop) */
     uint32_t nstreams;
-    uint32_t resets;            /* RST_STREAM frames received */
-    unsigned failed : 1;        /* a session error: no more input */
+    uint32_t resets;            /* RST_STREAM frames received, less
+                                   RESETS_PER_SEC a second */
 };
 
 struct stream_s {
@@ -684,8 +684,10 @@ wc_h2_start(wc_channel_t *ch, const char *p, size_t n)
     if (cfg->h2_window > 65535)
         (void)nghttp2_session_set_local_window_size(
             h->sess, NGHTTP2_FLAG_NONE, 0, (int32_t)cfg->h2_window);
-    if (n > 0 && nghttp2_session_mem_recv(h->sess, (const uint8_t *)p, n) < 0)
-        h->failed = 1;
+    if (n > 0 && nghttp2_session_mem_recv(h->sess, (const uint8_t *)p, n) < 0) {
+        wc_channel_close(ch);
+        return;
+    }
     pump(h);
     return;
 
@@ -734,14 +736,13 @@ read_some(wc_h2_t *h)
             return;
         }
         ch->in_at = wc_now_ms();
-        if (!h->failed
-            && nghttp2_session_mem_recv(h->sess, (const uint8_t *)srv->readbuf,
-                                        (size_t)n) < 0) {
-            /* A connection error: nghttp2 has queued its GOAWAY (or we
-             * do); nothing more is read into the session. */
-            h->failed = 1;
-            nghttp2_session_terminate_session(h->sess,
-                                              NGHTTP2_PROTOCOL_ERROR);
+        if (nghttp2_session_mem_recv(h->sess, (const uint8_t *)srv->readbuf,
+                                     (size_t)n) < 0) {
+            /* Fatal (a flood, a bad preface, no memory): nghttp2 says to
+             * close now.  Protocol errors are not reported here: nghttp2
+             * queues their GOAWAY itself and pump ends the session. */
+            wc_channel_close(ch);
+            return;
         }
         if (n < (ssize_t)sizeof(srv->readbuf) || ch->state != WC_CONN_IDLE)
             return;

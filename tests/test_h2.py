@@ -368,17 +368,26 @@ def test_app_errors_500_or_reset(server_factory):
 
 
 def test_graceful_stop_sends_goaway_and_finishes(server_factory):
+    """A stop while a stream is in the app: GOAWAY (NO_ERROR, last stream
+    1), the stream's response, then the close.  Raw frames: the h2
+    library treats any GOAWAY as the end of the connection."""
     srv = h2_server(server_factory)
-    cl = Client(srv.port)
-    sid = cl.request("/sleep?1")
+    s, enc = raw_preface(srv.port)
+    s.sendall(HeadersFrame(1, headers_block(enc, "/sleep?1"),
+                           flags=["END_HEADERS", "END_STREAM"]).serialize())
     srv.wait_for("sleeping")    # the request is in the app
     srv.send_signal(signal.SIGTERM)
-    assert cl.pump(lambda: cl.goaway is not None and cl.done(sid)())
-    assert cl.goaway.error_code == h2.errors.ErrorCodes.NO_ERROR
-    assert cl.goaway.last_stream_id == sid
-    assert bytes(cl.streams[sid]["data"]) == b"slept"
-    assert cl.pump(lambda: False) is False and cl.closed
-    cl.close()
+    fr = frames(read_to_close(s))
+    s.close()
+    kinds = [f[0] for f in fr]
+    assert 0x7 in kinds
+    goaway = fr[kinds.index(0x7)][3]
+    assert int.from_bytes(goaway[:4], "big") == 1
+    assert int.from_bytes(goaway[4:8], "big") == 0
+    data = [f for f in fr if f[0] == 0x0 and f[2] == 1]
+    assert b"".join(f[3] for f in data) == b"slept"
+    assert data[-1][1] & 0x1     # END_STREAM
+    assert kinds.index(0x7) < fr.index(data[0])
     srv.wait(timeout=BOUND)
 
 
@@ -421,6 +430,19 @@ def read_to_close(s):
             return got
         got += d
     raise AssertionError("the server did not close the connection")
+
+
+def frames(raw):
+    """Raw frames as (type, flags, stream id, payload)."""
+    out, i = [], 0
+    while i + 9 <= len(raw):
+        length = int.from_bytes(raw[i:i + 3], "big")
+        if i + 9 + length > len(raw):
+            break
+        sid = int.from_bytes(raw[i + 5:i + 9], "big") & 0x7FFFFFFF
+        out.append((raw[i + 3], raw[i + 4], sid, bytes(raw[i + 9:i + 9 + length])))
+        i += 9 + length
+    return out
 
 
 def goaway_code(raw):
@@ -490,9 +512,9 @@ def test_continuation_flood_closes(server_factory):
         s.sendall(out)
     except (BrokenPipeError, ConnectionResetError):
         pass
-    raw = read_to_close(s)
+    raw = read_to_close(s)     # nghttp2 stops at 8 CONTINUATION frames
     s.close()
-    assert goaway_code(raw) is not None
+    assert not [f for f in frames(raw) if f[0] == 0x1]     # nothing served
     served_h1(srv)
 
 
@@ -535,10 +557,11 @@ def test_settings_flood_closes(server_factory):
     srv = h2_server(server_factory)
     s, _ = raw_preface(srv.port)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(BOUND)
     settings = b"\x00\x00\x06\x04\x00\x00\x00\x00\x00" + b"\x00\x03\x00\x00\x00\x64"
     try:
         s.sendall(settings * 100000)
-    except (BrokenPipeError, ConnectionResetError):
+    except (BrokenPipeError, ConnectionResetError, socket.timeout):
         pass
     read_to_close(s)
     s.close()
