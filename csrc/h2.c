@@ -96,6 +96,7 @@ struct stream_s {
 
 static void pump(wc_h2_t *h);
 static void end_stream(wc_h2_t *h, stream_t *s);
+static void read_some(wc_h2_t *h);
 
 /* ---- requests in ---------------------------------------------------------- */
 
@@ -688,7 +689,11 @@ wc_h2_start(wc_channel_t *ch, const char *p, size_t n)
         wc_channel_close(ch);
         return;
     }
-    pump(h);
+    /* What follows may already be read (by OpenSSL, with the handshake's
+     * last flight), where no readiness would report it. */
+    read_some(h);
+    if (ch->state == WC_CONN_IDLE)
+        pump(h);
     return;
 
 nomem:
@@ -770,10 +775,11 @@ wc_h2_io(wc_channel_t *ch, unsigned events)
     pump(h);
 }
 
-/* Once a second.  channel_timeout bounds a connection with no stream
- * open (idle: GOAWAY, then closed) and output that waits without the
- * client taking a byte: the socket's, or a stream's whose window the
- * client keeps closed (closed at once). */
+/* Once a second.  channel_timeout bounds a connection on which no
+ * stream is being served (none open, or requests the client does not
+ * finish: GOAWAY, then closed) and output that waits without the client
+ * taking a byte: the socket's, or a stream's whose window the client
+ * keeps closed (closed at once). */
 void
 wc_h2_sweep(wc_channel_t *ch, uint64_t now)
 {
@@ -789,10 +795,12 @@ wc_h2_sweep(wc_channel_t *ch, uint64_t now)
         wc_channel_close(ch);
         return;
     }
+    int serving = 0;
     for (stream_t *s = h->streams; s; s = s->next) {
         wc_busy_t *sb = s->ch.b;
         pthread_mutex_lock(&sb->lock);
         int queued = sb->out.bytes > 0;
+        serving |= queued || sb->busy;
         uint64_t at = atomic_load_explicit(&sb->out_at, memory_order_relaxed);
         pthread_mutex_unlock(&sb->lock);
         if (queued && now > at && now - at > limit) {
@@ -800,7 +808,10 @@ wc_h2_sweep(wc_channel_t *ch, uint64_t now)
             return;
         }
     }
-    if (h->nstreams > 0)
+    /* No worker on any stream and nothing to send: whatever is open waits
+     * for the client (a request it never finishes), and the idle clock
+     * runs from its last byte, as HTTP/1's body clock does. */
+    if (serving)
         return;
     uint64_t since = ch->in_at > out_at ? ch->in_at : out_at;
     if (now > since && now - since > limit) {

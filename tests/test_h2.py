@@ -597,3 +597,14 @@ def test_too_many_streams_refused(server_factory):
     assert raw.count(b"\x00\x00\x04\x03") >= 2
     assert b"\x00\x00\x00\x07" in raw
     s.close()
+
+
+def test_unfinished_request_times_out(server_factory):
+    """Streams the client opens and never ends hold no worker; the idle
+    clock (channel_timeout from its last byte) closes the connection."""
+    srv = h2_server(server_factory, channel_timeout=2)
+    cl = Client(srv.port)
+    sids = [cl.request("/echo", method="POST", end=False) for _ in range(10)]
+    assert cl.pump(lambda: cl.closed, bound=BOUND)
+    assert all(cl.streams[s]["headers"] is None for s in sids)
+    served_h1(srv)
