@@ -40,6 +40,14 @@ def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         block = b"0123456789abcdef" * 4096
         return (block[: min(len(block), n - i)] for i in range(0, n, len(block)))
+    if path == "/file":
+        # wsgi.file_wrapper over a regular file (sendfile on HTTP/1).
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](open(query, "rb"), 65536)
+    if path == "/write":
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written ")
+        return [b"returned"]
     if path == "/boom":
         raise RuntimeError("boom before the head")
     if path == "/boom-late":

@@ -608,3 +608,29 @@ def test_unfinished_request_times_out(server_factory):
     assert cl.pump(lambda: cl.closed, bound=BOUND)
     assert all(cl.streams[s]["headers"] is None for s in sids)
     served_h1(srv)
+
+
+def test_file_wrapper_and_write(server_factory, tmp_path):
+    srv = h2_server(server_factory)
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    f = tmp_path / "blob"
+    f.write_bytes(data)
+    cl = Client(srv.port)
+    sid = cl.request("/file?" + str(f))
+    w = cl.request("/write")
+    assert cl.pump(cl.done(sid, w))
+    assert cl.streams[sid]["headers"]["content-length"] == str(len(data))
+    assert bytes(cl.streams[sid]["data"]) == data
+    assert bytes(cl.streams[w]["data"]) == b"written returned"
+    cl.close()
+
+
+def test_upgrade_h2c_is_ignored(server_factory):
+    """Upgrade: h2c is not done: the request is answered over HTTP/1.1."""
+    srv = h2_server(server_factory)
+    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=BOUND)
+    c.request("GET", "/", headers={"Connection": "Upgrade, HTTP2-Settings", "Upgrade": "h2c",
+                                   "HTTP2-Settings": "AAMAAABkAARAAAAAAAIAAAAA"})
+    r = c.getresponse()
+    assert (r.status, r.version, r.read()) == (200, 11, b"hello HTTP/1.1\n")
+    c.close()
