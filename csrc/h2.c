@@ -35,7 +35,6 @@
 
 #include <errno.h>
 #include <nghttp2/nghttp2.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>

@@ -61,6 +61,11 @@ log_level = Info
 log_config = %(here)s/logging.json
 error_logfile = -
 access_logfile = -
+http2 = off
+h2_max_concurrent_streams = 32
+h2_initial_window_size = 65535
+h2_max_frame_size = 32768
+h2_max_header_list_size = 8192
 """
 
 EXPECTED = {
@@ -104,6 +109,11 @@ EXPECTED = {
     "log_config": "logging.json",  # in the ini's directory
     "error_logfile": "-",
     "access_logfile": "-",
+    "http2": False,
+    "h2_max_concurrent_streams": 32,
+    "h2_initial_window_size": 65535,
+    "h2_max_frame_size": 32768,
+    "h2_max_header_list_size": 8192,
 }
 
 
