@@ -690,3 +690,19 @@ def test_mutated_frames_do_not_break_the_server(server_factory):
         s.close()
     served_h1(srv)
     assert srv.poll() is None
+
+
+def test_tls_h2_large_bodies_both_ways(server_factory, pki, tmp_path):
+    srv = h2_server(server_factory, certfile=str(pki / "server.pem"), keyfile=str(pki / "server.key"))
+    base = ["--http2", "--cacert", str(pki / "ca.pem"), "--resolve",
+            "localhost:%d:127.0.0.1" % srv.port]
+    body = os.urandom(3 * 1024 * 1024 + 1)
+    f = tmp_path / "body"
+    f.write_bytes(body)
+    p = curl(*base, "--data-binary", "@" + str(f), "-w", "|%{http_version}",
+             "https://localhost:%d/echo" % srv.port)
+    assert p.stdout == hashlib.sha256(body).hexdigest().encode() + b"|2", p.stderr
+    n = 10 * 1024 * 1024
+    expect = (b"0123456789abcdef" * 4096 * (n // 65536 + 1))[:n]
+    p = curl(*base, "https://localhost:%d/big?%d" % (srv.port, n))
+    assert hashlib.sha256(p.stdout).digest() == hashlib.sha256(expect).digest(), p.stderr
