@@ -574,9 +574,11 @@ def test_zero_window_stall_times_out(server_factory):
     srv = h2_server(server_factory, channel_timeout=2)
     cl = Client(srv.port, settings={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
     cl.ack = False
-    sid = cl.request("/big?1000000")
+    sid = cl.request("/big?%d" % (4 * 1024 * 1024))
     assert cl.pump(lambda: cl.closed, bound=BOUND)
     assert cl.streams[sid]["data"] == b""
+    # The worker, parked over the stream's high watermark, is let go.
+    srv.wait_for("Client disconnected while serving /big")
     served_h1(srv)
 
 
