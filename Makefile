@@ -9,7 +9,7 @@ APT_PKGS := libuv1-dev libhttp-parser-dev libssl-dev libnghttp2-dev pkg-config c
 CSRC := $(wildcard csrc/*.c csrc/*.h)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build serve test unit bench bench-quick asan tsan soak soak-short fuzz clean
+.PHONY: all deps build serve test unit bench bench-quick asan tsan soak soak-short fuzz fuzz-h2 clean
 
 all: build
 
@@ -114,6 +114,22 @@ fuzz: build/fuzz_request
 	mkdir -p build/fuzz-corpus
 	build/fuzz_request -dict=fuzz/http.dict -max_total_time=$(FUZZ_SECONDS) \
 	  -max_len=4096 build/fuzz-corpus fuzz/corpus
+
+# libFuzzer over the HTTP/2 input path (csrc/h2.c with nghttp2; the rest
+# of the server played by fuzz/fuzz_h2.c).
+H2_FUZZ_SRC := fuzz/fuzz_h2.c csrc/h2.c csrc/parser.c csrc/target.c csrc/buffer.c
+build/fuzz_h2: $(H2_FUZZ_SRC) csrc/loop.h
+	@command -v clang-14 >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq clang-14 libclang-rt-14-dev; }
+	mkdir -p build
+	clang-14 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
+	  -DWC_CHECKS -Icsrc $$(pkg-config --cflags libuv libnghttp2) \
+	  $(H2_FUZZ_SRC) $$(pkg-config --libs libuv libnghttp2) -lhttp_parser -o $@
+
+fuzz-h2: build/fuzz_h2
+	mkdir -p build/fuzz-h2-corpus
+	build/fuzz_h2 -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+	  build/fuzz-h2-corpus fuzz/corpus-h2
 
 # Documentation: HTML in build/docs, every Sphinx warning an error.  The
 # docs extra (Sphinx, matplotlib) is installed into .venv by name, from
