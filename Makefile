@@ -4,16 +4,18 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PKGS := libuv1-dev libhttp-parser-dev libssl-dev pkg-config curl nginx
+APT_PKGS := libuv1-dev libhttp-parser-dev libssl-dev libnghttp2-dev pkg-config curl nginx \
+  nghttp2-client haproxy
 CSRC := $(wildcard csrc/*.c csrc/*.h)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build serve test unit bench bench-quick asan tsan soak soak-short fuzz clean
+.PHONY: all deps build serve test unit bench bench-quick asan tsan soak soak-short fuzz fuzz-h2 clean
 
 all: build
 
-# System libraries: installed only when missing.  nginx is for
-# tests/test_nginx.py, which runs its own: the system service is stopped.
+# System libraries: installed only when missing.  nginx and haproxy are
+# for tests/test_nginx.py and tests/test_h2.py, which run their own: the
+# system services are stopped.
 .deps-stamp:
 	@missing=""; for p in $(APT_PKGS); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -21,10 +23,10 @@ all: build
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
-	fi && case " $$missing " in *" nginx "*) \
-	  $(SUDO) service nginx stop >/dev/null 2>&1 || true; \
-	  $(SUDO) update-rc.d nginx disable >/dev/null 2>&1 || true;; \
-	esac
+	fi && for svc in nginx haproxy; do case " $$missing " in *" $$svc "*) \
+	  $(SUDO) service $$svc stop >/dev/null 2>&1 || true; \
+	  $(SUDO) update-rc.d $$svc disable >/dev/null 2>&1 || true;; \
+	esac; done
 	@touch $@
 
 deps: .deps-stamp
@@ -112,6 +114,22 @@ fuzz: build/fuzz_request
 	mkdir -p build/fuzz-corpus
 	build/fuzz_request -dict=fuzz/http.dict -max_total_time=$(FUZZ_SECONDS) \
 	  -max_len=4096 build/fuzz-corpus fuzz/corpus
+
+# libFuzzer over the HTTP/2 input path (csrc/h2.c with nghttp2; the rest
+# of the server played by fuzz/fuzz_h2.c).
+H2_FUZZ_SRC := fuzz/fuzz_h2.c csrc/h2.c csrc/parser.c csrc/target.c csrc/buffer.c
+build/fuzz_h2: $(H2_FUZZ_SRC) csrc/loop.h
+	@command -v clang-14 >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq clang-14 libclang-rt-14-dev; }
+	mkdir -p build
+	clang-14 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
+	  -DWC_CHECKS -Icsrc $$(pkg-config --cflags libuv libnghttp2) \
+	  $(H2_FUZZ_SRC) $$(pkg-config --libs libuv libnghttp2) -lhttp_parser -o $@
+
+fuzz-h2: build/fuzz_h2
+	mkdir -p build/fuzz-h2-corpus
+	build/fuzz_h2 -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+	  build/fuzz-h2-corpus fuzz/corpus-h2
 
 # Documentation: HTML in build/docs, every Sphinx warning an error.  The
 # docs extra (Sphinx, matplotlib) is installed into .venv by name, from

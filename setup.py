@@ -1,6 +1,6 @@
 """Build the one C extension, waitress_c._core, against the system libuv,
-http-parser and OpenSSL 3.  No library is vendored: a missing one stops the
-build with the name of the Debian package that provides it.
+http-parser, OpenSSL 3 and nghttp2.  No library is vendored: a missing one
+stops the build with the name of the Debian package that provides it.
 
 WC_NO_TLS=1 builds without OpenSSL: no TLS (csrc/tls.c compiles to stubs
 that refuse a certfile).  The manylinux_2_28 wheels are built so, since no
@@ -15,9 +15,10 @@ import sys
 from setuptools import Extension, setup
 
 APT_HINT = (
-    "waitress_c needs the system libuv, http-parser and OpenSSL 3.  On "
-    "Debian/Ubuntu:\n"
-    "    apt-get install libuv1-dev libhttp-parser-dev libssl-dev pkg-config\n"
+    "waitress_c needs the system libuv, http-parser, OpenSSL 3 and "
+    "nghttp2.  On Debian/Ubuntu:\n"
+    "    apt-get install libuv1-dev libhttp-parser-dev libssl-dev "
+    "libnghttp2-dev pkg-config\n"
 )
 
 HTTP_PARSER_LIBDIRS = [
@@ -49,6 +50,11 @@ def openssl(*args):
     return pkg_config(*args, lib="openssl >= 3.0", package="libssl-dev")
 
 
+def nghttp2(*args):
+    """pkg-config for nghttp2 (h2.c: HTTP/2)."""
+    return pkg_config(*args, lib="libnghttp2", package="libnghttp2-dev")
+
+
 def find_http_parser():
     incdirs = ["/usr/include", "/usr/local/include"]
     if not any(os.path.exists(os.path.join(d, "http_parser.h")) for d in incdirs):
@@ -72,8 +78,8 @@ def sanitizers(value):
 
 
 def extension():
-    cflags = pkg_config("--cflags")
-    libs = pkg_config("--libs")
+    cflags = pkg_config("--cflags") + nghttp2("--cflags")
+    libs = pkg_config("--libs") + nghttp2("--libs")
     if os.environ.get("WC_NO_TLS", "") not in ("", "0"):
         cflags.append("-DWC_NO_TLS")
     else:

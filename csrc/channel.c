@@ -31,6 +31,12 @@
  * TLS (tls.c): a connection on a TLS server starts in HANDSHAKE, reads
  * with wc_tls_read instead of recv (channel_out.c writes with
  * wc_tls_writev), and sends close_notify before a lingering close.
+ *
+ * HTTP/2 (h2.c): a connection whose first bytes are the HTTP/2 preface,
+ * or whose TLS handshake chose h2, becomes WC_KIND_H2 and stays IDLE while
+ * h2.c reads and writes it; when it has nothing more to send it goes to
+ * DONE (wc_channel_done) and closes like an HTTP/1 one.  Its streams are
+ * channels too (WC_KIND_STREAM), made and ended here for h2.c.
  */
 #include "loop.h"
 
@@ -74,6 +80,8 @@ static void enter_done(wc_channel_t *ch);
 static void linger(wc_channel_t *ch);
 static void stop_idle(wc_channel_t *ch);
 static void handshake(wc_channel_t *ch);
+static void start_h2(wc_channel_t *ch, const char *p, size_t n);
+static int queue_request(wc_channel_t *ch, wc_request_t *r);
 
 #ifdef WC_CHECKS
 void
@@ -251,7 +259,7 @@ shed(wc_channel_t *ch)
 {
     wc_busy_t *b = ch->b;
     if (b == NULL || ch->state != WC_CONN_IDLE || b->req || b->leftover
-        || b->wblk || b->continue_owed)
+        || b->wblk || b->continue_owed || b->h2)
         return;
     pthread_mutex_lock(&b->lock);
     int quiet = !b->busy && b->npending == 0 && b->out.head == NULL
@@ -358,6 +366,7 @@ wc_channel_open(wc_server_t *srv, int fd, int index,
     ch->listener = (uint8_t)index;
     ch->state = WC_CONN_IDLE;
     ch->in_at = wc_now_ms();
+    ch->kind = srv->cfg.http2 ? WC_KIND_NEW : WC_KIND_H1;
     atomic_init(&ch->refs, 1);
     if (srv->tls) {
         /* The handshake's clock is in_at: it does not move until the
@@ -417,8 +426,10 @@ read_some(wc_channel_t *ch)
         if (n > 0)
             wc_m_own_add(srv->m, WC_M_BYTES_IN, (uint64_t)n);
         on_input(ch, n);
+        /* Also when the first read made it HTTP/2: h2.c reads the rest
+         * (the socket stays readable). */
         if (n < (ssize_t)sizeof(srv->readbuf) || ch->state == WC_CONN_CLOSED
-            || !(ch->events & EPOLLIN))
+            || !(ch->events & EPOLLIN) || ch->kind == WC_KIND_H2)
             return;
     }
 }
@@ -433,6 +444,10 @@ wc_channel_io(wc_channel_t *ch, unsigned events)
         return;
     if (ch->state == WC_CONN_HANDSHAKE) {
         handshake(ch);  /* a hang-up or an error makes it fail */
+        return;
+    }
+    if (ch->kind == WC_KIND_H2 && ch->state == WC_CONN_IDLE) {
+        wc_h2_io(ch, events);
         return;
     }
     int trouble = (events & (EPOLLHUP | EPOLLERR)) != 0;
@@ -499,7 +514,10 @@ handshake(wc_channel_t *ch)
     } else if (rv == WC_TLS_DONE) {
         set_events(ch, EPOLLIN);
         set_state(ch, WC_CONN_IDLE);
-        if (ch->state == WC_CONN_IDLE)
+        if (ch->state == WC_CONN_IDLE && ch->kind == WC_KIND_NEW
+            && wc_tls_alpn_h2(ch->tls))
+            start_h2(ch, NULL, 0);  /* reads what follows itself */
+        else if (ch->state == WC_CONN_IDLE)
             read_some(ch);
     } else if (rv == WC_TLS_PLAIN) {
         refuse_plain(ch);
@@ -520,6 +538,18 @@ on_input(wc_channel_t *ch, ssize_t nread)
             return;
         }
         ch->in_at = wc_now_ms();
+        if (ch->kind == WC_KIND_NEW) {
+            /* The first bytes: the HTTP/2 preface, or HTTP/1.  Four are
+             * enough to tell ("PRI " starts no HTTP/1.1 request we
+             * serve); nghttp2 checks the other twenty. */
+            const char *p = ch->srv->readbuf;
+            size_t n = (size_t)nread, k = n < 24 ? n : 24;
+            if (n >= 4 && memcmp(p, WC_H2_PREFACE, k) == 0) {
+                start_h2(ch, p, n);
+                return;
+            }
+            ch->kind = WC_KIND_H1;
+        }
         feed(ch, ch->srv->readbuf, (size_t)nread);
         return;
     }
@@ -545,6 +575,76 @@ on_input(wc_channel_t *ch, ssize_t nread)
     /* Still owing output: the end of stream would be reported for ever. */
     if (ch->state == WC_CONN_DONE)
         set_events(ch, ch->events & ~(unsigned)EPOLLIN);
+}
+
+/* The connection speaks HTTP/2 from here (IDLE, no request read): h2.c
+ * takes it over, with a busy part for its output. */
+static void
+start_h2(wc_channel_t *ch, const char *p, size_t n)
+{
+    WC_ASSERT(ch->state == WC_CONN_IDLE);
+    if (ch->b == NULL && busy_new(ch) == NULL) {
+        wc_server_log(ch->srv, 40, "Out of memory: connection dropped");
+        wc_channel_close(ch);
+        return;
+    }
+    wc_h2_start(ch, p, n);
+}
+
+void
+wc_channel_done(wc_channel_t *ch)
+{
+    if (ch->state == WC_CONN_IDLE)
+        enter_done(ch);
+}
+
+/* ---- HTTP/2 streams as channels ----------------------------------------- */
+
+int
+wc_channel_stream_init(wc_channel_t *ch, wc_channel_t *conn)
+{
+    ch->srv = conn->srv;
+    ch->fd = -1;
+    ch->kind = WC_KIND_STREAM;
+    ch->state = WC_CONN_IDLE;
+    ch->listener = conn->listener;
+    ch->peer_family = conn->peer_family;
+    ch->peer_port = conn->peer_port;
+    memcpy(ch->peer_addr, conn->peer_addr, sizeof(ch->peer_addr));
+    ch->in_at = wc_now_ms();
+    atomic_init(&ch->refs, 1);
+    if (busy_new(ch) == NULL)
+        return UV_ENOMEM;
+    /* h2.c learns when the worker lets the stream go. */
+    ch->b->wants = WC_EV_IDLE;
+    return 0;
+}
+
+void
+wc_channel_stream_dispatch(wc_channel_t *ch, wc_request_t *r)
+{
+    (void)queue_request(ch, r);     /* one request: never FULL */
+}
+
+void
+wc_channel_stream_close(wc_channel_t *ch)
+{
+    if (ch->state == WC_CONN_CLOSED)
+        return;
+    set_state(ch, WC_CONN_CLOSED);
+    atomic_store_explicit(&ch->gone, WC_GONE_CLOSED, memory_order_relaxed);
+    wc_busy_t *b = ch->b;
+    wc_request_t *r = NULL;
+    pthread_mutex_lock(&b->lock);
+    b->broken = 1;
+    if (!b->busy) {
+        r = take_pending(b);
+        release_output(ch);
+    }
+    wc_channel_wake_waiters(ch);
+    pthread_mutex_unlock(&b->lock);
+    free_requests(r);
+    uncount_busy(ch);
 }
 
 /* ---- requests in, to the workers --------------------------------------- */
@@ -842,6 +942,10 @@ linger(wc_channel_t *ch)
 void
 wc_channel_kicked(wc_channel_t *ch)
 {
+    if (ch->kind == WC_KIND_STREAM) {
+        wc_h2_stream_kicked(ch);
+        return;
+    }
     wc_busy_t *b = ch->b;
     pthread_mutex_lock(&b->lock);
     b->kicked = 0;
@@ -890,6 +994,10 @@ wc_channel_stop(wc_channel_t *ch, int hard)
         return;
     if (hard) {
         wc_channel_close(ch);
+        return;
+    }
+    if (ch->kind == WC_KIND_H2 && ch->state == WC_CONN_IDLE) {
+        wc_h2_stop(ch);
         return;
     }
     stop_idle(ch);
@@ -942,6 +1050,8 @@ wc_channel_close(wc_channel_t *ch)
     atomic_store_explicit(&ch->gone, WC_GONE_CLOSED, memory_order_relaxed);
     wc_busy_t *b = ch->b;
     wc_request_t *r = NULL;
+    if (b != NULL && b->h2)
+        wc_h2_free(ch);     /* its streams end */
     if (b != NULL) {
         pthread_mutex_lock(&b->lock);
         b->broken = 1;
@@ -1045,6 +1155,10 @@ wc_channel_sweep(wc_channel_t *ch, uint64_t now)
     if (ch->state == WC_CONN_LINGER) {
         if (now >= b->linger_end)
             wc_channel_close(ch);
+        return;
+    }
+    if (ch->kind == WC_KIND_H2 && ch->state == WC_CONN_IDLE) {
+        wc_h2_sweep(ch, now);
         return;
     }
     int idle = 1, waiting = 0;

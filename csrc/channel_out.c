@@ -60,7 +60,10 @@ park_mark(const wc_channel_t *ch)
 {
     const wc_config_t *cfg = &ch->srv->cfg;
     uint64_t mark = cfg->outbuf_high_watermark;
-    if (cfg->tls && cfg->outbuf_overflow / 2 < mark)
+    /* An HTTP/2 stream too: a connection has up to
+     * h2_max_concurrent_streams of them, each with its own queue. */
+    if ((cfg->tls || ch->kind == WC_KIND_STREAM)
+        && cfg->outbuf_overflow / 2 < mark)
         mark = cfg->outbuf_overflow / 2 ? cfg->outbuf_overflow / 2 : 1;
     return mark;
 }
@@ -339,6 +342,8 @@ wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, void **owners,
 
     if (ch->b->broken)
         return UV_EPIPE;
+    if (ch->kind == WC_KIND_STREAM)
+        goto queue_rest;    /* HTTP/2: the loop frames it (h2.c) */
     for (int i = 0; i < n; i++)
         total += iov[i].iov_len;
     if (defer && !ch->b->writing && ch->b->out.mem + total < DEFER_MAX

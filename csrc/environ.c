@@ -21,7 +21,7 @@ enum {
     K_SERVER_PORT, K_SERVER_SOFTWARE, K_WSGI_VERSION, K_WSGI_URL_SCHEME,
     K_WSGI_MULTITHREAD, K_WSGI_MULTIPROCESS, K_WSGI_RUN_ONCE,
     K_WSGI_INPUT_TERMINATED, K_WSGI_FILE_WRAPPER, K_WSGI_EARLY_HINTS,
-    V_HTTP10, V_HTTP11, V_EMPTY, V_GET, V_POST, V_HEAD, V_PUT, V_DELETE,
+    V_HTTP10, V_HTTP11, V_HTTP2, V_EMPTY, V_GET, V_POST, V_HEAD, V_PUT, V_DELETE,
     V_OPTIONS, V_PATCH,
     NKEYS
 };
@@ -35,7 +35,7 @@ static const char *const key_names[NKEYS] = {
     "wsgi.url_scheme", "wsgi.multithread", "wsgi.multiprocess",
     "wsgi.run_once", "wsgi.input_terminated", "wsgi.file_wrapper",
     "wsgi.early_hints",
-    "HTTP/1.0", "HTTP/1.1", "", "GET", "POST", "HEAD", "PUT", "DELETE",
+    "HTTP/1.0", "HTTP/1.1", "HTTP/2", "", "GET", "POST", "HEAD", "PUT", "DELETE",
     "OPTIONS", "PATCH",
 };
 
@@ -385,7 +385,9 @@ wc_environ_build(ServerObject *so, wc_channel_t *ch, wc_request_t *req,
 
     SET_NEW(keys[K_REQUEST_METHOD], method_value(req));
     if (PyDict_SetItem(env, keys[K_SERVER_PROTOCOL],
-                       keys[req->version == 11 ? V_HTTP11 : V_HTTP10]) < 0)
+                       keys[req->version == 11   ? V_HTTP11
+                            : req->version == 20 ? V_HTTP2
+                                                 : V_HTTP10]) < 0)
         goto error;
     PyObject *uri = latin1(req->target, req->target_len);
     if (uri == NULL || PyDict_SetItem(env, keys[K_REQUEST_URI], uri) < 0) {

@@ -51,6 +51,7 @@ typedef struct wc_slot_s wc_slot_t;
 typedef struct wc_tls_s wc_tls_t;
 typedef struct wc_tls_conn_s wc_tls_conn_t;
 typedef struct wc_tls_info_s wc_tls_info_t;
+typedef struct wc_h2_s wc_h2_t;
 
 /* ---- buffer.c: plain growable bytes, body spool, output queue ---------- */
 
@@ -332,6 +333,8 @@ struct wc_busy_s {
      * one it will take (nothing else read): its response says close. */
     atomic_int stop_close;
     wc_channel_t *task_next;    /* srv task queue (under queue lock) */
+    wc_h2_t *h2;                /* loop: an HTTP/2 connection's session
+                                   (h2.c), NULL on HTTP/1 */
 };
 
 /* Busy parts kept by quiescent connections while the server holds at
@@ -368,6 +371,20 @@ struct wc_channel_s {
     /* WC_GONE_*: what client_disconnected() reports, from any thread at
      * any time (the busy part may be gone by then).  Set by the loop. */
     _Atomic uint8_t gone;
+    uint8_t kind;               /* WC_KIND_*: set by the loop before any
+                                   worker sees the channel */
+};
+
+/* What a wc_channel_t is.  A connection is NEW until its first bytes say
+ * which protocol it speaks (the HTTP/2 preface, or ALPN on TLS); an
+ * HTTP/2 stream is a channel of its own (h2.c) that workers serve like a
+ * connection with one request, whose output the loop frames. */
+enum {
+    WC_KIND_NEW = 0,    /* no byte read yet (HTTP/2 enabled) */
+    WC_KIND_H1,         /* HTTP/1 */
+    WC_KIND_H2,         /* HTTP/2: b->h2 holds the session */
+    WC_KIND_STREAM,     /* one HTTP/2 stream (not in srv->channels, no
+                           socket: fd -1) */
 };
 
 enum {
@@ -425,6 +442,16 @@ void wc_channel_give_back(wc_channel_t *ch);
 int wc_channel_send_file(wc_channel_t *ch, int fd, off_t off, uint64_t n,
                          int close_fd) WC_WUR;
 int wc_channel_wait_drained(wc_channel_t *ch);
+/* Loop: HTTP/2 streams as channels (h2.c).  init: a stream of
+ * connection `conn` (one reference, the loop's; a busy part); dispatch:
+ * its complete request to the workers; close: the stream is over
+ * (workers see the client gone); the caller then drops its reference. */
+int wc_channel_stream_init(wc_channel_t *ch, wc_channel_t *conn) WC_WUR;
+void wc_channel_stream_dispatch(wc_channel_t *ch, wc_request_t *r);
+void wc_channel_stream_close(wc_channel_t *ch);
+/* Loop: an HTTP/2 connection has nothing more to send: close it the way
+ * an HTTP/1 one closes after its last response. */
+void wc_channel_done(wc_channel_t *ch);
 void wc_channel_kick(wc_channel_t *ch);
 int wc_channel_disconnected(wc_channel_t *ch);
 /* Worker: bytes the connection still holds and will never send (the
@@ -534,6 +561,11 @@ struct wc_config_s {
     int expose_tracebacks;
     int log_socket_errors;
     int drop_proxy_headers;
+    int http2;                  /* h2c prior knowledge and ALPN h2 */
+    uint64_t h2_max_streams;
+    uint64_t h2_window;
+    uint64_t h2_frame;
+    uint64_t h2_header_list;
     int tls;                    /* the listeners speak TLS: workers do not
                                    write to the sockets themselves */
     char ident[128];            /* "" when none */
@@ -706,6 +738,7 @@ typedef struct {
     const char *ciphers;        /* NULL: OpenSSL's default */
     int cert_reqs;              /* WC_TLS_VERIFY_* */
     int min_version;            /* 12 or 13 */
+    int h2;                     /* offer h2 in ALPN */
 } wc_tls_opts_t;
 
 /* Any thread: the server's TLS context.  Returns 0, or -1 with a one-line
@@ -725,6 +758,8 @@ enum {
 };
 /* Returns a WC_TLS_* or a negative error (the handshake failed). */
 int wc_tls_handshake(wc_tls_conn_t *c);
+/* After the handshake: did ALPN choose h2? */
+int wc_tls_alpn_h2(wc_tls_conn_t *c);
 /* A new reference to the connection's facts (after the handshake). */
 wc_tls_info_t *wc_tls_info(wc_tls_conn_t *c);
 /* Like recv: bytes, 0 at the end of stream, -EAGAIN, or -errno. */
@@ -734,6 +769,29 @@ ssize_t wc_tls_read(wc_tls_conn_t *c, char *buf, size_t n);
 ssize_t wc_tls_writev(wc_tls_conn_t *c, const struct iovec *iov, int n);
 /* A clean close: send close_notify if the socket takes it now. */
 void wc_tls_close_notify(wc_tls_conn_t *c);
+
+/* ---- h2.c: HTTP/2 connections and their streams (loop thread) ------ */
+
+/* The 24 bytes an HTTP/2 client starts with (RFC 9113 3.4). */
+#define WC_H2_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+/* Loop: the connection speaks HTTP/2 from now on; `p`, `n`: the bytes
+ * already read (the preface), or none after ALPN.  Closes it on error. */
+void wc_h2_start(wc_channel_t *ch, const char *p, size_t n);
+void wc_h2_io(wc_channel_t *ch, unsigned events);
+void wc_h2_sweep(wc_channel_t *ch, uint64_t now);
+void wc_h2_stop(wc_channel_t *ch);
+/* Loop: the connection is closing: every stream ends. */
+void wc_h2_free(wc_channel_t *ch);
+/* Loop: a worker kicked a stream channel. */
+void wc_h2_stream_kicked(wc_channel_t *ch);
+/* Worker (no GIL needed): the response head of a stream, `head` packed
+ * as wc_h2_pack_* writes it; `nobody`: no DATA follows.  Returns 0, or
+ * UV_EPIPE when the stream is gone. */
+int wc_h2_stream_head(wc_channel_t *ch, const char *head, size_t len,
+                      int nobody) WC_WUR;
+/* Worker: the response is whole (the loop ends the stream, not reset
+ * it). */
+void wc_h2_stream_complete(wc_channel_t *ch);
 
 /* ---- dispatch.c: the task queue and the worker pool -------------------- */
 

@@ -146,7 +146,20 @@ read_config(wc_config_t *cfg, PyObject *adj)
     INT("outbuf_overflow", 0, outbuf_overflow);
     INT("outbuf_high_watermark", 1, outbuf_high_watermark);
     INT("channel_request_lookahead", 0, lookahead);
+    INT("h2_max_concurrent_streams", 1, h2_max_streams);
+    INT("h2_initial_window_size", 65535, h2_window);
+    INT("h2_max_frame_size", 16384, h2_frame);
+    INT("h2_max_header_list_size", 1, h2_header_list);
 #undef INT
+    if (get_bool(adj, "http2", &cfg->http2) < 0)
+        return -1;
+    /* RFC 9113 6.5.2's bounds. */
+    if (cfg->h2_window > 2147483647u || cfg->h2_frame > 16777215u) {
+        PyErr_SetString(PyExc_ValueError, "h2_initial_window_size must be "
+                        "at most 2147483647 and h2_max_frame_size at most "
+                        "16777215");
+        return -1;
+    }
     PyObject *st = PyObject_GetAttrString(adj, "shutdown_timeout");
     if (st == NULL)
         return -1;
@@ -238,6 +251,8 @@ read_tls(PyObject *adj, wc_tls_t **out)
                   : strcmp(r, "optional") == 0 ? WC_TLS_VERIFY_OPTIONAL
                                                : WC_TLS_VERIFY_NONE;
     o.min_version = strcmp(m, "1.3") == 0 ? 13 : 12;
+    if (get_bool(adj, "http2", &o.h2) < 0)
+        goto done;
     char err[1024], warn[1024];
     int failed;
     Py_BEGIN_ALLOW_THREADS      /* reads files */

@@ -107,12 +107,135 @@ add_iov(response_t *r, const void *p, size_t n, PyObject *owner)
     r->owners[r->niov++] = owner;
 }
 
+/* HTTP/2 (RFC 9113 8.2.2): fields an HTTP/2 message must not carry. */
+static int
+connection_specific(PyObject *name)
+{
+    return WC_IEQ(name, "connection") || WC_IEQ(name, "keep-alive")
+           || WC_IEQ(name, "proxy-connection")
+           || WC_IEQ(name, "transfer-encoding") || WC_IEQ(name, "upgrade");
+}
+
+/* Append a packed field for h2.c: the name in lower case, NUL, the value,
+ * NUL.  Returns -1 with an exception set. */
+static int
+put_field(wc_buf_t *b, PyObject *name, PyObject *value)
+{
+    size_t at = b->len;
+    if (put_str(b, name) < 0)
+        return -1;
+    for (size_t i = at; i < b->len; i++) {
+        char c = b->data[i];
+        if (c >= 'A' && c <= 'Z')
+            b->data[i] = (char)(c + 32);
+    }
+    if (wc_buf_append(b, "", 1) < 0)
+        goto nomem;
+    at = b->len;
+    if (put_str(b, value) < 0)
+        return -1;
+    if (memchr(b->data + at, '\0', b->len - at) != NULL) {
+        PyErr_SetString(PyExc_ValueError, "NUL in a header value");
+        return -1;
+    }
+    if (wc_buf_append(b, "", 1) < 0)
+        goto nomem;
+    return 0;
+nomem:
+    PyErr_NoMemory();
+    return -1;
+}
+
+static int
+put_field_c(wc_buf_t *b, const char *name, const char *value, size_t vlen)
+{
+    if (wc_buf_append(b, name, strlen(name) + 1) < 0
+        || wc_buf_append(b, value, vlen) < 0 || wc_buf_append(b, "", 1) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+/* The head of a response on an HTTP/2 stream: no framing of ours (DATA
+ * frames and END_STREAM are the framing), no Connection: the fields go
+ * packed to the loop (h2.c), which sends them as HEADERS.  A Content-
+ * Length is still given when known, as for HTTP/1. */
+static int
+h2_head(response_t *r, int64_t known_len)
+{
+    StartResponseObject *sr = r->sr;
+    wc_buf_t *b = &r->w->out;
+    wc_config_t *cfg = &r->so->srv->cfg;
+    int code = status_code(sr->status);
+    r->status = code;
+    r->has_body = !((code >= 100 && code < 200) || code == 204
+                    || code == 304);
+    r->keep_alive = 1;
+    r->chunked = 0;
+    r->cl = -1;
+    int app_cl = sr->content_length >= 0;
+    if (!r->has_body)
+        ;
+    else if (app_cl)
+        r->cl = sr->content_length;
+    else if (known_len > 0 || (known_len == 0 && !r->is_head))
+        r->cl = known_len;
+    b->len = 0;
+    if (wc_buf_appendf(b, "%03d", code % 1000) < 0)
+        goto nomem;
+    Py_ssize_t nh = PyList_GET_SIZE(sr->headers);
+    for (Py_ssize_t i = 0; i < nh; i++) {
+        PyObject *t = PyList_GET_ITEM(sr->headers, i);
+        PyObject *name = PyTuple_GET_ITEM(t, 0);
+        if ((!r->has_body && WC_IEQ(name, "content-length"))
+            || connection_specific(name))
+            continue;
+        if (put_field(b, name, PyTuple_GET_ITEM(t, 1)) < 0)
+            return -1;
+    }
+    if (r->has_body && !app_cl && r->cl >= 0) {
+        char num[24];
+        size_t k = wc_fmt_u64(num, (uint64_t)r->cl);
+        if (put_field_c(b, "content-length", num, k) < 0)
+            return -1;
+    }
+    if (!sr->has_date) {
+        size_t dlen;
+        const char *d = wc_date(r->w, &dlen);
+        if (put_field_c(b, "date", d, dlen) < 0)
+            return -1;
+    }
+    const char *ident = cfg->ident[0] ? cfg->ident : NULL;
+    if (sr->has_server) {
+        const char *via = ident ? ident : "waitress_c";
+        if (put_field_c(b, "via", via, strlen(via)) < 0)
+            return -1;
+    } else if (ident && put_field_c(b, "server", ident, strlen(ident)) < 0) {
+        return -1;
+    }
+    sr->headers_sent = 1;
+    r->niov = 0;
+    r->nhex = 0;
+    if (wc_h2_stream_head(r->ch, b->data, b->len,
+                          !r->has_body || r->is_head) < 0)
+        r->failed = 1;  /* the stream is gone: the next flush says so */
+    b->len = 0;
+    return 0;
+
+nomem:
+    PyErr_NoMemory();
+    return -1;
+}
+
 /* Decide the framing and write the status line and headers into w->out.
  * `known_len` is the whole body's length when the server knows it (-1
  * otherwise).  Returns -1 with an exception set. */
 int
 wc_response_head(response_t *r, int64_t known_len)
 {
+    if (r->version == 20)
+        return h2_head(r, known_len);
     StartResponseObject *sr = r->sr;
     wc_buf_t *b = &r->w->out;
     wc_config_t *cfg = &r->so->srv->cfg;
@@ -582,6 +705,7 @@ wc_response_finish(response_t *r, int *close)
         return -1;
     if (r->cl >= 0 && r->sent < (uint64_t)r->cl && r->has_body
         && !r->is_head) {
+        r->keep_alive = 0;  /* HTTP/2: a reset; HTTP/1: a close */
         PyObject *args = Py_BuildValue("(sKL)", "application returned too "
                                        "few bytes (%s) for specified "
                                        "Content-Length (%s) via app_iter",
@@ -597,7 +721,59 @@ wc_response_finish(response_t *r, int *close)
     }
     if (!r->keep_alive)
         *close = 1;
+    else if (r->version == 20)
+        wc_h2_stream_complete(r->ch);   /* END_STREAM, not a reset */
     return 0;
+}
+
+/* wc_response_error on an HTTP/2 stream: the same page, as HEADERS and
+ * DATA.  No Python needed. */
+static uint64_t
+h2_error(wc_worker_t *w, wc_channel_t *ch, int status, const char *reason,
+         size_t blen, const char *detail, size_t dlen)
+{
+    const wc_config_t *cfg = &ch->srv->cfg;
+    wc_buf_t *b = &w->out;
+    size_t dl;
+    const char *date = wc_date(w, &dl);
+    int rv = wc_buf_appendf(b, "%03d", status % 1000);
+    char num[24];
+    size_t k = wc_fmt_u64(num, blen);
+    if (rv == 0)
+        rv = wc_buf_append(b, "content-length", 15);
+    if (rv == 0)
+        rv = wc_buf_append(b, num, k);
+    if (rv == 0)
+        rv = PUT_LIT(b, "\0content-type\0text/plain; charset=utf-8\0date");
+    if (rv == 0)
+        rv = wc_buf_append(b, "", 1);
+    if (rv == 0)
+        rv = wc_buf_append(b, date, dl);
+    if (rv == 0)
+        rv = wc_buf_append(b, "", 1);
+    if (rv == 0 && cfg->ident[0]) {
+        rv = wc_buf_append(b, "server", 7);
+        if (rv == 0)
+            rv = wc_buf_append(b, cfg->ident, strlen(cfg->ident) + 1);
+    }
+    size_t head_len = b->len;
+    if (rv == 0)
+        rv = wc_buf_appendf(b, "%s\r\n\r\n", reason);
+    if (rv == 0)
+        rv = wc_buf_append(b, detail, dlen);
+    if (rv == 0)
+        rv = wc_buf_appendf(b, "\r\n\r\n%s", cfg->error_tag);
+    if (rv == 0)
+        rv = wc_h2_stream_head(ch, b->data, head_len, 0);
+    if (rv == 0) {
+        struct iovec iov = {b->data + head_len, b->len - head_len};
+        if (wc_channel_send(ch, &iov, NULL, 1, 0) < 0)
+            rv = -1;
+    }
+    if (rv == 0)
+        wc_h2_stream_complete(ch);
+    b->len = 0;
+    return rv == 0 ? blen : 0;
 }
 
 /* A server-generated error in waitress's format.  No Python needed.
@@ -615,6 +791,8 @@ wc_response_error(wc_worker_t *w, wc_channel_t *ch, int version,
     const char *date = wc_date(w, &dl);
     wc_buf_t *b = &w->out;
     b->len = 0;
+    if (ch->kind == WC_KIND_STREAM)
+        return h2_error(w, ch, status, reason, blen, detail, dlen);
     int rv = wc_buf_appendf(b, "HTTP/1.%d %d %s\r\n"
                                "Content-Length: %zu\r\n"
                                "Content-Type: text/plain; charset=utf-8\r\n"

@@ -28,8 +28,9 @@
  *   cut-off request from a complete one.
  * - SSL_MODE_RELEASE_BUFFERS: an idle keep-alive connection does not
  *   keep 34 KiB of record buffers.
- * - ALPN: http/1.1 is chosen when offered; a client that offers only
- *   protocols we do not speak goes on without ALPN (no fatal alert).
+ * - ALPN: h2 (when http2 is on: preferred) or http/1.1 is chosen when
+ *   offered; a client that offers only protocols we do not speak goes on
+ *   without ALPN (no fatal alert).  The channel asks wc_tls_alpn_h2.
  * - A plain HTTP request on a TLS port (its first byte a letter rather
  *   than 0x16, a handshake record) is reported to the channel, which
  *   answers 400 in plain text, as nginx does, rather than hanging.
@@ -113,10 +114,15 @@ static int
 on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
         const unsigned char *in, unsigned int inlen, void *arg)
 {
-    static const unsigned char ours[] = "\x08http/1.1";
+    /* Ours first: SSL_select_next_proto takes the first of them that the
+     * client offers. */
+    static const unsigned char h1[] = "\x08http/1.1";
+    static const unsigned char h2[] = "\x02h2\x08http/1.1";
+    const unsigned char *ours = arg ? h2 : h1;
+    unsigned int olen = arg ? sizeof(h2) - 1 : sizeof(h1) - 1;
     unsigned char *sel = NULL;
-    if (SSL_select_next_proto(&sel, outlen, ours, sizeof(ours) - 1, in,
-                              inlen) != OPENSSL_NPN_NEGOTIATED)
+    if (SSL_select_next_proto(&sel, outlen, ours, olen, in, inlen)
+        != OPENSSL_NPN_NEGOTIATED)
         return SSL_TLSEXT_ERR_NOACK;
     *out = sel;
     return SSL_TLSEXT_ERR_OK;
@@ -171,7 +177,7 @@ wc_tls_new(wc_tls_t **out, const wc_tls_opts_t *o, char *err, size_t errlen,
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE
                               | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER
                               | SSL_MODE_RELEASE_BUFFERS);
-    SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
+    SSL_CTX_set_alpn_select_cb(ctx, on_alpn, o->h2 ? (void *)ctx : NULL);
     if (o->ciphers && o->ciphers[0]
         && SSL_CTX_set_cipher_list(ctx, o->ciphers) != 1) {
         snprintf(err, errlen, "ciphers %s: no usable cipher suite (%s)",
@@ -441,6 +447,15 @@ wc_tls_handshake(wc_tls_conn_t *c)
     if (e == SSL_ERROR_WANT_WRITE)
         return WC_TLS_WANT_WRITE;
     return UV_EPROTO;
+}
+
+int
+wc_tls_alpn_h2(wc_tls_conn_t *c)
+{
+    const unsigned char *p = NULL;
+    unsigned int n = 0;
+    SSL_get0_alpn_selected(c->ssl, &p, &n);
+    return n == 2 && p[0] == 'h' && p[1] == '2';
 }
 
 wc_tls_info_t *

@@ -494,6 +494,7 @@ log_access(ServerObject *so, PyObject *env, wc_channel_t *ch,
     PyObject *target = str_or_none(req->target, req->target_len);
     PyObject *proto = req->version == 11 ? PyUnicode_FromString("HTTP/1.1")
                       : req->version == 10 ? PyUnicode_FromString("HTTP/1.0")
+                      : req->version == 20 ? PyUnicode_FromString("HTTP/2.0")
                                            : Py_NewRef(Py_None);
     PyObject *res = NULL;
     if (peer && method && target && proto)

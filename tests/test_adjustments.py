@@ -226,6 +226,11 @@ DEFAULTS = {
     "cert_reqs": "none",
     "ciphers": None,
     "tls_min_version": "1.2",
+    "http2": True,
+    "h2_max_concurrent_streams": 100,
+    "h2_initial_window_size": 1048576,
+    "h2_max_frame_size": 16384,
+    "h2_max_header_list_size": 262144,
 }
 
 
@@ -270,6 +275,11 @@ def test_mutable_defaults_are_not_shared():
 # tests below, sockets cannot come from a string.
 FROM_STRINGS = [
     ("ipv4", "false", False),
+    ("http2", "off", False),
+    ("h2_max_concurrent_streams", "32", 32),
+    ("h2_initial_window_size", "65535", 65535),
+    ("h2_max_frame_size", "32768", 32768),
+    ("h2_max_header_list_size", "8192", 8192),
     ("ipv6", "off", False),
     ("threads", "8", 8),
     ("trusted_proxy", "10.0.0.1", "10.0.0.1"),

@@ -1,4 +1,4 @@
-"""The build finds libuv with pkg-config and http-parser by its header and
+"""The build finds libuv, OpenSSL and nghttp2 with pkg-config and http-parser by its header and
 library; when something is missing it stops with the Debian packages to
 install."""
 
@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HINT = "apt-get install libuv1-dev libhttp-parser-dev libssl-dev pkg-config"
+HINT = "apt-get install libuv1-dev libhttp-parser-dev libssl-dev libnghttp2-dev pkg-config"
 
 
 def run_setup(env):
@@ -102,3 +102,13 @@ def test_build_without_tls(tmp_path, pki):
         assert len(errors) == 1, cli.stderr
         assert "this build of waitress_c has no TLS" in errors[0], cli.stderr
         assert "manylinux_2_34" in errors[0] and "OpenSSL 3" in errors[0], cli.stderr
+def test_missing_nghttp2_names_the_packages(tmp_path):
+    real = subprocess.run(["sh", "-c", "command -v pkg-config"], capture_output=True, text=True).stdout.strip()
+    fake = tmp_path / "pkg-config"
+    # A pkg-config that knows the others but no nghttp2.
+    fake.write_text('#!/bin/sh\ncase "$*" in *nghttp2*) exit 1;; esac\nexec %s "$@"\n' % real)
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=str(tmp_path) + os.pathsep + os.environ["PATH"])
+    out = run_setup(env)
+    assert out.returncode != 0
+    assert "cannot find libnghttp2 (libnghttp2-dev)" in out.stderr and HINT in out.stderr

@@ -64,6 +64,11 @@ log_config = %(here)s/logging.json
 error_logfile = -
 access_logfile = -
 metrics = 127.0.0.1:9100
+http2 = off
+h2_max_concurrent_streams = 32
+h2_initial_window_size = 65535
+h2_max_frame_size = 32768
+h2_max_header_list_size = 8192
 """
 
 EXPECTED = {
@@ -110,6 +115,11 @@ EXPECTED = {
     "error_logfile": "-",
     "access_logfile": "-",
     "metrics": "127.0.0.1:9100",
+    "http2": False,
+    "h2_max_concurrent_streams": 32,
+    "h2_initial_window_size": 65535,
+    "h2_max_frame_size": 32768,
+    "h2_max_header_list_size": 8192,
 }
 
 

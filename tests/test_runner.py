@@ -205,6 +205,10 @@ VALUE_FLAGS = {
     "cert_reqs": "required",
     "ciphers": "ECDHE-ECDSA-AES128-GCM-SHA256",
     "tls_min_version": "1.3",
+    "h2_max_concurrent_streams": "32",
+    "h2_initial_window_size": "65535",
+    "h2_max_frame_size": "32768",
+    "h2_max_header_list_size": "8192",
 }
 
 _TLS = ["--certfile={pki}/server.pem", "--keyfile={pki}/server.key"]

@@ -165,7 +165,8 @@ def s_client(srv, *flags):
 
 
 def test_s_client_sees_tls13_and_alpn(server_factory, pki):
-    srv = tls_server(server_factory, pki)
+    # With http2 on, h2 is chosen: tests/test_h2.py.
+    srv = tls_server(server_factory, pki, http2=False)
     out = s_client(srv, "-alpn", "h2,http/1.1", "-CAfile", str(pki / "ca.pem"))
     text = out.stdout.decode()
     assert "TLSv1.3" in text

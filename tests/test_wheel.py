@@ -36,7 +36,7 @@ WHEEL = os.environ.get("WC_TEST_WHEEL", "")
 HIDDEN = os.environ.get("WC_TEST_WHEEL_HIDDEN") == "1"
 EXPECT_PLAT = os.environ.get("WC_TEST_WHEEL_PLAT", "")
 TLS = os.environ.get("WC_TEST_WHEEL_TLS") == "1"
-BUNDLED = ("libuv", "libhttp_parser") + (("libssl", "libcrypto") if TLS else ())
+BUNDLED = ("libuv", "libhttp_parser", "libnghttp2") + (("libssl", "libcrypto") if TLS else ())
 OPENSSL = ("libssl", "libcrypto")
 
 pytestmark = pytest.mark.skipif(
@@ -176,7 +176,7 @@ def test_bundled_libraries_come_with_their_copyright_files(installed):
             assert "Copyright" in f.read(), name
     # One notice per Debian package a bundled library came from.
     notices = " ".join(listed)
-    assert "libuv" in notices and "http-parser" in notices, listed
+    assert "libuv" in notices and "http-parser" in notices and "nghttp2" in notices, listed
     assert ("bundled/libssl" in notices) == TLS, listed
 
 

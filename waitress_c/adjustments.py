@@ -686,6 +686,46 @@ OPTIONS: tuple[Option, ...] = (
         "1.2",
         extra=True,
     ),
+    Option(
+        "http2", asbool, True, None, STANDARD,
+        "Speak HTTP/2: to clients that start a plain connection with the "
+        "HTTP/2 preface (prior knowledge, h2c) and to TLS clients that "
+        "choose h2 in ALPN.  HTTP/1.1 clients are not affected: no "
+        "HTTP/1.1 request starts with the preface.  Upgrade: h2c is not "
+        "supported (the request is served over HTTP/1.1).",
+        "on",
+        extra=True,
+    ),
+    Option(
+        "h2_max_concurrent_streams", int, 100, "INT", TUNING,
+        "HTTP/2: the most requests (streams) a connection may have open "
+        "at once, served concurrently by the threads; further ones are "
+        "refused (RST_STREAM REFUSED_STREAM).",
+        "100",
+        extra=True,
+    ),
+    Option(
+        "h2_initial_window_size", int, 1048576, "INT", TUNING,
+        "HTTP/2: the flow-control window of each request body stream, in "
+        "bytes (at least 65535).",
+        "1048576 (1 MiB)",
+        extra=True,
+    ),
+    Option(
+        "h2_max_frame_size", int, 16384, "INT", TUNING,
+        "HTTP/2: the largest frame payload the server accepts, in bytes "
+        "(16384 to 16777215).",
+        "16384",
+        extra=True,
+    ),
+    Option(
+        "h2_max_header_list_size", int, 262144, "INT", TUNING,
+        "HTTP/2: the largest request header list (names and values, "
+        "decompressed, plus 32 bytes a field), as max_request_header_size "
+        "for HTTP/1; a larger one gets 431.",
+        "262144 (256 KiB)",
+        extra=True,
+    ),
 )
 
 OPTION_MAP: dict[str, Option] = {opt.name: opt for opt in OPTIONS}
@@ -769,6 +809,11 @@ class Adjustments:
     cert_reqs: str
     ciphers: str | None
     tls_min_version: str
+    http2: bool
+    h2_max_concurrent_streams: int
+    h2_initial_window_size: int
+    h2_max_frame_size: int
+    h2_max_header_list_size: int
 
     # Options set on every accepted TCP connection, as (level, name, value).
     # Not an adjustment: passing it to the constructor is an error.
