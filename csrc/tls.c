@@ -16,7 +16,8 @@
  * to the socket (channel_out.c), everything goes through the loop.
  *
  * Choices, each for a reason:
- * - TLS 1.2 at least (1.3 with tls_min_version); no renegotiation
+ * - TLS 1.2 at least (1.3 with tls_min_version), its suites by default
+ *   only ECDHE with AEAD (DEFAULT_CIPHERS); no renegotiation
  *   (SSL_OP_NO_RENEGOTIATION; TLS 1.3 has none), no compression.
  * - No session resumption: tickets off (SSL_OP_NO_TICKET, no TLS 1.3
  *   tickets) and no session cache.  A ticket key would have to be shared
@@ -63,6 +64,12 @@
 /* The largest TLS record's payload: output is written a record at a time
  * (small pieces coalesced into one). */
 #define RECORD 16384
+
+/* TLS 1.2's suites when the ciphers setting is not given: ECDHE key
+ * exchange (forward secrecy) and AEAD ciphers only.  OpenSSL's own default
+ * list also has the CBC suites (with SHA-1 and SHA-2 MACs), which a scan
+ * rightly reports as weak (tests/test_tls_scan.py). */
+#define DEFAULT_CIPHERS "ECDHE+AESGCM:ECDHE+CHACHA20"
 
 struct wc_tls_s {
     atomic_int refs;            /* the server's, and each connection's */
@@ -163,10 +170,11 @@ wc_tls_new(wc_tls_t **out, const wc_tls_opts_t *o, char *err, size_t errlen,
                               | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER
                               | SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
-    if (o->ciphers && o->ciphers[0]
-        && SSL_CTX_set_cipher_list(ctx, o->ciphers) != 1) {
+    const char *ciphers = o->ciphers && o->ciphers[0] ? o->ciphers
+                                                      : DEFAULT_CIPHERS;
+    if (SSL_CTX_set_cipher_list(ctx, ciphers) != 1) {
         snprintf(err, errlen, "ciphers %s: no usable cipher suite (%s)",
-                 o->ciphers, reason());
+                 ciphers, reason());
         goto done;
     }
     if (SSL_CTX_use_certificate_chain_file(ctx, o->certfile) != 1) {
