@@ -271,8 +271,10 @@ tsan: $(VENV)/.stamp
 
 # Soak: SOAK_REQUESTS requests of mixed kinds (keep-alive, pipelined, POST
 # and chunked uploads echoed, streamed responses, clients that vanish or
-# read slowly) through one server from SOAK_CLIENTS client processes; every
-# answer checked; the server's RSS and open fds must not grow.  The whole
+# read slowly) through one server from SOAK_CLIENTS client processes, one
+# of which makes the same mix over TLS (keep-alive and new handshakes) to a
+# second server with certfile; every answer checked; the servers' RSS and
+# open fds must not grow.  The whole
 # run is capped at SOAK_SECONDS.  soak-short is the CI-sized variant.
 SOAK_REQUESTS ?= 1000000
 SOAK_CLIENTS ?= 4
