@@ -247,6 +247,26 @@ def test_tls_scenarios_admit_the_servers_that_speak_tls():
     assert "Connection: close" in argv
 
 
+def test_tls_target_rows():
+    figures = {("hello-100", "waitress_c"): 100.0,
+               ("tls-hello-100", "waitress_c"): 80.0,
+               ("tls-hello-100", "granian"): 60.0,
+               ("tls-handshakes", "waitress_c"): 5.0,
+               ("tls-handshakes", "nginx-tls"): 10.0}
+
+    def get(sc, name):
+        v = figures.get((sc, name))
+        return None if v is None else report.summarize([run(v)])
+
+    rows = report.target_checks_tls(get)
+    assert rows[0][0] == "tls-hello-100 req/s >= 0.85 x hello-100"
+    assert rows[0][1].endswith("(0.80 x)") and rows[0][3] is False
+    assert ("tls-hello-100 req/s > granian", "80 (1.33 x)", "60", True) in rows
+    assert ("tls-handshakes req/s vs nginx-tls", "5 (0.50 x)", "10",
+            None) in rows
+    assert report.target_checks_tls(lambda sc, name: None) == []
+
+
 def test_nginx_tls_command_starts_the_backend_first(tmp_path):
     class Data:
         dir = str(tmp_path)
