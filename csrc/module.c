@@ -760,6 +760,11 @@ core_exec(PyObject *m)
     Py_DECREF(tb);
     if (st->io_open == NULL || st->format_exc == NULL)
         return -1;
+    /* False in a build without OpenSSL (tls.c's stubs): tests and the
+     * settings' check look here. */
+    if (PyModule_AddObjectRef(m, "HAVE_TLS",
+                              WC_HAVE_TLS ? Py_True : Py_False) < 0)
+        return -1;
     return PyModule_AddStringConstant(m, "libuv_version",
                                       uv_version_string());
 }

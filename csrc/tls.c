@@ -41,12 +41,21 @@
  * accepts from then on; a connection keeps the context it started with
  * (a reference each), so the old one goes with its last connection.
  *
+ * A build without OpenSSL (WC_NO_TLS, setup.py: the manylinux_2_28
+ * wheels, whose glibc is older than any OpenSSL 3 that could be bundled)
+ * keeps only the stubs at the end of this file: wc_tls_new fails with a
+ * message that says how to get TLS, so no context, and hence no TLS
+ * connection, ever exists, and the other functions are never reached.
+ * The rest of the core needs no #ifdef: it only sees these functions.
+ *
  * GIL map: never touches Python.  wc_tls_new and wc_tls_free run on the
  * thread that creates or destroys the server (with the GIL, which does
  * not matter here); everything else on the loop thread.  OpenSSL's error
  * queue is per thread: it is cleared before every call that may fail.
  */
 #include "loop.h"
+
+#ifndef WC_NO_TLS
 
 #include <errno.h>
 #include <limits.h>
@@ -581,3 +590,33 @@ wc_tls_close_notify(wc_tls_conn_t *c)
     (void)SSL_shutdown(c->ssl);
     ERR_clear_error();
 }
+
+#else /* WC_NO_TLS: no OpenSSL */
+
+#include <errno.h>
+#include <stdio.h>
+
+int
+wc_tls_new(wc_tls_t **out, const wc_tls_opts_t *o, char *err, size_t errlen,
+           char *warn, size_t warnlen)
+{
+    *out = NULL;
+    warn[0] = '\0';
+    snprintf(err, errlen, "%s", WC_TLS_MISSING);
+    return -1;
+}
+
+/* Unreachable without a context; kept so that callers need no #ifdef. */
+void wc_tls_free(wc_tls_t *t) {}
+wc_tls_conn_t *wc_tls_conn_new(wc_tls_t *t, int fd) { return NULL; }
+void wc_tls_conn_free(wc_tls_conn_t *c) {}
+int wc_tls_handshake(wc_tls_conn_t *c) { return UV_EPROTO; }
+wc_tls_info_t *wc_tls_info(wc_tls_conn_t *c) { return NULL; }
+ssize_t wc_tls_read(wc_tls_conn_t *c, char *buf, size_t n) { return -EPROTO; }
+ssize_t wc_tls_writev(wc_tls_conn_t *c, const struct iovec *iov, int n)
+{
+    return -EPROTO;
+}
+void wc_tls_close_notify(wc_tls_conn_t *c) {}
+
+#endif /* WC_NO_TLS */

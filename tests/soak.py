@@ -485,6 +485,11 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if not 0 <= args.tls_clients < args.clients:
         ap.error("--tls-clients must be at least 0 and less than --clients")
+    from waitress_c import _core
+
+    if args.tls_clients and not _core.HAVE_TLS:
+        print("soak: this build has no TLS (WC_NO_TLS=1): no TLS share", flush=True)
+        args.tls_clients = 0
     seed = args.seed if args.seed is not None else int(time.time()) % 100000
     warmup = args.warmup if args.warmup is not None else min(20000, max(1000, args.requests // 20))
 

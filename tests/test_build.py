@@ -2,7 +2,9 @@
 library; when something is missing it stops with the Debian packages to
 install."""
 
+import glob
 import os
+import shutil
 import subprocess
 import sys
 
@@ -54,3 +56,49 @@ def test_missing_openssl_names_the_packages(tmp_path):
 def test_found_libraries_build_flags():
     out = run_setup(dict(os.environ))
     assert out.returncode == 0, out.stderr
+
+
+def test_build_without_tls(tmp_path, pki):
+    """WC_NO_TLS=1: built with a pkg-config that knows no OpenSSL, the
+    extension links no libssl or libcrypto, says so (_core.HAVE_TLS), and a
+    certfile is the usual one-line start-up error saying how to get TLS,
+    before any of the TLS files is looked at.  The manylinux_2_28 wheels
+    are this build (tools/wheel.sh)."""
+    real = subprocess.run(["sh", "-c", "command -v pkg-config"], capture_output=True, text=True).stdout.strip()
+    fake = tmp_path / "bin" / "pkg-config"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\ncase "$*" in *openssl*) exit 1;; esac\nexec %s "$@"\n' % real)
+    fake.chmod(0o755)
+    lib = tmp_path / "lib"
+    shutil.copytree(os.path.join(ROOT, "waitress_c"), lib / "waitress_c",
+                    ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    env = dict(os.environ, WC_NO_TLS="1", WC_WERROR="1",
+               PATH=str(fake.parent) + os.pathsep + os.environ["PATH"])
+    out = subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(lib),
+         "--build-temp", str(tmp_path / "tmp")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert out.returncode == 0, out.stderr
+    cores = glob.glob(str(lib / "waitress_c" / "_core*.so"))
+    assert len(cores) == 1, cores
+    needed = subprocess.run(["readelf", "-d", cores[0]], capture_output=True, text=True,
+                            check=True).stdout
+    assert "libuv" in needed and "libssl" not in needed and "libcrypto" not in needed, needed
+
+    run_env = dict(os.environ, PYTHONPATH=str(lib))
+    code = ("import sys, waitress_c._core as c; assert c.__file__.startswith(%r), c.__file__; "
+            "print(c.HAVE_TLS); from waitress_c.runner import run; sys.exit(run())" % str(lib))
+    for extra in ([], ["--keyfile=%s" % (tmp_path / "missing.key")]):
+        cli = subprocess.run(
+            [sys.executable, "-c", code, "--listen=127.0.0.1:0",
+             "--certfile=%s" % (pki / "server.pem"), *extra, "apps_tls:app"],
+            cwd=os.path.join(ROOT, "tests"), env=run_env, capture_output=True, text=True,
+            timeout=60, stdin=subprocess.DEVNULL,
+        )
+        assert cli.stdout.splitlines()[:1] == ["False"], (cli.stdout, cli.stderr)
+        assert cli.returncode == 1, cli.stderr
+        errors = [ln for ln in cli.stderr.splitlines() if "Error" in ln]
+        assert len(errors) == 1, cli.stderr
+        assert "this build of waitress_c has no TLS" in errors[0], cli.stderr
+        assert "manylinux_2_34" in errors[0] and "OpenSSL 3" in errors[0], cli.stderr

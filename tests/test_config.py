@@ -263,6 +263,11 @@ def test_config_file_error_is_one_line_and_status_1(app_dir, name, text, message
          "environment: host or port may not be set if listen is set."),
         ({"PORT": "http"},
          "PORT: invalid value 'http' (expected a port number, 0-65535)"),
+        # Digits to str.isdigit(), not to int(): refused in one line too.
+        ({"PORT": "\u00b2"},
+         "PORT: invalid value '\u00b2' (expected a port number, 0-65535)"),
+        ({"PORT": "80\u0664"},
+         "PORT: invalid value '80\u0664' (expected a port number, 0-65535)"),
         ({"WAITRESS_C_CMD_ARGS": "--ident='x"},
          "WAITRESS_C_CMD_ARGS: No closing quotation"),
     ],
@@ -270,6 +275,18 @@ def test_config_file_error_is_one_line_and_status_1(app_dir, name, text, message
 def test_environment_error_is_one_line_and_status_1(app_dir, env, message):
     status, out, err = run_cmd([SERVE, "cliapp:app"], app_dir, env)
     assert (status, out, err) == (1, "", "Error: %s\n" % message)
+
+
+def test_python_file_imports_from_the_current_directory(app_dir):
+    """A Python configuration file may import the project's own modules,
+    as the application is: the current directory is on the module search
+    path before the file is run (the console script's own directory is
+    what Python puts there)."""
+    write(app_dir, "projsettings.py", "THREADS = 3\nIDENT = 'from-module'\n")
+    write(app_dir, "c.py", "from projsettings import THREADS, IDENT\n"
+          "threads = THREADS\nident = IDENT\nlisten = '127.0.0.1:0'\n")
+    with serving(["-c", "c.py", "cliapp:app"], app_dir) as srv:
+        assert ident_of(srv) == "from-module"
 
 
 def test_cmd_args_usage_error_names_the_variable(app_dir):

@@ -256,17 +256,23 @@ def test_chart_shows_the_newest_full_results_file():
 # -- the wheels ---------------------------------------------------------------
 
 
-def test_installation_page_names_the_tag_the_wheel_test_expects():
-    """tests/test_wheel.py checks the wheels against tools/wheel.sh's
-    expected tag; the installation page and the README name that one."""
+def test_installation_page_names_the_tags_the_wheel_test_expects():
+    """tests/test_wheel.py checks the wheels against tools/wheel.sh's two
+    expected tags (without TLS and with it); the installation page and the
+    README name those two, and no other."""
     with open(os.path.join(ROOT, "tools", "wheel.sh"), encoding="utf-8") as f:
-        m = re.search(r"WHEEL_EXPECT_PLAT:-(manylinux_\d+_\d+)", f.read())
-    assert m
+        script = f.read()
+    expected = set()
+    for var in ("WHEEL_EXPECT_PLAT", "WHEEL_EXPECT_TLS_PLAT"):
+        m = re.search(var + r":-(manylinux_\d+_\d+)", script)
+        assert m, var
+        expected.add(m.group(1))
+    assert len(expected) == 2, expected
     for path in (os.path.join(DOCS, "installation.rst"), os.path.join(ROOT, "README.rst")):
         with open(path, encoding="utf-8") as f:
             text = f.read()
         tags = set(re.findall(r"manylinux_\d+_\d+", text))
-        assert tags == {m.group(1)}, (path, tags)
+        assert tags == expected, (path, tags)
         assert "neither is bundled" not in text, path
 
 

@@ -380,6 +380,44 @@ def test_sigusr1_reopens_renamed_files_in_a_single_process(app_dir, servers):
     assert s.stderr() == ""
 
 
+# An application whose import starts a thread of its own (a scheduler, an
+# error reporter's sender), idle for the whole test.
+THREADED_APP = '''
+import threading
+
+idle = threading.Event()
+threading.Thread(target=idle.wait, args=(120,), daemon=True).start()
+print("app imported", flush=True)
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+'''
+
+
+@pytest.mark.parametrize("signal_name", ["SIGUSR1", "SIGHUP"])
+def test_a_thread_the_app_starts_at_import_does_not_swallow_signals(app_dir, servers, signal_name):
+    """The command line blocks SIGUSR1 and SIGHUP, for the threads that
+    take them with sigwait, before it imports the application: a thread
+    started by the import would otherwise be given each of them (the
+    kernel picks a thread that does not block it) and run only the
+    handler that does nothing."""
+    (app_dir / "logapp.py").write_text(THREADED_APP)
+    error = app_dir / "error.log"
+    s = start(servers, app_dir, "--error-logfile=error.log", ready="app imported")
+    wait_file(error, SERVING)
+    line = {
+        "SIGUSR1": r"\[INFO\] SIGUSR1: 1 log file reopened$",
+        "SIGHUP": r"\[WARNING\] SIGHUP: a single process cannot reload",
+    }[signal_name]
+    for count in (1, 2):
+        s.send_signal(getattr(signal, signal_name))
+        wait_file(error, line, count=count)
+    code, _ = s.stop(signal.SIGTERM)
+    assert code == 0
+
+
 def test_a_file_that_cannot_be_reopened_keeps_the_old_one(app_dir, servers):
     (app_dir / "logs").mkdir()
     s = start(servers, app_dir, "--error-logfile=logs/error.log", ready="app imported")

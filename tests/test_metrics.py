@@ -350,3 +350,132 @@ def test_workers_max_requests_recycling_keeps_the_totals():
         assert value(s, "waitress_c_requests_total", code="2xx", method="GET") == 30
     finally:
         srv.close()
+
+
+def test_idle_scrape_connections_are_bounded():
+    """Connections to the metrics port that never send a request are kept
+    at most SCRAPES_MAX at a time (each until REQUEST_TIMEOUT): beyond
+    that the listener is not polled and the rest wait in its queue, so a
+    flood of them cannot take every file descriptor of the supervisor (its
+    workers' pipes) nor of the server.  Real sockets, the endpoint's own
+    poll-loop interface driven here."""
+    import select
+    import socket
+
+    from waitress_c.metrics import SCRAPES_MAX, MetricsEndpoint
+
+    ep = MetricsEndpoint("127.0.0.1:0", lambda: "x 1\n")
+    clients = []
+    try:
+        listener = ep.sock.fileno()
+        for _ in range(SCRAPES_MAX + 40):
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex((ep.host, ep.port))
+            clients.append(c)
+            if listener in dict(ep.fds()):
+                # Accept what has arrived (loopback: the handshake is done).
+                select.select([ep.sock], [], [], 10 * SLOW)
+                ep.handle(listener)
+        assert len(ep.conns) == SCRAPES_MAX
+        assert listener not in dict(ep.fds())
+        # One of them goes: room for the next, which is answered.
+        fd = next(iter(ep.conns))
+        ep.conns[fd].sock.shutdown(socket.SHUT_RDWR)
+        ep.handle(fd)
+        assert len(ep.conns) == SCRAPES_MAX - 1
+        assert listener in dict(ep.fds())
+    finally:
+        for c in clients:
+            c.close()
+        ep.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_metrics_port_is_released_when_run_fails(tmp_path, workers):
+    """A server whose run() fails before serving (here: its pid file path
+    is a directory) releases the metrics port with its listeners."""
+    import socket
+
+    from waitress_c import create_server
+    from waitress_c.server import PidfileError
+
+    (tmp_path / "pid").mkdir()
+    srv = create_server(
+        lambda environ, start_response: [], listen="127.0.0.1:0", workers=workers,
+        metrics="127.0.0.1:0", pidfile=str(tmp_path / "pid"),
+    )
+    endpoint = srv._metrics
+    port = endpoint.port
+    with pytest.raises(PidfileError):
+        srv.run()
+    assert endpoint.sock.fileno() == -1
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))  # free again
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_metrics_port_in_use_is_a_one_line_error(tmp_path, workers):
+    """The command line reports a metrics address it cannot bind as it
+    reports the application's: one line, status 1, no traceback."""
+    import socket
+    import sys
+
+    from servers import run_cli
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        done = run_cli(
+            [sys.executable, "-m", "waitress_c", "--listen=127.0.0.1:0",
+             "--workers=" + workers, "--metrics=127.0.0.1:%d" % port,
+             "wsgiref.simple_server:demo_app"],
+            cwd=tmp_path, timeout=60 * SLOW,
+        )
+    finally:
+        busy.close()
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.endswith(
+        "Error: cannot listen for metrics on 127.0.0.1:%d: Address already in use\n" % port
+    ), done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_out_of_file_descriptors_pauses_the_listener():
+    """accept() failing for want of file descriptors leaves the connection
+    in the listener's queue, so the listener stays readable: it is not
+    polled for a second, instead of waking the loop (the supervisor's)
+    again at once, in a busy loop, until a descriptor is free."""
+    import resource
+    import socket
+
+    from waitress_c.metrics import MetricsEndpoint
+
+    ep = MetricsEndpoint("127.0.0.1:0", lambda: "x 1\n")
+    client = socket.create_connection((ep.host, ep.port), timeout=10)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    filler = []
+    try:
+        # Every descriptor below the limit taken.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8, hard))
+        try:
+            while True:
+                filler.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            pass
+        listener = ep.sock.fileno()
+        assert listener in dict(ep.fds())
+        ep.handle(listener)  # EMFILE
+        assert not ep.conns
+        assert listener not in dict(ep.fds())
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        client.close()
+        ep.close()

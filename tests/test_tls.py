@@ -21,7 +21,15 @@ from http_reader import recv_all
 from servers import HERE, SLOW, run_cli, script
 from tls_pki import PASSWORD
 
+from waitress_c import _core
+
 APP = "apps_tls:app"
+
+# A build without OpenSSL (WC_NO_TLS=1: the manylinux_2_28 wheels) has no
+# TLS: tests/test_build.py checks what certfile says there.
+pytestmark = pytest.mark.skipif(
+    not _core.HAVE_TLS, reason="this build has no TLS (built with WC_NO_TLS=1)"
+)
 
 
 def tool_env():
@@ -642,3 +650,4 @@ def test_100_continue_over_tls(server_factory, pki):
     finally:
         s.close()
     assert json.loads(resp[2])["len"] == 5
+

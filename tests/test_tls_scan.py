@@ -15,6 +15,11 @@ import pytest
 
 from servers import SLOW
 from test_tls import tls_server, tool_env
+from waitress_c import _core
+
+pytestmark = pytest.mark.skipif(
+    not _core.HAVE_TLS, reason="this build has no TLS (built with WC_NO_TLS=1)"
+)
 
 sslyze = pytest.importorskip(
     "sslyze",

@@ -114,6 +114,20 @@ def answered_by(port, accept, seconds=30.0):
     return None
 
 
+def restarts(output, cause):
+    """waitress_c_worker_restarts_total{cause=...} of one scrape of the
+    metrics the server's output announced."""
+    import urllib.request
+
+    url = re.search(r"Metrics on (http://\S+/metrics)", output).group(1)
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    m = re.search(r'^waitress_c_worker_restarts_total\{cause="%s"\} (\d+)$' % cause,
+                  text, re.M)
+    assert m, text
+    return int(m.group(1))
+
+
 def block(port, tag):
     """A request that stays in the application until "release": the
     socket, left open (its answer is not awaited)."""
@@ -158,6 +172,7 @@ def test_worker_whose_import_hangs_is_killed_and_serving_waits(
         app_dir, servers):
     (app_dir / "closed").write_text("")
     s = serve(servers, app_dir, "--workers=2", "--boot-timeout=1",
+              "--metrics=127.0.0.1:0",
               ready=r"Supervisor pid \d+: starting 2 workers")
     m = s.wait_for(r"Worker pid (\d+) not ready after 1 s: killed",
                    timeout=30)
@@ -173,6 +188,8 @@ def test_worker_whose_import_hangs_is_killed_and_serving_waits(
     port = int(m.group("port"))
     assert get_pid(port) in s.worker_pids()
     assert pid not in s.worker_pids()
+    # Counted among the restarts, under its cause.
+    assert restarts(s.output, "boot_timeout") >= 1
 
 
 def test_rolling_restart_whose_new_worker_cannot_boot_keeps_the_old(
@@ -203,7 +220,7 @@ def test_rolling_restart_whose_new_worker_cannot_boot_keeps_the_old(
 
 def test_worker_with_every_thread_stuck_is_replaced(app_dir, servers):
     s = serve(servers, app_dir, "--workers=2", "--threads=2", "--timeout=1",
-              "--shutdown-timeout=2")
+              "--shutdown-timeout=2", "--metrics=127.0.0.1:0")
     s.wait_for(r"Worker pid \d+: serving", count=2)
     # Four requests on two workers of two threads: one worker at least
     # has both threads on one of them.
@@ -228,13 +245,15 @@ def test_worker_with_every_thread_stuck_is_replaced(app_dir, servers):
         # killed 5 s later.
         s.wait_for(r"Worker pid %d exited" % hung, timeout=30)
         assert not alive(hung)
+        assert restarts(s.output, "timeout") == 1
     finally:
         for sock in socks:
             sock.close()
 
 
 def test_worker_whose_gil_is_held_is_killed(app_dir, servers):
-    s = serve(servers, app_dir, "--workers=2", "--threads=2", "--timeout=1")
+    s = serve(servers, app_dir, "--workers=2", "--threads=2", "--timeout=1",
+              "--metrics=127.0.0.1:0")
     s.wait_for(r"Worker pid \d+: serving", count=2)
     gil = socket.create_connection(("127.0.0.1", s.port), timeout=10)
     try:
@@ -250,6 +269,7 @@ def test_worker_whose_gil_is_held_is_killed(app_dir, servers):
         s.wait_for(r"Worker pid \d+: serving", count=3, timeout=30)
         assert answered_by(s.port, lambda p: p != hung) is not None, s.output
         assert hung not in s.worker_pids()
+        assert restarts(s.output, "timeout") == 1
     finally:
         gil.close()
 
@@ -279,3 +299,32 @@ def test_single_server_logs_each_stuck_request_once(app_dir, servers):
         one.close()
     assert get_pid(s.port) == s.pid
     assert s.poll() is None
+
+
+def test_the_whole_server_stopped_and_continued_keeps_its_workers(app_dir, servers):
+    """The supervisor and its workers all stopped for longer than the
+    heartbeat floor (SIGSTOP, a frozen container, a shell's Ctrl-Z), then
+    continued: the workers could not beat, but neither could the
+    supervisor look; none is taken as hung.  (The one wait here is the
+    stop itself, which must outlast the floor.)"""
+    from waitress_c.supervisor import SILENT_FLOOR
+
+    s = serve(servers, app_dir, "--workers=2", "--threads=2", "--timeout=1")
+    s.wait_for(r"Worker pid \d+: serving", count=2)
+    workers = s.worker_pids()
+    assert len(workers) == 2
+    for pid in [s.pid] + workers:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(SILENT_FLOOR + 2)
+    finally:
+        # The supervisor first: it looks before the workers can beat.
+        for pid in [s.pid] + workers:
+            os.kill(pid, signal.SIGCONT)
+    # Two turns of the supervisor's loop since: a signal handled, then the
+    # worker it starts serving.
+    s.send_signal(signal.SIGTTIN)
+    s.wait_for(r"SIGTTIN: 3 workers wanted", timeout=30)
+    s.wait_for(r"Worker pid \d+: serving", count=3, timeout=60)
+    assert "no heartbeat" not in s.output, s.output
+    assert all(alive(pid) for pid in workers), s.output

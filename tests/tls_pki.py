@@ -22,8 +22,11 @@ def make_pki(d):
 
     def ca(name, cn):
         key(name)
+        # keyUsage: python 3.13's default context (VERIFY_X509_STRICT)
+        # refuses a CA certificate without it.
         _openssl(d, "req", "-x509", "-new", "-key", name + ".key", "-out", name + ".pem",
-                 "-days", "2", "-subj", "/CN=" + cn)
+                 "-days", "2", "-subj", "/CN=" + cn,
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign")
 
     def leaf(name, subject, issuer, ext, days="2"):
         key(name)

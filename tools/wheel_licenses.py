@@ -46,6 +46,18 @@ def bundled_packages(files):
     return sorted(set(packages))
 
 
+def copied_owners():
+    """Libraries copied into the build chroot from another system, which
+    its dpkg does not know: WHEEL_LIB_OWNERS names a file of lines
+    "FILE PACKAGE" (tools/wheel.sh writes it, and copies the package's
+    copyright file too)."""
+    path = os.environ.get("WHEEL_LIB_OWNERS")
+    if not path or not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return dict(line.split() for line in f if line.strip())
+
+
 def packages_by_dpkg(files):
     """Without an SBOM (auditwheel before 6.5 writes none): the Debian
     package that owns each library auditwheel copied into ``*.libs/``,
@@ -56,12 +68,16 @@ def packages_by_dpkg(files):
     if not libs:
         sys.exit("error: no bundled library and no auditwheel SBOM in the wheel "
                  "(run auditwheel repair first)")
+    copied = copied_owners()
     packages = []
     for lib in libs:
         m = re.match(r"^(?P<stem>.+)-[0-9a-f]{8}(?P<ext>\.so.*)$", lib)
         if not m:
             sys.exit("error: %r is not a name auditwheel gives a bundled library" % lib)
         original = m["stem"] + m["ext"]
+        if original in copied:
+            packages.append(copied[original])
+            continue
         out = subprocess.run(["dpkg", "-S", "*/" + original], capture_output=True, text=True)
         owners = {line.split(":")[0] for line in out.stdout.splitlines() if ": " in line}
         if out.returncode != 0 or len(owners) != 1:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from typing import Any, Callable, Iterable, List
 
 from waitress_c import logs
 from waitress_c._version import __version__
-from waitress_c.server import ServerProtocol, create_server
+from waitress_c.server import BaseWSGIServer, ServerProtocol, create_server
 
 __all__ = ["serve", "serve_paste", "create_server", "ServerProtocol", "__version__"]
 
@@ -23,14 +24,19 @@ def serve(app: Callable[..., Any], **kw: Any) -> None:
     stopped.  Waitress profiles the thread that calls ``run()``; here that
     thread only waits on the C event loop, so what is profiled instead is
     every call of the application, in whichever worker thread makes it, all
-    summed into one table.  The body of a generator the application returns
-    runs after the call and is not counted.  It needs a single process
+    summed into one table (from CPython 3.12, where one profiler sees every
+    thread, whatever any thread runs while a call is in progress is
+    counted too).  The body of a generator the application returns runs
+    after the call and is not counted.  It needs a single process
     (without ``workers`` > 1 or ``max_requests``): the workers' calls happen
     in other processes.
     """
     server_factory = kw.pop("_server", create_server)  # test shim, as in waitress
     quiet = kw.pop("_quiet", False)
     profile = kw.pop("_profile", False)
+    # Private, for the command line: called with a single-process server
+    # once it serves (its when_ready hook).
+    on_ready = kw.pop("_ready", None)
     if not quiet:  # pragma: no cover
         logging.basicConfig()
     profiler = None
@@ -48,34 +54,59 @@ def serve(app: Callable[..., Any], **kw: Any) -> None:
         logging.getLogger("waitress_c").setLevel(level.upper())
     # SIGUSR1 reopens the log files from before the first line (a
     # supervisor handles it in its own loop).
+    tls = getattr(getattr(server, "adj", None), "certfile", None)
+    serving_on = "Serving on %s://{}:{}" % ("https" if tls else "http")
+
+    def announce() -> None:
+        if not quiet:
+            server.print_listen(serving_on)
+        if on_ready is not None:
+            on_ready(server)
+
     with logs.ReopenOnSignal(
         logs.managed() and not hasattr(server, "worker_pids")
     ):
         if not quiet:
             logs.log_startup(server)
-            tls = getattr(getattr(server, "adj", None), "certfile", None)
-            server.print_listen(
-                "Serving on %s://{}:{}" % ("https" if tls else "http")
-            )
         try:
-            server.run()
+            if isinstance(server, BaseWSGIServer):
+                # "Serving on" once SIGTERM and SIGINT stop it gracefully:
+                # a signal sent on seeing the line must not kill it.
+                server.run(ready=announce)
+            else:
+                # A supervisor logs the lines itself once a worker serves
+                # (after its signal handlers are set); a shim as waitress.
+                if not quiet:
+                    server.print_listen(serving_on)
+                server.run()
         finally:
             if profiler is not None:
                 profiler.print_stats()
 
 
 class _AppProfiler:
-    """The application wrapped for ``serve(_profile=True)``: each worker
-    thread gets its own ``cProfile.Profile`` (a profiler is per thread),
-    and ``print_stats()`` adds them up."""
+    """The application wrapped for ``serve(_profile=True)``.
+
+    Up to CPython 3.11 a ``cProfile.Profile`` sees the thread that enabled
+    it: each worker thread gets its own, and ``print_stats()`` adds them
+    up.  From 3.12 a profiler is one per interpreter (``sys.monitoring``)
+    and sees every thread, and enabling a second one raises: one profiler
+    is shared, enabled while at least one call of the application is in
+    progress."""
+
+    # One profiler for every thread (CPython 3.12 and later).
+    SHARED = sys.version_info >= (3, 12)
 
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
         self._local = threading.local()
         self._lock = threading.Lock()
         self._profiles: List[Any] = []
+        self._inside = 0  # SHARED: calls of the application in progress
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if self.SHARED:
+            return self._call_shared(environ, start_response)
         import cProfile
 
         prof = getattr(self._local, "prof", None)
@@ -89,6 +120,24 @@ class _AppProfiler:
             return result
         finally:
             prof.disable()
+
+    def _call_shared(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        import cProfile
+
+        with self._lock:
+            if not self._profiles:
+                self._profiles.append(cProfile.Profile())
+            if self._inside == 0:
+                self._profiles[0].enable()
+            self._inside += 1
+        try:
+            result: Iterable[bytes] = self.app(environ, start_response)
+            return result
+        finally:
+            with self._lock:
+                self._inside -= 1
+                if self._inside == 0:
+                    self._profiles[0].disable()
 
     def print_stats(self) -> None:
         import pstats

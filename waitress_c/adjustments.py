@@ -131,7 +131,7 @@ def host_port(value: Any) -> str | None:
         return None
     text = str(value).strip()
     host, port = split_listen_entry(text, -1)
-    if not host or not port.isdigit() or int(port) > 65535:
+    if not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise ValueError("expected HOST:PORT, not %r" % text)
     return text
 
@@ -827,6 +827,13 @@ class Adjustments:
                     "%s has no meaning without certfile" % ", ".join(given)
                 )
             return
+        from waitress_c import _core
+
+        if not _core.HAVE_TLS:
+            # A build without OpenSSL (WC_NO_TLS: the manylinux_2_28
+            # wheels): the core's one-line reason, before any file is
+            # looked at, since none of them could be used.
+            _core.tls_check(self)
         if self.keyfile_password_file and self.keyfile_password_env:
             raise ValueError(
                 "keyfile_password_file and keyfile_password_env may not both "
@@ -849,8 +856,6 @@ class Adjustments:
                 raise ValueError("%s %s: no such file" % (name, path))
             if not os.access(path, os.R_OK):
                 raise ValueError("%s %s: not readable" % (name, path))
-        from waitress_c import _core
-
         _core.tls_check(self)
 
     def tls_password(self) -> str | None:

@@ -390,7 +390,9 @@ def port_settings(environ: Mapping[str, str]) -> dict[str, str]:
     port = environ.get("PORT", "").strip()
     if not port:
         return {}
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses,
+    # and other scripts' digits, which int() reads.
+    if not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise ConfigError(
             "PORT: invalid value %r (expected a port number, 0-65535)" % port
         )

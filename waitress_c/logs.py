@@ -367,8 +367,8 @@ class ReopenOnSignal:
     of its own takes it with ``sigwait``.  A handler that does nothing is
     set too, for a thread the application started earlier, in which
     SIGUSR1 is not blocked (such a thread would swallow the signal: enter
-    this before starting threads; the command line enters it before its
-    SIGHUP watcher).  Nothing is done if SIGUSR1 is not at its default
+    this before starting threads; the command line enters it, and then its
+    SIGHUP watcher, before it imports the application).  Nothing is done if SIGUSR1 is not at its default
     action (someone else handles or ignores it, or an outer
     ``ReopenOnSignal`` does) or outside the main thread."""
 

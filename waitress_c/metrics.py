@@ -42,6 +42,14 @@ PATH = "/metrics"
 # most REQUEST_MAX bytes.
 REQUEST_TIMEOUT = 10.0
 REQUEST_MAX = 8192
+# Scrape connections open at once.  Beyond that the listener is not polled
+# (the next connections wait in its queue): connections that never send a
+# request cannot take every file descriptor of the process, whose
+# supervisor needs them for its workers' pipes.
+SCRAPES_MAX = 32
+# Seconds the listener is not polled after accept() failed for want of a
+# file descriptor (the connection stays queued, the listener readable).
+ACCEPT_PAUSE = 1.0
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
 
@@ -219,8 +227,12 @@ class MetricsEndpoint:
             sock.listen(16)
             sock.setblocking(False)
         except OSError as exc:
+            from waitress_c.server import ListenError
+
             sock.close()
-            raise OSError(
+            # A ListenError, as for the application's addresses: the
+            # command line reports it in one line.
+            raise ListenError(
                 exc.errno, "cannot listen for metrics on %s: %s"
                 % (address, exc.strerror or exc),
             ) from exc
@@ -230,6 +242,7 @@ class MetricsEndpoint:
         name = sock.getsockname()
         self.host, self.port = name[0], name[1]
         self._thread: Optional[threading.Thread] = None
+        self._accept_at = 0.0  # no accept() before (see ACCEPT_PAUSE)
         self._wake_r, self._wake_w = socket.socketpair()
 
     @property
@@ -238,11 +251,19 @@ class MetricsEndpoint:
         return "http://%s:%d%s" % (host, self.port, PATH)
 
     def fds(self) -> List[Tuple[int, int]]:
-        """(fd, poll events) to watch."""
-        out = [(self.sock.fileno(), select.POLLIN)]
+        """(fd, poll events) to watch: the listener only while there is
+        room for another scrape (SCRAPES_MAX)."""
+        out = []
+        if len(self.conns) < SCRAPES_MAX and not self.paused():
+            out.append((self.sock.fileno(), select.POLLIN))
         for fd, c in self.conns.items():
             out.append((fd, select.POLLOUT if c.out else select.POLLIN))
         return out
+
+    def paused(self) -> bool:
+        """Whether accepting waits (ACCEPT_PAUSE after running out of
+        file descriptors)."""
+        return time.monotonic() < self._accept_at
 
     def owns(self, fd: int) -> bool:
         return fd == self.sock.fileno() or fd in self.conns
@@ -269,14 +290,19 @@ class MetricsEndpoint:
             self._drop(c)
 
     def _accept(self) -> None:
-        for _ in range(16):
+        for _ in range(min(16, SCRAPES_MAX - len(self.conns))):
             try:
                 sock, _ = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
+                if exc.errno == errno.ECONNABORTED:
+                    continue
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS,
-                                 errno.ENOMEM, errno.ECONNABORTED):
+                                 errno.ENOMEM):
+                    # Still queued: polled again it would wake the loop
+                    # at once, over and over.
+                    self._accept_at = time.monotonic() + ACCEPT_PAUSE
                     return
                 raise
             sock.setblocking(False)
@@ -354,7 +380,8 @@ class MetricsEndpoint:
                 poller.register(fd, events)
             # No timer while no scrape is open: an idle endpoint costs
             # no wake-up at all.
-            for fd, _ in poller.poll(1000 if self.conns else None):
+            timeout = 1000 if self.conns or self.paused() else None
+            for fd, _ in poller.poll(timeout):
                 if fd == wake:
                     return
                 try:

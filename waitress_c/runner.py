@@ -23,6 +23,7 @@ Python configuration file may define lifecycle hooks.
 
 from __future__ import annotations
 
+import contextlib
 import getopt
 import importlib
 import logging
@@ -497,6 +498,11 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
         return 0
     hooks = NO_HOOKS
     file_kw: dict[str, Any] = {}
+    # The current directory on the module search path before a Python
+    # configuration file runs: it may import the project's modules, as the
+    # application is imported from there (the console script's directory
+    # is what Python put first).
+    sys.path.append(os.getcwd())
     try:
         port_kw = port_settings(os.environ)
         if flags["config"] is not None:
@@ -555,12 +561,18 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
     elif logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
 
-    sys.path.append(os.getcwd())
     from waitress_c.supervisor import AppLoader, WorkerBootError, wants_supervisor
 
     if hooks:
         hooks.call("on_starting", ServerInfo(os.getpid(), adj))
         kw["_server"] = _hooked_create_server(hooks)
+        if not wants_supervisor(adj):
+            # A single process: when_ready once it serves (serve() calls
+            # it after "Serving on", with SIGTERM already handled).
+            kw["_ready"] = lambda server: hooks.call(
+                "when_ready",
+                ServerInfo(os.getpid(), server.adj, server.effective_listen),
+            )
 
     if wants_supervisor(adj) and not (preload or reload):
         # Each worker imports the application after the fork.
@@ -570,6 +582,27 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
         except (ListenError, PidfileError, WorkerBootError) as exc:
             return _error(str(exc))
         return 0
+    single = not wants_supervisor(adj)
+    with contextlib.ExitStack() as stack:
+        if single:
+            # SIGUSR1 and SIGHUP blocked, for the threads that take them,
+            # before the application is imported: a thread its import
+            # starts inherits the mask, and so cannot be handed a signal
+            # it would only run the do-nothing handler for.
+            stack.enter_context(logs.ReopenOnSignal())
+            stack.enter_context(_RefuseSighup())
+        status = _import_and_serve(name, app_name, call, _serve, kw)
+    if status == 0 and single:
+        hooks.call("worker_exit", WorkerInfo(os.getpid(), 0, adj, 0))
+    return status
+
+
+def _import_and_serve(name: str, app_name: str, call: bool,
+                      _serve: Callable[..., Any], kw: dict[str, Any]) -> int:
+    """Import the application (``--call``: call it) and serve it; returns
+    the exit status, after reporting an error."""
+    from waitress_c.supervisor import WorkerBootError
+
     try:
         app = _import_app(app_name)
     except LookupError as exc:
@@ -590,12 +623,7 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
             % (app_name, " (returned by --call)" if call else ""),
         )
     try:
-        if wants_supervisor(adj):  # --preload: the supervisor has SIGHUP
-            _serve(app, **kw)
-        else:
-            with logs.ReopenOnSignal(), _RefuseSighup():
-                _serve(app, **kw)
-            hooks.call("worker_exit", WorkerInfo(os.getpid(), 0, adj, 0))
+        _serve(app, **kw)
     except (ListenError, PidfileError, WorkerBootError) as exc:
         return _error(str(exc))
     return 0
@@ -604,7 +632,7 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
 def _hooked_create_server(hooks: Hooks) -> Callable[..., Any]:
     """``create_server`` for a configuration file with hooks: a supervisor
     gets them (it calls when_ready and the worker hooks); a single process
-    calls when_ready here, once its sockets listen, before it serves."""
+    has its when_ready called by serve() (``_ready``), once it serves."""
     from waitress_c.server import create_server
     from waitress_c.supervisor import Supervisor
 
@@ -612,11 +640,6 @@ def _hooked_create_server(hooks: Hooks) -> Callable[..., Any]:
         server = create_server(app, **kw)
         if isinstance(server, Supervisor):
             server.hooks = hooks
-        else:
-            hooks.call(
-                "when_ready",
-                ServerInfo(os.getpid(), server.adj, server.effective_listen),
-            )
         return server
 
     return create

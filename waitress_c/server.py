@@ -267,7 +267,14 @@ class BaseWSGIServer:
                 host = "[%s]" % host
             logger.info(format_str.format(host, port))
 
-    def run(self) -> None:
+    def run(self, ready: Optional[Callable[[], None]] = None) -> None:
+        """Serve until stopped.  ``ready``, if given, is called once (in
+        this thread) when SIGINT and SIGTERM already stop the server
+        gracefully and the pid file is written, just before it serves:
+        ``serve()`` logs "Serving on" from there, so that a process
+        manager that signals the server as soon as it sees that line never
+        finds it with the signals' default actions.  An exception it
+        raises is logged, and the server serves."""
         if self._ran:
             raise RuntimeError("run() may be called only once")
         self._ran = True
@@ -280,6 +287,8 @@ class BaseWSGIServer:
             if restore:
                 self._restore_signals(restore)
             self._close_sockets()
+            if self._metrics is not None:  # its port too
+                self._metrics.close()
             raise
         for i in range(self.adj.threads):
             t = threading.Thread(
@@ -305,6 +314,11 @@ class BaseWSGIServer:
             with _TLS_LOCK:
                 _TLS_SERVERS.add(self)
         try:
+            if ready is not None:
+                try:
+                    ready()
+                except Exception:
+                    logger.exception("run(): the ready callback failed")
             core.run(sigfd=restore[0] if restore else -1)
         finally:
             with _TLS_LOCK:

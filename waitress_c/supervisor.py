@@ -216,6 +216,7 @@ class Supervisor(FirstListener):
     hooks: Hooks = NO_HOOKS
     _spawned = 0  # workers started so far: the next one's age - 1
     _me: Optional[WorkerInfo] = None  # in a worker once post_fork ran
+    _checked = 0.0  # when _check_silent last ran
 
     def __init__(self, application, adj: Adjustments, sockets, owned: bool):
         from waitress_c.server import _sockinfo
@@ -256,7 +257,13 @@ class Supervisor(FirstListener):
             from waitress_c.metrics import MetricsBuffer, MetricsEndpoint
 
             self._mbuf = MetricsBuffer(1 + max(64, 4 * adj.workers))
-            self._metrics = MetricsEndpoint(adj.metrics, self._render_metrics)
+            try:
+                self._metrics = MetricsEndpoint(
+                    adj.metrics, self._render_metrics)
+            except BaseException:
+                self._wake_r.close()
+                self._wake_w.close()
+                raise
 
     # -- the public surface ---------------------------------------------------
 
@@ -303,6 +310,10 @@ class Supervisor(FirstListener):
             if restore:
                 self._restore_signals(restore)
             self._close_sockets()
+            if self._metrics is not None:  # its port too
+                self._metrics.close()
+            self._wake_r.close()
+            self._wake_w.close()
             raise
         self._alive_r, self._alive_w = os.pipe()
         try:
@@ -458,6 +469,7 @@ class Supervisor(FirstListener):
                 "more than %g s (timeout): replacing it",
                 w.pid, self.adj.timeout,
             )
+            self._count_restart("timeout")
             self._retire(w, "hung")
 
     def _tick(self) -> None:
@@ -517,10 +529,18 @@ class Supervisor(FirstListener):
         heartbeat stopped.  Not gracefully: a worker that cannot run Python
         would not act on SIGTERM, and its event loop, which needs no GIL,
         would go on accepting connections that nobody serves."""
+        now = time.monotonic()
+        last, self._checked = self._checked, now
         if not self.adj.timeout or self._stopping:
             return
+        if last and now - last > SILENT_FLOOR / 2:
+            # This loop itself did not run for that long (the whole server
+            # stopped or frozen, or a slow hook): the workers' silence
+            # says nothing then; they are judged from now on.
+            for w in self._workers.values():
+                w.seen = max(w.seen, now)
+            return
         limit = max(self.adj.timeout, SILENT_FLOOR)
-        now = time.monotonic()
         for w in self._workers.values():
             if w.ready and not w.retiring and now - w.seen > limit:
                 logger.error(
@@ -529,6 +549,7 @@ class Supervisor(FirstListener):
                     w.pid, now - w.seen,
                 )
                 w.retiring = True
+                self._count_restart("timeout")
                 self._kill(w, signal.SIGKILL)
 
     # -- workers --------------------------------------------------------------
@@ -878,7 +899,8 @@ class Supervisor(FirstListener):
             "replaced, by cause.",
             "# TYPE waitress_c_worker_restarts_total counter",
         ]
-        for cause in ("max_requests", "reload", "exit", "crash"):
+        for cause in ("max_requests", "reload", "exit", "crash",
+                      "boot_timeout", "timeout"):
             extra.append(
                 'waitress_c_worker_restarts_total{cause="%s"} %d'
                 % (cause, self._restarts.get(cause, 0))
