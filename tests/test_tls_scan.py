@@ -137,8 +137,7 @@ def test_scan_of_the_defaults(server_factory, pki, rsa_pki, key):
     assert robot in (sslyze.RobotScanResultEnum.NOT_VULNERABLE_RSA_NOT_SUPPORTED,
                      sslyze.RobotScanResultEnum.NOT_VULNERABLE_NO_ORACLE), robot
 
-    # The certificate served is certfile's.  (sslyze's path validation is
-    # not asserted: it wants a keyUsage on the CA, which the test CA has not.)
+    # The certificate served is certfile's, and it chains to the test CA.
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -147,3 +146,6 @@ def test_scan_of_the_defaults(server_factory, pki, rsa_pki, key):
     ours = x509.load_pem_x509_certificate((d / "server.pem").read_bytes())
     assert served.public_bytes(Encoding.DER) == ours.public_bytes(Encoding.DER)
     assert deployment.received_chain_has_valid_order is True
+    ours_ca = [v for v in deployment.path_validation_results
+               if v.trust_store.path == pki / "ca.pem"]
+    assert ours_ca and ours_ca[0].was_validation_successful, ours_ca
