@@ -100,20 +100,31 @@ asan: $(VENV)/.stamp
 	  echo "asan: sanitizer reports in $(ASAN_LOGS)/ (above)"; exit 1; \
 	fi; exit $$rc
 
-# libFuzzer over the request parser (installs clang when missing).
+# libFuzzer over the request parser and over tls.c's input path (installs
+# clang when missing); each target runs for half of FUZZ_SECONDS.
 FUZZ_SECONDS ?= 60
-build/fuzz_request: fuzz/fuzz_request.c csrc/parser.c csrc/target.c csrc/buffer.c csrc/loop.h
-	@command -v clang-14 >/dev/null || { $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq clang-14 libclang-rt-14-dev; }
-	mkdir -p build
-	clang-14 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
-	  -DWC_CHECKS -Icsrc $$(pkg-config --cflags libuv) \
-	  fuzz/fuzz_request.c csrc/parser.c csrc/target.c csrc/buffer.c -lhttp_parser -o $@
+FUZZ_HALF = $$(( ($(FUZZ_SECONDS) + 1) / 2 ))
+CLANG_FUZZ = clang-14 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
+  -DWC_CHECKS -Icsrc $$(pkg-config --cflags libuv)
+NEED_CLANG = command -v clang-14 >/dev/null || { $(SUDO) apt-get update -qq && \
+  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq clang-14 libclang-rt-14-dev; }
 
-fuzz: build/fuzz_request
-	mkdir -p build/fuzz-corpus
-	build/fuzz_request -dict=fuzz/http.dict -max_total_time=$(FUZZ_SECONDS) \
+build/fuzz_request: fuzz/fuzz_request.c csrc/parser.c csrc/target.c csrc/buffer.c csrc/loop.h
+	@$(NEED_CLANG)
+	mkdir -p build
+	$(CLANG_FUZZ) fuzz/fuzz_request.c csrc/parser.c csrc/target.c csrc/buffer.c -lhttp_parser -o $@
+
+build/fuzz_tls: fuzz/fuzz_tls.c csrc/tls.c csrc/loop.h .deps-stamp
+	@$(NEED_CLANG)
+	mkdir -p build
+	$(CLANG_FUZZ) fuzz/fuzz_tls.c csrc/tls.c -lssl -lcrypto -o $@
+
+fuzz: build/fuzz_request build/fuzz_tls
+	mkdir -p build/fuzz-corpus build/fuzz-corpus-tls
+	build/fuzz_request -dict=fuzz/http.dict -max_total_time=$(FUZZ_HALF) \
 	  -max_len=4096 build/fuzz-corpus fuzz/corpus
+	build/fuzz_tls -max_total_time=$(FUZZ_HALF) -max_len=4096 \
+	  build/fuzz-corpus-tls fuzz/corpus-tls
 
 # libFuzzer over the HTTP/2 input path (csrc/h2.c with nghttp2; the rest
 # of the server played by fuzz/fuzz_h2.c).
@@ -304,8 +315,10 @@ tsan: $(VENV)/.stamp
 
 # Soak: SOAK_REQUESTS requests of mixed kinds (keep-alive, pipelined, POST
 # and chunked uploads echoed, streamed responses, clients that vanish or
-# read slowly) through one server from SOAK_CLIENTS client processes; every
-# answer checked; the server's RSS and open fds must not grow.  The whole
+# read slowly) through one server from SOAK_CLIENTS client processes, one
+# of which makes the same mix over TLS (keep-alive and new handshakes) to a
+# second server with certfile; every answer checked; the servers' RSS and
+# open fds must not grow.  The whole
 # run is capped at SOAK_SECONDS.  soak-short is the CI-sized variant.
 SOAK_REQUESTS ?= 1000000
 SOAK_CLIENTS ?= 4

@@ -11,6 +11,7 @@ call is bounded by a deadline.
 
 import selectors
 import socket
+import ssl
 import time
 
 HOST = "127.0.0.1"
@@ -111,9 +112,18 @@ def parse_chunks(buf, pos, eof):
     raise Incomplete
 
 
-def exchange(port, request, count, timeout, want_eof=False):
+def tls_context():
+    """A client context for the benchmark's own certificate: not verified
+    (it is made for the run), TLS 1.2 at least."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def exchange(port, request, count, timeout, want_eof=False, tls=False):
     """Send ``request`` (possibly several pipelined requests) on a new
-    connection and read ``count`` responses.
+    connection (over TLS with ``tls``) and read ``count`` responses.
 
     Returns (responses, eof_seen, problem): ``problem`` is None or why
     fewer responses came.  With ``want_eof`` it then waits up to one second
@@ -123,7 +133,13 @@ def exchange(port, request, count, timeout, want_eof=False):
     responses, buf, eof = [], b"", False
     try:
         sock = socket.create_connection((HOST, port), timeout=timeout)
-    except OSError as exc:
+        if tls:
+            try:
+                sock = tls_context().wrap_socket(sock)
+            except BaseException:
+                sock.close()
+                raise
+    except OSError as exc:  # ssl.SSLError too
         return responses, False, "connect failed: %s" % exc
     with sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -169,11 +185,12 @@ def build_request(method, path, version="HTTP/1.1", headers=(), body=None):
     return head + (body or b"")
 
 
-def timed_request(port, path="/hello", timeout=5.0):
-    """Seconds for one GET on a new connection, or None if it failed."""
+def timed_request(port, path="/hello", timeout=5.0, tls=False):
+    """Seconds for one GET on a new connection (its handshake included
+    with ``tls``), or None if it failed."""
     t0 = time.perf_counter()
     responses, _, problem = exchange(
-        port, build_request("GET", path), 1, timeout)
+        port, build_request("GET", path), 1, timeout, tls=tls)
     if problem is not None or responses[0].status != 200:
         return None
     return time.perf_counter() - t0

@@ -6,6 +6,7 @@ started.  Each WSGI server runs ``apps:app`` from its own venv with
 import hashlib
 import io
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -19,8 +20,10 @@ from common import (BENCH, HOST, LOGS, ROOT, VENVS, WORK, log, one_line,
 ALL = ["waitress_c", "waitress", "bjoern", "fastwsgi", "gunicorn", "uwsgi",
        "nginx", "waitress_c-w2", "gunicorn-w2"]
 QUICK = ["waitress_c", "waitress", "bjoern"]
-# Variants of waitress_c that --servers may name but a full run leaves out.
-EXTRA = ["waitress_c-metrics"]
+# Servers that --servers may name but a full run leaves out: a variant of
+# waitress_c, and the TLS peers of the tls-* scenarios (granian speaks TLS
+# itself; nginx-tls is nginx terminating TLS in front of waitress_c).
+EXTRA = ["waitress_c-metrics", "granian", "nginx-tls"]
 THREADS = 4
 
 
@@ -224,6 +227,8 @@ class Server:
     pinnable = True    # False: several processes, meaningless on one CPU
     threaded = True    # False: one thread runs the app (no parked requests)
     is_base = False    # waitress_c of another commit (--base): not a peer
+    tls = False        # takes part in the tls-* scenarios (HTTPS)
+    tls_only = False   # takes part in nothing else
 
     def __init__(self, data, reinstall=False):
         self.data = data
@@ -266,7 +271,9 @@ class Server:
 class WaitressC(Server):
     name = "waitress_c"
     dist = "waitress_c"
-    how = "waitress-c-serve --threads=4 (release build of the working tree)"
+    how = ("waitress-c-serve --threads=4 (release build of the working "
+           "tree; --certfile/--keyfile in the tls-* scenarios)")
+    tls = True
 
     def prepare(self):
         digest = source_digest(ROOT)
@@ -315,6 +322,9 @@ class WaitressC(Server):
             # connections unserved in the backlog: a tuning knob, raised
             # for both waitresses alike.
             argv.append("--connection-limit=%d" % (scenario.conns + 100))
+        if scenario.tls:
+            cert, key = self.data.tls_files()
+            argv += ["--certfile=" + cert, "--keyfile=" + key]
         return argv + ["apps:app"]
 
 
@@ -570,6 +580,80 @@ class Nginx(Server):
         return signal.SIGQUIT
 
 
+class Granian(Server):
+    """granian's WSGI interface: one worker process, its default runtime
+    threads, 4 blocking threads for the app; TLS by its own options."""
+
+    name = "granian"
+    dist = "granian"
+    how = ("granian --interface=wsgi --workers=1 --blocking-threads=4 "
+           "(--ssl-certificate/--ssl-keyfile in the tls-* scenarios)")
+    threaded = False  # a fixed pool: kept out of longpoll100
+    tls = True
+
+    def command(self, port, scenario):
+        argv = [self.venv.bin("granian"), "--interface", "wsgi",
+                "--host", HOST, "--port", str(port), "--workers", "1",
+                "--blocking-threads", str(threads(scenario)),
+                "--backlog", "2048", "--no-access-log",
+                "--log-level", "warning"]
+        if scenario.tls:
+            cert, key = self.data.tls_files()
+            argv += ["--ssl-certificate", cert, "--ssl-keyfile", key]
+        return argv + ["apps:app"]
+
+    def stop_signal(self):
+        return signal.SIGINT
+
+
+class NginxTLS(Server):
+    """nginx terminating TLS (1 worker) in front of the working tree's
+    waitress_c (4 threads) on a unix socket, with upstream keep-alive: the
+    usual deployment, both processes counted as the server (one process
+    group, pinned to the same CPU).  A shell starts waitress_c, waits for
+    its socket, then becomes nginx."""
+
+    name = "nginx-tls"
+    dist = "nginx"
+    how = ("nginx 1 worker, TLS, proxy_pass to waitress-c-serve --threads=4 "
+           "on a unix socket (keep-alive upstream)")
+    venv_name = "waitress_c"
+    tls = True
+    tls_only = True
+
+    def prepare(self):
+        self.reason = apt_install("nginx", "nginx")
+        if self.reason is None:
+            backend = WaitressC(self.data, self.reinstall)
+            backend.prepare()
+            self.reason = backend.reason and "waitress_c: " + backend.reason
+        if self.reason is None:
+            self.binary = shutil.which("nginx") or "/usr/sbin/nginx"
+            out = subprocess.run([self.binary, "-v"], capture_output=True)
+            self.version = "%s + waitress_c" % (
+                out.stderr.decode().strip().split("/")[-1])
+
+    def command(self, port, scenario):
+        sock = os.path.join(self.data.dir, "backend-%d.sock" % port)
+        conf = self.data.nginx_tls_conf(port, sock)
+        # 666: nginx's workers run as another user than its master.
+        backend = [self.venv.bin("waitress-c-serve"), "--unix-socket=" + sock,
+                   "--unix-socket-perms=666",
+                   "--threads=%d" % threads(scenario),
+                   "--connection-limit=%d" % (scenario.conns + 100),
+                   "apps:app"]
+        nginx = [self.binary, "-p", self.data.dir, "-c", conf,
+                 "-e", os.path.join(self.data.dir, "error.log")]
+        script = ('sock=$1; shift; rm -f "$sock"; "$@" & i=0; '
+                  'while [ ! -S "$sock" ] && [ $i -lt 300 ]; do sleep 0.1; '
+                  'i=$((i+1)); done; exec ' + " ".join(
+                      shlex.quote(a) for a in nginx))
+        return ["sh", "-c", script, "sh"] + [sock] + backend
+
+    def stop_signal(self):
+        return signal.SIGTERM  # nginx's fast stop; waitress_c's graceful one
+
+
 class WaitressCWorkers(WaitressC):
     """Two worker processes under waitress_c's supervisor (unpinned only)."""
 
@@ -611,7 +695,8 @@ class GunicornWorkers(Gunicorn):
 
 CLASSES = {c.name: c for c in (WaitressC, Waitress, Bjoern, FastWSGI,
                                Gunicorn, UWSGI, Nginx, WaitressCWorkers,
-                               GunicornWorkers, WaitressCMetrics)}
+                               GunicornWorkers, WaitressCMetrics, Granian,
+                               NginxTLS)}
 
 
 class DataDir:
@@ -643,6 +728,32 @@ class DataDir:
         path = os.path.join(self.dir, "nginx-%d.conf" % port)
         write_text(path, NGINX_CONF % {
             "dir": self.dir, "port": port, "www": self.www, "host": HOST})
+        return path
+
+    def tls_files(self):
+        """(certificate, key) for the tls-* scenarios: a self-signed P-256
+        certificate for 127.0.0.1, made by openssl once per run (the key
+        in PKCS#8, which granian requires)."""
+        cert = os.path.join(self.dir, "tls-cert.pem")
+        key = os.path.join(self.dir, "tls-key.pem")
+        if not os.path.exists(cert):
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "ec",
+                 "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                 "-keyout", key, "-out", cert, "-days", "2",
+                 "-subj", "/CN=127.0.0.1",
+                 "-addext", "subjectAltName=IP:127.0.0.1"],
+                check=True, capture_output=True, timeout=60)
+            for path in (cert, key):
+                os.chmod(path, 0o644)  # nginx's workers, granian
+        return cert, key
+
+    def nginx_tls_conf(self, port, sock):
+        path = os.path.join(self.dir, "nginx-tls-%d.conf" % port)
+        cert, key = self.tls_files()
+        write_text(path, NGINX_TLS_CONF % {
+            "dir": self.dir, "port": port, "host": HOST, "sock": sock,
+            "cert": cert, "key": key})
         return path
 
     def remove(self):
@@ -686,3 +797,51 @@ http {
 """
 
 
+
+NGINX_TLS_CONF = """\
+# generated by benchmarks/run.py: one worker terminating TLS in front of
+# waitress_c on a unix socket, loopback only
+worker_processes 1;
+daemon off;
+pid %(dir)s/nginx-tls.pid;
+error_log %(dir)s/error.log warn;
+worker_rlimit_nofile 20000;
+events {
+    worker_connections 20000;
+}
+http {
+    access_log off;
+    client_body_temp_path %(dir)s/tmp-body;
+    proxy_temp_path %(dir)s/tmp-proxy;
+    fastcgi_temp_path %(dir)s/tmp-fastcgi;
+    uwsgi_temp_path %(dir)s/tmp-uwsgi;
+    scgi_temp_path %(dir)s/tmp-scgi;
+    tcp_nodelay on;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    upstream waitress_c {
+        server unix:%(sock)s;
+        keepalive 128;
+        keepalive_requests 100000000;
+    }
+    server {
+        listen %(host)s:%(port)d ssl backlog=4096;
+        ssl_certificate %(cert)s;
+        ssl_certificate_key %(key)s;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        # As waitress_c: every connection a full handshake.
+        ssl_session_cache off;
+        ssl_session_tickets off;
+        location / {
+            proxy_pass http://waitress_c;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            # A 1 MiB answer held in memory, never in a temporary file.
+            proxy_buffers 16 64k;
+            proxy_busy_buffers_size 128k;
+            proxy_max_temp_file_size 0;
+        }
+    }
+}
+"""

@@ -136,6 +136,7 @@ class Report:
         self.against_base()
         self.targets(first)
         self.targets_11(first)
+        self.targets_tls(first)
         for pname, scen_names in self.opts.passes:
             self.one_pass(pname, scen_names)
         return "\n".join(self.lines) + "\n"
@@ -250,6 +251,21 @@ class Report:
         if not checks:
             return
         self.add("## waitress_c against the targets of issue 11")
+        self.add()
+        self.add("| target | waitress_c | bound | met |")
+        self.add("|---|---|---|---|")
+        for what, ours, bound, met in checks:
+            self.add(row([what, ours, bound,
+                          "-" if met is None else ("yes" if met else "**no**")]))
+        self.add()
+
+    def targets_tls(self, first):
+        """The TLS targets, from ``first``'s medians, when tls-hello-100
+        ran."""
+        checks = target_checks_tls(lambda sc, name: self.get(first, sc, name))
+        if not checks:
+            return
+        self.add("## waitress_c over TLS (%s)" % first)
         self.add()
         self.add("| target | waitress_c | bound | met |")
         self.add("|---|---|---|---|")
@@ -627,6 +643,40 @@ def target_checks_11(get, first, peers):
     check("longpoll100 server CPU < 1% of a core, 100 parked",
           ours(first, "longpoll100"), "cpu_pct", 1.0, "1.00 %", below,
           lambda v: "%.2f %%" % v)
+    return out
+
+
+def target_checks_tls(get):
+    """[(what, ours, bound, met)]: keep-alive TLS within 15 % of plain HTTP
+    (tls-hello-100 against hello-100, both waitress_c's) and ahead of
+    granian; the handshake and 1 MiB rows against granian and nginx-tls.
+    ``get(scenario, server)`` returns a summary or None."""
+    out = []
+    if get("tls-hello-100", "waitress_c") is None:
+        return out
+
+    def rps(sc, name):
+        return figure(get(sc, name), "rps")
+
+    ours = rps("tls-hello-100", "waitress_c")
+    plain = rps("hello-100", "waitress_c")
+    if ours is None:
+        out.append(("tls-hello-100 req/s", "fails", "-", False))
+        return out
+    if plain is not None:
+        out.append(("tls-hello-100 req/s >= 0.85 x hello-100",
+                    "%s (%.2f x)" % (fmt_num(ours), ours / plain),
+                    fmt_num(0.85 * plain), ours >= 0.85 * plain))
+    for sc in ("tls-hello-100", "tls-handshakes", "tls-1mib"):
+        mine = rps(sc, "waitress_c")
+        for peer in ("granian", "nginx-tls"):
+            theirs = rps(sc, peer)
+            if mine is None or theirs is None:
+                continue
+            judged = sc == "tls-hello-100" and peer == "granian"
+            out.append(("%s req/s %s %s" % (sc, ">" if judged else "vs", peer),
+                        "%s (%.2f x)" % (fmt_num(mine), mine / theirs),
+                        fmt_num(theirs), mine > theirs if judged else None))
     return out
 
 

@@ -220,7 +220,8 @@ def wrk_argv(scenario, port, duration, pinned):
             "-d%ds" % duration, "--timeout", "5s", "--latency", "-s", LUA]
     for h in scenario.headers:
         argv += ["-H", h]
-    argv += ["http://%s:%d%s" % (HOST, port, scenario.path), "--"]
+    argv += ["%s://%s:%d%s" % ("https" if scenario.tls else "http", HOST,
+                                port, scenario.path), "--"]
     argv += scenario.mode
     if pinned:
         argv = ["taskset", "-c", str(CLIENT_CPU)] + argv
@@ -248,17 +249,19 @@ class Probe(threading.Thread):
     server that serves only as many connections as it has threads leaves it
     waiting, however good wrk's own latency looks."""
 
-    def __init__(self, port, delay, timeout, pinned):
+    def __init__(self, port, delay, timeout, pinned, tls=False):
         threading.Thread.__init__(self, daemon=True)
         self.port, self.delay, self.timeout = port, delay, timeout
         self.pinned = pinned
+        self.tls = tls
         self.ms = None
 
     def run(self):
         if self.pinned:
             os.sched_setaffinity(0, {CLIENT_CPU})  # this thread only
         time.sleep(self.delay)
-        seconds = client.timed_request(self.port, "/hello", self.timeout)
+        seconds = client.timed_request(self.port, "/hello", self.timeout,
+                                       self.tls)
         self.ms = None if seconds is None else seconds * 1000.0
 
 
@@ -289,7 +292,8 @@ def measure(server, scenario, pinned, opts):
             run_wrk(wrk_argv(scenario, run.port, opts.warmup, pinned),
                     opts.warmup + 30)
         probe = Probe(run.port, opts.duration / 2.0,
-                      max(1.0, opts.duration / 2.0 - 0.5), pinned)
+                      max(1.0, opts.duration / 2.0 - 0.5), pinned,
+                      scenario.tls)
         cpu0 = group_cpu(run.pgid)
         probe.start()
         stats, err = run_wrk(
@@ -594,7 +598,7 @@ def parse_args(argv):
     p.add_argument("--servers", help="comma-separated, from: " +
                    ",".join(peers.ALL + peers.EXTRA))
     p.add_argument("--scenarios", help="comma-separated, from: " +
-                   ",".join(scenarios.NAMES))
+                   ",".join(scenarios.NAMES + scenarios.TLS_NAMES))
     p.add_argument("--rounds", type=int, default=3,
                    help="repeats of each scenario (default 3)")
     p.add_argument("--duration", type=int,
@@ -655,7 +659,8 @@ def parse_args(argv):
         except ValueError as exc:
             p.error("--python: %s" % exc)
     if opts.scenarios:
-        opts.scenario_names = names(opts.scenarios, scenarios.NAMES,
+        opts.scenario_names = names(opts.scenarios,
+                                    scenarios.NAMES + scenarios.TLS_NAMES,
                                     "scenario")
     else:
         opts.scenario_names = ([scenarios.HEADLINE] if opts.quick
@@ -672,7 +677,9 @@ def parse_args(argv):
     elif opts.unpinned == "none":
         extra = []
     else:
-        extra = [x for x in names(opts.unpinned, scenarios.NAMES, "scenario")
+        extra = [x for x in names(opts.unpinned,
+                                  scenarios.NAMES + scenarios.TLS_NAMES,
+                                  "scenario")
                  if x in opts.scenario_names]
     if opts.no_pin or os.cpu_count() < 2:
         opts.passes = [("unpinned", opts.scenario_names)]

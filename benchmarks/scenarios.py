@@ -23,11 +23,13 @@ class Scenario:
     who measures it: ``load`` is wrk; ``idle``, ``slowread`` and
     ``longpoll`` are the harness's own clients.  ``threads``, when set, is
     the worker threads each threaded server gets (a server with one thread
-    cannot take part).
+    cannot take part).  ``tls``: over HTTPS, for the servers that speak it
+    (``Server.tls``).
     """
 
     def __init__(self, name, path, conns, what, mode=("get",), headers=(),
-                 check=None, nginx=True, kind="load", threads=None):
+                 check=None, nginx=True, kind="load", threads=None,
+                 tls=False):
         self.name = name
         self.path = path
         self.conns = conns
@@ -38,10 +40,17 @@ class Scenario:
         self.nginx = nginx
         self.kind = kind
         self.threads = threads
+        self.tls = tls
 
     def admits(self, server):
-        """Whether ``server`` takes part: nginx only serves files, and a
-        scenario that parks requests needs a server with threads."""
+        """Whether ``server`` takes part: nginx only serves files, a
+        scenario that parks requests needs a server with threads, one over
+        TLS a server that speaks it, and a TLS-only server (nginx-tls)
+        takes part in TLS scenarios only."""
+        speaks_tls = getattr(server, "tls", False)
+        if self.tls != getattr(server, "tls_only", False) and not (
+                self.tls and speaks_tls):
+            return False
         return ((server.wsgi or self.nginx)
                 and (server.threaded or self.threads is None))
 
@@ -113,8 +122,25 @@ SCENARIOS = [
              "other load: server CPU while they wait", nginx=False,
              kind="longpoll", threads=LONGPOLL_THREADS),
 ]
-BY_NAME = {s.name: s for s in SCENARIOS}
+# Over TLS: 13 bytes on keep-alive connections (compare with hello-100), a
+# handshake per request (wrk reconnects after each Connection: close; it
+# offers the previous connection's session again, so a server that resumes
+# sessions, as granian does, makes abbreviated handshakes, and waitress_c,
+# which never resumes, full ones), 1 MiB bodies.  Not in the default run
+# (``--scenarios`` names them).
+TLS_SCENARIOS = [
+    Scenario("tls-hello-100", "/hello", 100,
+             "13 bytes over TLS, 100 keep-alive connections", tls=True),
+    Scenario("tls-handshakes", "/hello", 100,
+             "13 bytes over TLS with `Connection: close`: a handshake per "
+             "request, 100 connections",
+             headers=["Connection: close"], tls=True),
+    Scenario("tls-1mib", "/1mib", 100, "1 MiB body over TLS, 100 connections",
+             check=has_size(MIB), tls=True),
+]
+BY_NAME = {s.name: s for s in SCENARIOS + TLS_SCENARIOS}
 NAMES = [s.name for s in SCENARIOS]
+TLS_NAMES = [s.name for s in TLS_SCENARIOS]
 HEADLINE = "hello-100"
 # The unpinned pass, where the servers with worker processes
 # (waitress_c-w2, gunicorn-w2) run: both cores are theirs to use.
@@ -130,7 +156,7 @@ def preflight(port, scenario, timeout=10.0):
     count = scenario.depth
     responses, eof, problem = client.exchange(
         port, scenario.request(), count, timeout,
-        want_eof=not scenario.keep_alive)
+        want_eof=not scenario.keep_alive, tls=scenario.tls)
     if problem is not None:
         what = "answered %d of %d pipelined requests" % (
             len(responses), count) if count > 1 else "no answer"

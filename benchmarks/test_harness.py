@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import client  # noqa: E402
 import peers  # noqa: E402
 import report  # noqa: E402
+import run as bench_run  # noqa: E402
 import scenarios  # noqa: E402
 import slowread  # noqa: E402
 from common import MIB  # noqa: E402
@@ -222,6 +223,65 @@ def test_longpoll_admits_threaded_servers_only():
     assert hello.admits(nginx)
     assert peers.threads(poll) == scenarios.LONGPOLL_THREADS
     assert peers.threads(hello) == 4
+
+
+def test_tls_scenarios_admit_the_servers_that_speak_tls():
+    tls = [scenarios.BY_NAME[n] for n in scenarios.TLS_NAMES]
+    hello = scenarios.BY_NAME["hello-100"]
+    data = None  # the classes' attributes only
+    wc, granian, front, nginx, waitress = (
+        peers.CLASSES[n](data) for n in ("waitress_c", "granian", "nginx-tls",
+                                         "nginx", "waitress"))
+    for sc in tls:
+        assert sc.admits(wc) and sc.admits(granian) and sc.admits(front)
+        assert not sc.admits(nginx) and not sc.admits(waitress)
+    assert hello.admits(wc) and hello.admits(granian)
+    assert not hello.admits(front)
+    # Not in a full run: the servers and scenarios are named on purpose.
+    assert not set(scenarios.TLS_NAMES) & set(scenarios.NAMES)
+    assert "granian" not in peers.ALL and "nginx-tls" not in peers.ALL
+    handshakes = scenarios.BY_NAME["tls-handshakes"]
+    assert not handshakes.keep_alive
+    argv = bench_run.wrk_argv(handshakes, 8443, 5, pinned=False)
+    assert "https://127.0.0.1:8443/hello" in argv
+    assert "Connection: close" in argv
+
+
+def test_tls_target_rows():
+    figures = {("hello-100", "waitress_c"): 100.0,
+               ("tls-hello-100", "waitress_c"): 80.0,
+               ("tls-hello-100", "granian"): 60.0,
+               ("tls-handshakes", "waitress_c"): 5.0,
+               ("tls-handshakes", "nginx-tls"): 10.0}
+
+    def get(sc, name):
+        v = figures.get((sc, name))
+        return None if v is None else report.summarize([run(v)])
+
+    rows = report.target_checks_tls(get)
+    assert rows[0][0] == "tls-hello-100 req/s >= 0.85 x hello-100"
+    assert rows[0][1].endswith("(0.80 x)") and rows[0][3] is False
+    assert ("tls-hello-100 req/s > granian", "80 (1.33 x)", "60", True) in rows
+    assert ("tls-handshakes req/s vs nginx-tls", "5 (0.50 x)", "10",
+            None) in rows
+    assert report.target_checks_tls(lambda sc, name: None) == []
+
+
+def test_nginx_tls_command_starts_the_backend_first(tmp_path):
+    class Data:
+        dir = str(tmp_path)
+
+        def nginx_tls_conf(self, port, sock):
+            return os.path.join(self.dir, "conf")
+
+    front = peers.NginxTLS(Data())
+    front.binary = "/usr/sbin/nginx"
+    argv = front.command(8443, scenarios.BY_NAME["tls-hello-100"])
+    assert argv[:2] == ["sh", "-c"]
+    sock = argv[4]
+    assert sock.endswith(".sock") and "--unix-socket=" + sock in argv
+    assert argv[-1] == "apps:app"
+    assert "exec /usr/sbin/nginx" in argv[2]
 
 
 def test_new_scenarios_in_the_default_run():

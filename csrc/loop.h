@@ -735,7 +735,7 @@ typedef struct {
     const char *keyfile;
     const char *password;       /* NULL: none */
     const char *ca_certs;       /* NULL: none */
-    const char *ciphers;        /* NULL: OpenSSL's default */
+    const char *ciphers;        /* NULL: tls.c's DEFAULT_CIPHERS */
     int cert_reqs;              /* WC_TLS_VERIFY_* */
     int min_version;            /* 12 or 13 */
     int h2;                     /* offer h2 in ALPN */

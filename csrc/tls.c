@@ -16,7 +16,8 @@
  * to the socket (channel_out.c), everything goes through the loop.
  *
  * Choices, each for a reason:
- * - TLS 1.2 at least (1.3 with tls_min_version); no renegotiation
+ * - TLS 1.2 at least (1.3 with tls_min_version), its suites by default
+ *   only ECDHE with AEAD (DEFAULT_CIPHERS); no renegotiation
  *   (SSL_OP_NO_RENEGOTIATION; TLS 1.3 has none), no compression.
  * - No session resumption: tickets off (SSL_OP_NO_TICKET, no TLS 1.3
  *   tickets) and no session cache.  A ticket key would have to be shared
@@ -61,6 +62,8 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <openssl/err.h>
@@ -73,6 +76,12 @@
 /* The largest TLS record's payload: output is written a record at a time
  * (small pieces coalesced into one). */
 #define RECORD 16384
+
+/* TLS 1.2's suites when the ciphers setting is not given: ECDHE key
+ * exchange (forward secrecy) and AEAD ciphers only.  OpenSSL's own default
+ * list also has the CBC suites (with SHA-1 and SHA-2 MACs), which a scan
+ * rightly reports as weak (tests/test_tls_scan.py). */
+#define DEFAULT_CIPHERS "ECDHE+AESGCM:ECDHE+CHACHA20"
 
 struct wc_tls_s {
     atomic_int refs;            /* the server's, and each connection's */
@@ -178,10 +187,11 @@ wc_tls_new(wc_tls_t **out, const wc_tls_opts_t *o, char *err, size_t errlen,
                               | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER
                               | SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn, o->h2 ? (void *)ctx : NULL);
-    if (o->ciphers && o->ciphers[0]
-        && SSL_CTX_set_cipher_list(ctx, o->ciphers) != 1) {
+    const char *ciphers = o->ciphers && o->ciphers[0] ? o->ciphers
+                                                      : DEFAULT_CIPHERS;
+    if (SSL_CTX_set_cipher_list(ctx, ciphers) != 1) {
         snprintf(err, errlen, "ciphers %s: no usable cipher suite (%s)",
-                 o->ciphers, reason());
+                 ciphers, reason());
         goto done;
     }
     if (SSL_CTX_use_certificate_chain_file(ctx, o->certfile) != 1) {
@@ -437,6 +447,13 @@ wc_tls_handshake(wc_tls_conn_t *c)
     ERR_clear_error();
     int r = SSL_do_handshake(c->ssl);
     if (r == 1) {
+        /* The client's Finished is acknowledged now rather than by the
+         * delayed ACK: we send nothing after it (no session tickets), and
+         * a client with Nagle's algorithm on holds its first request until
+         * that ACK comes, 40 ms later.  Harmless where it does not apply
+         * (a unix socket). */
+        int one = 1;
+        (void)setsockopt(c->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
         c->info = make_info(c->ssl);
         return c->info ? WC_TLS_DONE : UV_ENOMEM;
     }

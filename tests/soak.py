@@ -19,16 +19,23 @@ then) and runs a random mix of:
   slow       a 256 KiB .. 1 MiB response read in pieces of at most 1/64 of
              it (16 KiB at least), each after a 2 ms sleep
 
+TLS share: --tls-clients of the K clients (1 by default) make the same mix
+over TLS to a second server, the same application with certfile and
+keyfile (certificates made by tests/tls_pki.py in a temporary directory):
+one operation in ten on a new connection (a full handshake each), the
+others on keep-alive connections as above.  Both servers
+are checked in the same way.
+
 Every request carries its own token (X-Token); every answer is checked for
 its status (200), its token (nothing crossed between requests or
 connections) and its body.  The server's RSS (/proc/PID/status VmRSS) and
 open fds (/proc/PID/fd) are sampled after a warm-up and at the end.
 
 Passes when: all requests were made within --seconds; 0 lost, 0 crossed,
-0 unexpected statuses, 0 bad bodies; no traceback in the server's log; RSS
-grew by less than --rss-growth-mib (64 MiB) from the post-warm-up baseline;
-and the open fds are back to the baseline within 10 s of the clients
-stopping.  Prints one summary line (starting "soak:") and exits 0, or 1.
+0 unexpected statuses, 0 bad bodies; no traceback in either server's log;
+each server's RSS grew by less than --rss-growth-mib (64 MiB) from the
+post-warm-up baseline; and each one's open fds are back to the baseline
+within 10 s of the clients stopping.  Prints one summary line (starting "soak:") and exits 0, or 1.
 """
 
 import argparse
@@ -39,9 +46,12 @@ import os
 import random
 import signal
 import socket
+import ssl
 import struct
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -50,6 +60,7 @@ sys.path.insert(0, HERE)
 from apps_soak import big_body, gen_body  # noqa: E402
 from http_reader import Malformed, Reader, framing  # noqa: E402
 from servers import ServerProcess  # noqa: E402
+from tls_pki import make_pki  # noqa: E402
 
 KINDS = ("get", "pipelined", "post", "chunked", "gen", "vanish", "slow")
 # Operation weights (a pipelined operation is 2..16 requests).
@@ -73,9 +84,15 @@ class Conn(Reader):
     """A raw HTTP/1.1 client connection, read by http_reader.Reader: a
     failed connection raises Lost, a malformed response Bad."""
 
-    def __init__(self, addr, timeout):
+    def __init__(self, addr, timeout, tls=None):
         sock = socket.create_connection(addr, timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            try:
+                sock = tls.wrap_socket(sock, server_hostname="localhost")
+            except BaseException:
+                sock.close()
+                raise
         super().__init__(sock)
         self.closed = False
 
@@ -140,7 +157,7 @@ def log_uniform(rnd, lo, hi):
 
 
 class Client:
-    def __init__(self, index, addr, seed, timeout):
+    def __init__(self, index, addr, seed, timeout, cafile=None):
         self.index = index
         self.addr = addr
         self.rnd = random.Random(seed)
@@ -148,6 +165,9 @@ class Client:
         self.seq = 0
         self.conn = None
         self.ops_left = 0
+        self.connections = 0
+        # Over TLS (to the second server) when given the CA to verify it by.
+        self.tls = ssl.create_default_context(cafile=cafile) if cafile else None
         self.pool = self.rnd.randbytes(2 * MAX_BODY)
 
     def token(self):
@@ -155,15 +175,19 @@ class Client:
         return b"c%d-%d" % (self.index, self.seq)
 
     def connection(self):
-        if self.conn is None or self.conn.closed or self.ops_left <= 0:
+        # Over TLS, one operation in ten on a new connection of its own:
+        # a full handshake each.
+        fresh = self.tls is not None and self.rnd.random() < 0.1
+        if fresh or self.conn is None or self.conn.closed or self.ops_left <= 0:
             if self.conn is not None and not self.conn.closed:
                 self.conn.close()
             try:
-                self.conn = Conn(self.addr, self.timeout)
-            except OSError as e:
+                self.conn = Conn(self.addr, self.timeout, self.tls)
+            except OSError as e:  # ssl.SSLError too: a failed handshake
                 self.conn = None
                 raise Lost("connect: %r" % e)
-            self.ops_left = self.rnd.randint(1, 200)
+            self.connections += 1
+            self.ops_left = 1 if fresh else self.rnd.randint(1, 200)
         self.ops_left -= 1
         return self.conn
 
@@ -297,10 +321,11 @@ class Client:
         return 1
 
 
-def client_main(index, addr, quota, deadline, seed, timeout, progress, results):
+def client_main(index, addr, quota, deadline, seed, timeout, progress, results, cafile):
     """One client process: run operations until `quota` requests are made
-    or the deadline passes; put a result dict on `results`."""
-    cl = Client(index, addr, seed, timeout)
+    or the deadline passes (over TLS when `cafile` is given); put a result
+    dict on `results`."""
+    cl = Client(index, addr, seed, timeout, cafile)
     counts = dict.fromkeys(KINDS, 0)
     errors = dict.fromkeys(ERRORS, 0)
     samples = []
@@ -335,15 +360,16 @@ def client_main(index, addr, quota, deadline, seed, timeout, progress, results):
     progress[index] = done
     cl.drop()
     results.put({"index": index, "done": done, "counts": counts, "errors": errors,
-                 "samples": samples})
+                 "samples": samples, "tls": cafile is not None,
+                 "connections": cl.connections})
 
 
 # -- the server -----------------------------------------------------------------
 
 
-def start_server(threads, timeout=60.0):
+def start_server(threads, timeout=60.0, **tls):
     try:
-        server = ServerProcess("apps_soak:app", timeout=timeout, threads=threads)
+        server = ServerProcess("apps_soak:app", timeout=timeout, threads=threads, **tls)
     except AssertionError as e:
         sys.exit("soak: the server did not start:\n%s" % e)
     return server, (server.host, server.port), server.pid
@@ -378,9 +404,11 @@ def settle_fds(pid, limit, seconds):
     return nfds(pid)
 
 
-def run_phase(addr, requests, clients, seconds, seed, timeout, server, label, verbose):
-    """K client processes share `requests`; returns (merged results,
-    duration, peak RSS KiB)."""
+def run_phase(targets, requests, seconds, seed, timeout, servers, label, verbose):
+    """One client process per target ((address, CA file or None)) share
+    `requests`; returns (merged results, duration, peak RSS KiB of each
+    server)."""
+    clients = len(targets)
     ctx = multiprocessing.get_context("fork")
     progress = ctx.RawArray("q", clients)
     results = ctx.Queue()
@@ -388,7 +416,8 @@ def run_phase(addr, requests, clients, seconds, seed, timeout, server, label, ve
     per = [requests // clients + (1 if i < requests % clients else 0) for i in range(clients)]
     procs = [
         ctx.Process(target=client_main,
-                    args=(i, addr, per[i], deadline, seed * 1000 + i, timeout, progress, results),
+                    args=(i, targets[i][0], per[i], deadline, seed * 1000 + i, timeout, progress,
+                          results, targets[i][1]),
                     daemon=True)
         for i in range(clients)
     ]
@@ -396,7 +425,7 @@ def run_phase(addr, requests, clients, seconds, seed, timeout, server, label, ve
     for p in procs:
         p.start()
     got = []
-    peak = rss_kib(server.pid)
+    peak = [rss_kib(s.pid) for s in servers]
     last_print = t0
     hard = deadline + timeout + 30
     while len(got) < clients and time.monotonic() < hard:
@@ -404,15 +433,16 @@ def run_phase(addr, requests, clients, seconds, seed, timeout, server, label, ve
             got.append(results.get(timeout=1.0))
         except Exception:
             pass
-        if server.poll() is not None:
+        if any(s.poll() is not None for s in servers):
             # The clients find out through their sockets: let them report.
             hard = min(hard, time.monotonic() + timeout + 10)
             continue
-        peak = max(peak, rss_kib(server.pid))
+        peak = [max(p, rss_kib(s.pid)) for p, s in zip(peak, servers)]
         if verbose and time.monotonic() - last_print >= 30:
             last_print = time.monotonic()
-            print("soak: %s %d/%d requests, %.0f s, RSS %.1f MiB"
-                  % (label, sum(progress), requests, last_print - t0, rss_kib(server.pid) / 1024),
+            print("soak: %s %d/%d requests, %.0f s, RSS %s MiB"
+                  % (label, sum(progress), requests, last_print - t0,
+                     " + ".join("%.1f" % (rss_kib(s.pid) / 1024) for s in servers)),
                   flush=True)
     duration = time.monotonic() - t0
     for p in procs:
@@ -421,9 +451,12 @@ def run_phase(addr, requests, clients, seconds, seed, timeout, server, label, ve
             p.kill()
             p.join(timeout=5)
     merged = {"done": 0, "counts": dict.fromkeys(KINDS, 0), "errors": dict.fromkeys(ERRORS, 0),
-              "samples": [], "missing": clients - len(got)}
+              "samples": [], "missing": clients - len(got), "tls_done": 0, "tls_connections": 0}
     for r in got:
         merged["done"] += r["done"]
+        if r["tls"]:
+            merged["tls_done"] += r["done"]
+            merged["tls_connections"] += r["connections"]
         for k in KINDS:
             merged["counts"][k] += r["counts"][k]
         for k in ERRORS:
@@ -436,6 +469,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=100000)
     ap.add_argument("--clients", type=int, default=4, help="client processes")
+    ap.add_argument("--tls-clients", type=int, default=1,
+                    help="how many of the client processes speak TLS to the second server "
+                         "(0: no TLS server)")
     ap.add_argument("--seconds", type=float, default=600,
                     help="time cap for the requests (warm-up included)")
     ap.add_argument("--threads", type=int, default=4, help="server worker threads")
@@ -444,40 +480,71 @@ def main(argv=None):
     ap.add_argument("--rss-growth-mib", type=float, default=64.0)
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--timeout", type=float, default=30.0, help="client socket timeout")
-    ap.add_argument("--log", help="write the server's log (stderr) to this file")
+    ap.add_argument("--log", help="write the servers' logs (stderr) to this file")
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
+    if not 0 <= args.tls_clients < args.clients:
+        ap.error("--tls-clients must be at least 0 and less than --clients")
+    from waitress_c import _core
+
+    if args.tls_clients and not _core.HAVE_TLS:
+        print("soak: this build has no TLS (WC_NO_TLS=1): no TLS share", flush=True)
+        args.tls_clients = 0
     seed = args.seed if args.seed is not None else int(time.time()) % 100000
     warmup = args.warmup if args.warmup is not None else min(20000, max(1000, args.requests // 20))
 
-    server, addr, pid = start_server(args.threads)
+    with tempfile.TemporaryDirectory(prefix="soak-pki-") as pki:
+        return soak(args, seed, warmup, Path(pki))
+
+
+def soak(args, seed, warmup, pki):
+    servers = [start_server(args.threads)[0]]
+    targets = [((servers[0].host, servers[0].port), None)] * (args.clients - args.tls_clients)
+    names = ["plain"]
     failures = []
+    r = None
     try:
+        if args.tls_clients:
+            make_pki(pki)
+            tls, _, _ = start_server(args.threads, certfile=str(pki / "server.pem"),
+                                     keyfile=str(pki / "server.key"))
+            servers.append(tls)
+            names.append("tls")
+            targets += [((tls.host, tls.port), str(pki / "ca.pem"))] * args.tls_clients
         if not args.quiet:
-            print("soak: server pid %d on %s:%d, seed %d; warm-up of %d requests"
-                  % (pid, addr[0], addr[1], seed, warmup), flush=True)
+            print("soak: servers %s on %s, seed %d; warm-up of %d requests"
+                  % (", ".join("%s pid %d" % (n, s.pid) for n, s in zip(names, servers)),
+                     ", ".join("%s:%d" % (s.host, s.port) for s in servers), seed, warmup),
+                  flush=True)
         t0 = time.monotonic()
-        w, _, _ = run_phase(addr, warmup, args.clients, args.seconds, seed + 1, args.timeout,
-                            server, "warm-up", not args.quiet)
+        w, _, _ = run_phase(targets, warmup, args.seconds, seed + 1, args.timeout,
+                            servers, "warm-up", not args.quiet)
         if sum(w["errors"].values()) or w["missing"]:
             failures.append("warm-up errors %r %r" % (w["errors"], w["samples"][:3]))
-        fds0 = settle_fds(pid, None, 10)
-        rss0 = rss_kib(pid)
+        fds0 = [settle_fds(s.pid, None, 10) for s in servers]
+        rss0 = [rss_kib(s.pid) for s in servers]
         left = max(1.0, args.seconds - (time.monotonic() - t0))
-        r, duration, peak = run_phase(addr, args.requests, args.clients, left, seed,
-                                      args.timeout, server, "main", not args.quiet)
-        if server.poll() is not None:
-            failures.append("the server exited with %r" % server.proc.returncode)
-            fds1 = rss1 = 0
-        else:
-            fds1 = settle_fds(pid, fds0, 10)
-            rss1 = rss_kib(pid)
+        r, duration, peak = run_phase(targets, args.requests, left, seed, args.timeout,
+                                      servers, "main", not args.quiet)
+        fds1, rss1 = [], []
+        for name, s, base in zip(names, servers, fds0):
+            if s.poll() is not None:
+                failures.append("the %s server exited with %r" % (name, s.proc.returncode))
+                fds1.append(0)
+                rss1.append(0)
+            else:
+                fds1.append(settle_fds(s.pid, base, 10))
+                rss1.append(rss_kib(s.pid))
     finally:
-        try:
-            server.close(signal.SIGINT, timeout=30)
-        except AssertionError:
-            failures.append("the server did not stop on SIGINT")
-        log = server.stderr()
+        logs = []
+        for name, s in zip(names, servers):
+            try:
+                s.close(signal.SIGINT, timeout=30)
+            except AssertionError:
+                failures.append("the %s server did not stop on SIGINT" % name)
+            logs.append(s.stderr())
+    if r is None:
+        sys.exit("soak: no result")
 
     nerr = sum(r["errors"].values())
     if nerr:
@@ -487,28 +554,40 @@ def main(argv=None):
     if r["done"] < args.requests:
         failures.append("only %d of %d requests within %.0f s" % (r["done"], args.requests,
                                                                   args.seconds))
-    growth = (rss1 - rss0) / 1024
-    if rss1 and growth >= args.rss_growth_mib:
-        failures.append("RSS grew by %.1f MiB (bound %.0f MiB)" % (growth, args.rss_growth_mib))
-    if fds1 > fds0:
-        failures.append("open fds %d, baseline %d, 10 s after the clients stopped" % (fds1, fds0))
-    if "Traceback" in log:
-        i = log.index("Traceback")
-        failures.append("traceback in the server log:\n" + log[max(0, i - 200): i + 2000])
-    if server.proc.returncode not in (0, None):
-        failures.append("server exit status %r" % server.proc.returncode)
+    for i, name in enumerate(names):
+        growth = (rss1[i] - rss0[i]) / 1024
+        if rss1[i] and growth >= args.rss_growth_mib:
+            failures.append("%s server: RSS grew by %.1f MiB (bound %.0f MiB)"
+                            % (name, growth, args.rss_growth_mib))
+        if fds1[i] > fds0[i]:
+            failures.append("%s server: open fds %d, baseline %d, 10 s after the clients stopped"
+                            % (name, fds1[i], fds0[i]))
+        log = logs[i]
+        if "Traceback" in log:
+            k = log.index("Traceback")
+            failures.append("traceback in the %s server's log:\n" % name
+                            + log[max(0, k - 200): k + 2000])
+        if servers[i].proc.returncode not in (0, None):
+            failures.append("%s server exit status %r" % (name, servers[i].proc.returncode))
 
-    print("soak: requests=%d errors=%d (%s) kinds: %s rss_start=%.1fMiB rss_end=%.1fMiB "
-          "rss_peak=%.1fMiB fds_start=%d fds_end=%d duration=%.1fs rate=%.0f/s clients=%d "
-          "seed=%d server_log_lines=%d %s"
+    def each(values, fmt):
+        return "/".join(fmt % v for v in values)
+
+    print("soak: requests=%d errors=%d (%s) kinds: %s tls_requests=%d tls_connections=%d "
+          "rss_start=%sMiB rss_end=%sMiB rss_peak=%sMiB fds_start=%s fds_end=%s (%s) "
+          "duration=%.1fs rate=%.0f/s clients=%d tls_clients=%d seed=%d server_log_lines=%d %s"
           % (r["done"], nerr, " ".join("%s=%d" % kv for kv in r["errors"].items()),
-             " ".join("%s=%d" % kv for kv in r["counts"].items()), rss0 / 1024, rss1 / 1024,
-             peak / 1024, fds0, fds1, duration, r["done"] / duration if duration else 0,
-             args.clients, seed, len(log.splitlines()), "FAIL" if failures else "OK"),
+             " ".join("%s=%d" % kv for kv in r["counts"].items()), r["tls_done"],
+             r["tls_connections"], each([x / 1024 for x in rss0], "%.1f"),
+             each([x / 1024 for x in rss1], "%.1f"), each([x / 1024 for x in peak], "%.1f"),
+             each(fds0, "%d"), each(fds1, "%d"), "/".join(names), duration,
+             r["done"] / duration if duration else 0, args.clients, args.tls_clients, seed,
+             sum(len(log.splitlines()) for log in logs), "FAIL" if failures else "OK"),
           flush=True)
     if args.log:
         with open(args.log, "w") as f:
-            f.write(log)
+            for name, log in zip(names, logs):
+                f.write("== the %s server\n%s" % (name, log))
     for f in failures:
         print("soak: FAIL: " + f, flush=True)
     return 1 if failures else 0

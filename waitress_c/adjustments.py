@@ -676,8 +676,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "ciphers", str_iftruthy, None, "LIST", STANDARD,
         "The TLS 1.2 cipher suites, in OpenSSL's syntax (TLS 1.3's are "
-        "OpenSSL's defaults).  By default, OpenSSL's default list.",
-        "OpenSSL's",
+        "OpenSSL's defaults).  By default ECDHE+AESGCM:ECDHE+CHACHA20: "
+        "forward secrecy and AEAD ciphers only, no CBC suites.",
+        "ECDHE+AESGCM:ECDHE+CHACHA20",
         extra=True,
     ),
     Option(
