@@ -12,11 +12,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HINT = "apt-get install libuv1-dev libhttp-parser-dev libssl-dev libnghttp2-dev pkg-config"
 
 
+def no_sanitizer(env):
+    """The build's tools run without the sanitizer runtime `make asan` and
+    `make tsan` preload: dash, which the fake pkg-config scripts run in,
+    crashes under libtsan, and the build is not what those targets check."""
+    return {k: v for k, v in env.items() if k != "LD_PRELOAD"}
+
+
 def run_setup(env):
     return subprocess.run(
         [sys.executable, "setup.py", "--version"],
         cwd=ROOT,
-        env=env,
+        env=no_sanitizer(env),
         capture_output=True,
         text=True,
         timeout=120,
@@ -42,7 +49,7 @@ def test_missing_libuv_names_the_packages(tmp_path):
 
 
 def test_missing_openssl_names_the_packages(tmp_path):
-    real = subprocess.run(["sh", "-c", "command -v pkg-config"], capture_output=True, text=True).stdout.strip()
+    real = shutil.which("pkg-config")
     fake = tmp_path / "pkg-config"
     # A pkg-config that knows libuv but no OpenSSL.
     fake.write_text('#!/bin/sh\ncase "$*" in *openssl*) exit 1;; esac\nexec %s "$@"\n' % real)
@@ -64,7 +71,7 @@ def test_build_without_tls(tmp_path, pki):
     certfile is the usual one-line start-up error saying how to get TLS,
     before any of the TLS files is looked at.  The manylinux_2_28 wheels
     are this build (tools/wheel.sh)."""
-    real = subprocess.run(["sh", "-c", "command -v pkg-config"], capture_output=True, text=True).stdout.strip()
+    real = shutil.which("pkg-config")
     fake = tmp_path / "bin" / "pkg-config"
     fake.parent.mkdir()
     fake.write_text('#!/bin/sh\ncase "$*" in *openssl*) exit 1;; esac\nexec %s "$@"\n' % real)
@@ -72,7 +79,7 @@ def test_build_without_tls(tmp_path, pki):
     lib = tmp_path / "lib"
     shutil.copytree(os.path.join(ROOT, "waitress_c"), lib / "waitress_c",
                     ignore=shutil.ignore_patterns("*.so", "__pycache__"))
-    env = dict(os.environ, WC_NO_TLS="1", WC_WERROR="1",
+    env = dict(no_sanitizer(os.environ), WC_NO_TLS="1", WC_WERROR="1",
                PATH=str(fake.parent) + os.pathsep + os.environ["PATH"])
     out = subprocess.run(
         [sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(lib),
@@ -103,7 +110,7 @@ def test_build_without_tls(tmp_path, pki):
         assert "this build of waitress_c has no TLS" in errors[0], cli.stderr
         assert "manylinux_2_34" in errors[0] and "OpenSSL 3" in errors[0], cli.stderr
 def test_missing_nghttp2_names_the_packages(tmp_path):
-    real = subprocess.run(["sh", "-c", "command -v pkg-config"], capture_output=True, text=True).stdout.strip()
+    real = shutil.which("pkg-config")
     fake = tmp_path / "pkg-config"
     # A pkg-config that knows the others but no nghttp2.
     fake.write_text('#!/bin/sh\ncase "$*" in *nghttp2*) exit 1;; esac\nexec %s "$@"\n' % real)
