@@ -21,6 +21,9 @@ ALL = ["waitress_c", "waitress", "bjoern", "fastwsgi", "gunicorn", "uwsgi",
 QUICK = ["waitress_c", "waitress", "bjoern"]
 # Variants of waitress_c that --servers may name but a full run leaves out.
 EXTRA = ["waitress_c-metrics"]
+# HTTP/2 peers for the h2load scenarios (scenarios.H2Scenario), named with
+# --servers; a full run leaves them out.
+EXTRA += ["granian", "gunicorn-h2"]
 THREADS = 4
 
 
@@ -267,6 +270,7 @@ class WaitressC(Server):
     name = "waitress_c"
     dist = "waitress_c"
     how = "waitress-c-serve --threads=4 (release build of the working tree)"
+    h2 = True          # h2c with prior knowledge on the same port
 
     def prepare(self):
         digest = source_digest(ROOT)
@@ -609,9 +613,56 @@ class GunicornWorkers(Gunicorn):
                 for a in Gunicorn.command(self, port, scenario)]
 
 
+def is_h2(scenario):
+    return scenario.kind == "h2load"
+
+
+class Granian(Server):
+    """granian's WSGI interface: HTTP/2 for the h2load scenarios (h2c
+    with prior knowledge), HTTP/1.1 otherwise."""
+
+    name = "granian"
+    dist = "granian"
+    how = ("granian --interface wsgi --workers 1 --blocking-threads 4 "
+           "(--http 2 for h2 scenarios, 1 otherwise)")
+    h2 = True
+
+    def command(self, port, scenario):
+        return [self.venv.bin("granian"), "--interface", "wsgi",
+                "--http", "2" if is_h2(scenario) else "1",
+                "--host", HOST, "--port", str(port), "--workers", "1",
+                "--blocking-threads", str(threads(scenario)),
+                "--log-level", "warning", "apps:app"]
+
+
+class GunicornH2(Gunicorn):
+    """gunicorn's gthread worker with its HTTP/2 (the h2 library): h2c
+    with prior knowledge from a trusted peer (127.0.0.1), HTTP/1.1 for
+    the rest."""
+
+    name = "gunicorn-h2"
+    dist = "gunicorn"
+    how = ("gunicorn --worker-class=gthread --threads=4 --workers=1 "
+           "(--http-protocols=h2,h1 --http2-cleartext=prior-knowledge for "
+           "h2 scenarios)")
+    h2 = True
+
+    def pip_specs(self):
+        return ["gunicorn[http2]"]
+
+    def command(self, port, scenario):
+        argv = Gunicorn.command(self, port, scenario)
+        if not is_h2(scenario):
+            return argv     # prior knowledge answers HTTP/1.1 with 400
+        return argv[:-1] + ["--http-protocols=h2,h1",
+                            "--http2-cleartext=prior-knowledge",
+                            "--forwarded-allow-ips=%s" % HOST, argv[-1]]
+
+
 CLASSES = {c.name: c for c in (WaitressC, Waitress, Bjoern, FastWSGI,
                                Gunicorn, UWSGI, Nginx, WaitressCWorkers,
                                GunicornWorkers, WaitressCMetrics)}
+CLASSES.update({c.name: c for c in (Granian, GunicornH2)})
 
 
 class DataDir:
