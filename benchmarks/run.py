@@ -563,11 +563,20 @@ def run_h2load(argv, timeout):
     except subprocess.TimeoutExpired:
         return None, "h2load did not finish in %.0f s" % timeout
     out = proc.stdout.decode(errors="replace")
-    found = {k: rx.search(out) for k, rx in H2LOAD_RE.items()}
-    if found["done"] is None or found["rps"] is None:
-        return None, "h2load failed (%d): %s" % (
+    figures, err = parse_h2load(out)
+    if figures is None and err is None:
+        err = "h2load failed (%d): %s" % (
             proc.returncode, one_line(proc.stderr.decode(errors="replace")
                                       or out, 120))
+    return figures, err
+
+
+def parse_h2load(out):
+    """h2load's report: (figures, None); (None, why) when it spoke
+    something other than h2c; (None, None) when it has no figures."""
+    found = {k: rx.search(out) for k, rx in H2LOAD_RE.items()}
+    if found["done"] is None or found["rps"] is None:
+        return None, None
     total, ok, failed, errored, tout = (int(x) for x in
                                         found["done"].groups())
     figures = dict(rps=float(found["rps"].group(1)), total=total,
