@@ -21,9 +21,10 @@ ALL = ["waitress_c", "waitress", "bjoern", "fastwsgi", "gunicorn", "uwsgi",
        "nginx", "waitress_c-w2", "gunicorn-w2"]
 QUICK = ["waitress_c", "waitress", "bjoern"]
 # Servers that --servers may name but a full run leaves out: a variant of
-# waitress_c, and the TLS peers of the tls-* scenarios (granian speaks TLS
-# itself; nginx-tls is nginx terminating TLS in front of waitress_c).
-EXTRA = ["waitress_c-metrics", "granian", "nginx-tls"]
+# waitress_c, the TLS peers of the tls-* scenarios (granian speaks TLS
+# itself; nginx-tls is nginx terminating TLS in front of waitress_c), and
+# the HTTP/2 peers of the h2load scenarios (granian, gunicorn-h2).
+EXTRA = ["waitress_c-metrics", "granian", "nginx-tls", "gunicorn-h2"]
 THREADS = 4
 
 
@@ -274,6 +275,7 @@ class WaitressC(Server):
     how = ("waitress-c-serve --threads=4 (release build of the working "
            "tree; --certfile/--keyfile in the tls-* scenarios)")
     tls = True
+    h2 = True          # h2c with prior knowledge on the same port
 
     def prepare(self):
         digest = source_digest(ROOT)
@@ -582,17 +584,22 @@ class Nginx(Server):
 
 class Granian(Server):
     """granian's WSGI interface: one worker process, its default runtime
-    threads, 4 blocking threads for the app; TLS by its own options."""
+    threads, 4 blocking threads for the app; TLS by its own options;
+    HTTP/2 (h2c with prior knowledge) for the h2load scenarios, HTTP/1.1
+    otherwise."""
 
     name = "granian"
     dist = "granian"
     how = ("granian --interface=wsgi --workers=1 --blocking-threads=4 "
-           "(--ssl-certificate/--ssl-keyfile in the tls-* scenarios)")
+           "(--ssl-certificate/--ssl-keyfile in the tls-* scenarios, "
+           "--http 2 in the h2 ones, 1 otherwise)")
     threaded = False  # a fixed pool: kept out of longpoll100
     tls = True
+    h2 = True
 
     def command(self, port, scenario):
         argv = [self.venv.bin("granian"), "--interface", "wsgi",
+                "--http", "2" if is_h2(scenario) else "1",
                 "--host", HOST, "--port", str(port), "--workers", "1",
                 "--blocking-threads", str(threads(scenario)),
                 "--backlog", "2048", "--no-access-log",
@@ -693,10 +700,38 @@ class GunicornWorkers(Gunicorn):
                 for a in Gunicorn.command(self, port, scenario)]
 
 
+def is_h2(scenario):
+    return scenario.kind == "h2load"
+
+
+class GunicornH2(Gunicorn):
+    """gunicorn's gthread worker with its HTTP/2 (the h2 library): h2c
+    with prior knowledge from a trusted peer (127.0.0.1), HTTP/1.1 for
+    the rest."""
+
+    name = "gunicorn-h2"
+    dist = "gunicorn"
+    how = ("gunicorn --worker-class=gthread --threads=4 --workers=1 "
+           "(--http-protocols=h2,h1 --http2-cleartext=prior-knowledge for "
+           "h2 scenarios)")
+    h2 = True
+
+    def pip_specs(self):
+        return ["gunicorn[http2]"]
+
+    def command(self, port, scenario):
+        argv = Gunicorn.command(self, port, scenario)
+        if not is_h2(scenario):
+            return argv     # prior knowledge answers HTTP/1.1 with 400
+        return argv[:-1] + ["--http-protocols=h2,h1",
+                            "--http2-cleartext=prior-knowledge",
+                            "--forwarded-allow-ips=%s" % HOST, argv[-1]]
+
+
 CLASSES = {c.name: c for c in (WaitressC, Waitress, Bjoern, FastWSGI,
                                Gunicorn, UWSGI, Nginx, WaitressCWorkers,
                                GunicornWorkers, WaitressCMetrics, Granian,
-                               NginxTLS)}
+                               NginxTLS, GunicornH2)}
 
 
 class DataDir:

@@ -283,7 +283,8 @@ class Report:
         else:
             self.add("## Unpinned")
         self.add()
-        load = [n for n in scen_names if BY_NAME[n].kind == "load"]
+        load = [n for n in scen_names
+                if BY_NAME[n].kind in ("load", "h2load")]
         if load:
             self.matrix(pname, load, "req/s (median)", "rps", 0)
             self.matrix(pname, load,
@@ -467,6 +468,7 @@ BASE_FIGURES = {
     "longpoll": [("server CPU % of a core", "cpu_pct",
                   lambda v: fmt_num(v, 2))],
 }
+BASE_FIGURES["h2load"] = BASE_FIGURES["load"]
 
 
 def base_rows(tree, base, kind):

@@ -27,6 +27,7 @@ stderr.
 import argparse
 import json
 import os
+import re
 import resource
 import shlex
 import signal
@@ -526,8 +527,193 @@ def measure_longpoll(server, scenario, pinned, opts):
         release(run, (), affinity)
 
 
+# ------------------------------------------------------ HTTP/2 with h2load
+
+H2LOAD_RE = {
+    "rps": re.compile(r"finished in [\d.]+\w+, ([\d.]+) req/s"),
+    "done": re.compile(r"requests: (\d+) total, \d+ started, \d+ done, "
+                       r"(\d+) succeeded, (\d+) failed, (\d+) errored, "
+                       r"(\d+) timeout"),
+    "status": re.compile(r"status codes: (\d+) 2xx, \d+ 3xx, (\d+) 4xx, "
+                         r"(\d+) 5xx"),
+    "data": re.compile(r"traffic: .* \((\d+)\) data"),
+    "mean": re.compile(r"time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)"),
+}
+
+
+def h2load_argv(scenario, port, pinned, duration=None, requests=None):
+    """h2load over h2c (prior knowledge): for ``duration`` seconds or
+    ``requests`` in all."""
+    argv = ["h2load", "-c", str(scenario.conns), "-m", str(scenario.streams),
+            "-t", "1", "-T", "60"]
+    if duration is not None:
+        argv += ["-D", str(duration)]
+    else:
+        argv += ["-n", str(requests)]
+    argv.append("http://%s:%d%s" % (HOST, port, scenario.path))
+    if pinned:
+        argv = ["taskset", "-c", str(CLIENT_CPU)] + argv
+    return argv
+
+
+def run_h2load(argv, timeout):
+    """Run h2load; returns (figures dict, None) or (None, why it failed).
+    The figures: rps, total, succeeded, failed, errored, timeout, ok2xx,
+    bad (4xx and 5xx), data (DATA bytes) and mean_ms (mean time for a
+    request)."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, timeout=timeout,
+                              cwd=WORK)
+    except subprocess.TimeoutExpired:
+        return None, "h2load did not finish in %.0f s" % timeout
+    out = proc.stdout.decode(errors="replace")
+    figures, err = parse_h2load(out)
+    if figures is None and err is None:
+        err = "h2load failed (%d): %s" % (
+            proc.returncode, one_line(proc.stderr.decode(errors="replace")
+                                      or out, 120))
+    return figures, err
+
+
+def parse_h2load(out):
+    """h2load's report: (figures, None); (None, why) when it spoke
+    something other than h2c; (None, None) when it has no figures."""
+    found = {k: rx.search(out) for k, rx in H2LOAD_RE.items()}
+    if found["done"] is None or found["rps"] is None:
+        return None, None
+    total, ok, failed, errored, tout = (int(x) for x in
+                                        found["done"].groups())
+    figures = dict(rps=float(found["rps"].group(1)), total=total,
+                   succeeded=ok, failed=failed, errored=errored,
+                   timeout=tout,
+                   ok2xx=int(found["status"].group(1))
+                   if found["status"] else 0,
+                   bad=int(found["status"].group(2))
+                   + int(found["status"].group(3)) if found["status"] else 0,
+                   data=int(found["data"].group(1)) if found["data"] else 0,
+                   mean_ms=None)
+    if found["mean"] is not None:
+        v, unit = float(found["mean"].group(1)), found["mean"].group(2)
+        figures["mean_ms"] = v * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+    if "Application protocol: h2c" not in out:
+        return None, "h2load did not speak h2c: %s" % one_line(out, 120)
+    return figures, None
+
+
+def h2_timed_request(port, path, timeout):
+    """One request over a new h2c connection (the `h2` library): seconds
+    to the whole answer, or None."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as s:
+            conn = h2.connection.H2Connection(
+                config=h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            conn.send_headers(1, [(":method", "GET"), (":path", path),
+                                  (":scheme", "http"),
+                                  (":authority", HOST)], end_stream=True)
+            s.sendall(conn.data_to_send())
+            while time.monotonic() < deadline:
+                s.settimeout(max(0.01, deadline - time.monotonic()))
+                data = s.recv(65536)
+                if not data:
+                    return None
+                for ev in conn.receive_data(data):
+                    if isinstance(ev, h2.events.StreamEnded):
+                        return time.monotonic() - t0
+                s.sendall(conn.data_to_send())
+    except (OSError, ImportError, Exception):  # noqa: BLE001 - no answer
+        return None
+    return None
+
+
+class H2Probe(Probe):
+    """The Probe over h2c: a server that speaks only HTTP/2 there
+    (granian --http 2) answers no HTTP/1.1 request."""
+
+    def run(self):
+        if self.pinned:
+            os.sched_setaffinity(0, {CLIENT_CPU})
+        time.sleep(self.delay)
+        seconds = h2_timed_request(self.port, "/hello", self.timeout)
+        self.ms = None if seconds is None else seconds * 1000.0
+
+
+def h2_preflight(scenario, port, pinned):
+    """A few requests: every one 2xx, with the whole body (h2load counts
+    DATA bytes).  Returns an error string or None."""
+    n = max(scenario.streams, scenario.conns, 10)
+    figures, err = run_h2load(h2load_argv(scenario, port, pinned,
+                                          requests=n), 120)
+    if err is not None:
+        return err
+    if figures["ok2xx"] != n:
+        return "%d of %d requests answered 2xx" % (figures["ok2xx"], n)
+    if figures["data"] != n * scenario.size:
+        return "wrong body: %d DATA bytes for %d requests of %d" % (
+            figures["data"], n, scenario.size)
+    return None
+
+
+def measure_h2load(server, scenario, pinned, opts):
+    """Like ``measure``, with h2load over h2c instead of wrk: start,
+    check, warm, load (``--duration`` after ``--warmup``) and stop.
+    h2load gives no percentiles: p50 and p99 stay empty, and the mean
+    time of a request is a note."""
+    result = {"server": server.name, "notes": []}
+    run = Running(server, scenario, pinned)
+    try:
+        err = run.wait_ready() or h2_preflight(scenario, run.port, pinned)
+        if err is not None:
+            result["error"] = err
+            return result
+        if opts.warmup > 0:
+            run_h2load(h2load_argv(scenario, run.port, pinned,
+                                   duration=opts.warmup), opts.warmup + 60)
+        probe = H2Probe(run.port, opts.duration / 2.0,
+                        max(1.0, opts.duration / 2.0 - 0.5), pinned)
+        cpu0 = group_cpu(run.pgid)
+        probe.start()
+        figures, err = run_h2load(
+            h2load_argv(scenario, run.port, pinned, duration=opts.duration),
+            opts.duration + 60)
+        cpu1 = group_cpu(run.pgid)
+        probe.join(opts.duration + 5)
+        if err is not None:
+            result["error"] = err
+            return result
+        if figures["succeeded"] == 0:
+            result["error"] = "h2load completed no request"
+            return result
+        kinds = {k: figures[k] for k in ("failed", "errored", "timeout")
+                 if figures[k]}
+        if figures["bad"]:
+            kinds["status"] = figures["bad"]     # 4xx and 5xx
+        if figures["mean_ms"] is not None:
+            result["notes"].append("mean %.1f ms" % figures["mean_ms"])
+        result.update(
+            rps=figures["rps"], p50=None, p99=None,
+            errors=sum(kinds.values()), error_kinds=kinds,
+            cpu_us=(cpu1 - cpu0) * 1e6 / max(1, figures["total"]),
+            rss=group_status(run.pgid, "VmHWM"),
+            requests=figures["total"], probe_ms=probe.ms,
+        )
+        if not run.alive():
+            result["error"] = "server died during the run: %s" % tail(
+                run.logpath, 2)
+        return result
+    finally:
+        run.stop()
+
+
 MEASURE = {"load": measure, "idle": measure_idle,
            "slowread": measure_slowread, "longpoll": measure_longpoll}
+MEASURE["h2load"] = measure_h2load
 
 
 def run_passes(opts, servers):
@@ -741,6 +927,11 @@ def main(argv=None):
             nofile, opts.idle_conns))
     for package, probe in (("wrk", "wrk"), ("util-linux", "taskset")):
         reason = peers.apt_install(package, probe)
+        if reason:
+            sys.exit("cannot run: " + reason)
+    if any(scenarios.BY_NAME[n].kind == "h2load"
+           for n in opts.scenario_names):
+        reason = peers.apt_install("nghttp2-client", "h2load")
         if reason:
             sys.exit("cannot run: " + reason)
 

@@ -138,6 +138,39 @@ TLS_SCENARIOS = [
     Scenario("tls-1mib", "/1mib", 100, "1 MiB body over TLS, 100 connections",
              check=has_size(MIB), tls=True),
 ]
+class H2Scenario(Scenario):
+    """An HTTP/2 load shape (h2c with prior knowledge), measured by h2load:
+    ``conns`` connections with ``streams`` requests in flight on each.
+    ``size`` is the body each response must carry (h2load counts the DATA
+    bytes; it reads no body).  Only servers that speak h2c take part."""
+
+    def __init__(self, name, path, conns, streams, what, size=len(HELLO),
+                 threads=None):
+        Scenario.__init__(self, name, path, conns, what, nginx=False,
+                          kind="h2load", threads=threads,
+                          check=has_size(size))
+        self.streams = streams
+        self.size = size
+
+    def admits(self, server):
+        return server.wsgi and getattr(server, "h2", False)
+
+
+SCENARIOS += [
+    H2Scenario("h2-hello-100x10", "/hello", 100, 10,
+               "HTTP/2 (h2c), 13 bytes, 100 connections x 10 streams"),
+    H2Scenario("h2-hello-1x100", "/hello", 1, 100,
+               "HTTP/2 (h2c), 13 bytes, 1 connection x 100 streams (a "
+               "proxy's shape)"),
+    H2Scenario("h2-sleep10ms-1x100", "/sleep", 1, 100,
+               "HTTP/2 (h2c), the app sleeps 10 ms, 1 connection x 100 "
+               "streams (4 threads: at most 400 req/s, if the streams are "
+               "served concurrently)"),
+    H2Scenario("h2-1mib", "/1mib", 16, 4,
+               "HTTP/2 (h2c), 1 MiB body, 16 connections x 4 streams",
+               size=MIB),
+]
+
 BY_NAME = {s.name: s for s in SCENARIOS + TLS_SCENARIOS}
 NAMES = [s.name for s in SCENARIOS]
 TLS_NAMES = [s.name for s in TLS_SCENARIOS]

@@ -662,3 +662,64 @@ def test_python_option_adds_waitress_c_on_each_interpreter(monkeypatch):
     assert argv[:5] == [peers.PYTHONS_SH, "run", "-C", peers.WORK, "env"]
     assert chrooted.venv.bin("waitress-c-serve") in argv
     assert chrooted.venv.prefix == [peers.PYTHONS_SH, "run", "-C", peers.WORK]
+
+
+# ------------------------------------------------------- HTTP/2 (h2load)
+
+H2LOAD_OUT = """starting benchmark...
+Application protocol: h2c
+
+finished in 5.00s, 140348.20 req/s, 5.23MB/s
+requests: 701741 total, 701841 started, 701741 done, 701700 succeeded, 41 failed, 0 errored, 0 timeout
+status codes: 701700 2xx, 0 3xx, 2 4xx, 3 5xx
+traffic: 26.15MB (27420560) total, 2.68MB (2806964) headers (space savings 90.04%), 8.70MB (9122633) data
+                     min         max         mean         sd        +/- sd
+time for request:      247us     34.88ms      7.02ms      2.14ms    80.00%
+"""
+
+
+def test_h2_scenarios_admit_h2_servers_only():
+    h2s = [s for s in scenarios.SCENARIOS if s.kind == "h2load"]
+    assert {s.name for s in h2s} == {"h2-hello-100x10", "h2-hello-1x100",
+                                     "h2-sleep10ms-1x100", "h2-1mib"}
+    one = scenarios.BY_NAME["h2-hello-1x100"]
+    assert (one.conns, one.streams, one.size) == (1, 100, 13)
+    assert scenarios.BY_NAME["h2-1mib"].size == MIB
+    ours, nginx = _Server("waitress_c"), _Server("nginx", wsgi=False)
+    ours.h2 = nginx.h2 = True
+    assert one.admits(ours)
+    assert not one.admits(_Server("waitress"))
+    assert not one.admits(nginx)
+    assert peers.WaitressC.h2 and peers.Granian.h2 and peers.GunicornH2.h2
+    assert not getattr(peers.Gunicorn, "h2", False)
+
+
+def test_h2load_output_parsed():
+    import run
+    figures, err = run.parse_h2load(H2LOAD_OUT)
+    assert err is None
+    assert figures["rps"] == 140348.2
+    assert (figures["total"], figures["succeeded"], figures["failed"]) == (
+        701741, 701700, 41)
+    assert (figures["ok2xx"], figures["bad"], figures["data"]) == (
+        701700, 5, 9122633)
+    assert figures["mean_ms"] == 7.02
+    assert run.parse_h2load("no figures") == (None, None)
+    figures, err = run.parse_h2load(H2LOAD_OUT.replace("h2c", "http/1.1"))
+    assert figures is None and "h2c" in err
+
+
+def test_h2_peers_flags_only_in_h2_scenarios():
+    h2, h1 = scenarios.BY_NAME["h2-hello-100x10"], scenarios.BY_NAME[
+        "hello-100"]
+    g = peers.Granian(None)
+    assert g.command(8000, h2)[g.command(8000, h2).index("--http") + 1] == "2"
+    assert g.command(8000, h1)[g.command(8000, h1).index("--http") + 1] == "1"
+    gu = peers.GunicornH2(None)
+    assert "--http2-cleartext=prior-knowledge" in gu.command(8000, h2)
+    assert not any(a.startswith("--http") for a in gu.command(8000, h1))
+    assert gu.pip_specs() == ["gunicorn[http2]"]
+    import run
+    argv = run.h2load_argv(h2, 8000, pinned=True, duration=5)
+    assert argv[:3] == ["taskset", "-c", str(run.CLIENT_CPU)]
+    assert ["-c", "100", "-m", "10"] == argv[4:8] and "-D" in argv

@@ -24,7 +24,8 @@
  * Limits: nghttp2's own (header block and CONTINUATION count, SETTINGS
  * and outbound ACK floods, stream reset rate) and ours: the header list
  * (h2_max_header_list_size: 431), the body (max_request_body_size: 413),
- * RESETS_MAX resets a connection (GOAWAY ENHANCE_YOUR_CALM), and the
+ * RESETS_MAX resets or EMPTY_DATA_MAX empty DATA frames a connection
+ * (GOAWAY ENHANCE_YOUR_CALM), and the
  * stall and idle clocks (channel_timeout, wc_h2_sweep).
  *
  * GIL map: loop thread, no GIL, but wc_h2_stream_head and
@@ -54,6 +55,12 @@
  * a few streams now and then; nothing legitimate resets thousands. */
 #define RESETS_MAX 1000
 #define RESETS_PER_SEC 33
+/* DATA frames with no payload and no END_STREAM, likewise: each costs
+ * the server a frame's work and the client 9 bytes and no window (the
+ * empty-frame flood, CVE-2019-9518's kind).  A client may flush an empty
+ * frame now and then; nothing legitimate sends thousands. */
+#define EMPTY_DATA_MAX 1000
+#define EMPTY_DATA_PER_SEC 100
 
 typedef struct stream_s stream_t;
 
@@ -64,6 +71,8 @@ struct wc_h2_s {
     uint32_t nstreams;
     uint32_t resets;            /* RST_STREAM frames received, less
                                    RESETS_PER_SEC a second */
+    uint32_t empty_data;        /* empty DATA frames without END_STREAM,
+                                   less EMPTY_DATA_PER_SEC a second */
 };
 
 struct stream_s {
@@ -336,6 +345,12 @@ on_frame(nghttp2_session *sess, const nghttp2_frame *f, void *user)
 {
     wc_h2_t *h = user;
     stream_t *s = NULL;
+    if (f->hd.type == NGHTTP2_DATA && f->hd.length <= f->data.padlen
+        && !(f->hd.flags & NGHTTP2_FLAG_END_STREAM)
+        && ++h->empty_data == EMPTY_DATA_MAX) {
+        nghttp2_session_terminate_session(sess, NGHTTP2_ENHANCE_YOUR_CALM);
+        return 0;
+    }
     switch (f->hd.type) {
     case NGHTTP2_HEADERS:
     case NGHTTP2_DATA:
@@ -787,6 +802,8 @@ wc_h2_sweep(wc_channel_t *ch, uint64_t now)
     uint64_t limit = ch->srv->cfg.channel_timeout_ms;
     wc_busy_t *b = ch->b;
     h->resets = h->resets > RESETS_PER_SEC ? h->resets - RESETS_PER_SEC : 0;
+    h->empty_data = h->empty_data > EMPTY_DATA_PER_SEC
+        ? h->empty_data - EMPTY_DATA_PER_SEC : 0;
     pthread_mutex_lock(&b->lock);
     int waiting = b->out.bytes > 0 || b->writing;
     uint64_t out_at = atomic_load_explicit(&b->out_at, memory_order_relaxed);

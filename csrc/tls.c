@@ -626,6 +626,7 @@ void wc_tls_free(wc_tls_t *t) {}
 wc_tls_conn_t *wc_tls_conn_new(wc_tls_t *t, int fd) { return NULL; }
 void wc_tls_conn_free(wc_tls_conn_t *c) {}
 int wc_tls_handshake(wc_tls_conn_t *c) { return UV_EPROTO; }
+int wc_tls_alpn_h2(wc_tls_conn_t *c) { return 0; }
 wc_tls_info_t *wc_tls_info(wc_tls_conn_t *c) { return NULL; }
 ssize_t wc_tls_read(wc_tls_conn_t *c, char *buf, size_t n) { return -EPROTO; }
 ssize_t wc_tls_writev(wc_tls_conn_t *c, const struct iovec *iov, int n)

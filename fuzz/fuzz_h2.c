@@ -214,6 +214,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         srv->cfg.h2_window = 65535;
         srv->cfg.h2_frame = 16384;
         srv->cfg.h2_header_list = 4096;
+        srv->m = srv->own_m;    /* the counters, as module.c sets them */
     }
     size_t step = 1 + data[0] % 64 * 37;
     data++;

@@ -18,6 +18,10 @@ then) and runs a random mix of:
              (half the time with a reset)
   slow       a 256 KiB .. 1 MiB response read in pieces of at most 1/64 of
              it (16 KiB at least), each after a 2 ms sleep
+  h2         HTTP/2 (h2c with prior knowledge, the `h2` library; h2 by
+             ALPN for the TLS clients) on a connection kept for a while:
+             2..8 streams in flight at once, GETs and POSTs of
+             1 B .. 64 KiB echoed back
 
 TLS share: --tls-clients of the K clients (1 by default) make the same mix
 over TLS to a second server, the same application with certfile and
@@ -65,6 +69,9 @@ from tls_pki import make_pki  # noqa: E402
 KINDS = ("get", "pipelined", "post", "chunked", "gen", "vanish", "slow")
 # Operation weights (a pipelined operation is 2..16 requests).
 WEIGHTS = (50, 8, 10, 6, 6, 1, 1)
+# The HTTP/2 share (an operation is 2..8 streams).
+KINDS += ("h2",)
+WEIGHTS += (6,)
 ERRORS = ("lost", "crossed", "status", "body")
 MAX_BODY = 1 << 20
 BIG = 8 << 20
@@ -168,6 +175,11 @@ class Client:
         self.connections = 0
         # Over TLS (to the second server) when given the CA to verify it by.
         self.tls = ssl.create_default_context(cafile=cafile) if cafile else None
+        # The h2 kind over TLS: its own context, which offers only h2.
+        self.h2tls = None
+        if cafile:
+            self.h2tls = ssl.create_default_context(cafile=cafile)
+            self.h2tls.set_alpn_protocols(["h2"])
         self.pool = self.rnd.randbytes(2 * MAX_BODY)
 
     def token(self):
@@ -319,6 +331,146 @@ class Client:
         if body != big_body(n):
             raise Bad("body", "slow: body differs")
         return 1
+
+
+H2_MAX_BODY = 64 * 1024
+
+
+class H2Conn:
+    """An HTTP/2 connection of the `h2` library: h2c (prior knowledge), or
+    h2 over TLS (ALPN) when given a context; a failed connection raises
+    Lost, a protocol error Bad."""
+
+    def __init__(self, addr, timeout, tls=None):
+        import h2.config
+        import h2.connection
+
+        try:
+            self.sock = socket.create_connection(addr, timeout=timeout)
+            if tls is not None:
+                self.sock = tls.wrap_socket(self.sock, server_hostname="localhost")
+                if self.sock.selected_alpn_protocol() != "h2":
+                    raise Bad("status", "h2: ALPN chose %r" % self.sock.selected_alpn_protocol())
+        except OSError as e:
+            raise Lost("connect: %r" % e)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.conn = h2.connection.H2Connection(
+            config=h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        self.conn.initiate_connection()
+        self.streams = {}
+        self.flush()
+
+    def close(self):
+        self.sock.close()
+
+    def flush(self):
+        data = self.conn.data_to_send()
+        if data:
+            try:
+                self.sock.sendall(data)
+            except OSError as e:
+                raise Lost("send: %r" % e)
+
+    def open(self, sid):
+        self.streams[sid] = {"headers": None, "data": bytearray(), "ended": False}
+
+    def read_some(self):
+        import h2.events
+        import h2.exceptions
+
+        try:
+            data = self.sock.recv(65536)
+        except OSError as e:
+            raise Lost("recv: %r" % e)
+        if not data:
+            raise Lost("closed by the server")
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError as e:
+            raise Bad("body", "h2: %r" % e)
+        for ev in events:
+            st = self.streams.get(getattr(ev, "stream_id", None))
+            if isinstance(ev, h2.events.ResponseReceived) and st is not None:
+                st["headers"] = dict(ev.headers)
+            elif isinstance(ev, h2.events.DataReceived) and st is not None:
+                st["data"] += ev.data
+                self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.StreamEnded) and st is not None:
+                st["ended"] = True
+            elif isinstance(ev, h2.events.StreamReset):
+                raise Lost("stream %d reset (%s)" % (ev.stream_id, ev.error_code))
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                raise Lost("GOAWAY (%s)" % ev.error_code)
+        self.flush()
+
+    def send_body(self, sid, data):
+        """DATA frames as the windows and the frame size allow, then the
+        end of the stream."""
+        off = 0
+        while off < len(data):
+            n = min(len(data) - off, self.conn.local_flow_control_window(sid),
+                    self.conn.max_outbound_frame_size)
+            if n <= 0:
+                self.read_some()
+                continue
+            self.conn.send_data(sid, data[off : off + n])
+            off += n
+            self.flush()
+        self.conn.end_stream(sid)
+        self.flush()
+
+
+def do_h2(cl):
+    """The h2 kind for Client `cl`: 2..8 streams in flight on its h2c
+    connection (a new one every 1..50 operations), each a GET /tok or a
+    POST /echo with its own token; every answer checked.  Returns the
+    number of requests."""
+    c = getattr(cl, "h2conn", None)
+    if c is None or cl.h2_left <= 0:
+        if c is not None:
+            c.close()
+        c = cl.h2conn = H2Conn(cl.addr, cl.timeout, cl.h2tls)
+        cl.h2_left = cl.rnd.randint(1, 50)
+    cl.h2_left -= 1
+    want = {}
+    try:
+        for _ in range(cl.rnd.randint(2, 8)):
+            t = cl.token()
+            sid = c.conn.get_next_available_stream_id()
+            c.open(sid)
+            scheme = b"https" if cl.h2tls is not None else b"http"
+            base = [(b":scheme", scheme), (b":authority", b"soak"), (b"x-token", t)]
+            if cl.rnd.random() < 0.5:
+                c.conn.send_headers(sid, [(b":method", b"GET"), (b":path", b"/tok")] + base,
+                                    end_stream=True)
+                want[sid] = (t, t)
+                c.flush()
+            else:
+                data = cl.body(t, log_uniform(cl.rnd, 1, H2_MAX_BODY))
+                c.conn.send_headers(sid, [(b":method", b"POST"), (b":path", b"/echo")] + base
+                                    + [(b"content-length", b"%d" % len(data))])
+                c.send_body(sid, data)
+                want[sid] = (t, data)
+        deadline = time.monotonic() + cl.timeout
+        while not all(c.streams[s]["ended"] for s in want):
+            if time.monotonic() > deadline:
+                raise Lost("h2: no whole answer in %.0f s" % cl.timeout)
+            c.read_some()
+        for sid, (t, expect) in want.items():
+            st = c.streams.pop(sid)
+            check(t, int(st["headers"][b":status"]), st["headers"])
+            if bytes(st["data"]) != expect:
+                raise Bad("body", "h2: %s: body differs (%d bytes for %d)"
+                          % (t.decode(), len(st["data"]), len(expect)))
+    except (Lost, Bad):
+        c.close()
+        cl.h2conn = None
+        raise
+    return len(want)
+
+
+Client.do_h2 = do_h2
 
 
 def client_main(index, addr, quota, deadline, seed, timeout, progress, results, cafile):
