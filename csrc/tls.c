@@ -634,6 +634,5 @@ ssize_t wc_tls_writev(wc_tls_conn_t *c, const struct iovec *iov, int n)
     return -EPROTO;
 }
 void wc_tls_close_notify(wc_tls_conn_t *c) {}
-int wc_tls_alpn_h2(wc_tls_conn_t *c) { return 0; }
 
 #endif /* WC_NO_TLS */
