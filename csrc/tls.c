@@ -525,6 +525,13 @@ wc_tls_read(wc_tls_conn_t *c, char *buf, size_t n)
                                                            : (int)want);
         if (r > 0) {
             got += (size_t)r;
+            /* A short record is usually the client's last for now (a
+             * request, a body's tail): stop rather than pay a read that
+             * fails with EAGAIN.  Anything the socket still holds keeps
+             * it readable (epoll is level-triggered), so the next round
+             * reads it; full records (a large body) go on here. */
+            if ((size_t)r < RECORD && !SSL_has_pending(c->ssl))
+                break;
             continue;
         }
         ssize_t rv = failure(c, r);
