@@ -411,7 +411,8 @@ read_some(wc_channel_t *ch)
     for (int i = 0; i < READS_PER_EVENT; i++) {
         ssize_t n;
         if (ch->tls) {
-            n = wc_tls_read(ch->tls, srv->readbuf, sizeof(srv->readbuf));
+            n = wc_tls_read(ch->tls, srv->readbuf, sizeof(srv->readbuf),
+                            ch->state == WC_CONN_IDLE);
             if (n == -EAGAIN)
                 return;
         } else {

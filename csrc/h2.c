@@ -733,7 +733,7 @@ read_some(wc_h2_t *h)
     for (int i = 0; i < READS_PER_EVENT; i++) {
         ssize_t n;
         if (ch->tls) {
-            n = wc_tls_read(ch->tls, srv->readbuf, sizeof(srv->readbuf));
+            n = wc_tls_read(ch->tls, srv->readbuf, sizeof(srv->readbuf), 0);
         } else {
             do {
                 n = recv(ch->fd, srv->readbuf, sizeof(srv->readbuf), 0);

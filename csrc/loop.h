@@ -762,8 +762,10 @@ int wc_tls_handshake(wc_tls_conn_t *c);
 int wc_tls_alpn_h2(wc_tls_conn_t *c);
 /* A new reference to the connection's facts (after the handshake). */
 wc_tls_info_t *wc_tls_info(wc_tls_conn_t *c);
-/* Like recv: bytes, 0 at the end of stream, -EAGAIN, or -errno. */
-ssize_t wc_tls_read(wc_tls_conn_t *c, char *buf, size_t n);
+/* Like recv: bytes, 0 at the end of stream, -EAGAIN, or -errno.
+ * `idle`: the caller waits for a new message, which usually comes in one
+ * short record: a short record ends the read (no read that would fail). */
+ssize_t wc_tls_read(wc_tls_conn_t *c, char *buf, size_t n, int idle);
 /* Like sendmsg: the bytes taken (fewer than offered: the socket is full;
  * offer the same bytes first again), -EAGAIN when none, or -errno. */
 ssize_t wc_tls_writev(wc_tls_conn_t *c, const struct iovec *iov, int n);

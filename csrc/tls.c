@@ -508,7 +508,7 @@ failure(wc_tls_conn_t *c, int r)
 }
 
 ssize_t
-wc_tls_read(wc_tls_conn_t *c, char *buf, size_t n)
+wc_tls_read(wc_tls_conn_t *c, char *buf, size_t n, int idle)
 {
     size_t got = 0;
     /* Whole records while a whole one fits, until the socket has no more.
@@ -525,6 +525,14 @@ wc_tls_read(wc_tls_conn_t *c, char *buf, size_t n)
                                                            : (int)want);
         if (r > 0) {
             got += (size_t)r;
+            /* A short record while the caller waits for a new request is
+             * usually all the client sent for now: stop rather than pay a
+             * read that fails with EAGAIN.  Anything the socket still
+             * holds keeps it readable (epoll is level-triggered), so the
+             * next round reads it.  Not in a body: a client that sends
+             * it in small records would pay an epoll round for each. */
+            if (idle && (size_t)r < RECORD && !SSL_has_pending(c->ssl))
+                break;
             continue;
         }
         ssize_t rv = failure(c, r);
@@ -628,7 +636,7 @@ void wc_tls_conn_free(wc_tls_conn_t *c) {}
 int wc_tls_handshake(wc_tls_conn_t *c) { return UV_EPROTO; }
 int wc_tls_alpn_h2(wc_tls_conn_t *c) { return 0; }
 wc_tls_info_t *wc_tls_info(wc_tls_conn_t *c) { return NULL; }
-ssize_t wc_tls_read(wc_tls_conn_t *c, char *buf, size_t n) { return -EPROTO; }
+ssize_t wc_tls_read(wc_tls_conn_t *c, char *buf, size_t n, int idle) { return -EPROTO; }
 ssize_t wc_tls_writev(wc_tls_conn_t *c, const struct iovec *iov, int n)
 {
     return -EPROTO;

@@ -181,7 +181,7 @@ void wc_channel_wake_waiters(wc_channel_t *ch) {}
 void wc_channel_give_back(wc_channel_t *ch) { ch->b->out.dead = NULL; }
 void wc_server_log(wc_server_t *s, int level, const char *fmt, ...) {}
 uint64_t wc_now_ms(void) { return 1; }
-ssize_t wc_tls_read(wc_tls_conn_t *c, char *buf, size_t n) { return -EIO; }
+ssize_t wc_tls_read(wc_tls_conn_t *c, char *buf, size_t n, int idle) { return -EIO; }
 wc_tls_info_t *wc_tls_info(wc_tls_conn_t *c) { return NULL; }
 
 /* ---- the driver ---------------------------------------------------------------- */

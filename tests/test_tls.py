@@ -672,3 +672,67 @@ def test_100_continue_over_tls(server_factory, pki):
         s.close()
     assert json.loads(resp[2])["len"] == 5
 
+
+
+def test_requests_in_many_records_sent_at_once(server_factory, pki):
+    """Records of every size arrive in one TCP segment: a request per
+    record, a head cut across three records, a body of a full 16 KiB
+    record then short ones.  The server stops reading after a short record
+    (it does not try a read that would fail); what the socket still holds
+    must be read at the next round, not forgotten: every request is
+    answered, in order."""
+    from http_reader import Reader
+
+    srv = tls_server(server_factory, pki)
+    raw = srv.connect(timeout=20 * SLOW)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = client_ctx(pki).wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    deadline = time.monotonic() + 30 * SLOW
+
+    def pump():
+        data = raw.recv(65536)
+        if data:
+            incoming.write(data)
+        else:
+            incoming.write_eof()
+        return data
+
+    try:
+        while True:
+            try:
+                obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                raw.sendall(outgoing.read())
+                assert time.monotonic() < deadline and pump()
+        raw.sendall(outgoing.read())
+        body = os.urandom(16384 + 700)
+        records = [b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+                   b"GET /b HTTP/1.1\r\n", b"Host: x\r\n", b"\r\n",
+                   b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body),
+                   body[:16384], body[16384:16684], body[16684:],
+                   b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]
+        for r in records:
+            obj.write(r)    # one record each
+        raw.sendall(outgoing.read())    # all at once
+        plain = bytearray()
+        while True:
+            try:
+                chunk = obj.read(65536)
+            except ssl.SSLWantReadError:
+                assert time.monotonic() < deadline, "the server stopped answering"
+                pump()
+                continue
+            except ssl.SSLZeroReturnError:
+                break
+            if not chunk:
+                break
+            plain += chunk
+    finally:
+        raw.close()
+    reader = Reader(bytes(plain))
+    answers = reader.responses()
+    assert [a.status for a in answers] == [200] * 4
+    assert json.loads(answers[0].body)["HTTPS"] == "on"
+    assert json.loads(answers[2].body) == {"sha256": hashlib.sha256(body).hexdigest(),
+                                           "len": len(body)}
