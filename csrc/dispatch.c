@@ -490,13 +490,16 @@ wc_dispatch_log_main(PyObject *server)
     wc_server_t *srv = so->srv;
     PyThreadState *ts = PyEval_SaveThread();
     pthread_mutex_lock(&srv->qlock);
+    srv->log_running = 1;
     for (;;) {
         while (srv->log_head == NULL && !srv->depth_due && !srv->log_stop)
             pthread_cond_wait(&srv->log_cond, &srv->qlock);
         int depth;
         wc_logmsg_t *m = take_logs(srv, &depth);
-        if (m == NULL && depth == 0 && srv->log_stop)
+        if (m == NULL && depth == 0 && srv->log_stop) {
+            srv->log_running = 0;
             break;
+        }
         pthread_mutex_unlock(&srv->qlock);
         if (m || depth) {
             PyEval_RestoreThread(ts);

@@ -656,6 +656,7 @@ struct wc_server_s {
     int async_live;             /* uv_async_send is allowed */
     pthread_cond_t log_cond;    /* the log thread waits here */
     int log_stop;
+    int log_running;            /* the log thread is in its loop (qlock) */
     wc_channel_t *kick_head;    /* channels a worker wants looked at */
     wc_channel_t *defer_head;   /* channels with output held back */
     wc_logmsg_t *log_head, *log_tail;

@@ -523,8 +523,19 @@ server_run(ServerObject *so, PyObject *args, PyObject *kw)
     Py_END_ALLOW_THREADS
     /* Bodies sent after the last worker left. */
     wc_dispatch_release_all(so->srv, 1);
-    /* Lines the loop queued after the last worker left. */
-    wc_dispatch_drain_logs(so->srv, so->logger, so->qlogger);
+    /* Lines the loop queued after the last worker left, when no log
+     * thread is there to emit them: a running one emits every line before
+     * it returns (server.py joins it), and emitting here as well could
+     * put the last lines out of order (the log thread holding "Shutting
+     * down" while this one wrote "Server stopped"). */
+    int log_running;
+    Py_BEGIN_ALLOW_THREADS      /* qlock: the house rule, as in close() */
+    pthread_mutex_lock(&so->srv->qlock);
+    log_running = so->srv->log_running;
+    pthread_mutex_unlock(&so->srv->qlock);
+    Py_END_ALLOW_THREADS
+    if (!log_running)
+        wc_dispatch_drain_logs(so->srv, so->logger, so->qlogger);
     if (rv < 0) {
         PyErr_Format(PyExc_OSError, "cannot serve: %s", uv_strerror(rv));
         return NULL;
