@@ -77,7 +77,11 @@ def test_build_without_tls(tmp_path, pki):
     fake.write_text('#!/bin/sh\ncase "$*" in *openssl*) exit 1;; esac\nexec %s "$@"\n' % real)
     fake.chmod(0o755)
     lib = tmp_path / "lib"
-    shutil.copytree(os.path.join(ROOT, "waitress_c"), lib / "waitress_c",
+    # The package's Python files from wherever it is imported from: the
+    # tree, or an installed copy (make sdist-test moves the tree's aside).
+    import waitress_c
+
+    shutil.copytree(os.path.dirname(waitress_c.__file__), lib / "waitress_c",
                     ignore=shutil.ignore_patterns("*.so", "__pycache__"))
     env = dict(no_sanitizer(os.environ), WC_NO_TLS="1", WC_WERROR="1",
                PATH=str(fake.parent) + os.pathsep + os.environ["PATH"])

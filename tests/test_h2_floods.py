@@ -185,5 +185,8 @@ def test_many_streams_in_sequence_bounded_memory(server_factory):
     after = rss_kib(srv.pid)
     assert cl.goaway is None and not cl.closed
     assert cl.conn.highest_outbound_stream_id == 2 * total - 1
-    assert after - before < 8 * 1024, (before, after)
+    # A sanitizer's quarantine of freed memory (ASan keeps up to 256 MiB)
+    # and shadow memory make RSS meaningless there: the streams still run.
+    if not os.environ.get("WC_SANITIZED"):
+        assert after - before < 8 * 1024, (before, after)
     cl.close()
