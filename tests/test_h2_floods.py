@@ -8,6 +8,7 @@ on time: every wait is bounded, and memory is measured in the server's
 /proc status."""
 
 import hashlib
+import os
 import time
 
 import h2.errors
