@@ -48,14 +48,18 @@ def test_missing_libuv_names_the_packages(tmp_path):
     assert "libuv1-dev" in out.stderr and HINT in out.stderr
 
 
-def test_missing_openssl_names_the_packages(tmp_path):
-    real = shutil.which("pkg-config")
-    fake = tmp_path / "pkg-config"
-    # A pkg-config that knows libuv but no OpenSSL.
-    fake.write_text('#!/bin/sh\ncase "$*" in *openssl*) exit 1;; esac\nexec %s "$@"\n' % real)
+def fake_pkg_config(directory, refused):
+    """A pkg-config in ``directory`` that knows every module but those whose
+    name contains ``refused``; the environment that puts it first on PATH."""
+    fake = directory / "pkg-config"
+    fake.write_text('#!/bin/sh\ncase "$*" in *%s*) exit 1;; esac\nexec %s "$@"\n'
+                    % (refused, shutil.which("pkg-config")))
     fake.chmod(0o755)
-    env = dict(os.environ, PATH=str(tmp_path) + os.pathsep + os.environ["PATH"])
-    out = run_setup(env)
+    return dict(os.environ, PATH=str(directory) + os.pathsep + os.environ["PATH"])
+
+
+def test_missing_openssl_names_the_packages(tmp_path):
+    out = run_setup(fake_pkg_config(tmp_path, "openssl"))
     assert out.returncode != 0
     assert "cannot find openssl >= 3.0 (libssl-dev)" in out.stderr and HINT in out.stderr
 
@@ -71,11 +75,8 @@ def test_build_without_tls(tmp_path, pki):
     certfile is the usual one-line start-up error saying how to get TLS,
     before any of the TLS files is looked at.  The manylinux_2_28 wheels
     are this build (tools/wheel.sh)."""
-    real = shutil.which("pkg-config")
-    fake = tmp_path / "bin" / "pkg-config"
-    fake.parent.mkdir()
-    fake.write_text('#!/bin/sh\ncase "$*" in *openssl*) exit 1;; esac\nexec %s "$@"\n' % real)
-    fake.chmod(0o755)
+    (tmp_path / "bin").mkdir()
+    fake_env = fake_pkg_config(tmp_path / "bin", "openssl")
     lib = tmp_path / "lib"
     # The package's Python files from wherever it is imported from: the
     # tree, or an installed copy (make sdist-test moves the tree's aside).
@@ -83,8 +84,7 @@ def test_build_without_tls(tmp_path, pki):
 
     shutil.copytree(os.path.dirname(waitress_c.__file__), lib / "waitress_c",
                     ignore=shutil.ignore_patterns("*.so", "__pycache__"))
-    env = dict(no_sanitizer(os.environ), WC_NO_TLS="1", WC_WERROR="1",
-               PATH=str(fake.parent) + os.pathsep + os.environ["PATH"])
+    env = dict(no_sanitizer(fake_env), WC_NO_TLS="1", WC_WERROR="1")
     out = subprocess.run(
         [sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(lib),
          "--build-temp", str(tmp_path / "tmp")],
@@ -114,12 +114,6 @@ def test_build_without_tls(tmp_path, pki):
         assert "this build of waitress_c has no TLS" in errors[0], cli.stderr
         assert "manylinux_2_34" in errors[0] and "OpenSSL 3" in errors[0], cli.stderr
 def test_missing_nghttp2_names_the_packages(tmp_path):
-    real = shutil.which("pkg-config")
-    fake = tmp_path / "pkg-config"
-    # A pkg-config that knows the others but no nghttp2.
-    fake.write_text('#!/bin/sh\ncase "$*" in *nghttp2*) exit 1;; esac\nexec %s "$@"\n' % real)
-    fake.chmod(0o755)
-    env = dict(os.environ, PATH=str(tmp_path) + os.pathsep + os.environ["PATH"])
-    out = run_setup(env)
+    out = run_setup(fake_pkg_config(tmp_path, "nghttp2"))
     assert out.returncode != 0
     assert "cannot find libnghttp2 (libnghttp2-dev)" in out.stderr and HINT in out.stderr
