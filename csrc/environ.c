@@ -21,6 +21,9 @@ enum {
     K_SERVER_PORT, K_SERVER_SOFTWARE, K_WSGI_VERSION, K_WSGI_URL_SCHEME,
     K_WSGI_MULTITHREAD, K_WSGI_MULTIPROCESS, K_WSGI_RUN_ONCE,
     K_WSGI_INPUT_TERMINATED, K_WSGI_FILE_WRAPPER, K_WSGI_EARLY_HINTS,
+    /* set_tls's, in wc_tls_info_t's order */
+    K_SSL_PROTOCOL, K_SSL_CIPHER, K_SSL_CLIENT_VERIFY, K_SSL_CLIENT_S_DN,
+    K_SSL_CLIENT_I_DN, K_SSL_CLIENT_CERT,
     V_HTTP10, V_HTTP11, V_HTTP2, V_EMPTY, V_GET, V_POST, V_HEAD, V_PUT, V_DELETE,
     V_OPTIONS, V_PATCH,
     NKEYS
@@ -35,6 +38,8 @@ static const char *const key_names[NKEYS] = {
     "wsgi.url_scheme", "wsgi.multithread", "wsgi.multiprocess",
     "wsgi.run_once", "wsgi.input_terminated", "wsgi.file_wrapper",
     "wsgi.early_hints",
+    "SSL_PROTOCOL", "SSL_CIPHER", "SSL_CLIENT_VERIFY", "SSL_CLIENT_S_DN",
+    "SSL_CLIENT_I_DN", "SSL_CLIENT_CERT",
     "HTTP/1.0", "HTTP/1.1", "HTTP/2", "", "GET", "POST", "HEAD", "PUT", "DELETE",
     "OPTIONS", "PATCH",
 };
@@ -342,22 +347,38 @@ sr_template(ServerObject *so, StartResponseObject *sr, int listener)
 }
 
 /* The connection's TLS facts, under mod_ssl's names (made from the C
- * strings the loop gathered at the handshake). */
+ * strings the loop gathered at the handshake).  The first three (version,
+ * suite, verification) are nearly always the same as the last request's,
+ * whatever the connection: the str made last time is kept in the Server
+ * (so->tls_vals, GIL held) and used again when its text is the same,
+ * rather than a new one made for every request. */
 static int
-set_tls(PyObject *env, const wc_tls_info_t *t)
+set_tls(ServerObject *so, PyObject *env, const wc_tls_info_t *t)
 {
-    static const char *const names[] = {
-        "SSL_PROTOCOL", "SSL_CIPHER", "SSL_CLIENT_VERIFY",
-        "SSL_CLIENT_S_DN", "SSL_CLIENT_I_DN", "SSL_CLIENT_CERT",
-    };
     const char *values[] = {t->protocol, t->cipher, t->verify,
                             t->s_dn, t->i_dn, t->cert};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+    for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
         if (values[i] == NULL)
             continue;
-        PyObject *v = latin1(values[i], strlen(values[i]));
-        int rv = v ? PyDict_SetItemString(env, names[i], v) : -1;
-        Py_XDECREF(v);
+        size_t n = strlen(values[i]);
+        PyObject *v;
+        PyObject *last = i < WC_TLS_VALS ? so->tls_vals[i] : NULL;
+        if (last != NULL && PyUnicode_KIND(last) == PyUnicode_1BYTE_KIND
+            && (size_t)PyUnicode_GET_LENGTH(last) == n
+            && memcmp(PyUnicode_1BYTE_DATA(last), values[i], n) == 0) {
+            v = Py_NewRef(last);
+        } else {
+            v = latin1(values[i], n);
+            if (v == NULL)
+                return -1;
+            if (i < WC_TLS_VALS) {
+                PyObject *old = so->tls_vals[i];
+                so->tls_vals[i] = Py_NewRef(v);
+                Py_XDECREF(old);
+            }
+        }
+        int rv = PyDict_SetItem(env, keys[K_SSL_PROTOCOL + i], v);
+        Py_DECREF(v);
         if (rv < 0)
             return -1;
     }
@@ -423,7 +444,7 @@ wc_environ_build(ServerObject *so, wc_channel_t *ch, wc_request_t *req,
     SET_NEW(keys[K_WSGI_INPUT], make_input(so, req));
     SET_NEW(keys[K_CLIENT_DISCONNECTED],
             wc_disconnected_new((PyTypeObject *)so->disc_type, ch));
-    if (req->tls && set_tls(env, req->tls) < 0)
+    if (req->tls && set_tls(so, env, req->tls) < 0)
         goto error;
 
     for (uint32_t i = 0; i < req->nheaders; i++) {

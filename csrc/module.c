@@ -640,6 +640,8 @@ server_clear(ServerObject *so)
     Py_CLEAR(so->logger);
     Py_CLEAR(so->qlogger);
     Py_CLEAR(so->templates);
+    for (int i = 0; i < WC_TLS_VALS; i++)
+        Py_CLEAR(so->tls_vals[i]);
     Py_CLEAR(so->url_prefix);
     Py_CLEAR(so->url_prefix_bytes);
     Py_CLEAR(so->bad_request);
