@@ -202,6 +202,31 @@ def test_tls_1_2_allowed_and_min_version_1_3(server_factory, pki):
     assert get_env(srv13, client_ctx(pki))["SSL_PROTOCOL"] == "TLSv1.3"
 
 
+def test_tls_facts_follow_each_connection(server_factory, pki):
+    # The server keeps the last SSL_PROTOCOL / SSL_CIPHER strs it made and
+    # uses them again while they still match: connections that alternate
+    # between versions and suites must each see their own.
+    srv = tls_server(server_factory, pki)
+    tls12 = client_ctx(pki, maximum_version=ssl.TLSVersion.TLSv1_2)
+    chacha = client_ctx(pki, maximum_version=ssl.TLSVersion.TLSv1_2)
+    chacha.set_ciphers("ECDHE-ECDSA-CHACHA20-POLY1305")
+    want = [
+        (client_ctx(pki), "TLSv1.3", None),
+        (tls12, "TLSv1.2", "ECDHE-ECDSA-AES256-GCM-SHA384"),
+        (chacha, "TLSv1.2", "ECDHE-ECDSA-CHACHA20-POLY1305"),
+        (client_ctx(pki), "TLSv1.3", None),
+        (tls12, "TLSv1.2", "ECDHE-ECDSA-AES256-GCM-SHA384"),
+    ]
+    for ctx, protocol, cipher in want:
+        env = get_env(srv, ctx)
+        assert env["SSL_PROTOCOL"] == protocol
+        if cipher is None:
+            assert env["SSL_CIPHER"].startswith("TLS_")
+        else:
+            assert env["SSL_CIPHER"] == cipher
+        assert env["SSL_CLIENT_VERIFY"] == "NONE"
+
+
 def test_tls12_ciphers_setting(server_factory, pki):
     srv = tls_server(server_factory, pki, ciphers="ECDHE-ECDSA-CHACHA20-POLY1305")
     env = get_env(srv, client_ctx(pki, maximum_version=ssl.TLSVersion.TLSv1_2))
