@@ -116,9 +116,85 @@ set_events(wc_channel_t *ch, unsigned events)
     int op = ch->events == 0 ? EPOLL_CTL_ADD
              : events == 0   ? EPOLL_CTL_DEL
                              : EPOLL_CTL_MOD;
+    unsigned was = ch->events;
     ch->events = (uint8_t)events;
-    if (epoll_ctl(ch->srv->epfd, op, ch->fd, &e) < 0)
+    if (epoll_ctl(ch->srv->epfd, op, ch->fd, &e) < 0) {
         wc_channel_close(ch);
+        return;
+    }
+    /* Reading resumes: records OpenSSL read ahead before it stopped make
+     * no epoll event. */
+    if (ch->tls && (events & ~was & EPOLLIN))
+        wc_channel_check_ready(ch);
+}
+
+/* ---- TLS records read ahead ------------------------------------------------ */
+
+/* OpenSSL reads ahead (tls.c): a read round that stops for room, or for
+ * the backlog, can leave whole records inside it with the socket empty,
+ * and epoll would never report them.  Such a channel goes on the server's
+ * ready list (a reference each) and is read at the loop's next turn, as
+ * if epoll had said EPOLLIN; when reading resumes later (set_events), the
+ * same check puts it there. */
+
+void
+wc_channel_check_ready(wc_channel_t *ch)
+{
+    wc_server_t *srv = ch->srv;
+    if (ch->ready || ch->state == WC_CONN_CLOSED || !(ch->events & EPOLLIN)
+        || !wc_tls_has_pending(ch->tls))
+        return;
+    if (srv->nready == srv->ready_cap) {
+        uint32_t cap = srv->ready_cap ? srv->ready_cap * 2 : 16;
+        wc_channel_t **a = realloc(srv->ready, cap * sizeof(*a));
+        if (a == NULL) {
+            /* Its next request would wait for a byte that may never come:
+             * end it now rather than leave it hanging. */
+            wc_server_log(srv, 40, "Out of memory: connection dropped");
+            wc_channel_close(ch);
+            return;
+        }
+        srv->ready = a;
+        srv->ready_cap = cap;
+    }
+    atomic_fetch_add(&ch->refs, 1);
+    ch->ready = 1;
+    srv->ready[srv->nready++] = ch;
+    wc_server_ready_soon(srv);
+}
+
+uint32_t
+wc_channel_run_ready(wc_server_t *srv)
+{
+    /* The channels on the list now; a read may put one back (it stopped
+     * for room again), to be read at the next turn, after epoll's. */
+    uint32_t n = srv->nready;
+    wc_channel_t *batch[64];
+    if (n > 64)
+        n = 64;
+    memcpy(batch, srv->ready, n * sizeof(*batch));
+    memmove(srv->ready, srv->ready + n, (srv->nready - n) * sizeof(*batch));
+    srv->nready -= n;
+    for (uint32_t i = 0; i < n; i++) {
+        wc_channel_t *ch = batch[i];
+        ch->ready = 0;
+        if (ch->state != WC_CONN_CLOSED && (ch->events & EPOLLIN))
+            wc_channel_io(ch, EPOLLIN);
+        wc_channel_unref(ch);
+    }
+    return srv->nready;
+}
+
+void
+wc_channel_drop_ready(wc_server_t *srv)
+{
+    for (uint32_t i = 0; i < srv->nready; i++) {
+        srv->ready[i]->ready = 0;
+        wc_channel_unref(srv->ready[i]);
+    }
+    free(srv->ready);
+    srv->ready = NULL;
+    srv->nready = srv->ready_cap = 0;
 }
 
 /* Loop: the output side wants POLLOUT (the socket refused bytes), or no
@@ -431,8 +507,10 @@ read_some(wc_channel_t *ch)
          * (the socket stays readable). */
         if (n < (ssize_t)sizeof(srv->readbuf) || ch->state == WC_CONN_CLOSED
             || !(ch->events & EPOLLIN) || ch->kind == WC_KIND_H2)
-            return;
+            break;
     }
+    if (ch->tls)
+        wc_channel_check_ready(ch);
 }
 
 /* Loop: the socket is ready (epoll's events).  A hang-up or an error is

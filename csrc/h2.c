@@ -765,8 +765,10 @@ read_some(wc_h2_t *h)
             return;
         }
         if (n < (ssize_t)sizeof(srv->readbuf) || ch->state != WC_CONN_IDLE)
-            return;
+            break;
     }
+    if (ch->tls)
+        wc_channel_check_ready(ch);  /* records OpenSSL read ahead */
 }
 
 void

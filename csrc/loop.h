@@ -373,6 +373,7 @@ struct wc_channel_s {
     _Atomic uint8_t gone;
     uint8_t kind;               /* WC_KIND_*: set by the loop before any
                                    worker sees the channel */
+    uint8_t ready;              /* on srv->ready (loop) */
 };
 
 /* What a wc_channel_t is.  A connection is NEW until its first bytes say
@@ -407,6 +408,14 @@ void wc_channel_want_write(wc_channel_t *ch, int on);
 void wc_channel_io(wc_channel_t *ch, unsigned events);
 /* Once an iteration: free what wc_channel_close left for later. */
 void wc_channel_finish_closes(wc_server_t *srv);
+/* The loop's turn: read the TLS channels on srv->ready.  Returns how many
+ * are on it again. */
+uint32_t wc_channel_run_ready(wc_server_t *srv);
+/* A stop: give back the list's references. */
+void wc_channel_drop_ready(wc_server_t *srv);
+/* After a read, or when reading resumes: OpenSSL holds records epoll
+ * cannot report; put the channel on srv->ready. */
+void wc_channel_check_ready(wc_channel_t *ch);
 void wc_channel_unref(wc_channel_t *ch);
 void wc_channel_flush(wc_channel_t *ch);
 void wc_channel_kicked(wc_channel_t *ch);
@@ -623,6 +632,12 @@ struct wc_server_s {
     int epfd;                   /* the connections' epoll set */
     uv_poll_t epoll;            /* libuv's watch on it */
     uv_idle_t reap;             /* releases closed channels next turn */
+    /* TLS channels whose next records OpenSSL read ahead (epoll cannot
+     * report them), a reference each, read at the next turn (channel.c:
+     * wc_channel_run_ready, from the idle handle). */
+    uv_idle_t ready_idle;
+    wc_channel_t **ready;
+    uint32_t nready, ready_cap;
     wc_channel_t *channels;     /* list head */
     wc_channel_t *closed;       /* closed, memory not yet released */
     uint64_t nchannels;
@@ -684,6 +699,7 @@ void wc_server_request_close(wc_server_t *srv, const char *why);
 void wc_server_channel_closed(wc_server_t *srv);
 /* A channel was closed: release it at the start of the next iteration. */
 void wc_server_reap_soon(wc_server_t *srv);
+void wc_server_ready_soon(wc_server_t *srv);
 /* Any thread: new connections use `t` from now on (the server takes the
  * caller's reference). */
 void wc_server_tls_swap(wc_server_t *srv, wc_tls_t *t);
@@ -767,6 +783,10 @@ wc_tls_info_t *wc_tls_info(wc_tls_conn_t *c);
  * `idle`: the caller waits for a new message, which usually comes in one
  * short record: a short record ends the read (no read that would fail). */
 ssize_t wc_tls_read(wc_tls_conn_t *c, char *buf, size_t n, int idle);
+/* Does OpenSSL hold whole records the socket no longer shows (read
+ * ahead, then a read that stopped for room)?  Read them without waiting
+ * for epoll. */
+int wc_tls_has_pending(wc_tls_conn_t *c);
 /* Like sendmsg: the bytes taken (fewer than offered: the socket is full;
  * offer the same bytes first again), -EAGAIN when none, or -errno. */
 ssize_t wc_tls_writev(wc_tls_conn_t *c, const struct iovec *iov, int n);

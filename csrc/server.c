@@ -84,6 +84,8 @@ wc_server_init(wc_server_t *srv)
     uv_unref((uv_handle_t *)&srv->wake);
     uv_idle_init(&srv->loop, &srv->reap);
     srv->reap.data = srv;
+    uv_idle_init(&srv->loop, &srv->ready_idle);
+    srv->ready_idle.data = srv;
     srv->sigfd = -1;
     /* The connections' sockets are polled in an epoll set of our own,
      * which libuv polls as one descriptor: adding a socket is one
@@ -151,6 +153,24 @@ wc_server_reap_soon(wc_server_t *srv)
 {
     if (!uv_is_closing((uv_handle_t *)&srv->reap))
         uv_idle_start(&srv->reap, on_reap);
+}
+
+/* TLS channels with records read ahead: read at the start of the next
+ * iteration, and of every one after while some are left (the idle handle
+ * keeps the loop from blocking in the meantime). */
+static void
+on_ready(uv_idle_t *h)
+{
+    wc_server_t *srv = h->data;
+    if (wc_channel_run_ready(srv) == 0)
+        uv_idle_stop(h);
+}
+
+void
+wc_server_ready_soon(wc_server_t *srv)
+{
+    if (!uv_is_closing((uv_handle_t *)&srv->ready_idle))
+        uv_idle_start(&srv->ready_idle, on_ready);
 }
 
 /* Adopt a copy of a bound, listening socket; the caller keeps its own.
@@ -683,6 +703,8 @@ check_exit(wc_server_t *srv)
     }
     close_handle((uv_handle_t *)&srv->epoll);
     close_handle((uv_handle_t *)&srv->reap);
+    wc_channel_drop_ready(srv);
+    close_handle((uv_handle_t *)&srv->ready_idle);
     close_handle((uv_handle_t *)&srv->wake);
     if (srv->sigfd >= 0) {
         uv_poll_stop(&srv->sigpoll);
@@ -807,6 +829,8 @@ wc_server_destroy(wc_server_t *srv)
     close_handle((uv_handle_t *)&srv->wake);
     close_handle((uv_handle_t *)&srv->epoll);
     close_handle((uv_handle_t *)&srv->reap);
+    wc_channel_drop_ready(srv);
+    close_handle((uv_handle_t *)&srv->ready_idle);
     if (srv->sigfd >= 0)
         close_handle((uv_handle_t *)&srv->sigpoll);
     /* Connections a hard stop closed, not yet released. */

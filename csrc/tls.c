@@ -10,10 +10,16 @@
  * not on memory BIOs: its reads and writes are the socket's, so
  * SSL_ERROR_WANT_READ / WANT_WRITE are exactly "not readable / not
  * writable now", which the channel already waits for with epoll, and no
- * extra copy of the ciphertext is made.  Memory BIOs would only pay off
- * for a write path that must not touch the socket (a worker encrypting
- * under the channel's lock): on TLS connections the workers do not write
- * to the socket (channel_out.c), everything goes through the loop.
+ * extra copy of the ciphertext is made.  Reads are ahead (read_ahead):
+ * one read(2) takes what the socket has, up to READ_AHEAD bytes, rather
+ * than a record's 5-byte header and then its body, two system calls a
+ * request.  Whole records can then wait inside OpenSSL where epoll cannot
+ * see them: wc_tls_has_pending tells the channel, which reads them
+ * without waiting for the socket (channel.c: the ready list).  Memory
+ * BIOs would only pay off for a write path that must not touch the
+ * socket (a worker encrypting under the channel's lock): on TLS
+ * connections the workers do not write to the socket (channel_out.c),
+ * everything goes through the loop.
  *
  * Choices, each for a reason:
  * - TLS 1.2 at least (1.3 with tls_min_version), its suites by default
@@ -76,6 +82,11 @@
 /* The largest TLS record's payload: output is written a record at a time
  * (small pieces coalesced into one). */
 #define RECORD 16384
+/* How much one read(2) may take from the socket (the read-ahead buffer,
+ * allocated while it holds bytes: SSL_MODE_RELEASE_BUFFERS): as much as
+ * the channel's read round takes, so that an upload costs a system call
+ * per 64 KiB rather than per record. */
+#define READ_AHEAD WC_READ_SIZE
 
 /* TLS 1.2's suites when the ciphers setting is not given: ECDHE key
  * exchange (forward secrecy) and AEAD ciphers only.  OpenSSL's own default
@@ -95,6 +106,8 @@ struct wc_tls_conn_s {
     wc_tls_info_t *info;        /* after the handshake */
     int fd;
     unsigned sniffed : 1;       /* the first byte was looked at */
+    unsigned starved : 1;       /* the last read wanted the socket: what
+                                   OpenSSL holds is no whole record */
 };
 
 static int on_password(char *buf, int size, int rwflag, void *u);
@@ -186,6 +199,8 @@ wc_tls_new(wc_tls_t **out, const wc_tls_opts_t *o, char *err, size_t errlen,
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE
                               | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER
                               | SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_read_ahead(ctx, 1);
+    SSL_CTX_set_default_read_buffer_len(ctx, READ_AHEAD);
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn, o->h2 ? (void *)ctx : NULL);
     const char *ciphers = o->ciphers && o->ciphers[0] ? o->ciphers
                                                       : DEFAULT_CIPHERS;
@@ -511,12 +526,11 @@ ssize_t
 wc_tls_read(wc_tls_conn_t *c, char *buf, size_t n, int idle)
 {
     size_t got = 0;
-    /* Whole records while a whole one fits, until the socket has no more.
-     * Nothing may stay decrypted inside OpenSSL, where epoll cannot see
-     * it: with read-ahead off, OpenSSL takes a record at a time from the
-     * socket, and an SSL_read given room for a full record (16 KiB of
-     * plaintext at most) empties it.  What is left stays in the socket,
-     * and epoll reports it. */
+    /* Whole records while a whole one fits (an SSL_read given room for a
+     * full record, 16 KiB of plaintext at most, never leaves part of one
+     * decrypted), until neither OpenSSL nor the socket has more.  What
+     * OpenSSL still holds when this stops for room is the caller's to
+     * come back for (wc_tls_has_pending). */
     WC_ASSERT(n >= RECORD);
     while (n - got >= RECORD) {
         size_t want = n - got;
@@ -524,23 +538,36 @@ wc_tls_read(wc_tls_conn_t *c, char *buf, size_t n, int idle)
         int r = SSL_read(c->ssl, buf + got, want > INT_MAX ? INT_MAX
                                                            : (int)want);
         if (r > 0) {
+            c->starved = 0;
             got += (size_t)r;
             /* A short record while the caller waits for a new request is
-             * usually all the client sent for now: stop rather than pay a
-             * read that fails with EAGAIN.  Anything the socket still
-             * holds keeps it readable (epoll is level-triggered), so the
-             * next round reads it.  Not in a body: a client that sends
-             * it in small records would pay an epoll round for each. */
+             * usually all the client sent for now: when OpenSSL holds no
+             * more, stop rather than pay a read that fails with EAGAIN.
+             * Anything the socket still holds keeps it readable (epoll is
+             * level-triggered), so the next round reads it.  Not in a
+             * body: a client that sends it in small records would pay an
+             * epoll round for each. */
             if (idle && (size_t)r < RECORD && !SSL_has_pending(c->ssl))
                 break;
             continue;
         }
         ssize_t rv = failure(c, r);
+        if (rv == -EAGAIN)
+            c->starved = 1;
         /* Bytes before an end or an error are returned first; the end is
          * met again by the next read. */
         return got > 0 ? (ssize_t)got : rv;
     }
     return (ssize_t)got;
+}
+
+int
+wc_tls_has_pending(wc_tls_conn_t *c)
+{
+    /* After a read that wanted the socket, what OpenSSL holds is the
+     * start of a record whose rest the socket will bring: epoll reports
+     * it.  Asking again would spin on the same incomplete record. */
+    return !c->starved && SSL_has_pending(c->ssl);
 }
 
 ssize_t
@@ -637,6 +664,7 @@ int wc_tls_handshake(wc_tls_conn_t *c) { return UV_EPROTO; }
 int wc_tls_alpn_h2(wc_tls_conn_t *c) { return 0; }
 wc_tls_info_t *wc_tls_info(wc_tls_conn_t *c) { return NULL; }
 ssize_t wc_tls_read(wc_tls_conn_t *c, char *buf, size_t n, int idle) { return -EPROTO; }
+int wc_tls_has_pending(wc_tls_conn_t *c) { return 0; }
 ssize_t wc_tls_writev(wc_tls_conn_t *c, const struct iovec *iov, int n)
 {
     return -EPROTO;

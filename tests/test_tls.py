@@ -17,7 +17,7 @@ import warnings
 import pytest
 
 from apps_tls import blocks
-from http_reader import recv_all
+from http_reader import Reader, recv_all
 from servers import HERE, SLOW, run_cli, script
 from tls_pki import PASSWORD
 
@@ -678,6 +678,105 @@ def test_pipelined_requests_in_one_record(server_factory, pki):
         s.close()
     assert json.loads(first[2])["HTTPS"] == json.loads(second[2])["HTTPS"] == "on"
     assert json.loads(third[2]) == {"sha256": hashlib.sha256(b"hello").hexdigest(), "len": 5}
+
+
+def tls_by_hand(srv, pki):
+    """A TLS client over memory BIOs on a raw socket to `srv`, handshake
+    done except for the client's Finished, which waits in the outgoing BIO
+    to go with the first records.  Returns (socket, SSLObject, outgoing
+    BIO, read_all): read_all() decrypts what the server sends until it
+    closes (bounded)."""
+    raw = srv.connect(timeout=20 * SLOW)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = client_ctx(pki).wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    deadline = time.monotonic() + 30 * SLOW
+
+    def pump():
+        data = raw.recv(65536)
+        if data:
+            incoming.write(data)
+        else:
+            incoming.write_eof()
+        return data
+
+    while True:
+        try:
+            obj.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            raw.sendall(outgoing.read())
+            assert time.monotonic() < deadline and pump()
+
+    def read_all():
+        plain = bytearray()
+        while True:
+            try:
+                chunk = obj.read(65536)
+            except ssl.SSLWantReadError:
+                assert time.monotonic() < deadline, "the server stopped answering"
+                pump()
+                continue
+            except ssl.SSLZeroReturnError:
+                break
+            if not chunk:
+                break
+            plain += chunk
+        return bytes(plain)
+
+    return raw, obj, outgoing, read_all
+
+
+@pytest.mark.parametrize("kib", [40, 44, 48, 52, 56, 60, 80])
+def test_records_read_ahead_are_served(server_factory, pki, kib):
+    """The server reads ahead: one read(2) takes what the socket holds, up
+    to 64 KiB of records, into OpenSSL, where epoll no longer sees them.
+    Here the client's Finished, a request head and `kib` KiB of its body
+    in 1000-byte records go in one send (one loopback segment below 64
+    KiB): the handshake's read takes them all, and the round of reads that
+    follows stops for room (at 48 KiB) with whole records still inside
+    OpenSSL and the socket empty.  The server must come back for those
+    records itself (the channel's ready list), or the client waits for
+    ever: without it the sizes from 52 KiB hang.  Every size must be
+    answered whole, whatever the segments."""
+    srv = tls_server(server_factory, pki)
+    raw, obj, outgoing, read_all = tls_by_hand(srv, pki)
+    body = os.urandom(int(kib * 1024))
+    try:
+        obj.write(b"POST /upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body))
+        for at in range(0, len(body), 1000):
+            obj.write(body[at:at + 1000])
+        raw.sendall(outgoing.read())    # with the Finished, at once
+        plain = read_all()
+    finally:
+        raw.close()
+    (answer,) = Reader(plain).responses()
+    assert json.loads(answer.body) == {"sha256": hashlib.sha256(body).hexdigest(),
+                                       "len": len(body)}
+
+
+def test_uploads_read_ahead_are_served(server_factory, pki):
+    """Bodies in records of every size behind the Finished, 140 KiB at
+    once: each arrives whole."""
+    srv = tls_server(server_factory, pki)
+    raw, obj, outgoing, read_all = tls_by_hand(srv, pki)
+    bodies = [os.urandom(n) for n in (20000, 16384, 30000, 1, 40000, 35000)]
+    try:
+        for body in bodies:
+            obj.write(b"POST /upload HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(body))
+            for at in range(0, len(body), 9000):
+                obj.write(body[at:at + 9000])
+        obj.write(b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        raw.sendall(outgoing.read())
+        plain = read_all()
+    finally:
+        raw.close()
+    answers = Reader(plain).responses()
+    assert [a.status for a in answers] == [200] * (len(bodies) + 1)
+    for answer, body in zip(answers, bodies):
+        assert json.loads(answer.body) == {"sha256": hashlib.sha256(body).hexdigest(),
+                                           "len": len(body)}
 
 
 def test_100_continue_over_tls(server_factory, pki):
