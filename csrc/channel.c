@@ -487,8 +487,16 @@ read_some(wc_channel_t *ch)
     for (int i = 0; i < READS_PER_EVENT; i++) {
         ssize_t n;
         if (ch->tls) {
+            /* A worker may be writing a response through the same SSL
+             * object (channel_out.c): while the busy part exists, the
+             * SSL object is used under its lock only. */
+            wc_busy_t *b = ch->b;
+            if (b)
+                pthread_mutex_lock(&b->lock);
             n = wc_tls_read(ch->tls, srv->readbuf, sizeof(srv->readbuf),
                             ch->state == WC_CONN_IDLE);
+            if (b)
+                pthread_mutex_unlock(&b->lock);
             if (n == -EAGAIN)
                 return;
         } else {
@@ -985,9 +993,9 @@ static void
 linger(wc_channel_t *ch)
 {
     wc_busy_t *b = ch->b;
+    pthread_mutex_lock(&b->lock);
     if (ch->tls)
         wc_tls_close_notify(ch->tls);   /* a clean end, not a cut */
-    pthread_mutex_lock(&b->lock);
     int eof = b->peer_eof;
     pthread_mutex_unlock(&b->lock);
     if (eof) {

@@ -18,10 +18,11 @@
  * a worker drops the reference the next time it holds the GIL.
  *
  * TLS (tls.c): the loop writes with wc_tls_writev, and files are read and
- * written from memory (no sendfile: the bytes must be encrypted).  Workers
- * do not write to a TLS socket at all, only queue and kick the loop: an
- * SSL object must not be used by two threads at once, and the loop may be
- * reading it.  That costs a loop wake-up per response on TLS connections.
+ * written from memory (no sendfile: the bytes must be encrypted).  A
+ * worker writes a small response itself, as one record
+ * (wc_channel_send_locked), under b->lock, which the loop also holds
+ * around everything it does with that SSL object (an SSL object must not
+ * be used by two threads at once); larger output is queued for the loop.
  */
 #include "loop.h"
 
@@ -68,8 +69,8 @@ park_mark(const wc_channel_t *ch)
     return mark;
 }
 
-/* Loop thread: write to the socket, or through TLS.  Returns the bytes
- * taken, or -errno (-EAGAIN: none). */
+/* b->lock held (the loop, or a worker): write to the socket, or through
+ * TLS.  Returns the bytes taken, or -errno (-EAGAIN: none). */
 static ssize_t
 out_write(wc_channel_t *ch, struct iovec *iov, int n)
 {
@@ -368,13 +369,24 @@ wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, void **owners,
         }
         return rv;
     }
-    if (ch->srv->cfg.tls)
-        goto queue_rest;    /* TLS: only the loop writes (see above) */
+    /* TLS: a worker encrypts and writes only what makes one record (a
+     * small response, whole), on an HTTP/1 connection (the loop frames
+     * HTTP/2), and never a file block the loop is in the middle of;
+     * larger output goes to the loop, which encrypts without the GIL.
+     * The loop takes b->lock around everything it does with the SSL
+     * object of a connection a worker may write to (channel.c:
+     * read_some, linger). */
+    int tls = ch->srv->cfg.tls;
+    if (tls && (ch->tls == NULL || ch->kind != WC_KIND_H1 || ch->b->wblk
+                || total > WC_TLS_RECORD))
+        goto queue_rest;
     if (!ch->b->writing && ch->b->out.head) {
         /* Queued bytes go first; only memory ones, all of them. */
         k = wc_outq_iov(&ch->b->out, all, WC_IOV_MAX, &qtotal);
         if (qtotal != ch->b->out.bytes)
             goto queue_rest;    /* a file or more than fits: the loop's */
+        if (tls && qtotal + total > WC_TLS_RECORD)
+            goto queue_rest;
     }
     if (ch->b->writing)
         goto queue_rest;
@@ -382,15 +394,12 @@ wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, void **owners,
         memcpy(all + k, iov, (size_t)n * sizeof(*iov));
     if (k + n == 0)
         return 0;
-    struct msghdr mh = {0};
-    mh.msg_iov = all;
-    mh.msg_iovlen = (size_t)(k + n);
     ssize_t w;
     do {
-        w = sendmsg(ch->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-    } while (w < 0 && errno == EINTR);
+        w = out_write(ch, all, k + n);
+    } while (w == -EINTR);
     if (w < 0) {
-        if (errno != EAGAIN) {
+        if (w != -EAGAIN) {
             ch->b->broken = 1;
             wc_channel_kick(ch);
             return UV_EPIPE;

@@ -783,12 +783,16 @@ wc_tls_info_t *wc_tls_info(wc_tls_conn_t *c);
  * `idle`: the caller waits for a new message, which usually comes in one
  * short record: a short record ends the read (no read that would fail). */
 ssize_t wc_tls_read(wc_tls_conn_t *c, char *buf, size_t n, int idle);
-/* Does OpenSSL hold whole records the socket no longer shows (read
- * ahead, then a read that stopped for room)?  Read them without waiting
- * for epoll. */
+/* Did the last read (or the handshake) leave records inside OpenSSL
+ * that the socket no longer shows (read ahead, then a read that stopped
+ * for room)?  Read them without waiting for epoll. */
 int wc_tls_has_pending(wc_tls_conn_t *c);
+/* The largest record's payload: a worker writes a response itself only
+ * when it fits in one (channel_out.c). */
+#define WC_TLS_RECORD 16384
 /* Like sendmsg: the bytes taken (fewer than offered: the socket is full;
- * offer the same bytes first again), -EAGAIN when none, or -errno. */
+ * offer the same bytes first again), -EAGAIN when none, or -errno.  The
+ * loop or a worker, under the channel's lock. */
 ssize_t wc_tls_writev(wc_tls_conn_t *c, const struct iovec *iov, int n);
 /* A clean close: send close_notify if the socket takes it now. */
 void wc_tls_close_notify(wc_tls_conn_t *c);

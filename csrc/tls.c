@@ -17,9 +17,11 @@
  * see them: wc_tls_has_pending tells the channel, which reads them
  * without waiting for the socket (channel.c: the ready list).  Memory
  * BIOs would only pay off for a write path that must not touch the
- * socket (a worker encrypting under the channel's lock): on TLS
- * connections the workers do not write to the socket (channel_out.c),
- * everything goes through the loop.
+ * socket; a worker that writes a small response itself
+ * (wc_tls_writev, from channel_out.c) does so through the same SSL
+ * object, under the channel's lock, which the loop also takes around its
+ * reads, writes and close_notify of that connection while a worker may
+ * be at it.
  *
  * Choices, each for a reason:
  * - TLS 1.2 at least (1.3 with tls_min_version), its suites by default
@@ -57,7 +59,8 @@
  *
  * GIL map: never touches Python.  wc_tls_new and wc_tls_free run on the
  * thread that creates or destroys the server (with the GIL, which does
- * not matter here); everything else on the loop thread.  OpenSSL's error
+ * not matter here); wc_tls_writev on the loop or on a worker (GIL held),
+ * under the channel's lock; everything else on the loop thread.  OpenSSL's error
  * queue is per thread: it is cleared before every call that may fail.
  */
 #include "loop.h"
@@ -81,7 +84,7 @@
 
 /* The largest TLS record's payload: output is written a record at a time
  * (small pieces coalesced into one). */
-#define RECORD 16384
+#define RECORD WC_TLS_RECORD
 /* How much one read(2) may take from the socket (the read-ahead buffer,
  * allocated while it holds bytes: SSL_MODE_RELEASE_BUFFERS): as much as
  * the channel's read round takes, so that an upload costs a system call
@@ -97,7 +100,6 @@
 struct wc_tls_s {
     atomic_int refs;            /* the server's, and each connection's */
     SSL_CTX *ctx;
-    char wbuf[RECORD];          /* loop thread: a coalesced record */
 };
 
 struct wc_tls_conn_s {
@@ -106,8 +108,8 @@ struct wc_tls_conn_s {
     wc_tls_info_t *info;        /* after the handshake */
     int fd;
     unsigned sniffed : 1;       /* the first byte was looked at */
-    unsigned starved : 1;       /* the last read wanted the socket: what
-                                   OpenSSL holds is no whole record */
+    unsigned more : 1;          /* the last read stopped with records
+                                   still inside OpenSSL (read ahead) */
 };
 
 static int on_password(char *buf, int size, int rwflag, void *u);
@@ -470,6 +472,8 @@ wc_tls_handshake(wc_tls_conn_t *c)
         int one = 1;
         (void)setsockopt(c->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
         c->info = make_info(c->ssl);
+        /* The client's first records may have come with its Finished. */
+        c->more = SSL_has_pending(c->ssl) != 0;
         return c->info ? WC_TLS_DONE : UV_ENOMEM;
     }
     int e = SSL_get_error(c->ssl, r);
@@ -496,6 +500,16 @@ wc_tls_info(wc_tls_conn_t *c)
     if (c->info)
         atomic_fetch_add(&c->info->refs, 1);
     return c->info;
+}
+
+/* Before an SSL_read or SSL_write: SSL_get_error needs the thread's error
+ * queue empty.  It nearly always is (every failure clears it): looking
+ * costs less than ERR_clear_error's sweep of every slot. */
+static inline void
+clear_errors(void)
+{
+    if (ERR_peek_error() != 0)
+        ERR_clear_error();
 }
 
 /* An SSL_read or SSL_write that returned r <= 0, as -errno. */
@@ -534,11 +548,10 @@ wc_tls_read(wc_tls_conn_t *c, char *buf, size_t n, int idle)
     WC_ASSERT(n >= RECORD);
     while (n - got >= RECORD) {
         size_t want = n - got;
-        ERR_clear_error();
+        clear_errors();
         int r = SSL_read(c->ssl, buf + got, want > INT_MAX ? INT_MAX
                                                            : (int)want);
         if (r > 0) {
-            c->starved = 0;
             got += (size_t)r;
             /* A short record while the caller waits for a new request is
              * usually all the client sent for now: when OpenSSL holds no
@@ -547,32 +560,40 @@ wc_tls_read(wc_tls_conn_t *c, char *buf, size_t n, int idle)
              * level-triggered), so the next round reads it.  Not in a
              * body: a client that sends it in small records would pay an
              * epoll round for each. */
-            if (idle && (size_t)r < RECORD && !SSL_has_pending(c->ssl))
-                break;
+            if (idle && (size_t)r < RECORD && !SSL_has_pending(c->ssl)) {
+                c->more = 0;
+                return (ssize_t)got;
+            }
             continue;
         }
+        /* After a read that wanted the socket, what OpenSSL holds is at
+         * most the start of a record whose rest the socket will bring:
+         * epoll reports it. */
+        c->more = 0;
         ssize_t rv = failure(c, r);
-        if (rv == -EAGAIN)
-            c->starved = 1;
         /* Bytes before an end or an error are returned first; the end is
          * met again by the next read. */
         return got > 0 ? (ssize_t)got : rv;
     }
+    c->more = SSL_has_pending(c->ssl) != 0;     /* stopped for room */
     return (ssize_t)got;
 }
 
 int
 wc_tls_has_pending(wc_tls_conn_t *c)
 {
-    /* After a read that wanted the socket, what OpenSSL holds is the
-     * start of a record whose rest the socket will bring: epoll reports
-     * it.  Asking again would spin on the same incomplete record. */
-    return !c->starved && SSL_has_pending(c->ssl);
+    /* Noted by the read itself: a worker may be writing through the SSL
+     * object now (wc_tls_writev), and only the reader under the channel's
+     * lock may look inside it. */
+    return c->more;
 }
 
 ssize_t
 wc_tls_writev(wc_tls_conn_t *c, const struct iovec *iov, int n)
 {
+    /* Coalesced records are made on the caller's stack: the loop and
+     * workers (each under its own channel's lock) write at once. */
+    char rec[RECORD];
     size_t done = 0, off = 0;
     int i = 0;
     while (i < n) {
@@ -599,13 +620,13 @@ wc_tls_writev(wc_tls_conn_t *c, const struct iovec *iov, int n)
                 size_t take = iov[j].iov_len - o;
                 if (take > RECORD - len)
                     take = RECORD - len;
-                memcpy(c->t->wbuf + len, (const char *)iov[j].iov_base + o,
+                memcpy(rec + len, (const char *)iov[j].iov_base + o,
                        take);
                 len += take;
             }
-            p = c->t->wbuf;
+            p = rec;
         }
-        ERR_clear_error();
+        clear_errors();
         int r = SSL_write(c->ssl, p, (int)len);
         if (r <= 0) {
             ssize_t rv = failure(c, r);

@@ -19,9 +19,34 @@ def blocks(n):
         n -= len(BLOCK)
 
 
+# /writes's progress, for /progress: the bytes its write() calls took.
+PROGRESS = {"written": 0}
+WRITE_BLOCK = 4000
+
+
+def write_block(i):
+    """/writes's block i: 4000 bytes that differ from every other block's."""
+    return hashlib.sha256(b"%d" % i).digest() * (WRITE_BLOCK // 32)
+
+
 def app(environ, start_response):
     path = environ["PATH_INFO"]
-    if path == "/upload":
+    if path == "/writes":
+        # Small blocks through write(), each its own send: a worker writes
+        # them to the connection itself, until the socket refuses one.
+        n = int(environ["QUERY_STRING"])
+        write = start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                          ("Content-Length", str(n * WRITE_BLOCK))])
+        PROGRESS["written"] = 0
+        for i in range(n):
+            write(write_block(i))
+            PROGRESS["written"] += WRITE_BLOCK
+        return []
+    if path == "/progress":
+        body = json.dumps(PROGRESS).encode()
+    elif path.startswith("/id/"):
+        body = path.encode()
+    elif path == "/upload":
         h = hashlib.sha256()
         total = 0
         while True:

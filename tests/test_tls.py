@@ -779,6 +779,90 @@ def test_uploads_read_ahead_are_served(server_factory, pki):
                                            "len": len(body)}
 
 
+def test_worker_record_refused_then_sent_by_the_loop(server_factory, pki):
+    """A worker writes a small response block itself, through TLS, until
+    the socket is full: OpenSSL then holds that record, and the bytes must
+    be offered again, first, by the loop.  The client reads nothing until
+    the app has written more than the kernel can buffer for the connection
+    (tcp_wmem's largest send buffer and the client's small receive buffer
+    together), so one of the worker's writes was refused; then the whole
+    body must arrive, every 4000-byte block in its place."""
+    from apps_tls import WRITE_BLOCK, write_block
+
+    with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+        wmem_max = int(f.read().split()[2])
+    blocks_n = (wmem_max + (4 << 20)) // WRITE_BLOCK
+    total = blocks_n * WRITE_BLOCK
+    # Room for the whole body in the server's queue: the app finishes.
+    srv = tls_server(server_factory, pki, outbuf_overflow=4 * total,
+                     outbuf_high_watermark=4 * total, channel_timeout=120)
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    raw.settimeout(30 * SLOW)
+    raw.connect(("127.0.0.1", srv.port))
+    s = client_ctx(pki).wrap_socket(raw, server_hostname="127.0.0.1")
+    try:
+        s.sendall(b"GET /writes?%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                  % blocks_n)
+        deadline = time.monotonic() + 60 * SLOW
+        while get_json(srv, pki, "/progress")["written"] < total:
+            assert time.monotonic() < deadline, "the app never finished writing"
+            time.sleep(0.05)
+        answer = Reader(s, timeout=60 * SLOW).response()
+    finally:
+        s.close()
+    assert answer.status == 200
+    body = answer.body
+    assert len(body) == total
+    want = hashlib.sha256(b"".join(write_block(i) for i in range(blocks_n)))
+    assert hashlib.sha256(body).hexdigest() == want.hexdigest()
+
+
+def get_json(srv, pki, path):
+    conn = https(srv, client_ctx(pki))
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        assert resp.status == 200
+        return json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_small_responses_from_workers_while_the_loop_reads(server_factory, pki):
+    """Workers write small responses themselves while the loop reads the
+    next pipelined requests from the same TLS connections: the one SSL
+    object is used under the channel's lock by both.  Eight connections at
+    once, each 300 requests, sent one at a time and in pipelined bursts of
+    five: every answer is its own request's, in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    srv = tls_server(server_factory, pki, threads=4)
+
+    def one(k):
+        s = tls_socket(srv, pki)
+        reader = Reader(s, timeout=30 * SLOW)
+        got = []
+        try:
+            i = 0
+            while i < 300:
+                burst = 1 if i % 10 < 5 else 5
+                s.sendall(b"".join(b"GET /id/%d/%d HTTP/1.1\r\nHost: x\r\n\r\n" % (k, i + j)
+                                   for j in range(burst)))
+                for j in range(burst):
+                    answer = reader.response()
+                    got.append((answer.status, answer.body))
+                i += burst
+        finally:
+            s.close()
+        return got
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(8)))
+    for k, got in enumerate(results):
+        assert got == [(200, b"/id/%d/%d" % (k, i)) for i in range(300)]
+
+
 def test_100_continue_over_tls(server_factory, pki):
     from http_reader import Reader
 
