@@ -561,10 +561,17 @@ class UWSGI(Server):
 
 
 class Nginx(Server):
+    """nginx serving the same bytes from files: the I/O reference.  In the
+    tls-* scenarios it terminates TLS itself (no session reuse, as
+    waitress_c): what TLS costs a C server on this machine, against which
+    waitress_c's own TLS cost is judged."""
+
     name = "nginx"
     dist = "nginx"
-    how = "static files, 1 worker: the I/O reference, not a WSGI server"
+    how = ("static files, 1 worker: the I/O reference, not a WSGI server "
+           "(TLS with the same certificate in the tls-* scenarios)")
     wsgi = False
+    tls = True
 
     def prepare(self):
         self.reason = apt_install("nginx", "nginx")
@@ -574,7 +581,7 @@ class Nginx(Server):
             self.version = out.stderr.decode().strip().split("/")[-1]
 
     def command(self, port, scenario):
-        conf = self.data.nginx_conf(port)
+        conf = self.data.nginx_conf(port, tls=scenario.tls)
         return [self.binary, "-p", self.data.dir, "-c", conf,
                 "-e", os.path.join(self.data.dir, "error.log")]
 
@@ -759,10 +766,15 @@ class DataDir:
         for name in os.listdir(self.www):
             os.chmod(os.path.join(self.www, name), 0o644)
 
-    def nginx_conf(self, port):
+    def nginx_conf(self, port, tls=False):
         path = os.path.join(self.dir, "nginx-%d.conf" % port)
+        ssl = ""
+        if tls:
+            cert, key = self.tls_files()
+            ssl = NGINX_SSL % {"cert": cert, "key": key}
         write_text(path, NGINX_CONF % {
-            "dir": self.dir, "port": port, "www": self.www, "host": HOST})
+            "dir": self.dir, "port": port, "www": self.www, "host": HOST,
+            "ssl": " ssl" if tls else "", "ssl_lines": ssl})
         return path
 
     def tls_files(self):
@@ -820,8 +832,8 @@ http {
     keepalive_requests 100000000;
     keepalive_timeout 300s;
     server {
-        listen %(host)s:%(port)d backlog=4096;
-        root %(www)s;
+        listen %(host)s:%(port)d%(ssl)s backlog=4096;
+%(ssl_lines)s        root %(www)s;
         types { }
         # 13 bytes: one writev beats headers + sendfile (~1.8x here)
         location = /hello {
@@ -831,6 +843,16 @@ http {
 }
 """
 
+
+
+# The TLS lines of NGINX_CONF in the tls-* scenarios: as nginx-tls's.
+NGINX_SSL = """\
+        ssl_certificate %(cert)s;
+        ssl_certificate_key %(key)s;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache off;
+        ssl_session_tickets off;
+"""
 
 
 NGINX_TLS_CONF = """\

@@ -669,6 +669,27 @@ def target_checks_tls(get):
         out.append(("tls-hello-100 req/s >= 0.85 x hello-100",
                     "%s (%.2f x)" % (fmt_num(ours), ours / plain),
                     fmt_num(0.85 * plain), ours >= 0.85 * plain))
+    # The same ratio for nginx serving the bytes from a file, with its own
+    # TLS: what TLS costs a C server on this machine and this OpenSSL.
+    ng_tls, ng_plain = rps("tls-hello-100", "nginx"), rps("hello-100", "nginx")
+    if ng_tls is not None and ng_plain is not None:
+        out.append(("reference: nginx (static) tls-hello-100 / hello-100",
+                    "%.2f x" % (ng_tls / ng_plain), "-", None))
+
+    def cpu(sc, name):
+        return figure(get(sc, name), "cpu_us")
+
+    added = {}
+    for name in ("waitress_c", "nginx", "granian"):
+        c_tls, c_plain = cpu("tls-hello-100", name), cpu("hello-100", name)
+        if c_tls is not None and c_plain is not None:
+            added[name] = c_tls - c_plain
+    if "waitress_c" in added:
+        others = ", ".join("%s %.1f us" % (k, v) for k, v in added.items()
+                           if k != "waitress_c")
+        out.append(("server CPU TLS adds to a request (tls-hello-100 - "
+                    "hello-100)", "%.1f us" % added["waitress_c"],
+                    others or "-", None))
     for sc in ("tls-hello-100", "tls-handshakes", "tls-1mib"):
         mine = rps(sc, "waitress_c")
         for peer in ("granian", "nginx-tls"):
