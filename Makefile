@@ -48,8 +48,10 @@ build: waitress_c/.build-stamp
 serve: build
 	$(VENV)/bin/waitress-c-serve --listen=127.0.0.1:8080 examples.hello:app
 
+# The benchmark harness's own tests (benchmarks/test_harness.py: its
+# scenarios, peers' command lines and report rows, no load) run too.
 test: build
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests benchmarks/test_harness.py
 
 # The request framing (csrc/parser.c's wc_request_feed) in process, without
 # a socket: a table of inputs, each fed whole, at every split and byte by
