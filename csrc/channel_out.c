@@ -388,6 +388,15 @@ wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, void **owners,
         if (tls && qtotal + total > WC_TLS_RECORD)
             goto queue_rest;
     }
+    /* A record OpenSSL refuses (WANT_WRITE) stays inside it, and the
+     * retry must offer at least its bytes again; the loop's offers only
+     * what is in memory before the queue's first file segment.  So the
+     * record must fit in memory behind what is queued: had queue_iov
+     * spilled part of it to the temp file (outbuf_overflow below a
+     * record), the retry would offer fewer bytes and OpenSSL would fail
+     * the connection (bad write retry). */
+    if (tls && qtotal + total > ch->srv->cfg.outbuf_overflow)
+        goto queue_rest;
     if (ch->b->writing)
         goto queue_rest;
     if (n > 0)

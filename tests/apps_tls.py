@@ -42,6 +42,16 @@ def app(environ, start_response):
             write(write_block(i))
             PROGRESS["written"] += WRITE_BLOCK
         return []
+    if path == "/chunks":
+        # The same blocks without a Content-Length: each write() is a
+        # chunk, three iovecs (size line, block, CRLF) in one send.
+        n = int(environ["QUERY_STRING"])
+        write = start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        PROGRESS["written"] = 0
+        for i in range(n):
+            write(write_block(i))
+            PROGRESS["written"] += WRITE_BLOCK
+        return []
     if path == "/progress":
         body = json.dumps(PROGRESS).encode()
     elif path.startswith("/id/"):

@@ -1,0 +1,64 @@
+"""TLS: the workers' own writes (a small response encrypted and written by
+the worker under the channel's lock) and the records OpenSSL reads ahead,
+at their edges: what must hold when the socket refuses a worker's record,
+when the client goes away, and when the queue behind a record spills."""
+
+import hashlib
+import socket
+import time
+
+import pytest
+
+from http_reader import Reader
+from servers import SLOW
+from test_tls import client_ctx, get_json, tls_server
+from waitress_c import _core
+
+pytestmark = pytest.mark.skipif(
+    not _core.HAVE_TLS, reason="this build has no TLS (built with WC_NO_TLS=1)"
+)
+
+
+def wait_until_still(srv, pki, key, bound):
+    """Poll the app's progress until it stops moving (the worker is parked
+    on a full socket, or done): the client has read nothing so far."""
+    deadline = time.monotonic() + bound
+    last = None
+    while time.monotonic() < deadline:
+        now = get_json(srv, pki, "/progress")[key]
+        if now == last and now > 0:
+            return now
+        last = now
+        time.sleep(0.3)
+    raise AssertionError("the app never stopped writing")
+
+
+def test_refused_worker_record_with_a_small_outbuf_overflow(server_factory, pki):
+    """A worker writes a chunk (size line, 4000-byte block, CRLF) itself
+    until the socket refuses the record: OpenSSL keeps it, and the queue
+    must then offer those same 4007 bytes first.  With outbuf_overflow
+    below a record, the block would go to the temp file behind the
+    size line queued in memory, the loop's retry would offer the 5-byte
+    size line alone, and OpenSSL would fail it (bad write retry): the
+    response cut off.  The client reads nothing until the app is parked,
+    then everything, in order."""
+    from apps_tls import WRITE_BLOCK, write_block
+
+    blocks_n = 1500     # 6 MB: more than the kernel buffers hold
+    srv = tls_server(server_factory, pki, outbuf_overflow=2048, channel_timeout=120)
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    raw.settimeout(30 * SLOW)
+    raw.connect(("127.0.0.1", srv.port))
+    s = client_ctx(pki).wrap_socket(raw, server_hostname="127.0.0.1")
+    try:
+        s.sendall(b"GET /chunks?%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                  % blocks_n)
+        assert wait_until_still(srv, pki, "written", 60 * SLOW) < blocks_n * WRITE_BLOCK
+        answer = Reader(s, timeout=60 * SLOW).response()
+    finally:
+        s.close()
+    assert answer.status == 200
+    want = hashlib.sha256(b"".join(write_block(i) for i in range(blocks_n)))
+    assert len(answer.body) == blocks_n * WRITE_BLOCK
+    assert hashlib.sha256(answer.body).hexdigest() == want.hexdigest()
