@@ -69,6 +69,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <netinet/in.h>
@@ -100,6 +101,7 @@
 struct wc_tls_s {
     atomic_int refs;            /* the server's, and each connection's */
     SSL_CTX *ctx;
+    BIO_METHOD *wmeth;          /* the connections' write BIO (bio_send) */
 };
 
 struct wc_tls_conn_s {
@@ -118,6 +120,36 @@ static int on_alpn(SSL *ssl, const unsigned char **out,
                    unsigned int inlen, void *arg);
 
 /* ---- the server's context ------------------------------------------------ */
+
+/* The connections' write BIO.  OpenSSL's socket BIO writes with write(2),
+ * which raises SIGPIPE on a connection the client has reset: the loop
+ * thread blocks that signal (server.c), but a worker that writes a small
+ * response itself (channel_out.c), or an app thread in write(), does not,
+ * and a process whose SIGPIPE is at its default would be killed by a
+ * client that goes away.  So records leave with send(2) and MSG_NOSIGNAL,
+ * as every other write of the server; reads keep the socket BIO. */
+static int
+bio_send(BIO *b, const char *p, int n)
+{
+    int fd = (int)(intptr_t)BIO_get_data(b);
+    ssize_t w;
+    BIO_clear_retry_flags(b);
+    do {
+        w = send(fd, p, (size_t)n, MSG_NOSIGNAL);
+    } while (w < 0 && errno == EINTR);
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        BIO_set_retry_write(b);
+    return (int)w;     /* errno stays the socket's, for failure() */
+}
+
+static long
+bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)b;
+    (void)num;
+    (void)ptr;
+    return cmd == BIO_CTRL_FLUSH;   /* nothing is buffered here */
+}
 
 /* The key's password, from the settings; NULL: fail rather than ask on a
  * terminal (OpenSSL's default). */
@@ -285,6 +317,17 @@ wc_tls_new(wc_tls_t **out, const wc_tls_opts_t *o, char *err, size_t errlen,
     else if (cert && X509_cmp_current_time(X509_get0_notBefore(cert)) >= 0)
         snprintf(warn, warnlen, "certfile %s: the certificate is not valid "
                  "yet", o->certfile);
+    /* A plain source/sink type, not BIO_get_new_index(): that allots one
+     * of about a hundred numbers a process has, and every reload makes a
+     * context. */
+    t->wmeth = BIO_meth_new(BIO_TYPE_SOURCE_SINK, "waitress_c send");
+    if (t->wmeth == NULL || BIO_meth_set_write(t->wmeth, bio_send) != 1
+        || BIO_meth_set_ctrl(t->wmeth, bio_ctrl) != 1) {
+        BIO_meth_free(t->wmeth);
+        t->wmeth = NULL;
+        snprintf(err, errlen, "cannot create a TLS context: %s", reason());
+        goto done;
+    }
     atomic_init(&t->refs, 1);
     t->ctx = ctx;
     ctx = NULL;
@@ -309,6 +352,7 @@ wc_tls_free(wc_tls_t *t)
     if (t == NULL || atomic_fetch_sub(&t->refs, 1) != 1)
         return;
     SSL_CTX_free(t->ctx);
+    BIO_meth_free(t->wmeth);    /* no connection's BIO is left */
     free(t);
 }
 
@@ -322,12 +366,20 @@ wc_tls_conn_new(wc_tls_t *t, int fd)
         return NULL;
     ERR_clear_error();
     c->ssl = SSL_new(t->ctx);
-    if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1) {
+    /* Reads through OpenSSL's socket BIO; writes through bio_send. */
+    BIO *rb = BIO_new_socket(fd, BIO_NOCLOSE);
+    BIO *wb = BIO_new(t->wmeth);
+    if (c->ssl == NULL || rb == NULL || wb == NULL) {
         ERR_clear_error();
+        BIO_free(rb);
+        BIO_free(wb);
         SSL_free(c->ssl);
         free(c);
         return NULL;
     }
+    BIO_set_data(wb, (void *)(intptr_t)fd);
+    BIO_set_init(wb, 1);
+    SSL_set_bio(c->ssl, rb, wb);    /* the SSL object owns both now */
     SSL_set_accept_state(c->ssl);
     atomic_fetch_add(&t->refs, 1);     /* a reload may replace it */
     c->t = t;

@@ -3,7 +3,14 @@
 import hashlib
 import json
 import os
+import signal
 import time
+
+# As tests/apps_hardening.py: SIGPIPE back to its default (terminate), as
+# some embedders and launchers leave it, so that one reaching the server
+# kills it.
+if os.environ.get("WC_TEST_SIGPIPE_DFL") == "1":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 TLS_KEYS = (
     "wsgi.url_scheme", "HTTPS", "SSL_PROTOCOL", "SSL_CIPHER", "SSL_CLIENT_VERIFY",

@@ -62,3 +62,49 @@ def test_refused_worker_record_with_a_small_outbuf_overflow(server_factory, pki)
     want = hashlib.sha256(b"".join(write_block(i) for i in range(blocks_n)))
     assert len(answer.body) == blocks_n * WRITE_BLOCK
     assert hashlib.sha256(answer.body).hexdigest() == want.hexdigest()
+
+
+def test_client_reset_during_worker_writes_does_not_kill_a_sigpipe_default_process(
+    server_factory, pki, monkeypatch
+):
+    """Workers write small blocks to TLS connections themselves, through
+    OpenSSL's socket BIO, i.e. write(2), which cannot pass MSG_NOSIGNAL;
+    the process's SIGPIPE is at its default (terminate).  Clients reset
+    their connections mid-response: when the loop's read meets the reset
+    first (and takes the socket's error), a worker's next write gets EPIPE
+    and, without MSG_NOSIGNAL, a SIGPIPE that kills the server.  It is a
+    race, so many connections (bounded in number and time): the server
+    must live through all of them."""
+    import struct
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("WC_TEST_SIGPIPE_DFL", "1")
+    srv = tls_server(server_factory, pki, threads=4)
+    ctx = client_ctx(pki)
+    deadline = time.monotonic() + 20 * SLOW
+
+    def resets(k):
+        done = 0
+        for _ in range(400):
+            if time.monotonic() > deadline or srv.proc.poll() is not None:
+                break
+            try:
+                raw = srv.connect(timeout=10 * SLOW)
+                s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+                s.sendall(b"GET /writes?100000 HTTP/1.1\r\nHost: x\r\n\r\n")
+                s.recv(65536)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()
+            except OSError:
+                break   # the server died (checked below)
+            done += 1
+            # The worker goes on writing into the reset connection
+            # meanwhile (the race is there, not in the next connect).
+            time.sleep(0.02)
+        return done
+
+    with ThreadPoolExecutor(3) as pool:
+        done = sum(pool.map(resets, range(3)))
+    assert srv.proc.poll() is None, "server died: %r" % srv.proc.returncode
+    assert done > 0
+    assert get_json(srv, pki, "/progress")["written"] >= 0
