@@ -108,3 +108,29 @@ def test_client_reset_during_worker_writes_does_not_kill_a_sigpipe_default_proce
     assert srv.proc.poll() is None, "server died: %r" % srv.proc.returncode
     assert done > 0
     assert get_json(srv, pki, "/progress")["written"] >= 0
+
+
+@pytest.mark.parametrize("n", [215, 230, 240])
+def test_pipelined_burst_past_the_backlog_with_records_read_ahead(server_factory, pki, n):
+    """`n` pipelined requests of about 250 bytes, a record each, behind
+    the Finished in one send (under 64 KiB on the wire): the first read
+    takes them all into OpenSSL, the read round stops for room at 48 KiB
+    with whole records left inside OpenSSL and none in the socket, and
+    the parser stops at the backlog (reading stops).  When the backlog
+    drains and reading resumes, those records must be read without a
+    readiness event.  Every request is answered, in order."""
+    from test_tls import tls_by_hand
+
+    srv = tls_server(server_factory, pki)
+    raw, obj, outgoing, read_all = tls_by_hand(srv, pki)
+    pad = b"X-Pad: " + b"p" * 200 + b"\r\n"
+    try:
+        for i in range(n):
+            obj.write(b"GET /id/%d HTTP/1.1\r\nHost: x\r\n%s%s\r\n"
+                      % (i, pad, b"Connection: close\r\n" if i == n - 1 else b""))
+        raw.sendall(outgoing.read())
+        plain = read_all()
+    finally:
+        raw.close()
+    answers = Reader(plain).responses()
+    assert [(a.status, a.body) for a in answers] == [(200, b"/id/%d" % i) for i in range(n)]
