@@ -134,3 +134,64 @@ def test_pipelined_burst_past_the_backlog_with_records_read_ahead(server_factory
         raw.close()
     answers = Reader(plain).responses()
     assert [(a.status, a.body) for a in answers] == [(200, b"/id/%d" % i) for i in range(n)]
+
+
+def request_key_update(obj):
+    """Make the TLS 1.3 client `obj` (an ssl.SSLObject) send a KeyUpdate
+    asking for the server's with its next record.  Python's ssl has no
+    call for it: OpenSSL's SSL_key_update on the SSL* of the _ssl object
+    (the field after the weak reference to the socket), through the same
+    libssl the _ssl module uses."""
+    import ctypes
+    import ctypes.util
+
+    libssl = ctypes.CDLL(ctypes.util.find_library("ssl"))
+    libssl.SSL_key_update.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    libssl.SSL_version.argtypes = [ctypes.c_void_p]
+    # PySSLSocket: the object's head, the socket's weak reference, SSL *.
+    at = id(obj._sslobj) + object.__basicsize__ + ctypes.sizeof(ctypes.c_void_p)
+    ptr = ctypes.c_void_p.from_address(at).value
+    assert libssl.SSL_version(ptr) == 0x0304, "not the SSL* of a TLS 1.3 connection"
+    assert libssl.SSL_key_update(ptr, 1) == 1  # SSL_KEY_UPDATE_REQUESTED
+
+
+def test_key_update_while_the_server_cannot_write(server_factory, pki):
+    """The client asks for a key update (TLS 1.3), with a pipelined
+    request behind it in the same segment, while the server's socket is
+    full with a response the client does not read yet.  The server's
+    SSL_read must answer the KeyUpdate and cannot (WANT_WRITE): the
+    request's record, read ahead, stays inside OpenSSL with the socket
+    empty.  Once the client reads, the response ends and the pipelined
+    request must still be answered, not forgotten.  (Held when written:
+    kept as a guard of the read that must write.)"""
+    from apps_tls import WRITE_BLOCK
+    from test_tls import tls_by_hand
+
+    with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+        wmem_max = int(f.read().split()[2])
+    blocks_n = (wmem_max + (4 << 20)) // WRITE_BLOCK
+    total = blocks_n * WRITE_BLOCK
+    srv = tls_server(server_factory, pki, outbuf_overflow=4 * total,
+                     outbuf_high_watermark=4 * total, channel_timeout=120)
+    raw, obj, outgoing, read_all = tls_by_hand(srv, pki)
+    try:
+        obj.write(b"GET /writes?%d HTTP/1.1\r\nHost: x\r\n\r\n" % blocks_n)
+        raw.sendall(outgoing.read())
+        # The app wrote more than the kernel holds: the socket is full.
+        deadline = time.monotonic() + 60 * SLOW
+        while get_json(srv, pki, "/progress")["written"] < total:
+            assert time.monotonic() < deadline, "the app never finished writing"
+            time.sleep(0.05)
+        request_key_update(obj)
+        obj.write(b"GET /id/after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        raw.sendall(outgoing.read())    # KeyUpdate and request, one segment
+        raw.settimeout(10 * SLOW)
+        plain = read_all()
+    except socket.timeout:
+        plain = None
+    finally:
+        raw.close()
+    assert plain is not None, "the request behind the KeyUpdate was never answered"
+    first, second = Reader(plain).responses()
+    assert first.status == 200 and len(first.body) == total
+    assert (second.status, second.body) == (200, b"/id/after")
