@@ -145,10 +145,20 @@ bio_send(BIO *b, const char *p, int n)
 static long
 bio_ctrl(BIO *b, int cmd, long num, void *ptr)
 {
-    (void)b;
     (void)num;
-    (void)ptr;
-    return cmd == BIO_CTRL_FLUSH;   /* nothing is buffered here */
+    switch (cmd) {
+    case BIO_CTRL_FLUSH:
+        return 1;       /* nothing is buffered here */
+    case BIO_C_GET_FD: {
+        /* SSL_get_wfd: the socket, as the socket BIO would answer. */
+        int fd = (int)(intptr_t)BIO_get_data(b);
+        if (ptr != NULL)
+            *(int *)ptr = fd;
+        return fd;
+    }
+    default:
+        return 0;       /* no pending bytes, no kTLS, nothing else */
+    }
 }
 
 /* The key's password, from the settings; NULL: fail rather than ask on a
