@@ -313,7 +313,16 @@ queue_iov(wc_channel_t *ch, struct iovec *iov, void **owners, int n)
         size_t len = iov[i].iov_len;
         void *obj = owners ? owners[i] : NULL;
         int r;
-        if (ch->b->out.mem + len > overflow && len > 0) {
+        /* TLS: everything past a record is queued, for a client that
+         * reads as fast as it can too, and a large block the app hands
+         * over would go to the temp file and back (a 1 MiB body: written
+         * to disk, read again, then encrypted).  So on TLS a block the
+         * app owns is kept by reference while the socket takes what the
+         * loop writes; once the client is slow (b->writing), it spills
+         * above outbuf_overflow as on a plain connection. */
+        int keep = ch->srv->cfg.tls && obj != NULL && len >= ZC_MIN
+                   && !ch->b->writing;
+        if (!keep && ch->b->out.mem + len > overflow && len > 0) {
             r = wc_outq_spill(&ch->b->out, ch->srv->cfg.tmpdir,
                               iov[i].iov_base, len);
         } else if (obj != NULL && len >= ZC_MIN) {

@@ -63,6 +63,10 @@ def app(environ, start_response):
         body = json.dumps(PROGRESS).encode()
     elif path.startswith("/id/"):
         body = path.encode()
+    elif path == "/blob":
+        # One bytes object of n bytes: a single large block.
+        n = int(environ["QUERY_STRING"])
+        body = (BLOCK * (n // len(BLOCK) + 1))[:n]
     elif path == "/upload":
         h = hashlib.sha256()
         total = 0

@@ -863,6 +863,33 @@ def test_small_responses_from_workers_while_the_loop_reads(server_factory, pki):
         assert got == [(200, b"/id/%d/%d" % (k, i)) for i in range(300)]
 
 
+def test_large_blocks_to_a_reading_client_skip_the_temp_file(server_factory, pki,
+                                                            tmp_path, monkeypatch):
+    """Over TLS everything past a record waits in the queue for the loop
+    to encrypt, even for a client that reads at once: a block the app
+    hands over (here one bytes object of 1 to 8 MiB, above outbuf_overflow)
+    is kept by reference, not copied to the temp file and read back.  The
+    server's temp directory is removed once it runs, so any spill would
+    fail and cut its response: every body must arrive whole."""
+    from apps_tls import BLOCK
+
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    monkeypatch.setenv("TMPDIR", str(spill))
+    srv = tls_server(server_factory, pki)   # outbuf_overflow: 1 MiB
+    spill.rmdir()
+    conn = https(srv, client_ctx(pki))
+    try:
+        for n in (1 << 20, (1 << 20) + 1, 3 << 20, 8 << 20):
+            conn.request("GET", "/blob?%d" % n)
+            resp = conn.getresponse()
+            body = resp.read()
+            assert resp.status == 200 and len(body) == n
+            assert body == (BLOCK * (n // len(BLOCK) + 1))[:n]
+    finally:
+        conn.close()
+
+
 def test_100_continue_over_tls(server_factory, pki):
     from http_reader import Reader
 
