@@ -779,6 +779,42 @@ def test_uploads_read_ahead_are_served(server_factory, pki):
                                            "len": len(body)}
 
 
+def small_window_socket(srv, pki):
+    """A TLS client socket to `srv` with an 8 KiB receive buffer: a client
+    that reads late fills the server's socket soon."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    raw.settimeout(30 * SLOW)
+    raw.connect(("127.0.0.1", srv.port))
+    return client_ctx(pki).wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def past_kernel_buffers():
+    """(blocks, bytes) for /writes: more than the kernel can buffer for one
+    connection (tcp_wmem's largest send buffer, and 4 MiB more)."""
+    from apps_tls import WRITE_BLOCK
+
+    with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+        wmem_max = int(f.read().split()[2])
+    blocks = (wmem_max + (4 << 20)) // WRITE_BLOCK
+    return blocks, blocks * WRITE_BLOCK
+
+
+def holding_server(server_factory, pki, total):
+    """A TLS server with room for `total` bytes of output in its queue:
+    an app writing them to a client that reads nothing yet finishes."""
+    return tls_server(server_factory, pki, outbuf_overflow=4 * total,
+                      outbuf_high_watermark=4 * total, channel_timeout=120)
+
+
+def wait_written(srv, pki, total):
+    """Wait (bounded) until /writes's app has written `total` bytes."""
+    deadline = time.monotonic() + 60 * SLOW
+    while get_json(srv, pki, "/progress")["written"] < total:
+        assert time.monotonic() < deadline, "the app never finished writing"
+        time.sleep(0.05)
+
+
 def test_worker_record_refused_then_sent_by_the_loop(server_factory, pki):
     """A worker writes a small response block itself, through TLS, until
     the socket is full: OpenSSL then holds that record, and the bytes must
@@ -787,27 +823,15 @@ def test_worker_record_refused_then_sent_by_the_loop(server_factory, pki):
     (tcp_wmem's largest send buffer and the client's small receive buffer
     together), so one of the worker's writes was refused; then the whole
     body must arrive, every 4000-byte block in its place."""
-    from apps_tls import WRITE_BLOCK, write_block
+    from apps_tls import write_block
 
-    with open("/proc/sys/net/ipv4/tcp_wmem") as f:
-        wmem_max = int(f.read().split()[2])
-    blocks_n = (wmem_max + (4 << 20)) // WRITE_BLOCK
-    total = blocks_n * WRITE_BLOCK
-    # Room for the whole body in the server's queue: the app finishes.
-    srv = tls_server(server_factory, pki, outbuf_overflow=4 * total,
-                     outbuf_high_watermark=4 * total, channel_timeout=120)
-    raw = socket.socket()
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
-    raw.settimeout(30 * SLOW)
-    raw.connect(("127.0.0.1", srv.port))
-    s = client_ctx(pki).wrap_socket(raw, server_hostname="127.0.0.1")
+    blocks_n, total = past_kernel_buffers()
+    srv = holding_server(server_factory, pki, total)
+    s = small_window_socket(srv, pki)
     try:
         s.sendall(b"GET /writes?%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
                   % blocks_n)
-        deadline = time.monotonic() + 60 * SLOW
-        while get_json(srv, pki, "/progress")["written"] < total:
-            assert time.monotonic() < deadline, "the app never finished writing"
-            time.sleep(0.05)
+        wait_written(srv, pki, total)
         answer = Reader(s, timeout=60 * SLOW).response()
     finally:
         s.close()
@@ -919,28 +943,9 @@ def test_requests_in_many_records_sent_at_once(server_factory, pki):
     from http_reader import Reader
 
     srv = tls_server(server_factory, pki)
-    raw = srv.connect(timeout=20 * SLOW)
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = client_ctx(pki).wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
-    deadline = time.monotonic() + 30 * SLOW
-
-    def pump():
-        data = raw.recv(65536)
-        if data:
-            incoming.write(data)
-        else:
-            incoming.write_eof()
-        return data
-
+    raw, obj, outgoing, read_all = tls_by_hand(srv, pki)
     try:
-        while True:
-            try:
-                obj.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                raw.sendall(outgoing.read())
-                assert time.monotonic() < deadline and pump()
-        raw.sendall(outgoing.read())
+        raw.sendall(outgoing.read())    # the Finished first, alone
         body = os.urandom(16384 + 700)
         records = [b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
                    b"GET /b HTTP/1.1\r\n", b"Host: x\r\n", b"\r\n",
@@ -950,19 +955,7 @@ def test_requests_in_many_records_sent_at_once(server_factory, pki):
         for r in records:
             obj.write(r)    # one record each
         raw.sendall(outgoing.read())    # all at once
-        plain = bytearray()
-        while True:
-            try:
-                chunk = obj.read(65536)
-            except ssl.SSLWantReadError:
-                assert time.monotonic() < deadline, "the server stopped answering"
-                pump()
-                continue
-            except ssl.SSLZeroReturnError:
-                break
-            if not chunk:
-                break
-            plain += chunk
+        plain = read_all()
     finally:
         raw.close()
     reader = Reader(bytes(plain))

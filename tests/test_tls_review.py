@@ -11,7 +11,7 @@ import pytest
 
 from http_reader import Reader
 from servers import SLOW
-from test_tls import client_ctx, get_json, tls_server
+from test_tls import client_ctx, get_json, small_window_socket, tls_server
 from waitress_c import _core
 
 pytestmark = pytest.mark.skipif(
@@ -46,11 +46,7 @@ def test_refused_worker_record_with_a_small_outbuf_overflow(server_factory, pki)
 
     blocks_n = 1500     # 6 MB: more than the kernel buffers hold
     srv = tls_server(server_factory, pki, outbuf_overflow=2048, channel_timeout=120)
-    raw = socket.socket()
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
-    raw.settimeout(30 * SLOW)
-    raw.connect(("127.0.0.1", srv.port))
-    s = client_ctx(pki).wrap_socket(raw, server_hostname="127.0.0.1")
+    s = small_window_socket(srv, pki)
     try:
         s.sendall(b"GET /chunks?%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
                   % blocks_n)
@@ -164,24 +160,15 @@ def test_key_update_while_the_server_cannot_write(server_factory, pki):
     empty.  Once the client reads, the response ends and the pipelined
     request must still be answered, not forgotten.  (Held when written:
     kept as a guard of the read that must write.)"""
-    from apps_tls import WRITE_BLOCK
-    from test_tls import tls_by_hand
+    from test_tls import holding_server, past_kernel_buffers, tls_by_hand, wait_written
 
-    with open("/proc/sys/net/ipv4/tcp_wmem") as f:
-        wmem_max = int(f.read().split()[2])
-    blocks_n = (wmem_max + (4 << 20)) // WRITE_BLOCK
-    total = blocks_n * WRITE_BLOCK
-    srv = tls_server(server_factory, pki, outbuf_overflow=4 * total,
-                     outbuf_high_watermark=4 * total, channel_timeout=120)
+    blocks_n, total = past_kernel_buffers()
+    srv = holding_server(server_factory, pki, total)
     raw, obj, outgoing, read_all = tls_by_hand(srv, pki)
     try:
         obj.write(b"GET /writes?%d HTTP/1.1\r\nHost: x\r\n\r\n" % blocks_n)
         raw.sendall(outgoing.read())
-        # The app wrote more than the kernel holds: the socket is full.
-        deadline = time.monotonic() + 60 * SLOW
-        while get_json(srv, pki, "/progress")["written"] < total:
-            assert time.monotonic() < deadline, "the app never finished writing"
-            time.sleep(0.05)
+        wait_written(srv, pki, total)   # more than the kernel holds: the socket is full
         request_key_update(obj)
         obj.write(b"GET /id/after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         raw.sendall(outgoing.read())    # KeyUpdate and request, one segment
