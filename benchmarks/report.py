@@ -232,14 +232,8 @@ class Report:
                                self.peer_names())
         if not checks:
             return
-        self.add("## waitress_c against the targets of issue 5 (%s)" % pname)
-        self.add()
-        self.add("| target | waitress_c | bound | met |")
-        self.add("|---|---|---|---|")
-        for what, ours, bound, met in checks:
-            self.add(row([what, ours, bound,
-                          "-" if met is None else ("yes" if met else "**no**")]))
-        self.add()
+        self.target_table("waitress_c against the targets of issue 5 (%s)"
+                          % pname, checks)
 
     def targets_11(self, first):
         """Issue 11's targets: the unpinned rows from the unpinned pass,
@@ -250,14 +244,7 @@ class Report:
         checks = target_checks_11(self.get, first, self.peer_names())
         if not checks:
             return
-        self.add("## waitress_c against the targets of issue 11")
-        self.add()
-        self.add("| target | waitress_c | bound | met |")
-        self.add("|---|---|---|---|")
-        for what, ours, bound, met in checks:
-            self.add(row([what, ours, bound,
-                          "-" if met is None else ("yes" if met else "**no**")]))
-        self.add()
+        self.target_table("waitress_c against the targets of issue 11", checks)
 
     def targets_tls(self, first):
         """The TLS targets, from ``first``'s medians, when tls-hello-100
@@ -265,7 +252,11 @@ class Report:
         checks = target_checks_tls(lambda sc, name: self.get(first, sc, name))
         if not checks:
             return
-        self.add("## waitress_c over TLS (%s)" % first)
+        self.target_table("waitress_c over TLS (%s)" % first, checks)
+
+    def target_table(self, title, checks):
+        """A section: one row per (what, ours, bound, met) of ``checks``."""
+        self.add("## " + title)
         self.add()
         self.add("| target | waitress_c | bound | met |")
         self.add("|---|---|---|---|")
