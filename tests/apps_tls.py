@@ -38,22 +38,16 @@ def write_block(i):
 
 def app(environ, start_response):
     path = environ["PATH_INFO"]
-    if path == "/writes":
+    if path in ("/writes", "/chunks"):
         # Small blocks through write(), each its own send: a worker writes
         # them to the connection itself, until the socket refuses one.
-        n = int(environ["QUERY_STRING"])
-        write = start_response("200 OK", [("Content-Type", "application/octet-stream"),
-                                          ("Content-Length", str(n * WRITE_BLOCK))])
-        PROGRESS["written"] = 0
-        for i in range(n):
-            write(write_block(i))
-            PROGRESS["written"] += WRITE_BLOCK
-        return []
-    if path == "/chunks":
-        # The same blocks without a Content-Length: each write() is a
+        # /chunks sends them without a Content-Length: each write() is a
         # chunk, three iovecs (size line, block, CRLF) in one send.
         n = int(environ["QUERY_STRING"])
-        write = start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        headers = [("Content-Type", "application/octet-stream")]
+        if path == "/writes":
+            headers.append(("Content-Length", str(n * WRITE_BLOCK)))
+        write = start_response("200 OK", headers)
         PROGRESS["written"] = 0
         for i in range(n):
             write(write_block(i))
