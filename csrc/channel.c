@@ -128,7 +128,7 @@ set_events(wc_channel_t *ch, unsigned events)
         wc_channel_check_ready(ch);
 }
 
-/* ---- TLS records read ahead ------------------------------------------------ */
+/* ---- TLS records read ahead ------------------------------------------- */
 
 /* OpenSSL reads ahead (tls.c): a read round that stops for room, or for
  * the backlog, can leave whole records inside it with the socket empty,

@@ -60,8 +60,9 @@
  * GIL map: never touches Python.  wc_tls_new and wc_tls_free run on the
  * thread that creates or destroys the server (with the GIL, which does
  * not matter here); wc_tls_writev on the loop or on a worker (GIL held),
- * under the channel's lock; everything else on the loop thread.  OpenSSL's error
- * queue is per thread: it is cleared before every call that may fail.
+ * under the channel's lock; everything else on the loop thread.
+ * OpenSSL's error queue is per thread: it is emptied before every call
+ * that may fail (clear_errors).
  */
 #include "loop.h"
 
