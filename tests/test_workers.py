@@ -725,6 +725,62 @@ def test_reload_restarts_when_a_file_changes(app_dir, servers, workers):
     assert s.wait(timeout=30) == 0
 
 
+# An application whose import never ends (within a minute): it writes the
+# file ``booting`` first, so a test knows the import has begun.
+BLOCKED_IMPORT = """
+import os, time
+open(os.path.join(os.path.dirname(__file__), "booting"), "w").close()
+for _ in range(600):
+    time.sleep(0.1)
+app = None
+"""
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_reload_sigterm_while_the_app_imports_is_a_clean_stop(
+        app_dir, servers, workers):
+    """hupper's monitor passes its SIGTERM on to a server that has not yet
+    set its handlers (it is importing the application): that server ends
+    with status 0, at once, and so does the monitor (it ended with 241, the
+    server's death by SIGTERM as hupper reports it)."""
+    pytest.importorskip("hupper")
+    (app_dir / "blocked.py").write_text(BLOCKED_IMPORT)
+    args = [sys.executable, "-m", "waitress_c", "--reload",
+            "--listen=127.0.0.1:0", "--workers=%d" % workers,
+            "--shutdown-timeout=30", "blocked:app"]
+    s = Server(args, app_dir, ready=r"Starting monitor for PID \d+")
+    servers.append(s)
+    deadline = time.monotonic() + 60
+    while not (app_dir / "booting").exists():
+        assert time.monotonic() < deadline and s.poll() is None, s.output
+        time.sleep(0.05)
+    s.signal(signal.SIGTERM)
+    # Before the 40 s hupper would wait for the server (30 + 10).
+    assert s.wait(timeout=30) == 0, s.output
+    assert "forcefully killing" not in s.output
+
+
+def test_reload_reports_a_server_killed_by_a_signal_as_a_shell_does(
+        app_dir, servers):
+    """The monitor's status is that of the server it last ran; a server
+    killed by SIGKILL is 137 (128 + 9), not hupper's sys.exit(-9) (247)."""
+    pytest.importorskip("hupper")
+    port = free_port()
+    args = [sys.executable, "-m", "waitress_c", "--reload",
+            "--listen=127.0.0.1:%d" % port, "wapp:app"]
+    s = Server(args, app_dir)
+    servers.append(s)
+    _, pid, _ = get_when_serving(port)
+    assert pid != s.proc.pid  # hupper's server, not its monitor
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while alive(pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    s.signal(signal.SIGTERM)
+    assert s.wait(timeout=30) == 128 + signal.SIGKILL, s.output
+
+
 def get_when_serving(port, timeout=30.0):
     """The answer of a server that may not be listening yet (a --reload
     restart): retried until it comes, within ``timeout``."""

@@ -423,6 +423,36 @@ SIGHUP_REFUSAL = (
 )
 
 
+class _StopWhileBooting:
+    """Around the server hupper runs under ``--reload``: a SIGTERM before the
+    server handles it (while the application is imported, say) ends the
+    process with status 0, as a stop once serving does.  hupper's monitor
+    sends SIGTERM to stop its server, for a change or on its own SIGTERM;
+    the default action would kill a server still booting, and the monitor
+    would end with that death as its status.  serve() replaces the handler
+    while it runs; nothing is done outside the main thread or when SIGTERM
+    is not at its default action."""
+
+    def __init__(self) -> None:
+        self._old: Any = None
+
+    def __enter__(self) -> "_StopWhileBooting":
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        ):
+            self._old = signal.signal(signal.SIGTERM, self._stop)
+        return self
+
+    @staticmethod
+    def _stop(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
 class _RefuseSighup:
     """Around a single-process server: SIGHUP (whose default action would
     end the process silently, with status 129) is logged as a refusal and
@@ -539,10 +569,12 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
             adj = Adjustments(**kw)
     except ValueError as exc:
         return _fail(name, str(exc))
+    booting = contextlib.ExitStack()
     if reload:
         status = _start_reloader(name, argv, adj)
         if status is not None:
             return status
+        booting.enter_context(_StopWhileBooting())
         if flags["config"] is not None:  # not imported: hupper would miss it
             import hupper
 
@@ -583,7 +615,7 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
             return _error(str(exc))
         return 0
     single = not wants_supervisor(adj)
-    with contextlib.ExitStack() as stack:
+    with booting, contextlib.ExitStack() as stack:
         if single:
             # SIGUSR1 and SIGHUP blocked, for the threads that take them,
             # before the application is imported: a thread its import
@@ -690,5 +722,9 @@ def _start_reloader(name: str, argv: list[str], adj: Adjustments) -> int | None:
             shutdown_interval=reload_shutdown_interval(adj),
         )
     except SystemExit as exc:  # the monitor's end
-        return exc.code if isinstance(exc.code, int) else 1
+        # Its status is its server's: a negative one is the signal that
+        # ended it, given as a shell gives it (128 + N, not 256 - N).
+        if not isinstance(exc.code, int):
+            return 1
+        return 128 - exc.code if exc.code < 0 else exc.code
     return 0  # pragma: no cover - start_reloader exits
