@@ -101,31 +101,75 @@ wc_now_ms(void)
 
 /* ---- the socket's readiness --------------------------------------------- */
 
-/* Poll for `events` (EPOLLIN, EPOLLOUT) in the server's connection epoll
- * set (server.c: on_epoll); a change costs one epoll_ctl.  With no event
- * wanted the socket leaves the set: epoll reports a hang-up whatever it
- * is asked, and a connection still owing a response to a client that
- * hung up is for the output side to end (its write fails), not for a
- * stream of reports. */
+/* Make epoll's set match what the channel wants (server.c: on_epoll): a
+ * change costs one epoll_ctl.  With no event wanted the socket leaves
+ * the set: epoll reports a hang-up whatever it is asked, and a
+ * connection still owing a response to a client that hung up is for the
+ * output side to end (its write fails), not for a stream of reports.
+ * While a TLS read waits for the socket to take bytes (read_out), EPOLLOUT
+ * is polled in EPOLLIN's place.  Returns 0 if that failed and closed the
+ * channel. */
+static int
+poll_apply(wc_channel_t *ch)
+{
+    unsigned want = ch->events;
+    if (ch->read_out)
+        want = (want & ~(unsigned)EPOLLIN) | EPOLLOUT;
+    if (want == ch->polled)
+        return 1;
+    struct epoll_event e = {.events = want, .data.ptr = ch};
+    int op = ch->polled == 0 ? EPOLL_CTL_ADD
+             : want == 0     ? EPOLL_CTL_DEL
+                             : EPOLL_CTL_MOD;
+    ch->polled = (uint8_t)want;
+    if (epoll_ctl(ch->srv->epfd, op, ch->fd, &e) < 0) {
+        wc_channel_close(ch);
+        return 0;
+    }
+    return 1;
+}
+
+/* Want `events` (EPOLLIN, EPOLLOUT) for the socket. */
 static void
 set_events(wc_channel_t *ch, unsigned events)
 {
     if (ch->state == WC_CONN_CLOSED || events == ch->events)
         return;
-    struct epoll_event e = {.events = events, .data.ptr = ch};
-    int op = ch->events == 0 ? EPOLL_CTL_ADD
-             : events == 0   ? EPOLL_CTL_DEL
-                             : EPOLL_CTL_MOD;
     unsigned was = ch->events;
     ch->events = (uint8_t)events;
-    if (epoll_ctl(ch->srv->epfd, op, ch->fd, &e) < 0) {
-        wc_channel_close(ch);
+    if (!poll_apply(ch))
         return;
-    }
     /* Reading resumes: records OpenSSL read ahead before it stopped make
      * no epoll event. */
     if (ch->tls && (events & ~was & EPOLLIN))
         wc_channel_check_ready(ch);
+}
+
+/* A TLS read must write first (OpenSSL answers a client's KeyUpdate
+ * inside SSL_read) and the socket is full: the client is not reading.
+ * Polled for EPOLLIN, a client that goes on sending would wake the loop
+ * for ever, each read failing the same way, so the socket is polled for
+ * EPOLLOUT instead until it takes bytes; channel_timeout still ends a
+ * client that never reads. */
+void
+wc_channel_read_waits_out(wc_channel_t *ch)
+{
+    WC_ASSERT(ch->tls != NULL);
+    if (ch->state == WC_CONN_CLOSED || ch->read_out)
+        return;
+    ch->read_out = 1;
+    (void)poll_apply(ch);
+}
+
+int
+wc_channel_read_resumes(wc_channel_t *ch, unsigned events)
+{
+    if (!ch->read_out || !(events & (EPOLLOUT | EPOLLHUP | EPOLLERR)))
+        return 0;
+    ch->read_out = 0;
+    if (!poll_apply(ch))
+        return 0;
+    return (ch->events & EPOLLIN) != 0;
 }
 
 /* ---- TLS records read ahead ------------------------------------------- */
@@ -142,7 +186,7 @@ wc_channel_check_ready(wc_channel_t *ch)
 {
     wc_server_t *srv = ch->srv;
     if (ch->ready || ch->state == WC_CONN_CLOSED || !(ch->events & EPOLLIN)
-        || !wc_tls_has_pending(ch->tls))
+        || ch->read_out || !wc_tls_has_pending(ch->tls))
         return;
     if (srv->nready == srv->ready_cap) {
         uint32_t cap = srv->ready_cap ? srv->ready_cap * 2 : 16;
@@ -436,7 +480,8 @@ wc_channel_open(wc_server_t *srv, int fd, int index,
         free(ch);
         return rv;
     }
-    ch->events = EPOLLIN;   /* in the set (set_events adds it otherwise) */
+    ch->events = ch->polled = EPOLLIN;  /* in the set (poll_apply adds it
+                                           otherwise) */
     ch->srv = srv;
     ch->fd = fd;
     ch->listener = (uint8_t)index;
@@ -499,6 +544,10 @@ read_some(wc_channel_t *ch)
                 pthread_mutex_unlock(&b->lock);
             if (n == -EAGAIN)
                 return;
+            if (n == WC_TLS_NEEDS_OUT) {
+                wc_channel_read_waits_out(ch);
+                return;
+            }
         } else {
             do {
                 n = recv(ch->fd, srv->readbuf, sizeof(srv->readbuf), 0);
@@ -538,11 +587,14 @@ wc_channel_io(wc_channel_t *ch, unsigned events)
         return;
     }
     int trouble = (events & (EPOLLHUP | EPOLLERR)) != 0;
-    if ((events & EPOLLOUT) || (trouble && (ch->events & EPOLLOUT)))
+    int resumed = wc_channel_read_resumes(ch, events);
+    if (ch->state == WC_CONN_CLOSED)
+        return;
+    if ((ch->events & EPOLLOUT) && ((events & EPOLLOUT) || trouble))
         wc_channel_flush(ch);
     if (ch->state == WC_CONN_CLOSED)
         return;
-    if ((ch->events & EPOLLIN) && ((events & EPOLLIN) || trouble))
+    if ((ch->events & EPOLLIN) && ((events & EPOLLIN) || trouble || resumed))
         read_some(ch);
     else if (trouble && !(ch->events & EPOLLOUT))
         wc_channel_close(ch);

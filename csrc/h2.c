@@ -743,6 +743,10 @@ read_some(wc_h2_t *h)
         }
         if (n == -EAGAIN || n == -EWOULDBLOCK)
             return;
+        if (n == WC_TLS_NEEDS_OUT) {
+            wc_channel_read_waits_out(ch);
+            return;
+        }
         if (n <= 0) {
             /* The client's end (an HTTP/2 client does not half-close) or
              * an error: what is in flight is lost. */
@@ -776,12 +780,15 @@ wc_h2_io(wc_channel_t *ch, unsigned events)
 {
     wc_h2_t *h = ch->b->h2;
     int trouble = (events & (EPOLLHUP | EPOLLERR)) != 0;
-    if ((events & EPOLLOUT) || (trouble && (ch->events & EPOLLOUT))) {
+    int resumed = wc_channel_read_resumes(ch, events);
+    if (ch->state != WC_CONN_IDLE)
+        return;
+    if ((ch->events & EPOLLOUT) && ((events & EPOLLOUT) || trouble)) {
         wc_channel_flush(ch);
         if (ch->state != WC_CONN_IDLE)
             return;
     }
-    if ((ch->events & EPOLLIN) && ((events & EPOLLIN) || trouble)) {
+    if ((ch->events & EPOLLIN) && ((events & EPOLLIN) || trouble || resumed)) {
         read_some(h);
         if (ch->state != WC_CONN_IDLE)
             return;

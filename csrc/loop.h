@@ -362,7 +362,11 @@ struct wc_channel_s {
                                    held-back output 1 */
     int fd;
     uint8_t state;              /* wc_conn_state (loop) */
-    uint8_t events;             /* EPOLLIN | EPOLLOUT polled (loop) */
+    uint8_t events;             /* EPOLLIN | EPOLLOUT wanted (loop) */
+    uint8_t polled;             /* what epoll has: `events`, with EPOLLOUT
+                                   for EPOLLIN while read_out (loop) */
+    uint8_t read_out;           /* a TLS read waits for the socket to take
+                                   bytes (wc_channel_read_waits_out) */
     uint8_t listener;           /* index in srv->listeners */
     /* The peer, formatted by workers: family 0 (unix), 4 or 6. */
     uint8_t peer_family;
@@ -416,6 +420,13 @@ void wc_channel_drop_ready(wc_server_t *srv);
 /* After a read, or when reading resumes: OpenSSL holds records epoll
  * cannot report; put the channel on srv->ready. */
 void wc_channel_check_ready(wc_channel_t *ch);
+/* A TLS read returned WC_TLS_NEEDS_OUT: poll for writable instead of
+ * readable until the socket takes bytes. */
+void wc_channel_read_waits_out(wc_channel_t *ch);
+/* At a readiness event: if a read waited for the socket to take bytes
+ * and it now may, poll as before; returns 1 then (read at once: EPOLLIN
+ * was not polled). */
+int wc_channel_read_resumes(wc_channel_t *ch, unsigned events);
 void wc_channel_unref(wc_channel_t *ch);
 void wc_channel_flush(wc_channel_t *ch);
 void wc_channel_kicked(wc_channel_t *ch);
@@ -779,7 +790,11 @@ int wc_tls_handshake(wc_tls_conn_t *c);
 int wc_tls_alpn_h2(wc_tls_conn_t *c);
 /* A new reference to the connection's facts (after the handshake). */
 wc_tls_info_t *wc_tls_info(wc_tls_conn_t *c);
-/* Like recv: bytes, 0 at the end of stream, -EAGAIN, or -errno.
+/* wc_tls_read: the read must write first (OpenSSL answers a TLS 1.3
+ * KeyUpdate inside SSL_read) and the socket refused it.  Not an errno. */
+#define WC_TLS_NEEDS_OUT ((ssize_t)-100000)
+/* Like recv: bytes, 0 at the end of stream, -EAGAIN, WC_TLS_NEEDS_OUT,
+ * or -errno.
  * `idle`: the caller waits for a new message, which usually comes in one
  * short record: a short record ends the read (no read that would fail). */
 ssize_t wc_tls_read(wc_tls_conn_t *c, char *buf, size_t n, int idle);

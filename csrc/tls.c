@@ -583,7 +583,8 @@ clear_errors(void)
         ERR_clear_error();
 }
 
-/* An SSL_read or SSL_write that returned r <= 0, as -errno. */
+/* An SSL_read or SSL_write that returned r <= 0, as -errno, or
+ * WC_TLS_NEEDS_OUT. */
 static ssize_t
 failure(wc_tls_conn_t *c, int r)
 {
@@ -592,10 +593,16 @@ failure(wc_tls_conn_t *c, int r)
     ERR_clear_error();
     switch (e) {
     case SSL_ERROR_WANT_READ:
-    case SSL_ERROR_WANT_WRITE:
-        /* A read that must write (a TLS 1.3 key update's answer) or the
-         * reverse: retried at the next readiness, like a refused one. */
         return -EAGAIN;
+    case SSL_ERROR_WANT_WRITE:
+        /* For a read, one that must write to a full socket first: it is
+         * retried once the socket takes bytes, not at the next EPOLLIN,
+         * which would come back for as long as the client sends while
+         * the read cannot go on.  OpenSSL 3.0 leaves a KeyUpdate's answer
+         * to the next SSL_write, and sends a refused renegotiation's
+         * alert only if it can, so its SSL_read is not seen to return
+         * this; SSL_read's contract allows it all the same. */
+        return WC_TLS_NEEDS_OUT;
     case SSL_ERROR_ZERO_RETURN:
         return 0;
     case SSL_ERROR_SYSCALL:
@@ -704,8 +711,10 @@ wc_tls_writev(wc_tls_conn_t *c, const struct iovec *iov, int n)
         int r = SSL_write(c->ssl, p, (int)len);
         c->wmore = 0;
         if (r <= 0) {
+            /* Either want: the caller retries at POLLOUT (TLS 1.3 and no
+             * renegotiation: a write never waits for a read). */
             ssize_t rv = failure(c, r);
-            if (rv == -EAGAIN)
+            if (rv == -EAGAIN || rv == WC_TLS_NEEDS_OUT)
                 break;
             return rv == 0 ? -EPIPE : rv;
         }

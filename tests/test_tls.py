@@ -680,15 +680,16 @@ def test_pipelined_requests_in_one_record(server_factory, pki):
     assert json.loads(third[2]) == {"sha256": hashlib.sha256(b"hello").hexdigest(), "len": 5}
 
 
-def tls_by_hand(srv, pki):
-    """A TLS client over memory BIOs on a raw socket to `srv`, handshake
-    done except for the client's Finished, which waits in the outgoing BIO
-    to go with the first records.  Returns (socket, SSLObject, outgoing
-    BIO, read_all): read_all() decrypts what the server sends until it
-    closes (bounded)."""
+def tls_by_hand(srv, pki, ctx=None):
+    """A TLS client (`ctx`, by default client_ctx's) over memory BIOs on a
+    raw socket to `srv`, handshake done except for the client's Finished,
+    which waits in the outgoing BIO to go with the first records.  Returns
+    (socket, SSLObject, outgoing BIO, read_all): read_all() decrypts what
+    the server sends until it closes (bounded)."""
     raw = srv.connect(timeout=20 * SLOW)
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = client_ctx(pki).wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    ctx = ctx or client_ctx(pki)
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
     deadline = time.monotonic() + 30 * SLOW
 
     def pump():

@@ -4,6 +4,8 @@ at their edges: what must hold when the socket refuses a worker's record,
 when the client goes away, and when the queue behind a record spills."""
 
 import hashlib
+import json
+import os
 import socket
 import threading
 import time
@@ -189,3 +191,53 @@ def test_key_update_while_the_server_cannot_write(server_factory, pki):
     first, second = Reader(plain).responses()
     assert first.status == 200 and len(first.body) == total
     assert (second.status, second.body) == (200, b"/id/after")
+
+
+def cpu_seconds(pid):
+    """The user and system CPU time process `pid` has used."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_key_update_from_a_client_that_sends_but_does_not_read(server_factory, pki):
+    """As above, but behind the KeyUpdate comes more than OpenSSL reads at
+    once (an upload), so the socket stays readable.  Were the read to wait
+    for the KeyUpdate's answer to be written (SSL_read's WANT_WRITE), a
+    loop polling for EPOLLIN would wake for it again and again, a core's
+    worth of CPU until the client reads or channel_timeout: the server must
+    stay still (OpenSSL 3.0 answers with its next write, and the read goes
+    on).  Then the upload must arrive whole."""
+    from test_tls import holding_server, past_kernel_buffers, tls_by_hand, wait_written
+
+    blocks_n, total = past_kernel_buffers()
+    srv = holding_server(server_factory, pki, total)
+    raw, obj, outgoing, read_all = tls_by_hand(srv, pki)
+    body = hashlib.sha256(b"upload").digest() * (160 * 1024 // 32)  # 160 KiB
+    try:
+        obj.write(b"GET /writes?%d HTTP/1.1\r\nHost: x\r\n\r\n" % blocks_n)
+        raw.sendall(outgoing.read())
+        wait_written(srv, pki, total)   # the socket is full
+        request_key_update(obj)
+        obj.write(b"POST /upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        raw.sendall(outgoing.read())
+        # The server's CPU over a while (a second or more of wall time) in
+        # which it has nothing it can do.
+        start, used = time.monotonic(), cpu_seconds(srv.pid)
+        time.sleep(1.5)
+        wall = time.monotonic() - start
+        busy = cpu_seconds(srv.pid) - used
+        raw.settimeout(10 * SLOW)
+        plain = read_all()
+    except socket.timeout:
+        plain = None
+    finally:
+        raw.close()
+    assert busy < 0.25 * wall, "the loop spun: %.2f s of CPU in %.2f s" % (busy, wall)
+    assert plain is not None, "the upload behind the KeyUpdate was never answered"
+    first, second = Reader(plain).responses()
+    assert first.status == 200 and len(first.body) == total
+    assert second.status == 200
+    assert json.loads(second.body) == {
+        "sha256": hashlib.sha256(body).hexdigest(), "len": len(body)}
