@@ -145,12 +145,12 @@ set_events(wc_channel_t *ch, unsigned events)
         wc_channel_check_ready(ch);
 }
 
-/* A TLS read must write first (OpenSSL answers a client's KeyUpdate
- * inside SSL_read) and the socket is full: the client is not reading.
- * Polled for EPOLLIN, a client that goes on sending would wake the loop
- * for ever, each read failing the same way, so the socket is polled for
- * EPOLLOUT instead until it takes bytes; channel_timeout still ends a
- * client that never reads. */
+/* A TLS read must write first and the socket is full (SSL_read's
+ * WANT_WRITE, tls.c): the client is not reading.  Polled for EPOLLIN, a
+ * client that goes on sending would wake the loop for ever, each read
+ * failing the same way, so the socket is polled for EPOLLOUT instead
+ * until it takes bytes; channel_timeout still ends a client that never
+ * reads. */
 void
 wc_channel_read_waits_out(wc_channel_t *ch)
 {
