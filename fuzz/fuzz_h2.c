@@ -179,8 +179,11 @@ wc_assert_fail(const char *expr, const char *file, int line)
 void wc_channel_want_write(wc_channel_t *ch, int on) {}
 void wc_channel_wake_waiters(wc_channel_t *ch) {}
 void wc_channel_give_back(wc_channel_t *ch) { ch->b->out.dead = NULL; }
-/* No TLS here (ch->tls is NULL): never reached. */
+/* No TLS here (ch->tls is NULL): never reached, and no read ever waits
+ * for the socket to take bytes. */
 void wc_channel_check_ready(wc_channel_t *ch) {}
+void wc_channel_read_waits_out(wc_channel_t *ch) {}
+int wc_channel_read_resumes(wc_channel_t *ch, unsigned events) { return 0; }
 void wc_server_log(wc_server_t *s, int level, const char *fmt, ...) {}
 uint64_t wc_now_ms(void) { return 1; }
 ssize_t wc_tls_read(wc_tls_conn_t *c, char *buf, size_t n, int idle) { return -EIO; }
