@@ -489,10 +489,11 @@ wc_channel_open(wc_server_t *srv, int fd, int index,
     ch->in_at = wc_now_ms();
     ch->kind = srv->cfg.http2 ? WC_KIND_NEW : WC_KIND_H1;
     atomic_init(&ch->refs, 1);
-    if (srv->tls) {
+    if (srv->tls && !srv->listeners[index].plain) {
         /* The handshake's clock is in_at: it does not move until the
          * handshake is done. */
         ch->state = WC_CONN_HANDSHAKE;
+        ch->secure = 1;
         ch->tls = wc_tls_conn_new(srv->tls, fd);
         if (ch->tls == NULL) {
             close(fd);
@@ -745,6 +746,7 @@ wc_channel_stream_init(wc_channel_t *ch, wc_channel_t *conn)
     ch->srv = conn->srv;
     ch->fd = -1;
     ch->kind = WC_KIND_STREAM;
+    ch->secure = conn->secure;
     ch->state = WC_CONN_IDLE;
     ch->listener = conn->listener;
     ch->peer_family = conn->peer_family;

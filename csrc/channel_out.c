@@ -63,7 +63,7 @@ park_mark(const wc_channel_t *ch)
     uint64_t mark = cfg->outbuf_high_watermark;
     /* An HTTP/2 stream too: a connection has up to
      * h2_max_concurrent_streams of them, each with its own queue. */
-    if ((cfg->tls || ch->kind == WC_KIND_STREAM)
+    if ((ch->secure || ch->kind == WC_KIND_STREAM)
         && cfg->outbuf_overflow / 2 < mark)
         mark = cfg->outbuf_overflow / 2 ? cfg->outbuf_overflow / 2 : 1;
     return mark;
@@ -320,7 +320,7 @@ queue_iov(wc_channel_t *ch, struct iovec *iov, void **owners, int n)
          * app owns is kept by reference while the socket takes what the
          * loop writes; once the client is slow (b->writing), it spills
          * above outbuf_overflow as on a plain connection. */
-        int keep = ch->srv->cfg.tls && obj != NULL && len >= ZC_MIN
+        int keep = ch->secure && obj != NULL && len >= ZC_MIN
                    && !ch->b->writing;
         if (!keep && ch->b->out.mem + len > overflow && len > 0) {
             r = wc_outq_spill(&ch->b->out, ch->srv->cfg.tmpdir,
@@ -385,7 +385,7 @@ wc_channel_send_locked(wc_channel_t *ch, struct iovec *iov, void **owners,
      * The loop takes b->lock around everything it does with the SSL
      * object of a connection a worker may write to (channel.c:
      * read_some, linger). */
-    int tls = ch->srv->cfg.tls;
+    int tls = ch->secure;
     if (tls && (ch->tls == NULL || ch->kind != WC_KIND_H1 || ch->b->wblk
                 || total > WC_TLS_RECORD))
         goto queue_rest;

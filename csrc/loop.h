@@ -378,6 +378,8 @@ struct wc_channel_s {
     uint8_t kind;               /* WC_KIND_*: set by the loop before any
                                    worker sees the channel */
     uint8_t ready;              /* on srv->ready (loop) */
+    uint8_t secure;             /* a TLS connection, or a stream of one:
+                                   set before any worker sees the channel */
 };
 
 /* What a wc_channel_t is.  A connection is NEW until its first bytes say
@@ -604,6 +606,8 @@ struct wc_listener_s {
     int fd;
     int open;
     int owned;                  /* ours to shut: refuse at once on stop */
+    int plain;                  /* plain HTTP, on a server with TLS
+                                   (insecure_listen) */
     int held;                   /* not polled: at connection_limit, or
                                    accept ran out of fds (retried) */
 };
@@ -700,7 +704,7 @@ struct wc_server_s {
 
 int wc_server_init(wc_server_t *srv);
 int wc_server_listen(wc_server_t *srv, int index, int fd, int is_unix,
-                     int owned);
+                     int owned, int plain);
 int wc_server_run(wc_server_t *srv, int sigfd);
 /* The calling thread to SCHED_BATCH (from SCHED_OTHER only); *old and
  * *old_param, when given, receive what to restore. */

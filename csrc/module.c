@@ -3,6 +3,8 @@
  *
  *     srv = Server(app, listeners, adj, drop_proxy_headers=False,
  *                  access_log=None, metrics=None, metrics_slot=0)
+ *         # listeners: (fd, is_unix, port[, owned[, plain]]) each; plain:
+ *         # plain HTTP although adj has a certfile (insecure_listen)
  *     srv.worker()      # in each worker thread: serves until stopped
  *     srv.run(sigfd)    # in the serving thread: the loop, GIL released
  *     srv.close(why)    # any thread: graceful stop (twice: immediate);
@@ -293,7 +295,7 @@ core_tls_check(PyObject *module, PyObject *adj)
 
 /* New reference: the environ keys every request on one listener shares. */
 static PyObject *
-make_template(ServerObject *so, PyObject *adj, PyObject *port)
+make_template(ServerObject *so, PyObject *adj, PyObject *port, int tls)
 {
     PyObject *d = PyDict_New();
     PyObject *v = NULL;
@@ -313,7 +315,7 @@ make_template(ServerObject *so, PyObject *adj, PyObject *port)
         SET("SERVER_SOFTWARE", PyUnicode_FromString(so->srv->cfg.ident));
     SET("SCRIPT_NAME", Py_NewRef(so->url_prefix));
     SET("wsgi.version", Py_BuildValue("(ii)", 1, 0));
-    if (so->srv->cfg.tls) {
+    if (tls) {
         SET("wsgi.url_scheme", PyUnicode_FromString("https"));
         SET("HTTPS", PyUnicode_FromString("on"));
     } else {
@@ -479,16 +481,16 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         goto error;
     for (Py_ssize_t i = 0; i < nls; i++) {
         PyObject *item = PySequence_Fast_GET_ITEM(listeners, i);
-        int fd, is_unix, owned = 1;
+        int fd, is_unix, owned = 1, plain = 0;
         PyObject *port;
-        if (!PyArg_ParseTuple(item, "ipU|p:listener", &fd, &is_unix, &port,
-                              &owned))
+        if (!PyArg_ParseTuple(item, "ipU|pp:listener", &fd, &is_unix, &port,
+                              &owned, &plain))
             goto error;
-        PyObject *t = make_template(so, adj, port);
+        PyObject *t = make_template(so, adj, port, srv->cfg.tls && !plain);
         if (t == NULL)
             goto error;
         PyTuple_SET_ITEM(so->templates, i, t);
-        rv = wc_server_listen(srv, (int)i, fd, is_unix, owned);
+        rv = wc_server_listen(srv, (int)i, fd, is_unix, owned, plain);
         if (rv < 0) {
             PyErr_Format(PyExc_OSError, "cannot listen on fd %d: %s", fd,
                          uv_strerror(rv));

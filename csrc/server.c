@@ -176,9 +176,11 @@ wc_server_ready_soon(wc_server_t *srv)
 /* Adopt a copy of a bound, listening socket; the caller keeps its own.
  * `owned`: the socket is the server's own, shut down when a stop begins so
  * that new connections are refused at once; otherwise (sockets= from the
- * caller, inherited ones) it is only no longer accepted on. */
+ * caller, inherited ones) it is only no longer accepted on.  `plain`: its
+ * connections speak plain HTTP even when the server has a certificate. */
 int
-wc_server_listen(wc_server_t *srv, int index, int fd, int is_unix, int owned)
+wc_server_listen(wc_server_t *srv, int index, int fd, int is_unix, int owned,
+                 int plain)
 {
     wc_listener_t *ls = &srv->listeners[index];
     int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
@@ -195,6 +197,7 @@ wc_server_listen(wc_server_t *srv, int index, int fd, int is_unix, int owned)
     ls->fd = dfd;
     ls->open = 1;
     ls->owned = owned;
+    ls->plain = plain;
     ls->poll.data = ls;
     return 0;
 }

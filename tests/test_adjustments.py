@@ -226,6 +226,7 @@ DEFAULTS = {
     "cert_reqs": "none",
     "ciphers": None,
     "tls_min_version": "1.2",
+    "insecure_listen": [],
     "http2": True,
     "h2_max_concurrent_streams": 100,
     "h2_initial_window_size": 1048576,
@@ -345,7 +346,7 @@ def with_context(name, value):
 # Read from strings with real certificates in tests/test_tls.py.
 TLS_OPTIONS = {
     "certfile", "keyfile", "keyfile_password_file", "keyfile_password_env",
-    "ca_certs", "cert_reqs", "ciphers", "tls_min_version",
+    "ca_certs", "cert_reqs", "ciphers", "tls_min_version", "insecure_listen",
 }
 
 

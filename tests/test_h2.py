@@ -178,6 +178,26 @@ def test_curl_h2_over_tls_alpn(server_factory, pki):
     assert p.stdout == b"hello HTTP/1.1\n|1.1"
 
 
+def test_h2_on_tls_and_h2c_on_an_insecure_listener(server_factory, pki):
+    """One server, a TLS listener and a plain one (insecure_listen): h2
+    through ALPN on the first, h2c with prior knowledge on the second,
+    each with its own scheme."""
+    srv = h2_server(server_factory, certfile=str(pki / "server.pem"),
+                    keyfile=str(pki / "server.key"), insecure_listen="127.0.0.1:0")
+    plain_port = int(srv.listen[1][1])
+    p = curl("--http2", "--cacert", str(pki / "ca.pem"), "--resolve",
+             "localhost:%d:127.0.0.1" % srv.port, "-w", "|%{http_version}",
+             "https://localhost:%d/env" % srv.port)
+    assert p.returncode == 0, p.stderr
+    body, version = p.stdout.rsplit(b"|", 1)
+    assert version == b"2" and json.loads(body)["wsgi.url_scheme"] == "https"
+    p = curl("--http2-prior-knowledge", "-w", "|%{http_version}",
+             "http://127.0.0.1:%d/env" % plain_port)
+    assert p.returncode == 0, p.stderr
+    body, version = p.stdout.rsplit(b"|", 1)
+    assert version == b"2" and json.loads(body)["wsgi.url_scheme"] == "http"
+
+
 def test_http2_off(server_factory, pki):
     srv = h2_server(server_factory, http2=False, certfile=str(pki / "server.pem"),
                     keyfile=str(pki / "server.key"))

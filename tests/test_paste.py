@@ -155,7 +155,7 @@ def adjustments(kw):
 # from an ini file of their own.
 TLS_OPTIONS = {
     "certfile", "keyfile", "keyfile_password_file", "keyfile_password_env",
-    "ca_certs", "cert_reqs", "ciphers", "tls_min_version",
+    "ca_certs", "cert_reqs", "ciphers", "tls_min_version", "insecure_listen",
 }
 
 

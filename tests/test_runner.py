@@ -205,6 +205,7 @@ VALUE_FLAGS = {
     "cert_reqs": "required",
     "ciphers": "ECDHE-ECDSA-AES128-GCM-SHA256",
     "tls_min_version": "1.3",
+    "insecure_listen": "127.0.0.1:0",
     "h2_max_concurrent_streams": "32",
     "h2_initial_window_size": "65535",
     "h2_max_frame_size": "32768",
@@ -224,6 +225,7 @@ CONTEXT = {
     "cert_reqs": _TLS + ["--ca-certs={pki}/ca.pem"],
     "ciphers": _TLS,
     "tls_min_version": _TLS,
+    "insecure_listen": _TLS,
 }
 
 
@@ -269,6 +271,14 @@ def test_flags_pass_strings_untouched_and_only_those_given():
 def test_listen_repeated_is_joined():
     kw = served_kw("--listen=127.0.0.1:0", "--listen=[::1]:0", APP)
     assert kw == {"listen": "127.0.0.1:0 [::1]:0"}
+
+
+def test_insecure_listen_repeated_is_joined(pki):
+    kw = served_kw("--certfile=%s" % (pki / "server.pem"),
+                   "--keyfile=%s" % (pki / "server.key"),
+                   "--insecure-listen=127.0.0.1:0",
+                   "--insecure-listen=[::1]:0", APP)
+    assert kw["insecure_listen"] == "127.0.0.1:0 [::1]:0"
 
 
 def test_unambiguous_prefix_accepted_like_getopt():
@@ -443,6 +453,7 @@ def test_double_dash_ends_the_options(capsys):
         ("--listen=127.0.0.1:65536", "65536"),
         ("--listen=127.0.0.1:0 --listen=[::1]:99999", "99999"),
         ("--listen=*:100000", "100000"),
+        ("--insecure-listen=127.0.0.1:70000", "70000"),
     ],
 )
 def test_port_out_of_range(capsys, flag, port):

@@ -971,3 +971,102 @@ def test_requests_in_many_records_sent_at_once(server_factory, pki):
     assert json.loads(answers[0].body)["HTTPS"] == "on"
     assert json.loads(answers[2].body) == {"sha256": hashlib.sha256(body).hexdigest(),
                                            "len": len(body)}
+
+
+# -- plain listeners beside TLS ones (insecure_listen) -----------------------------
+
+
+def plain_get(port, path="/", headers=None):
+    """One GET on a plain HTTP connection to 127.0.0.1:`port`: (status,
+    body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20 * SLOW)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def plain_env(port):
+    """GET / on the plain listener `port`: its wsgi.url_scheme, once sure
+    that no other TLS key of the environ is there."""
+    status, body = plain_get(port)
+    assert status == 200
+    env = json.loads(body)
+    scheme = env.pop("wsgi.url_scheme")
+    assert set(env.values()) == {None}, env
+    return scheme
+
+
+def test_insecure_listen_serves_plain_http_beside_tls(server_factory, pki):
+    """With certfile, the listen entries speak TLS and the insecure_listen
+    ones plain HTTP, on one server: each connection's environ says which
+    (no HTTPS or SSL_* keys on the plain one), a trusted proxy's
+    X-Forwarded-Proto applies there, and the TLS port still refuses plain
+    HTTP.  Keep-alive, small and large responses on the plain listener go
+    the plain ways (the worker's own write, the queue)."""
+    srv = tls_server(server_factory, pki, insecure_listen="127.0.0.1:0",
+                     trusted_proxy="127.0.0.1",
+                     trusted_proxy_headers="x-forwarded-proto")
+    (_, tls_port), (_, plain_port) = srv.listen
+    assert int(tls_port) == srv.port
+    env = get_env(srv, client_ctx(pki))
+    assert (env["wsgi.url_scheme"], env["HTTPS"], env["SSL_PROTOCOL"]) == (
+        "https", "on", "TLSv1.3")
+    assert plain_env(int(plain_port)) == "http"
+    status, body = plain_get(int(plain_port), headers={"X-Forwarded-Proto": "https"})
+    assert json.loads(body)["wsgi.url_scheme"] == "https"
+    # Keep-alive: three requests, then a 1 MiB body, on one connection.
+    conn = http.client.HTTPConnection("127.0.0.1", int(plain_port), timeout=20 * SLOW)
+    try:
+        for i in range(3):
+            conn.request("GET", "/id/%d" % i)
+            resp = conn.getresponse()
+            assert (resp.status, resp.read()) == (200, b"/id/%d" % i)
+        conn.request("GET", "/download?%d" % (1 << 20))
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == b"".join(blocks(1 << 20))
+    finally:
+        conn.close()
+    s = srv.connect(timeout=20 * SLOW)
+    try:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert recv_all(s, timeout=20 * SLOW).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    finally:
+        s.close()
+
+
+def test_insecure_listen_with_worker_processes(pki):
+    """--insecure-listen on the command line, with --workers: each worker
+    serves both listeners, and "Serving on" names each one's scheme."""
+    from servers import Server
+
+    with Server([script("waitress-c-serve"), "--listen=127.0.0.1:0", "--workers=2",
+                 "--insecure-listen=127.0.0.1:0",
+                 "--certfile=%s" % (pki / "server.pem"),
+                 "--keyfile=%s" % (pki / "server.key"), APP],
+                cwd=HERE) as srv:
+        plain_port = int(srv.wait_for(r"Serving on http://127\.0\.0\.1:(\d+)").group(1))
+        assert "Serving on https://127.0.0.1:%d" % srv.port in srv.output
+        for _ in range(4):
+            assert get_env(srv, client_ctx(pki))["HTTPS"] == "on"
+            assert plain_env(plain_port) == "http"
+
+
+def test_insecure_listen_needs_certfile_and_its_own_sockets(pki):
+    from waitress_c.adjustments import Adjustments
+
+    with pytest.raises(ValueError, match="insecure_listen has no meaning without certfile"):
+        Adjustments(insecure_listen="127.0.0.1:0")
+    sock = socket.socket()
+    try:
+        with pytest.raises(ValueError, match="insecure_listen may not be set if sockets is set"):
+            Adjustments(sockets=[sock], insecure_listen="127.0.0.1:0",
+                        certfile=str(pki / "server.pem"))
+    finally:
+        sock.close()
+    adj = Adjustments(certfile=str(pki / "server.pem"),
+                      keyfile=str(pki / "server.key"),
+                      insecure_listen="127.0.0.1:1 127.0.0.1:2")
+    assert [a[3] for a in adj.insecure_listen] == [("127.0.0.1", 1), ("127.0.0.1", 2)]

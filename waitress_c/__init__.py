@@ -54,8 +54,11 @@ def serve(app: Callable[..., Any], **kw: Any) -> None:
         logging.getLogger("waitress_c").setLevel(level.upper())
     # SIGUSR1 reopens the log files from before the first line (a
     # supervisor handles it in its own loop).
-    tls = getattr(getattr(server, "adj", None), "certfile", None)
-    serving_on = "Serving on %s://{}:{}" % ("https" if tls else "http")
+    if hasattr(server, "listen_schemes"):  # ours: each listener's own
+        serving_on = "Serving on {scheme}://{}:{}"
+    else:
+        tls = getattr(getattr(server, "adj", None), "certfile", None)
+        serving_on = "Serving on %s://{}:{}" % ("https" if tls else "http")
 
     def announce() -> None:
         if not quiet:

@@ -628,7 +628,8 @@ OPTIONS: tuple[Option, ...] = (
         "certfile", str_iftruthy, None, "FILE", STANDARD,
         "Serve HTTPS: the server's certificate in PEM, followed by the "
         "intermediate certificates of its chain (a fullchain.pem).  Every "
-        "listener then speaks TLS (1.2 and 1.3, ALPN http/1.1), "
+        "listener but the insecure_listen ones then speaks TLS (1.2 and "
+        "1.3, ALPN h2 and http/1.1), "
         "wsgi.url_scheme is https, and a plain HTTP request gets a 400 "
         "saying so.",
         "none",
@@ -685,6 +686,16 @@ OPTIONS: tuple[Option, ...] = (
         "tls_min_version", as_tls_version, "1.2", "VERSION", STANDARD,
         "The oldest TLS version accepted: 1.2 or 1.3.",
         "1.2",
+        extra=True,
+    ),
+    Option(
+        "insecure_listen", aslist, [], "ip:port", STANDARD,
+        "With certfile: more listeners, in listen's form, that speak plain "
+        "HTTP beside the TLS ones (wsgi.url_scheme is url_scheme there, "
+        "and the trusted proxy headers apply): a port for a proxy or a "
+        "health check on a private address, or port 80 for redirects.  "
+        "Repeat the flag to give several.  Needs certfile.",
+        "none",
         extra=True,
     ),
     Option(
@@ -746,8 +757,8 @@ class Adjustments:
     """The converted and checked settings of one server.
 
     After construction every option is an attribute holding its converted
-    value, with these changes: ``listen`` is the list of resolved
-    ``(family, socktype, proto, sockaddr)`` tuples to bind;
+    value, with these changes: ``listen`` and ``insecure_listen`` are lists
+    of resolved ``(family, socktype, proto, sockaddr)`` tuples to bind;
     ``trusted_proxy_count`` is an int (1 unless given);
     ``trusted_proxy_headers`` is a set of lowercase header names.
     """
@@ -810,6 +821,7 @@ class Adjustments:
     cert_reqs: str
     ciphers: str | None
     tls_min_version: str
+    insecure_listen: list[Any]
     http2: bool
     h2_max_concurrent_streams: int
     h2_initial_window_size: int
@@ -832,6 +844,7 @@ class Adjustments:
             )
         # Instances get their own copies of the mutable defaults.
         self.listen = list(OPTION_MAP["listen"].default)
+        self.insecure_listen = []
         self.trusted_proxy_headers = set()
         self.sockets = []
         for name, value in kw.items():
@@ -842,8 +855,10 @@ class Adjustments:
 
         if "host" in kw or "port" in kw:
             self.listen = ["%s:%s" % (self.host, self.port)]
-        self.listen = resolve_listen(
-            self.listen, self.port, enabled_family(self.ipv4, self.ipv6)
+        family = enabled_family(self.ipv4, self.ipv6)
+        self.listen = resolve_listen(self.listen, self.port, family)
+        self.insecure_listen = resolve_listen(
+            self.insecure_listen, self.port, family
         )
         self._check_proxy_settings()
         self.check_sockets(self.sockets)
@@ -867,6 +882,8 @@ class Adjustments:
             ]
             if self.cert_reqs != "none":
                 given.append("cert_reqs")
+            if self.insecure_listen:
+                given.append("insecure_listen")
             if given:
                 raise ValueError(
                     "%s has no meaning without certfile" % ", ".join(given)
@@ -1002,7 +1019,8 @@ class Adjustments:
         pass to the constructor, plus the runner's own ``help``, ``call``,
         ``preload`` and ``reload`` (bools) and ``app`` (str or None); ``args`` are the
         positional arguments.  ``--name`` / ``--no-name`` give ``"true"`` /
-        ``"false"``; repeated ``--listen`` values are joined with spaces.
+        ``"false"``; repeated ``--listen`` (and ``--insecure-listen``) values
+        are joined with spaces.
         The long aliases (``--bind``, ``--graceful-timeout``) are
         accepted for their options.
         Raises ``getopt.GetoptError`` (prefixes of long options are
@@ -1027,7 +1045,7 @@ class Adjustments:
             negated = flag not in FLAG_MAP
             opt = FLAG_MAP[flag[3:] if negated else flag]
             name = opt.name
-            if name == "listen":
+            if name in ("listen", "insecure_listen"):
                 kw[name] = ("%s %s" % (kw.get(name, ""), value)).strip()
             elif opt.is_bool:
                 kw[name] = "false" if negated else "true"
@@ -1081,6 +1099,8 @@ def check_exclusive(kw: dict[str, Any]) -> None:
         raise ValueError("unix_socket may not be set if host or port is set")
     if "unix_socket" in kw and "listen" in kw:
         raise ValueError("unix_socket may not be set if listen is set")
+    if "sockets" in kw and kw.get("insecure_listen"):
+        raise ValueError("insecure_listen may not be set if sockets is set")
 
 
 def enabled_family(ipv4: bool, ipv6: bool) -> int:

@@ -332,14 +332,17 @@ def _check_numbers(kw: dict[str, Any]) -> None:
 
 
 def _check_ports(kw: dict[str, Any]) -> None:
-    """Refuse a numeric port outside 0-65535 in ``port`` or ``listen``
-    (0 means any free port).  getaddrinfo takes the number modulo 65536:
-    70000 would listen on 4464 and 65536 on a random port."""
+    """Refuse a numeric port outside 0-65535 in ``port``, ``listen`` or
+    ``insecure_listen`` (0 means any free port).  getaddrinfo takes the
+    number modulo 65536: 70000 would listen on 4464 and 65536 on a random
+    port."""
     ports = []
     if "port" in kw:
         ports.append(str(kw["port"]))
-    for entry in aslist(kw.get("listen", "")):
-        ports.append(split_listen_entry(entry, OPTION_MAP["port"].default)[1])
+    for name in ("listen", "insecure_listen"):
+        for entry in aslist(kw.get(name, "")):
+            ports.append(
+                split_listen_entry(entry, OPTION_MAP["port"].default)[1])
     for port in ports:
         port = port.strip()
         if _NUMBER.fullmatch(port) and not 0 <= int(port) <= 65535:

@@ -159,6 +159,14 @@ def _make_tcp_socket(adj: Adjustments, family, socktype, proto, sockaddr):
     return sock
 
 
+def listen_schemes(adj: Adjustments, plain: Sequence[bool], n: int) -> List[str]:
+    """The scheme of each of `n` listeners: https with a certfile, except
+    where `plain` (one flag per listener, or empty) says plain HTTP
+    (``insecure_listen``)."""
+    flags = list(plain) or [False] * n
+    return ["https" if adj.certfile and not p else "http" for p in flags]
+
+
 def _sockinfo(sock: socket.socket) -> Tuple[str, str]:
     """(effective_host, effective_port) as strings, as waitress gives them."""
     if sock.family == socket.AF_UNIX:
@@ -178,11 +186,14 @@ class ServerProtocol(Protocol):
     ``effective_host`` and ``effective_port`` are the first listener's; on
     a single-process server with more than one listener
     (``MultiSocketServer``) they raise ``AttributeError``, as waitress's
-    has neither, while a ``Supervisor`` gives the first listener's."""
+    has neither, while a ``Supervisor`` gives the first listener's.
+    ``listen_schemes`` gives each listener's scheme, ``"http"`` or
+    ``"https"``, in ``effective_listen``'s order."""
 
     application: Any
     adj: Adjustments
     effective_listen: List[Tuple[str, str]]
+    listen_schemes: List[str]
 
     @property
     def effective_host(self) -> str: ...
@@ -206,10 +217,13 @@ class BaseWSGIServer:
     """
 
     def __init__(self, application, adj: Adjustments, sockets, owned,
-                 metrics_slot: Optional[Tuple[Any, int]] = None):
+                 metrics_slot: Optional[Tuple[Any, int]] = None,
+                 plain: Sequence[bool] = ()):
         """``metrics_slot``: (MetricsBuffer, slot) to count into, from a
         supervisor that serves the metrics; otherwise ``adj.metrics``
-        makes a buffer and a listener of this server's own."""
+        makes a buffer and a listener of this server's own.  ``plain``: a
+        flag per socket, true for one that speaks plain HTTP although
+        ``adj`` has a certfile (``insecure_listen``)."""
         from waitress_c import _core
 
         self.application = application
@@ -217,6 +231,8 @@ class BaseWSGIServer:
         self.sockets: List[socket.socket] = list(sockets)
         self._owned = owned
         self.effective_listen = [_sockinfo(s) for s in self.sockets]
+        # Beside effective_listen: "http" or "https" for each listener.
+        self.listen_schemes = listen_schemes(adj, plain, len(self.sockets))
         app = application
         drop = False
         if adj.trusted_proxy or (
@@ -228,11 +244,14 @@ class BaseWSGIServer:
         elif adj.clear_untrusted_proxy_headers:
             drop = True  # the core drops them while building the environ
         listeners = []
-        for sock, (host, port) in zip(self.sockets, self.effective_listen):
+        for sock, (host, port), scheme in zip(
+            self.sockets, self.effective_listen, self.listen_schemes
+        ):
             is_unix = sock.family == socket.AF_UNIX
             # Our own sockets are shut down when a stop begins (new
             # connections refused at once); the caller's are left alone.
-            listeners.append((sock.fileno(), is_unix, str(port), owned))
+            listeners.append((sock.fileno(), is_unix, str(port), owned,
+                              scheme == "http"))
         access = None
         if adj.access_log:
             from waitress_c.access_log import AccessLog
@@ -262,10 +281,9 @@ class BaseWSGIServer:
         self._on_hung = None
 
     def print_listen(self, format_str: str) -> None:
-        for host, port in self.effective_listen:
-            if ":" in host:
-                host = "[%s]" % host
-            logger.info(format_str.format(host, port))
+        """Log a line per listener: ``format_str`` with its host and port
+        (and ``{scheme}``, http or https, if the format names it)."""
+        print_listen(format_str, self.effective_listen, self.listen_schemes)
 
     def run(self, ready: Optional[Callable[[], None]] = None) -> None:
         """Serve until stopped.  ``ready``, if given, is called once (in
@@ -379,6 +397,14 @@ class BaseWSGIServer:
         w.close()
 
 
+def print_listen(format_str: str, listen: Sequence[Tuple[str, str]],
+                 schemes: Sequence[str]) -> None:
+    for (host, port), scheme in zip(listen, schemes):
+        if ":" in host:
+            host = "[%s]" % host
+        logger.info(format_str.format(host, port, scheme=scheme))
+
+
 class FirstListener:
     """``effective_host`` and ``effective_port``: those of the first
     listener, as waitress gives them for a single one."""
@@ -438,6 +464,7 @@ def create_server(application: Optional[Callable[..., Any]], **kw: Any) -> Serve
     logs.setup(adj)  # only with log files or log_config (docs/logging.rst)
     owned = True
     socks: List[socket.socket] = []
+    plain: List[bool] = []
     try:
         if adj.sockets:
             owned = False  # the caller's (socket activation): not closed
@@ -454,15 +481,25 @@ def create_server(application: Optional[Callable[..., Any]], **kw: Any) -> Serve
                 socks.append(
                     _make_tcp_socket(adj, family, socktype, proto, sockaddr)
                 )
+        # Plain HTTP beside TLS (Adjustments refuses it with sockets=).
+        if adj.insecure_listen:
+            plain = [False] * len(socks)
+            for family, socktype, proto, _, sockaddr in _entries(
+                adj.insecure_listen
+            ):
+                socks.append(
+                    _make_tcp_socket(adj, family, socktype, proto, sockaddr)
+                )
+                plain.append(True)
         from waitress_c.supervisor import Supervisor, wants_supervisor
 
         if wants_supervisor(adj):  # workers > 1 or max_requests
-            return Supervisor(application, adj, socks, owned)
+            return Supervisor(application, adj, socks, owned, plain)
         if len(socks) == 1:
             cls = UnixWSGIServer if socks[0].family == socket.AF_UNIX else TcpWSGIServer
         else:
             cls = MultiSocketServer
-        return cls(application, adj, socks, owned)
+        return cls(application, adj, socks, owned, plain=plain)
     except BaseException:
         if owned:
             for s in socks:

@@ -47,7 +47,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 from waitress_c import logs
 from waitress_c.adjustments import Adjustments
@@ -218,14 +218,18 @@ class Supervisor(FirstListener):
     _me: Optional[WorkerInfo] = None  # in a worker once post_fork ran
     _checked = 0.0  # when _check_silent last ran
 
-    def __init__(self, application, adj: Adjustments, sockets, owned: bool):
-        from waitress_c.server import _sockinfo
+    def __init__(self, application, adj: Adjustments, sockets, owned: bool,
+                 plain: Sequence[bool] = ()):
+        from waitress_c.server import _sockinfo, listen_schemes
 
         self.application = application
         self.adj = adj
         self.sockets: List[socket.socket] = list(sockets)
         self._owned = owned
         self.effective_listen = [_sockinfo(s) for s in self.sockets]
+        # "http" or "https" for each listener; ``plain`` as the servers'.
+        self._plain = list(plain)
+        self.listen_schemes = listen_schemes(adj, plain, len(self.sockets))
         self._workers: Dict[int, _Worker] = {}
         self._target = adj.workers
         self._ran = False
@@ -283,10 +287,10 @@ class Supervisor(FirstListener):
         self._announced = True
         if self._listen_format is None:
             return
-        for host, port in self.effective_listen:
-            if ":" in host:
-                host = "[%s]" % host
-            logger.info(self._listen_format.format(host, port))
+        from waitress_c.server import print_listen
+
+        print_listen(self._listen_format, self.effective_listen,
+                     self.listen_schemes)
 
     def close(self) -> None:
         """Stop: gracefully the first time, at once the second.  Safe from
@@ -780,6 +784,7 @@ class Supervisor(FirstListener):
                 # No slot (all taken): counted in its own memory only.
                 metrics_slot=(self._mbuf if slot is not None else None,
                               slot or 0),
+                plain=self._plain,
             )
             server._pidfile = None  # the supervisor's pid is in it
             server._on_hung = lambda stuck: _report_hung(status_w, stuck)
