@@ -484,7 +484,7 @@ wc_channel_open(wc_server_t *srv, int fd, int index,
                                            otherwise) */
     ch->srv = srv;
     ch->fd = fd;
-    ch->listener = (uint8_t)index;
+    ch->listener = (uint16_t)index;
     ch->state = WC_CONN_IDLE;
     ch->in_at = wc_now_ms();
     ch->kind = srv->cfg.http2 ? WC_KIND_NEW : WC_KIND_H1;

@@ -362,12 +362,12 @@ struct wc_channel_s {
                                    held-back output 1 */
     int fd;
     uint8_t state;              /* wc_conn_state (loop) */
+    uint16_t listener;          /* index in srv->listeners */
     uint8_t events;             /* EPOLLIN | EPOLLOUT wanted (loop) */
     uint8_t polled;             /* what epoll has: `events`, with EPOLLOUT
                                    for EPOLLIN while read_out (loop) */
     uint8_t read_out;           /* a TLS read waits for the socket to take
                                    bytes (wc_channel_read_waits_out) */
-    uint8_t listener;           /* index in srv->listeners */
     /* The peer, formatted by workers: family 0 (unix), 4 or 6. */
     uint8_t peer_family;
     uint16_t peer_port;
@@ -588,8 +588,8 @@ struct wc_config_s {
     uint64_t h2_window;
     uint64_t h2_frame;
     uint64_t h2_header_list;
-    int tls;                    /* the listeners speak TLS: workers do not
-                                   write to the sockets themselves */
+    int tls;                    /* certfile set: the listeners but the
+                                   plain ones speak TLS */
     char ident[128];            /* "" when none */
     char server_line[160];      /* "Server: <ident>\r\n", or "" */
     size_t server_line_len;
@@ -638,9 +638,9 @@ struct wc_server_s {
 
     wc_listener_t *listeners;
     int nlisteners;
-    /* TLS on every listener (certfile set), or NULL.  Loop thread once
-     * it runs (a reload swaps it there: tls_next); workers look at
-     * cfg.tls instead. */
+    /* The TLS context of every listener but the plain ones (certfile
+     * set), or NULL.  Loop thread once it runs (a reload swaps it there:
+     * tls_next); workers look at a channel's `secure` instead. */
     wc_tls_t *tls;
 
     /* Loop thread only. */

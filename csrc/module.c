@@ -383,6 +383,11 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     if (listeners == NULL)
         return NULL;
     Py_ssize_t nls = PySequence_Fast_GET_SIZE(listeners);
+    if (nls > UINT16_MAX) {     /* a channel keeps its listener's index */
+        PyErr_SetString(PyExc_ValueError, "too many listeners");
+        Py_DECREF(listeners);
+        return NULL;
+    }
 
     PyObject *module = PyType_GetModuleByDef(type, &core_module);
     if (module == NULL) {

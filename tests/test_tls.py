@@ -1066,7 +1066,50 @@ def test_insecure_listen_needs_certfile_and_its_own_sockets(pki):
                         certfile=str(pki / "server.pem"))
     finally:
         sock.close()
+    with pytest.raises(ValueError, match=r"127\.0\.0\.1:8443 is in both listen and insecure_listen"):
+        Adjustments(listen="127.0.0.1:8443", insecure_listen="127.0.0.1:8443",
+                    certfile=str(pki / "server.pem"), keyfile=str(pki / "server.key"))
     adj = Adjustments(certfile=str(pki / "server.pem"),
                       keyfile=str(pki / "server.key"),
                       insecure_listen="127.0.0.1:1 127.0.0.1:2")
     assert [a[3] for a in adj.insecure_listen] == [("127.0.0.1", 1), ("127.0.0.1", 2)]
+
+
+def test_insecure_listen_beside_a_tls_unix_socket(server_factory, pki):
+    """A TLS unix socket and a plain TCP listener: each connection's scheme
+    is its listener's, whatever the family."""
+    srv = tls_server(server_factory, pki, unix_socket=True,
+                     insecure_listen="127.0.0.1:0")
+    assert srv.unix
+    (_, path), (_, plain_port) = srv.listen
+    assert plain_env(int(plain_port)) == "http"
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    raw.settimeout(20 * SLOW)
+    raw.connect(path)
+    s = client_ctx(pki).wrap_socket(raw, server_hostname="127.0.0.1")
+    try:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = Reader(s, timeout=20 * SLOW).response()
+    finally:
+        s.close()
+    env = json.loads(answer.body)
+    assert (answer.status, env["wsgi.url_scheme"], env["HTTPS"]) == (200, "https", "on")
+
+
+def test_many_listeners_each_keep_their_scheme(server_factory, pki):
+    """A channel keeps its listener's index: past 256 listeners (once a
+    byte), a plain connection still gets the plain environ and a TLS one
+    the TLS environ."""
+    srv = tls_server(server_factory, pki, listen=" ".join(["127.0.0.1:0"] * 300),
+                     insecure_listen="127.0.0.1:0")
+    assert len(srv.listen) == 301
+    assert plain_env(int(srv.listen[300][1])) == "http"
+    last_tls = int(srv.listen[299][1])
+    conn = http.client.HTTPSConnection("127.0.0.1", last_tls, context=client_ctx(pki),
+                                       timeout=30 * SLOW)
+    try:
+        conn.request("GET", "/")
+        env = json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+    assert (env["wsgi.url_scheme"], env["HTTPS"]) == ("https", "on")

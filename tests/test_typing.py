@@ -32,8 +32,10 @@ def describe(server: ServerProtocol) -> str:
     listen: List[Tuple[str, str]] = server.effective_listen
     host: str = server.effective_host
     port: str = server.effective_port
-    server.print_listen("Serving on http://{}:{}")
-    return "%s %s:%s %r %r" % (listen, host, port, server.application, server.adj)
+    schemes: List[str] = server.listen_schemes
+    server.print_listen("Serving on {scheme}://{}:{}")
+    return "%s %s %s:%s %r %r" % (listen, schemes, host, port, server.application,
+                                  server.adj)
 
 
 single: ServerProtocol = create_server(app, listen="127.0.0.1:0")

@@ -629,7 +629,7 @@ OPTIONS: tuple[Option, ...] = (
         "Serve HTTPS: the server's certificate in PEM, followed by the "
         "intermediate certificates of its chain (a fullchain.pem).  Every "
         "listener but the insecure_listen ones then speaks TLS (1.2 and "
-        "1.3, ALPN h2 and http/1.1), "
+        "1.3; ALPN h2, with http2, and http/1.1), "
         "wsgi.url_scheme is https, and a plain HTTP request gets a 400 "
         "saying so.",
         "none",
@@ -867,6 +867,19 @@ class Adjustments:
         if self.access_logfile:
             self.access_log = True  # a file for the lines asks for them
         self._check_tls()
+        self._check_insecure_listen()
+
+    def _check_insecure_listen(self) -> None:
+        """An address in both listen and insecure_listen is one socket
+        that cannot be both (the second bind would only say "Address
+        already in use")."""
+        tls = {(a[3][0].split("%", 1)[0], a[3][1]) for a in self.listen}
+        for a in self.insecure_listen:
+            host, port = a[3][0].split("%", 1)[0], a[3][1]
+            if port != 0 and (host, port) in tls:
+                where = "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+                raise ValueError(
+                    "%s is in both listen and insecure_listen" % where)
 
     def _check_tls(self) -> None:
         """The TLS settings agree with each other; with certfile, the files

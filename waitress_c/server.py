@@ -164,6 +164,8 @@ def listen_schemes(adj: Adjustments, plain: Sequence[bool], n: int) -> List[str]
     where `plain` (one flag per listener, or empty) says plain HTTP
     (``insecure_listen``)."""
     flags = list(plain) or [False] * n
+    if len(flags) != n:
+        raise ValueError("%d plain flags for %d listeners" % (len(flags), n))
     return ["https" if adj.certfile and not p else "http" for p in flags]
 
 
