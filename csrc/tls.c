@@ -222,6 +222,31 @@ is_bad_password(unsigned long e)
            || (ERR_GET_LIB(e) == ERR_LIB_PROV && r == PROV_R_BAD_DECRYPT);
 }
 
+/* Does the PEM file at `path` hold an encrypted private key?  OpenSSL's
+ * errors cannot say so reliably: a key decrypted with a wrong (or no)
+ * password is garbage whose padding still looks right once in about 256
+ * tries, and then only "unsupported" is reported.  So the file's own
+ * markers are looked for (PKCS#8's header, or the traditional format's
+ * Proc-Type line). */
+static int
+pem_is_encrypted(const char *path)
+{
+    static const char *const marks[] = {
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----",
+        "Proc-Type: 4,ENCRYPTED",
+    };
+    char buf[65536];
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return 0;
+    size_t n = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    for (size_t i = 0; i < sizeof(marks) / sizeof(marks[0]); i++)
+        if (memmem(buf, n, marks[i], strlen(marks[i])) != NULL)
+            return 1;
+    return 0;
+}
+
 int
 wc_tls_new(wc_tls_t **out, const wc_tls_opts_t *o, char *err, size_t errlen,
            char *warn, size_t warnlen)
@@ -281,8 +306,8 @@ wc_tls_new(wc_tls_t **out, const wc_tls_opts_t *o, char *err, size_t errlen,
             bad |= is_bad_password(e);
             mismatch |= ERR_GET_LIB(e) == ERR_LIB_X509
                         && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH;
-
         }
+        bad |= pem_is_encrypted(o->keyfile);
         if (mismatch)
             snprintf(err, errlen, "keyfile %s does not match certfile %s",
                      o->keyfile, o->certfile);

@@ -448,6 +448,28 @@ def test_start_up_errors(pki, case, message):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("password, message", [
+    (None, "is encrypted: give its password"),
+    ("wrong261", ": wrong password"),
+])
+def test_encrypted_key_errors_when_the_padding_looks_right(pki, password, message,
+                                                           monkeypatch):
+    """A key decrypted with no password or a wrong one is garbage whose
+    padding looks right about once in 256 keys: OpenSSL then reports
+    "unsupported", not a bad decrypt.  tests/data/padding-enc.key is such
+    a key for both no password and "wrong261" (found by trying); the
+    message must still say what is wrong, from the file's own header."""
+    from waitress_c.adjustments import Adjustments
+
+    kw = {"certfile": str(pki / "server.pem"),
+          "keyfile": os.path.join(HERE, "data", "padding-enc.key")}
+    if password:
+        monkeypatch.setenv("WC_TEST_WRONG_PASSWORD", password)
+        kw["keyfile_password_env"] = "WC_TEST_WRONG_PASSWORD"
+    with pytest.raises(ValueError, match=message):
+        Adjustments(**kw)
+
+
 def test_tls_settings_need_certfile():
     from waitress_c.adjustments import Adjustments
 
