@@ -285,7 +285,7 @@ class BaseWSGIServer:
     def print_listen(self, format_str: str) -> None:
         """Log a line per listener: ``format_str`` with its host and port
         (and ``{scheme}``, http or https, if the format names it)."""
-        print_listen(format_str, self.effective_listen, self.listen_schemes)
+        log_listeners(format_str, self.effective_listen, self.listen_schemes)
 
     def run(self, ready: Optional[Callable[[], None]] = None) -> None:
         """Serve until stopped.  ``ready``, if given, is called once (in
@@ -399,8 +399,9 @@ class BaseWSGIServer:
         w.close()
 
 
-def print_listen(format_str: str, listen: Sequence[Tuple[str, str]],
-                 schemes: Sequence[str]) -> None:
+def log_listeners(format_str: str, listen: Sequence[Tuple[str, str]],
+                  schemes: Sequence[str]) -> None:
+    """print_listen() of a server or a supervisor: a line per listener."""
     for (host, port), scheme in zip(listen, schemes):
         if ":" in host:
             host = "[%s]" % host

@@ -287,10 +287,10 @@ class Supervisor(FirstListener):
         self._announced = True
         if self._listen_format is None:
             return
-        from waitress_c.server import print_listen
+        from waitress_c.server import log_listeners
 
-        print_listen(self._listen_format, self.effective_listen,
-                     self.listen_schemes)
+        log_listeners(self._listen_format, self.effective_listen,
+                      self.listen_schemes)
 
     def close(self) -> None:
         """Stop: gracefully the first time, at once the second.  Safe from
