@@ -160,27 +160,27 @@ def request_key_update(obj):
     assert libssl.SSL_key_update(ptr, 1) == 1  # SSL_KEY_UPDATE_REQUESTED
 
 
-def test_key_update_while_the_server_cannot_write(server_factory, pki):
-    """The client asks for a key update (TLS 1.3), with a pipelined
-    request behind it in the same segment, while the server's socket is
-    full with a response the client does not read yet.  The server's
-    SSL_read must answer the KeyUpdate and cannot (WANT_WRITE): the
-    request's record, read ahead, stays inside OpenSSL with the socket
-    empty.  Once the client reads, the response ends and the pipelined
-    request must still be answered, not forgotten.  (Held when written:
-    kept as a guard of the read that must write.)"""
+def key_update_to_a_full_socket(server_factory, pki, request, while_full=None):
+    """A TLS 1.3 client asks a holding_server for more than the kernel can
+    hold and reads nothing until the app has written it all (the socket
+    is full); then it sends a KeyUpdate and `request` in one segment, runs
+    `while_full(srv)` and reads.  The first response must be whole.
+    Returns (the response to `request`, what while_full returned)."""
     from test_tls import holding_server, past_kernel_buffers, tls_by_hand, wait_written
 
     blocks_n, total = past_kernel_buffers()
     srv = holding_server(server_factory, pki, total)
     raw, obj, outgoing, read_all = tls_by_hand(srv, pki)
+    seen = None
     try:
         obj.write(b"GET /writes?%d HTTP/1.1\r\nHost: x\r\n\r\n" % blocks_n)
         raw.sendall(outgoing.read())
         wait_written(srv, pki, total)   # more than the kernel holds: the socket is full
         request_key_update(obj)
-        obj.write(b"GET /id/after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        obj.write(request)
         raw.sendall(outgoing.read())    # KeyUpdate and request, one segment
+        if while_full is not None:
+            seen = while_full(srv)
         raw.settimeout(10 * SLOW)
         plain = read_all()
     except socket.timeout:
@@ -190,7 +190,22 @@ def test_key_update_while_the_server_cannot_write(server_factory, pki):
     assert plain is not None, "the request behind the KeyUpdate was never answered"
     first, second = Reader(plain).responses()
     assert first.status == 200 and len(first.body) == total
-    assert (second.status, second.body) == (200, b"/id/after")
+    return second, seen
+
+
+def test_key_update_while_the_server_cannot_write(server_factory, pki):
+    """The client asks for a key update (TLS 1.3), with a pipelined
+    request behind it in the same segment, while the server's socket is
+    full with a response the client does not read yet.  The server owes a
+    KeyUpdate of its own that the socket cannot take now (OpenSSL 3.0
+    sends it with its next write), and the request's record, read ahead,
+    may wait inside OpenSSL with the socket empty.  Once the client
+    reads, the response ends and the pipelined request must still be
+    answered, not forgotten."""
+    answer, _ = key_update_to_a_full_socket(
+        server_factory, pki,
+        b"GET /id/after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert (answer.status, answer.body) == (200, b"/id/after")
 
 
 def cpu_seconds(pid):
@@ -208,36 +223,21 @@ def test_key_update_from_a_client_that_sends_but_does_not_read(server_factory, p
     worth of CPU until the client reads or channel_timeout: the server must
     stay still (OpenSSL 3.0 answers with its next write, and the read goes
     on).  Then the upload must arrive whole."""
-    from test_tls import holding_server, past_kernel_buffers, tls_by_hand, wait_written
-
-    blocks_n, total = past_kernel_buffers()
-    srv = holding_server(server_factory, pki, total)
-    raw, obj, outgoing, read_all = tls_by_hand(srv, pki)
     body = hashlib.sha256(b"upload").digest() * (160 * 1024 // 32)  # 160 KiB
-    try:
-        obj.write(b"GET /writes?%d HTTP/1.1\r\nHost: x\r\n\r\n" % blocks_n)
-        raw.sendall(outgoing.read())
-        wait_written(srv, pki, total)   # the socket is full
-        request_key_update(obj)
-        obj.write(b"POST /upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
-        raw.sendall(outgoing.read())
+
+    def still(srv):
         # The server's CPU over a while (a second or more of wall time) in
-        # which it has nothing it can do.
+        # which it has nothing it can do: (busy, wall).
         start, used = time.monotonic(), cpu_seconds(srv.pid)
         time.sleep(1.5)
-        wall = time.monotonic() - start
-        busy = cpu_seconds(srv.pid) - used
-        raw.settimeout(10 * SLOW)
-        plain = read_all()
-    except socket.timeout:
-        plain = None
-    finally:
-        raw.close()
+        return cpu_seconds(srv.pid) - used, time.monotonic() - start
+
+    answer, (busy, wall) = key_update_to_a_full_socket(
+        server_factory, pki,
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body) + body,
+        while_full=still)
     assert busy < 0.25 * wall, "the loop spun: %.2f s of CPU in %.2f s" % (busy, wall)
-    assert plain is not None, "the upload behind the KeyUpdate was never answered"
-    first, second = Reader(plain).responses()
-    assert first.status == 200 and len(first.body) == total
-    assert second.status == 200
-    assert json.loads(second.body) == {
+    assert answer.status == 200
+    assert json.loads(answer.body) == {
         "sha256": hashlib.sha256(body).hexdigest(), "len": len(body)}
