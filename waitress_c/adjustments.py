@@ -873,13 +873,11 @@ class Adjustments:
         """An address in both listen and insecure_listen is one socket
         that cannot be both (the second bind would only say "Address
         already in use")."""
-        tls = {(a[3][0].split("%", 1)[0], a[3][1]) for a in self.listen}
+        tls = {address_key(a[3]) for a in self.listen}
         for a in self.insecure_listen:
-            host, port = a[3][0].split("%", 1)[0], a[3][1]
-            if port != 0 and (host, port) in tls:
-                where = "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
-                raise ValueError(
-                    "%s is in both listen and insecure_listen" % where)
+            if a[3][1] != 0 and address_key(a[3]) in tls:
+                raise ValueError("%s is in both listen and insecure_listen"
+                                 % format_address(a[3][0], a[3][1]))
 
     def _check_tls(self) -> None:
         """The TLS settings agree with each other; with certfile, the files
@@ -1141,6 +1139,17 @@ def split_listen_entry(entry: str, default_port: int) -> tuple[str | None, str]:
     return (None if host == "*" else host), port
 
 
+def address_key(sockaddr: Any) -> tuple[str, int]:
+    """(host, port) of a resolved address, an IPv6 zone index left out: two
+    entries with the same key are one socket."""
+    return sockaddr[0].split("%", 1)[0], sockaddr[1]
+
+
+def format_address(host: str, port: Any) -> str:
+    """HOST:PORT, with an IPv6 host in brackets."""
+    return "[%s]:%s" % (host, port) if ":" in host else "%s:%s" % (host, port)
+
+
 def resolve_listen(
     entries: Iterable[str], default_port: int, family: int
 ) -> list[tuple[int, int, int, Any]]:
@@ -1165,7 +1174,7 @@ def resolve_listen(
         except (OSError, UnicodeError, ValueError, TypeError) as exc:
             raise ValueError("Invalid host/port specified.") from exc
         for fam, socktype, proto, _, sockaddr in infos:
-            key = (sockaddr[0].split("%", 1)[0], sockaddr[1])
+            key = address_key(sockaddr)
             if sockaddr[1] != 0 and key in seen:
                 continue
             seen.add(key)

@@ -16,7 +16,7 @@ import tempfile
 import threading
 from typing import Any, Callable, Iterable, List, Optional, Protocol, Sequence, Tuple
 
-from waitress_c.adjustments import Adjustments
+from waitress_c.adjustments import Adjustments, format_address
 
 logger = logging.getLogger("waitress_c")
 
@@ -132,7 +132,7 @@ def _make_unix_socket(adj: Adjustments) -> socket.socket:
 
 def _make_tcp_socket(adj: Adjustments, family, socktype, proto, sockaddr):
     host, port = sockaddr[0], sockaddr[1]
-    where = "[%s]:%s" % (host, port) if ":" in host else "%s:%s" % (host, port)
+    where = format_address(host, port)
     try:
         sock = socket.socket(family, socktype, proto)
     except OSError as exc:
