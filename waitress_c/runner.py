@@ -572,12 +572,13 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
             adj = Adjustments(**kw)
     except ValueError as exc:
         return _fail(name, str(exc))
-    booting = contextlib.ExitStack()
+    # What stays set around the server: for --reload from here on.
+    stack = contextlib.ExitStack()
     if reload:
         status = _start_reloader(name, argv, adj)
         if status is not None:
             return status
-        booting.enter_context(_StopWhileBooting())
+        stack.enter_context(_StopWhileBooting())
         if flags["config"] is not None:  # not imported: hupper would miss it
             import hupper
 
@@ -618,7 +619,7 @@ def run(argv: list[str] = sys.argv, _serve: Callable[..., Any] = serve) -> int:
             return _error(str(exc))
         return 0
     single = not wants_supervisor(adj)
-    with booting, contextlib.ExitStack() as stack:
+    with stack:
         if single:
             # SIGUSR1 and SIGHUP blocked, for the threads that take them,
             # before the application is imported: a thread its import
