@@ -56,13 +56,15 @@ def client_ctx(pki, cert=None, **versions):
     return ctx
 
 
-def https(srv, ctx):
-    return http.client.HTTPSConnection("127.0.0.1", srv.port, context=ctx, timeout=30 * SLOW)
+def https(srv, ctx, port=None):
+    return http.client.HTTPSConnection("127.0.0.1", port or srv.port, context=ctx,
+                                       timeout=30 * SLOW)
 
 
-def get_env(srv, ctx):
-    """One GET / on a new connection: the TLS keys of its environ."""
-    conn = https(srv, ctx)
+def get_env(srv, ctx, port=None):
+    """One GET / on a new connection (to srv's first listener, or `port`):
+    the TLS keys of its environ."""
+    conn = https(srv, ctx, port)
     try:
         conn.request("GET", "/")
         resp = conn.getresponse()
@@ -1126,12 +1128,5 @@ def test_many_listeners_each_keep_their_scheme(server_factory, pki):
                      insecure_listen="127.0.0.1:0")
     assert len(srv.listen) == 301
     assert plain_env(int(srv.listen[300][1])) == "http"
-    last_tls = int(srv.listen[299][1])
-    conn = http.client.HTTPSConnection("127.0.0.1", last_tls, context=client_ctx(pki),
-                                       timeout=30 * SLOW)
-    try:
-        conn.request("GET", "/")
-        env = json.loads(conn.getresponse().read())
-    finally:
-        conn.close()
+    env = get_env(srv, client_ctx(pki), port=int(srv.listen[299][1]))
     assert (env["wsgi.url_scheme"], env["HTTPS"]) == ("https", "on")
