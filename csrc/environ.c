@@ -23,7 +23,7 @@ enum {
     K_WSGI_INPUT_TERMINATED, K_WSGI_FILE_WRAPPER, K_WSGI_EARLY_HINTS,
     /* set_tls's, in wc_tls_info_t's order */
     K_SSL_PROTOCOL, K_SSL_CIPHER, K_SSL_CLIENT_VERIFY, K_SSL_CLIENT_S_DN,
-    K_SSL_CLIENT_I_DN, K_SSL_CLIENT_CERT,
+    K_SSL_CLIENT_I_DN, K_SSL_CLIENT_CERT, K_SSL_TLS_SNI,
     V_HTTP10, V_HTTP11, V_HTTP2, V_EMPTY, V_GET, V_POST, V_HEAD, V_PUT, V_DELETE,
     V_OPTIONS, V_PATCH,
     NKEYS
@@ -39,7 +39,7 @@ static const char *const key_names[NKEYS] = {
     "wsgi.run_once", "wsgi.input_terminated", "wsgi.file_wrapper",
     "wsgi.early_hints",
     "SSL_PROTOCOL", "SSL_CIPHER", "SSL_CLIENT_VERIFY", "SSL_CLIENT_S_DN",
-    "SSL_CLIENT_I_DN", "SSL_CLIENT_CERT",
+    "SSL_CLIENT_I_DN", "SSL_CLIENT_CERT", "SSL_TLS_SNI",
     "HTTP/1.0", "HTTP/1.1", "HTTP/2", "", "GET", "POST", "HEAD", "PUT", "DELETE",
     "OPTIONS", "PATCH",
 };
@@ -347,22 +347,26 @@ sr_template(ServerObject *so, StartResponseObject *sr, int listener)
 }
 
 /* The connection's TLS facts, under mod_ssl's names (made from the C
- * strings the loop gathered at the handshake).  The first three (version,
- * suite, verification) are nearly always the same as the last request's,
- * whatever the connection: the str made last time is kept in the Server
- * (so->tls_vals, GIL held) and used again when its text is the same,
- * rather than a new one made for every request. */
+ * strings the loop gathered at the handshake).  The short ones (version,
+ * suite, verification, the name asked for) are nearly always the same as
+ * the last request's, whatever the connection: the str made last time is
+ * kept in the Server (so->tls_vals, GIL held; `slot` says where) and used
+ * again when its text is the same, rather than a new one made for every
+ * request.  A client certificate's are left out: long, and one client's. */
 static int
 set_tls(ServerObject *so, PyObject *env, const wc_tls_info_t *t)
 {
     const char *values[] = {t->protocol, t->cipher, t->verify,
-                            t->s_dn, t->i_dn, t->cert};
+                            t->s_dn, t->i_dn, t->cert, t->sni};
+    static const int slot[] = {0, 1, 2, -1, -1, -1, 3};
+    Py_BUILD_ASSERT(sizeof(slot) == sizeof(values) / sizeof(values[0])
+                    * sizeof(int));
     for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
         if (values[i] == NULL)
             continue;
         size_t n = strlen(values[i]);
         PyObject *v;
-        PyObject *last = i < WC_TLS_VALS ? so->tls_vals[i] : NULL;
+        PyObject *last = slot[i] >= 0 ? so->tls_vals[slot[i]] : NULL;
         if (last != NULL && PyUnicode_KIND(last) == PyUnicode_1BYTE_KIND
             && (size_t)PyUnicode_GET_LENGTH(last) == n
             && memcmp(PyUnicode_1BYTE_DATA(last), values[i], n) == 0) {
@@ -371,9 +375,9 @@ set_tls(ServerObject *so, PyObject *env, const wc_tls_info_t *t)
             v = latin1(values[i], n);
             if (v == NULL)
                 return -1;
-            if (i < WC_TLS_VALS) {
-                PyObject *old = so->tls_vals[i];
-                so->tls_vals[i] = Py_NewRef(v);
+            if (slot[i] >= 0) {
+                PyObject *old = so->tls_vals[slot[i]];
+                so->tls_vals[slot[i]] = Py_NewRef(v);
                 Py_XDECREF(old);
             }
         }

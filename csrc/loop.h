@@ -750,6 +750,8 @@ struct wc_tls_info_s {
     const char *s_dn;           /* client certificate: NULL without */
     const char *i_dn;
     const char *cert;           /* PEM */
+    const char *sni;            /* the name the client asked for (SNI):
+                                   NULL without */
     char data[];
 };
 
@@ -771,6 +773,13 @@ typedef struct {
     int cert_reqs;              /* WC_TLS_VERIFY_* */
     int min_version;            /* 12 or 13 */
     int h2;                     /* offer h2 in ALPN */
+    /* More certificates, each chosen for the names it has when a client
+     * asks for one of them (SNI); certfile serves every other name, and
+     * clients that name none.  Each key is its own file or the
+     * certificate's; `password` is every encrypted key's. */
+    const char *const *sni_certfiles;
+    const char *const *sni_keyfiles;
+    int n_sni;
 } wc_tls_opts_t;
 
 /* Any thread: the server's TLS context.  Returns 0, or -1 with a one-line

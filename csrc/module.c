@@ -212,7 +212,8 @@ read_tls(PyObject *adj, wc_tls_t **out)
 {
     int rv = -1;
     PyObject *cert = NULL, *key = NULL, *ca = NULL, *ciphers = NULL;
-    PyObject *reqs = NULL, *minv = NULL, *pw = NULL;
+    PyObject *reqs = NULL, *minv = NULL, *pw = NULL, *sni = NULL;
+    const char **sni_files = NULL;
     *out = NULL;
     cert = PyObject_GetAttrString(adj, "certfile");
     if (cert == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
@@ -255,7 +256,47 @@ read_tls(PyObject *adj, wc_tls_t **out)
     o.min_version = strcmp(m, "1.3") == 0 ? 13 : 12;
     if (get_bool(adj, "http2", &o.h2) < 0)
         goto done;
-    char err[1024], warn[1024];
+    /* sni_certs: (certfile, keyfile) pairs; settings without it have
+     * none. */
+    sni = PyObject_GetAttrString(adj, "sni_certs");
+    if (sni == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        sni = PyList_New(0);
+    }
+    if (sni == NULL)
+        goto done;
+    /* A tuple of its own: the pairs' strings are read without the GIL
+     * (wc_tls_new), and a list could change meanwhile. */
+    Py_SETREF(sni, PySequence_Tuple(sni));
+    if (sni == NULL)
+        goto done;
+    Py_ssize_t n_sni = PyTuple_GET_SIZE(sni);
+    if (n_sni > 0) {
+        sni_files = PyMem_Calloc((size_t)n_sni * 2, sizeof(*sni_files));
+        if (sni_files == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < n_sni; i++) {
+            /* Borrowed: the strings live as long as sni holds the pairs. */
+            PyObject *pair = PyTuple_GET_ITEM(sni, i);
+            if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2
+                || !PyUnicode_Check(PyTuple_GET_ITEM(pair, 0))
+                || !PyUnicode_Check(PyTuple_GET_ITEM(pair, 1))) {
+                PyErr_SetString(PyExc_TypeError, "sni_certs: each item must "
+                                "be a (certfile, keyfile) tuple of str");
+                goto done;
+            }
+            sni_files[i] = PyUnicode_AsUTF8(PyTuple_GET_ITEM(pair, 0));
+            sni_files[n_sni + i] = PyUnicode_AsUTF8(PyTuple_GET_ITEM(pair, 1));
+            if (sni_files[i] == NULL || sni_files[n_sni + i] == NULL)
+                goto done;
+        }
+        o.sni_certfiles = sni_files;
+        o.sni_keyfiles = sni_files + n_sni;
+        o.n_sni = (int)n_sni;
+    }
+    char err[1024], warn[4096];
     int failed;
     Py_BEGIN_ALLOW_THREADS      /* reads files */
     failed = wc_tls_new(out, &o, err, sizeof(err), warn, sizeof(warn)) < 0;
@@ -278,6 +319,8 @@ done:
     Py_XDECREF(reqs);
     Py_XDECREF(minv);
     Py_XDECREF(pw);
+    Py_XDECREF(sni);
+    PyMem_Free(sni_files);
     return rv;
 }
 

@@ -43,6 +43,15 @@
  * - A plain HTTP request on a TLS port (its first byte a letter rather
  *   than 0x16, a handshake record) is reported to the channel, which
  *   answers 400 in plain text, as nginx does, rather than hanging.
+ * - Several certificates (sni_certs): each is a context of its own, built
+ *   with every setting of the first (verification, CAs, ciphers, ALPN:
+ *   SSL_set_SSL_CTX moves a connection to all of the new context's, not
+ *   only to its certificate), chosen by the name the client sends
+ *   (on_servername): the name exactly, else a wildcard one label up
+ *   (RFC 6125: "*" is a whole first label and stands for one label),
+ *   else certfile's.  The names come from the certificates themselves
+ *   (subjectAltName's DNS entries; a subject's CN is not a name, as for
+ *   browsers), sorted once for a binary search per handshake.
  *
  * Reload (SIGHUP in a single process): a new context is built from the
  * files by the thread that asks (wc_tls_new) and handed to the loop
@@ -70,7 +79,9 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -82,6 +93,7 @@
 #include <openssl/proverr.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 /* The largest TLS record's payload: output is written a record at a time
  * (small pieces coalesced into one). */
@@ -98,9 +110,24 @@
  * rightly reports as weak (tests/test_tls_scan.py). */
 #define DEFAULT_CIPHERS "ECDHE+AESGCM:ECDHE+CHACHA20"
 
+/* A name a certificate serves: one of its subjectAltName's DNS names, in
+ * lower case and without a final dot ("*.example.com" for a wildcard),
+ * and the context that has it (0: ctx, certfile's; i: sni[i - 1]). */
+typedef struct {
+    char *name;
+    int ctx;
+} sni_name_t;
+
 struct wc_tls_s {
     atomic_int refs;            /* the server's, and each connection's */
-    SSL_CTX *ctx;
+    SSL_CTX *ctx;               /* certfile's: what every connection starts
+                                   with, and the default */
+    SSL_CTX **sni;              /* sni_certs', in their order */
+    int n_sni;
+    sni_name_t *names;          /* every context's, sorted by name, each
+                                   name once (its first certificate's);
+                                   none without sni_certs */
+    size_t n_names;
     BIO_METHOD *wmeth;          /* the connections' write BIO (bio_send) */
 };
 
@@ -247,24 +274,41 @@ pem_is_encrypted(const char *path)
     return 0;
 }
 
-int
-wc_tls_new(wc_tls_t **out, const wc_tls_opts_t *o, char *err, size_t errlen,
-           char *warn, size_t warnlen)
-{
-    int rv = -1;
-    wc_tls_t *t = NULL;
-    SSL_CTX *ctx = NULL;
-    STACK_OF(X509_NAME) *cas = NULL;
+/* One more warning, after those already in warn ("; " between). */
+static void
+add_warning(char *warn, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
-    *out = NULL;
-    err[0] = '\0';
-    warn[0] = '\0';
-    ERR_clear_error();
-    t = calloc(1, sizeof(*t));
-    ctx = SSL_CTX_new(TLS_server_method());
-    if (t == NULL || ctx == NULL) {
+static void
+add_warning(char *warn, size_t len, const char *fmt, ...)
+{
+    size_t at = strlen(warn);
+    if (at > 0 && at + 3 < len) {
+        memcpy(warn + at, "; ", 3);
+        at += 2;
+    }
+    if (at + 1 >= len)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(warn + at, len - at, fmt, ap);
+    va_end(ap);
+}
+
+/* A context with every setting, for the certificate chain in certfile
+ * and the key in keyfile, which messages call `cert_what` and `key_what`
+ * ("certfile" and "keyfile", or sni_certs' words).  NULL, with a
+ * one-line reason in err, when it cannot be made. */
+static SSL_CTX *
+ctx_new(const wc_tls_opts_t *o, const char *certfile, const char *keyfile,
+        const char *cert_what, const char *key_what, char *err,
+        size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    STACK_OF(X509_NAME) *cas = NULL;
+    if (ctx == NULL) {
         snprintf(err, errlen, "cannot create a TLS context: %s", reason());
-        goto done;
+        goto error;
     }
     SSL_CTX_set_min_proto_version(ctx, o->min_version == 13 ? TLS1_3_VERSION
                                                             : TLS1_2_VERSION);
@@ -285,16 +329,16 @@ wc_tls_new(wc_tls_t **out, const wc_tls_opts_t *o, char *err, size_t errlen,
     if (SSL_CTX_set_cipher_list(ctx, ciphers) != 1) {
         snprintf(err, errlen, "ciphers %s: no usable cipher suite (%s)",
                  ciphers, reason());
-        goto done;
+        goto error;
     }
-    if (SSL_CTX_use_certificate_chain_file(ctx, o->certfile) != 1) {
-        snprintf(err, errlen, "certfile %s: cannot load a certificate (%s)",
-                 o->certfile, reason());
-        goto done;
+    if (SSL_CTX_use_certificate_chain_file(ctx, certfile) != 1) {
+        snprintf(err, errlen, "%s %s: cannot load a certificate (%s)",
+                 cert_what, certfile, reason());
+        goto error;
     }
     SSL_CTX_set_default_passwd_cb(ctx, on_password);
     SSL_CTX_set_default_passwd_cb_userdata(ctx, (void *)o->password);
-    int ok = SSL_CTX_use_PrivateKey_file(ctx, o->keyfile, SSL_FILETYPE_PEM);
+    int ok = SSL_CTX_use_PrivateKey_file(ctx, keyfile, SSL_FILETYPE_PEM);
     /* The password is not kept: the callback's data was the caller's. */
     SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
     if (ok != 1) {
@@ -307,38 +351,39 @@ wc_tls_new(wc_tls_t **out, const wc_tls_opts_t *o, char *err, size_t errlen,
             mismatch |= ERR_GET_LIB(e) == ERR_LIB_X509
                         && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH;
         }
-        bad |= pem_is_encrypted(o->keyfile);
+        bad |= pem_is_encrypted(keyfile);
         if (mismatch)
-            snprintf(err, errlen, "keyfile %s does not match certfile %s",
-                     o->keyfile, o->certfile);
+            snprintf(err, errlen, "%s %s does not match %s %s", key_what,
+                     keyfile, cert_what, certfile);
         else if (bad && o->password)
-            snprintf(err, errlen, "keyfile %s: wrong password", o->keyfile);
+            snprintf(err, errlen, "%s %s: wrong password", key_what,
+                     keyfile);
         else if (bad)
-            snprintf(err, errlen, "keyfile %s is encrypted: give its "
+            snprintf(err, errlen, "%s %s is encrypted: give its "
                      "password with keyfile_password_file or "
-                     "keyfile_password_env", o->keyfile);
+                     "keyfile_password_env", key_what, keyfile);
         else
-            snprintf(err, errlen, "keyfile %s: cannot load a private key "
-                     "(%s)", o->keyfile, why);
-        goto done;
+            snprintf(err, errlen, "%s %s: cannot load a private key "
+                     "(%s)", key_what, keyfile, why);
+        goto error;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
-        snprintf(err, errlen, "keyfile %s does not match certfile %s",
-                 o->keyfile, o->certfile);
-        goto done;
+        snprintf(err, errlen, "%s %s does not match %s %s", key_what,
+                 keyfile, cert_what, certfile);
+        goto error;
     }
     if (o->ca_certs) {
         if (SSL_CTX_load_verify_locations(ctx, o->ca_certs, NULL) != 1) {
             snprintf(err, errlen, "ca_certs %s: cannot load CA certificates "
                      "(%s)", o->ca_certs, reason());
-            goto done;
+            goto error;
         }
         /* The CAs whose certificates the client is asked for. */
         cas = SSL_load_client_CA_file(o->ca_certs);
         if (cas == NULL) {
             snprintf(err, errlen, "ca_certs %s: no CA certificate in it",
                      o->ca_certs);
-            goto done;
+            goto error;
         }
         SSL_CTX_set_client_CA_list(ctx, cas);  /* takes it */
         cas = NULL;
@@ -347,44 +392,284 @@ wc_tls_new(wc_tls_t **out, const wc_tls_opts_t *o, char *err, size_t errlen,
         if (o->ca_certs == NULL) {
             snprintf(err, errlen, "cert_reqs needs ca_certs: the CAs that "
                      "sign the client certificates");
-            goto done;
+            goto error;
         }
         int mode = SSL_VERIFY_PEER;
         if (o->cert_reqs == WC_TLS_VERIFY_REQUIRED)
             mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
         SSL_CTX_set_verify(ctx, mode, NULL);
     }
+    return ctx;
+
+error:
+    if (cas)
+        sk_X509_NAME_pop_free(cas, X509_NAME_free);
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+/* An expired certificate, or one not valid yet, is a warning: the server
+ * starts (a renewal may be on its way), and says so. */
+static void
+check_dates(SSL_CTX *ctx, const char *what, const char *certfile,
+            char *warn, size_t warnlen)
+{
     X509 *cert = SSL_CTX_get0_certificate(ctx);
     if (cert && X509_cmp_current_time(X509_get0_notAfter(cert)) <= 0)
-        snprintf(warn, warnlen, "certfile %s: the certificate has expired",
-                 o->certfile);
+        add_warning(warn, warnlen, "%s %s: the certificate has expired",
+                    what, certfile);
     else if (cert && X509_cmp_current_time(X509_get0_notBefore(cert)) >= 0)
-        snprintf(warn, warnlen, "certfile %s: the certificate is not valid "
-                 "yet", o->certfile);
+        add_warning(warn, warnlen, "%s %s: the certificate is not valid "
+                    "yet", what, certfile);
+}
+
+/* ---- choosing a certificate by name (SNI) ---------------------------------- */
+
+static int
+ascii_lower(int c)
+{
+    return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
+}
+
+/* Adds one of a certificate's DNS names for context `ctx`, in the form
+ * sni_name_t keeps.  A name no client could ask for is left out: empty,
+ * longer than DNS allows, with a NUL, or with a "*" anywhere but as the
+ * whole first label of at least two.  Returns 0, or -1 when out of
+ * memory. */
+static int
+names_add(wc_tls_t *t, size_t *cap, const unsigned char *p, int len, int ctx)
+{
+    if (len > 0 && p[len - 1] == '.')
+        len--;
+    if (len <= 0 || len > 253 || memchr(p, '\0', (size_t)len) != NULL)
+        return 0;
+    const unsigned char *star = memchr(p, '*', (size_t)len);
+    if (star != NULL && (star != p || len < 4 || p[1] != '.'
+                         || memchr(p + 1, '*', (size_t)len - 1) != NULL))
+        return 0;
+    if (t->n_names == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 16;
+        sni_name_t *n = realloc(t->names, ncap * sizeof(*n));
+        if (n == NULL)
+            return -1;
+        t->names = n;
+        *cap = ncap;
+    }
+    char *name = malloc((size_t)len + 1);
+    if (name == NULL)
+        return -1;
+    for (int i = 0; i < len; i++)
+        name[i] = (char)ascii_lower(p[i]);
+    name[len] = '\0';
+    t->names[t->n_names].name = name;
+    t->names[t->n_names].ctx = ctx;
+    t->n_names++;
+    return 0;
+}
+
+/* Adds the DNS names of ctx's certificate.  Returns how many, or -1 when
+ * out of memory. */
+static int
+cert_names(wc_tls_t *t, size_t *cap, SSL_CTX *ctx, int index)
+{
+    X509 *cert = SSL_CTX_get0_certificate(ctx);
+    GENERAL_NAMES *gens = cert ? X509_get_ext_d2i(cert, NID_subject_alt_name,
+                                                  NULL, NULL)
+                               : NULL;
+    size_t before = t->n_names;
+    int rv = 0;
+    for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+        if (g->type != GEN_DNS)
+            continue;
+        if (names_add(t, cap, ASN1_STRING_get0_data(g->d.dNSName),
+                      ASN1_STRING_length(g->d.dNSName), index) < 0) {
+            rv = -1;
+            break;
+        }
+    }
+    GENERAL_NAMES_free(gens);
+    return rv < 0 ? -1 : (int)(t->n_names - before);
+}
+
+/* By name, then by context: the first certificate's comes first. */
+static int
+name_order(const void *a, const void *b)
+{
+    const sni_name_t *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->ctx > y->ctx) - (x->ctx < y->ctx);
+}
+
+static int
+name_cmp(const void *a, const void *b)
+{
+    return strcmp(((const sni_name_t *)a)->name,
+                  ((const sni_name_t *)b)->name);
+}
+
+static int
+names_find(const wc_tls_t *t, char *name)
+{
+    sni_name_t key = {.name = name, .ctx = 0};
+    const sni_name_t *hit = bsearch(&key, t->names, t->n_names,
+                                    sizeof(*t->names), name_cmp);
+    return hit ? hit->ctx : -1;
+}
+
+/* The context for the name a client sent: the name itself, else the
+ * wildcard one label up, else -1 (certfile's, as for no name). */
+static int
+sni_lookup(const wc_tls_t *t, const char *sent)
+{
+    char buf[256];
+    size_t n = strlen(sent);
+    if (n > 0 && sent[n - 1] == '.')
+        n--;
+    if (n == 0 || n > 253)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (char)ascii_lower((unsigned char)sent[i]);
+    buf[n] = '\0';
+    int hit = names_find(t, buf);
+    if (hit >= 0)
+        return hit;
+    char *dot = memchr(buf, '.', n);
+    if (dot == NULL || dot == buf)
+        return -1;      /* one label, or an empty first one */
+    size_t rest = n - (size_t)(dot - buf);      /* from the dot, no NUL */
+    memmove(buf + 1, dot, rest + 1);
+    buf[0] = '*';
+    return names_find(t, buf);
+}
+
+/* OpenSSL's servername callback, while the ClientHello is read: moves
+ * the connection to the context of the name the client asked for.  No
+ * name, or one no certificate has: certfile's (what it started with),
+ * and the name is not acknowledged. */
+static int
+on_servername(SSL *ssl, int *alert, void *arg)
+{
+    const wc_tls_t *t = arg;
+    const char *sent = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    int i = sent ? sni_lookup(t, sent) : -1;
+    if (i < 0)
+        return SSL_TLSEXT_ERR_NOACK;
+    if (i > 0 && SSL_set_SSL_CTX(ssl, t->sni[i - 1]) == NULL) {
+        *alert = SSL_AD_INTERNAL_ERROR;
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    }
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* The names of every context, sorted, each once; a certificate of
+ * sni_certs that no name leads to is a warning.  Returns 0, or -1 when
+ * out of memory. */
+static int
+sni_build(wc_tls_t *t, const wc_tls_opts_t *o, char *warn, size_t warnlen)
+{
+    size_t cap = 0;
+    int rv = -1;
+    int *had = calloc((size_t)t->n_sni + 1, sizeof(int));
+    if (had == NULL)
+        return -1;
+    for (int i = 0; i <= t->n_sni; i++) {
+        had[i] = cert_names(t, &cap, i ? t->sni[i - 1] : t->ctx, i);
+        if (had[i] < 0)
+            goto done;
+    }
+    qsort(t->names, t->n_names, sizeof(*t->names), name_order);
+    size_t kept = 0;
+    for (size_t i = 0; i < t->n_names; i++) {
+        if (kept > 0
+            && strcmp(t->names[kept - 1].name, t->names[i].name) == 0) {
+            free(t->names[i].name);     /* an earlier certificate's */
+            continue;
+        }
+        t->names[kept++] = t->names[i];
+    }
+    t->n_names = kept;
+    for (int i = 1; i <= t->n_sni; i++) {
+        int chosen = 0;
+        for (size_t j = 0; j < t->n_names && !chosen; j++)
+            chosen = t->names[j].ctx == i;
+        if (had[i] == 0)
+            add_warning(warn, warnlen, "sni_certs %s: no DNS name in its "
+                        "subjectAltName, so no client is ever served it",
+                        o->sni_certfiles[i - 1]);
+        else if (!chosen)
+            add_warning(warn, warnlen, "sni_certs %s: each of its names is "
+                        "an earlier certificate's, so no client is ever "
+                        "served it", o->sni_certfiles[i - 1]);
+    }
+    rv = 0;
+done:
+    free(had);
+    return rv;
+}
+
+int
+wc_tls_new(wc_tls_t **out, const wc_tls_opts_t *o, char *err, size_t errlen,
+           char *warn, size_t warnlen)
+{
+    int rv = -1;
+    wc_tls_t *t = NULL;
+
+    *out = NULL;
+    err[0] = '\0';
+    warn[0] = '\0';
+    ERR_clear_error();
+    t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        snprintf(err, errlen, "cannot create a TLS context: out of memory");
+        goto done;
+    }
+    atomic_init(&t->refs, 1);
+    t->ctx = ctx_new(o, o->certfile, o->keyfile, "certfile", "keyfile", err,
+                     errlen);
+    if (t->ctx == NULL)
+        goto done;
+    check_dates(t->ctx, "certfile", o->certfile, warn, warnlen);
+    if (o->n_sni > 0) {
+        t->sni = calloc((size_t)o->n_sni, sizeof(*t->sni));
+        if (t->sni == NULL) {
+            snprintf(err, errlen, "cannot create a TLS context: out of "
+                     "memory");
+            goto done;
+        }
+        for (int i = 0; i < o->n_sni; i++) {
+            t->sni[i] = ctx_new(o, o->sni_certfiles[i], o->sni_keyfiles[i],
+                                "sni_certs", "sni_certs key", err, errlen);
+            if (t->sni[i] == NULL)
+                goto done;
+            t->n_sni++;
+            check_dates(t->sni[i], "sni_certs", o->sni_certfiles[i], warn,
+                        warnlen);
+        }
+        if (sni_build(t, o, warn, warnlen) < 0) {
+            snprintf(err, errlen, "cannot create a TLS context: out of "
+                     "memory");
+            goto done;
+        }
+        SSL_CTX_set_tlsext_servername_callback(t->ctx, on_servername);
+        SSL_CTX_set_tlsext_servername_arg(t->ctx, t);
+    }
     /* A plain source/sink type, not BIO_get_new_index(): that allots one
      * of about a hundred numbers a process has, and every reload makes a
      * context. */
     t->wmeth = BIO_meth_new(BIO_TYPE_SOURCE_SINK, "waitress_c send");
     if (t->wmeth == NULL || BIO_meth_set_write(t->wmeth, bio_send) != 1
         || BIO_meth_set_ctrl(t->wmeth, bio_ctrl) != 1) {
-        BIO_meth_free(t->wmeth);
-        t->wmeth = NULL;
         snprintf(err, errlen, "cannot create a TLS context: %s", reason());
         goto done;
     }
-    atomic_init(&t->refs, 1);
-    t->ctx = ctx;
-    ctx = NULL;
     *out = t;
     t = NULL;
     rv = 0;
 
 done:
     ERR_clear_error();
-    if (cas)
-        sk_X509_NAME_pop_free(cas, X509_NAME_free);
-    SSL_CTX_free(ctx);
-    free(t);
+    wc_tls_free(t);     /* what was made of it; its only reference */
     return rv;
 }
 
@@ -396,6 +681,12 @@ wc_tls_free(wc_tls_t *t)
     if (t == NULL || atomic_fetch_sub(&t->refs, 1) != 1)
         return;
     SSL_CTX_free(t->ctx);
+    for (int i = 0; i < t->n_sni; i++)
+        SSL_CTX_free(t->sni[i]);
+    free(t->sni);
+    for (size_t i = 0; i < t->n_names; i++)
+        free(t->names[i].name);
+    free(t->names);
     BIO_meth_free(t->wmeth);    /* no connection's BIO is left */
     free(t);
 }
@@ -485,8 +776,10 @@ pem_text(X509 *cert)
 static wc_tls_info_t *
 make_info(SSL *ssl)
 {
-    const char *parts[6] = {SSL_get_version(ssl), SSL_get_cipher_name(ssl),
-                            "NONE", NULL, NULL, NULL};
+    const char *parts[7] = {SSL_get_version(ssl), SSL_get_cipher_name(ssl),
+                            "NONE", NULL, NULL, NULL,
+                            SSL_get_servername(ssl,
+                                               TLSEXT_NAMETYPE_host_name)};
     char *own[3] = {NULL, NULL, NULL};
     wc_tls_info_t *info = NULL;
     X509 *peer = SSL_get0_peer_certificate(ssl);
@@ -503,7 +796,7 @@ make_info(SSL *ssl)
         parts[5] = own[2];
     }
     size_t size = sizeof(*info);
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < 7; i++) {
         if (parts[i] == NULL && i < 2)
             parts[i] = "";
         if (parts[i])
@@ -513,10 +806,11 @@ make_info(SSL *ssl)
     if (info == NULL)
         goto done;
     atomic_init(&info->refs, 1);
-    const char **fields[6] = {&info->protocol, &info->cipher, &info->verify,
-                              &info->s_dn, &info->i_dn, &info->cert};
+    const char **fields[7] = {&info->protocol, &info->cipher, &info->verify,
+                              &info->s_dn, &info->i_dn, &info->cert,
+                              &info->sni};
     char *at = info->data;
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < 7; i++) {
         if (parts[i] == NULL)
             continue;
         size_t n = strlen(parts[i]) + 1;

@@ -149,9 +149,9 @@ typedef struct {
     PyObject *log_escape;       /* access_log.escape, for error lines */
     Py_buffer mview;            /* the metrics buffer srv->m is in, if
                                    mview.obj */
-    /* The last SSL_PROTOCOL, SSL_CIPHER, SSL_CLIENT_VERIFY values made
-     * (environ.c: set_tls), or NULL. */
-#define WC_TLS_VALS 3
+    /* The last SSL_PROTOCOL, SSL_CIPHER, SSL_CLIENT_VERIFY and
+     * SSL_TLS_SNI values made (environ.c: set_tls), or NULL. */
+#define WC_TLS_VALS 4
     PyObject *tls_vals[WC_TLS_VALS];
 } ServerObject;
 

@@ -227,6 +227,7 @@ DEFAULTS = {
     "ciphers": None,
     "tls_min_version": "1.2",
     "insecure_listen": [],
+    "sni_certs": [],
     "http2": True,
     "h2_max_concurrent_streams": 100,
     "h2_initial_window_size": 1048576,
@@ -343,10 +344,12 @@ def with_context(name, value):
     return kw
 
 
-# Read from strings with real certificates in tests/test_tls.py.
+# Read from strings with real certificates in tests/test_tls.py and
+# tests/test_tls_sni.py.
 TLS_OPTIONS = {
     "certfile", "keyfile", "keyfile_password_file", "keyfile_password_env",
     "ca_certs", "cert_reqs", "ciphers", "tls_min_version", "insecure_listen",
+    "sni_certs",
 }
 
 

@@ -151,11 +151,12 @@ def adjustments(kw):
         return Adjustments(**kw)
 
 
-# The TLS settings need real certificates: tests/test_tls.py reads them
-# from an ini file of their own.
+# The TLS settings need real certificates: tests/test_tls.py and
+# tests/test_tls_sni.py read them from ini files of their own.
 TLS_OPTIONS = {
     "certfile", "keyfile", "keyfile_password_file", "keyfile_password_env",
     "ca_certs", "cert_reqs", "ciphers", "tls_min_version", "insecure_listen",
+    "sni_certs",
 }
 
 

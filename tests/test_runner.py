@@ -206,6 +206,7 @@ VALUE_FLAGS = {
     "ciphers": "ECDHE-ECDSA-AES128-GCM-SHA256",
     "tls_min_version": "1.3",
     "insecure_listen": "127.0.0.1:0",
+    "sni_certs": "{pki}/site-a.pem,{pki}/site-a.key",
     "h2_max_concurrent_streams": "32",
     "h2_initial_window_size": "65535",
     "h2_max_frame_size": "32768",
@@ -226,6 +227,7 @@ CONTEXT = {
     "ciphers": _TLS,
     "tls_min_version": _TLS,
     "insecure_listen": _TLS,
+    "sni_certs": _TLS,
 }
 
 

@@ -46,6 +46,18 @@ def make_pki(d):
     # Valid from now to now: expired by the time it is read.
     leaf("expired", "/CN=localhost", "ca", "subjectAltName=IP:127.0.0.1\n", days="0")
     leaf("stranger", "/CN=stranger", "other", "extendedKeyUsage=clientAuth\n")
+    # More names, for sni_certs: an exact pair, a wildcard, an exact name
+    # under that wildcard, one with no DNS name, one whose name is the
+    # first's, and an encrypted key.
+    leaf("site-a", "/CN=site a", "ca", "subjectAltName=DNS:a.test,DNS:WWW.A.Test\n")
+    leaf("site-b", "/CN=site b", "ca", "subjectAltName=DNS:*.b.test\n")
+    leaf("site-xb", "/CN=site x.b", "ca", "subjectAltName=DNS:x.b.test\n")
+    leaf("no-dns", "/CN=c.test", "ca", "subjectAltName=IP:127.0.0.2\n")
+    leaf("site-a2", "/CN=site a again", "ca", "subjectAltName=DNS:a.test\n")
+    _openssl(d, "pkey", "-in", "site-xb.key", "-aes256", "-passout", "pass:" + PASSWORD,
+             "-out", "site-xb-enc.key")
+    (d / "site-a-bundle.pem").write_text((d / "site-a.pem").read_text()
+                                         + (d / "site-a.key").read_text())
     _openssl(d, "pkey", "-in", "server.key", "-aes256", "-passout", "pass:" + PASSWORD,
              "-out", "server-enc.key")
     (d / "password.txt").write_text(PASSWORD + "\n")

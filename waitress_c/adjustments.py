@@ -152,6 +152,32 @@ def as_cert_reqs(value: Any) -> str:
     return text
 
 
+def as_sni_certs(value: Any) -> list[tuple[str, str]]:
+    """sni_certs: words (``aslist``'s) ``CERTFILE`` or
+    ``CERTFILE,KEYFILE``, or ``(certfile, keyfile)`` pairs; a certificate
+    file without a key file holds its key."""
+    if isinstance(value, str):
+        value = aslist(value)
+    pairs: list[tuple[str, str]] = []
+    for item in value:
+        if isinstance(item, (tuple, list)):
+            if len(item) != 2 or not all(isinstance(p, str) and p
+                                         for p in item):
+                raise ValueError(
+                    "sni_certs: %r is not a (certfile, keyfile) pair" % (item,)
+                )
+            pairs.append((item[0], item[1]))
+            continue
+        for word in aslist([str(item)]):
+            parts = word.split(",")
+            if len(parts) > 2 or not all(parts):
+                raise ValueError(
+                    "sni_certs: %r is not CERTFILE or CERTFILE,KEYFILE" % word
+                )
+            pairs.append((parts[0], parts[-1]))
+    return pairs
+
+
 def as_tls_version(value: Any) -> str:
     """1.2 or 1.3 (TLSv1.2 and TLSv1_3 spellings accepted)."""
     text = str(value).strip().lower().replace("tlsv", "").replace("_", ".")
@@ -636,6 +662,20 @@ OPTIONS: tuple[Option, ...] = (
         extra=True,
     ),
     Option(
+        "sni_certs", as_sni_certs, [], "CERTFILE[,KEYFILE]", STANDARD,
+        "With certfile: more certificates, for more names, each chosen when "
+        "a client asks for one of the DNS names in its subjectAltName "
+        "(SNI): the name itself first, then a wildcard for it "
+        "(*.example.com stands for one label).  certfile serves every "
+        "other name and clients that send none.  Each is a chain in PEM, "
+        "with its key in KEYFILE or in the same file; encrypted keys take "
+        "keyfile's password.  Repeat the flag to give several (a path may "
+        "hold neither a comma nor a blank).  SIGHUP reloads them with "
+        "certfile.  The application sees the name in SSL_TLS_SNI.",
+        "none",
+        extra=True,
+    ),
+    Option(
         "keyfile", str_iftruthy, None, "FILE", STANDARD,
         "The private key of certfile, in PEM; by default it is read from "
         "certfile itself.",
@@ -814,6 +854,7 @@ class Adjustments:
     access_logfile: str | None
     metrics: str | None
     certfile: str | None
+    sni_certs: list[tuple[str, str]]
     keyfile: str | None
     keyfile_password_file: str | None
     keyfile_password_env: str | None
@@ -895,6 +936,8 @@ class Adjustments:
                 given.append("cert_reqs")
             if self.insecure_listen:
                 given.append("insecure_listen")
+            if self.sni_certs:
+                given.append("sni_certs")
             if given:
                 raise ValueError(
                     "%s has no meaning without certfile" % ", ".join(given)
@@ -925,10 +968,14 @@ class Adjustments:
             # Absolute: worker processes and a reload read them again.
             path = os.path.abspath(path)
             setattr(self, name, path)
-            if not os.path.isfile(path):
-                raise ValueError("%s %s: no such file" % (name, path))
-            if not os.access(path, os.R_OK):
-                raise ValueError("%s %s: not readable" % (name, path))
+            check_readable(name, path)
+        pairs = []
+        for cert, key in self.sni_certs:
+            cert, key = os.path.abspath(cert), os.path.abspath(key)
+            check_readable("sni_certs", cert)
+            check_readable("sni_certs key", key)
+            pairs.append((cert, key))
+        self.sni_certs = pairs
         _core.tls_check(self)
 
     def tls_password(self) -> str | None:
@@ -1056,7 +1103,7 @@ class Adjustments:
             negated = flag not in FLAG_MAP
             opt = FLAG_MAP[flag[3:] if negated else flag]
             name = opt.name
-            if name in ("listen", "insecure_listen"):
+            if name in ("listen", "insecure_listen", "sni_certs"):
                 kw[name] = ("%s %s" % (kw.get(name, ""), value)).strip()
             elif opt.is_bool:
                 kw[name] = "false" if negated else "true"
@@ -1091,6 +1138,14 @@ del _opt
 
 
 # -- helpers ---------------------------------------------------------------
+
+
+def check_readable(name: str, path: str) -> None:
+    """A file the server will read: it exists and may be read."""
+    if not os.path.isfile(path):
+        raise ValueError("%s %s: no such file" % (name, path))
+    if not os.access(path, os.R_OK):
+        raise ValueError("%s %s: not readable" % (name, path))
 
 
 def check_exclusive(kw: dict[str, Any]) -> None:
