@@ -1,17 +1,21 @@
 /* fuzz_tls.c: libFuzzer driver for the server's TLS input path (tls.c),
- * linked with tls.c itself: the server's SSL_CTX is made by wc_tls_new
- * from a certificate and key this file writes once to a temporary
- * directory, and every connection is a wc_tls_conn_t over one end of a
+ * linked with tls.c itself: the server's contexts are made by wc_tls_new
+ * from two certificates and keys this file writes once to a temporary
+ * directory (the default one, and one for a.test and *.b.test given as
+ * sni_certs), and every connection is a wc_tls_conn_t over one end of a
  * socketpair, driven by the same calls channel.c makes (wc_tls_handshake,
  * wc_tls_read, wc_tls_writev, wc_tls_close_notify, wc_tls_conn_free).
  * The first input byte picks the mode (its value modulo 4):
  *
  *   0  the rest is the client's bytes from the first one: the first-byte
  *      sniff (a letter: plain HTTP) and OpenSSL's parsing of a
- *      ClientHello, alerts and whatever follows, then wc_tls_read until
- *      the stream ends.
+ *      ClientHello (its server name too: the certificate's choice),
+ *      alerts and whatever follows, then wc_tls_read until the stream
+ *      ends.
  *   1  a real handshake first (an OpenSSL client in this process; TLS 1.2
- *      or 1.3 after the second byte), then the rest raw into the stream:
+ *      or 1.3 after the second byte's lowest bit, the name it sends after
+ *      its other bits: sni_names; the certificate the client got and the
+ *      name the server saw are checked), then the rest raw into the stream:
  *      record headers, lengths, ciphertext that fails its tag; the server
  *      reads until the stream ends.
  *   2  a real handshake, then the rest is a script for the client: pieces
@@ -45,6 +49,7 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
@@ -66,9 +71,12 @@ static SSL_CTX *client_ctx[2];  /* TLS 1.2, TLS 1.3 */
 
 /* ---- set-up, once ------------------------------------------------------- */
 
-/* A P-256 key and a self-signed certificate for it, as PEM files in dir. */
+/* A P-256 key and a self-signed certificate for it, as PEM files in dir
+ * named after `tag`; with `san`, a subjectAltName (the SNI certificate's
+ * names). */
 static int
-write_identity(const char *dir, char *certfile, char *keyfile, size_t len)
+write_identity(const char *dir, const char *tag, const char *san,
+               char *certfile, char *keyfile, size_t len)
 {
     int rv = -1;
     EVP_PKEY *key = EVP_EC_gen("P-256");
@@ -85,10 +93,19 @@ write_identity(const char *dir, char *certfile, char *keyfile, size_t len)
                                (const unsigned char *)"localhost", -1, -1, 0);
     X509_set_issuer_name(cert, name);
     X509_set_pubkey(cert, key);
+    if (san) {
+        X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, NULL,
+                                                  NID_subject_alt_name,
+                                                  san);
+        int ok = ext != NULL && X509_add_ext(cert, ext, -1) == 1;
+        X509_EXTENSION_free(ext);
+        if (!ok)
+            goto error;
+    }
     if (X509_sign(cert, key, EVP_sha256()) <= 0)
         goto error;
-    snprintf(certfile, len, "%s/cert.pem", dir);
-    snprintf(keyfile, len, "%s/key.pem", dir);
+    snprintf(certfile, len, "%s/%s-cert.pem", dir, tag);
+    snprintf(keyfile, len, "%s/%s-key.pem", dir, tag);
     if ((f = fopen(certfile, "w")) == NULL || PEM_write_X509(f, cert) != 1)
         goto error;
     fclose(f);
@@ -110,17 +127,25 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     char dir[] = "/tmp/fuzz-tls-XXXXXX", certfile[256], keyfile[256];
+    char sni_cert[256], sni_key[256];
     char err[512], warn[512];
-    if (mkdtemp(dir) == NULL || write_identity(dir, certfile, keyfile,
-                                               sizeof(certfile)) != 0) {
+    if (mkdtemp(dir) == NULL
+        || write_identity(dir, "default", NULL, certfile, keyfile,
+                          sizeof(certfile)) != 0
+        || write_identity(dir, "sni", "DNS:a.test,DNS:*.b.test", sni_cert,
+                          sni_key, sizeof(sni_cert)) != 0) {
         fprintf(stderr, "fuzz_tls: cannot write a certificate\n");
         abort();
     }
+    const char *sni_certs[] = {sni_cert}, *sni_keys[] = {sni_key};
     wc_tls_opts_t o = {.certfile = certfile, .keyfile = keyfile,
-                       .min_version = 12};
+                       .min_version = 12, .sni_certfiles = sni_certs,
+                       .sni_keyfiles = sni_keys, .n_sni = 1};
     int r = wc_tls_new(&server_tls, &o, err, sizeof(err), warn, sizeof(warn));
     unlink(certfile);
     unlink(keyfile);
+    unlink(sni_cert);
+    unlink(sni_key);
     rmdir(dir);
     if (r != 0) {
         fprintf(stderr, "fuzz_tls: wc_tls_new: %s\n", err);
@@ -197,13 +222,24 @@ write_all(int fd, const uint8_t *p, size_t n)
     }
 }
 
-/* A real handshake between an OpenSSL client and the server: 0 when both
- * sides finished. */
+/* The names a client of modes 1 to 3 sends (SNI), by the mode byte's
+ * upper bits: none, the default certificate's, and the SNI
+ * certificate's exactly, by wildcard, in capitals with a final dot, and
+ * one label too deep for the wildcard. */
+static const char *const sni_names[] = {
+    NULL, "localhost", "a.test", "x.b.test", "A.TEST.", "x.y.b.test",
+};
+#define N_SNI_NAMES (sizeof(sni_names) / sizeof(sni_names[0]))
+
+/* A real handshake between an OpenSSL client and the server, the client
+ * sending the name `sni` (NULL: none): 0 when both sides finished. */
 static int
-handshake(conn_t *c, int tls13)
+handshake(conn_t *c, int tls13, const char *sni)
 {
     c->client = SSL_new(client_ctx[tls13]);
     if (c->client == NULL || SSL_set_fd(c->client, c->fd[1]) != 1)
+        return -1;
+    if (sni != NULL && SSL_set_tlsext_host_name(c->client, sni) != 1)
         return -1;
     SSL_set_connect_state(c->client);
     int client_done = 0, server_done = 0;
@@ -227,6 +263,20 @@ handshake(conn_t *c, int tls13)
         abort();
     wc_tls_info_t *info = wc_tls_info(c->server);
     if (info == NULL || info->protocol[0] == '\0')
+        abort();
+    /* The certificate of the name: the SNI one (the only one with a
+     * subjectAltName) for its names, the default one for the others. */
+    X509 *peer = SSL_get0_peer_certificate(c->client);
+    int sni_cert = peer != NULL
+                   && X509_get_ext_by_NID(peer, NID_subject_alt_name, -1) >= 0;
+    int want_sni = sni != NULL && (strcmp(sni, "a.test") == 0
+                                   || strcmp(sni, "x.b.test") == 0
+                                   || strcmp(sni, "A.TEST.") == 0);
+    if (peer == NULL || sni_cert != want_sni)
+        abort();
+    /* The name the client sent, as it sent it. */
+    if ((sni == NULL) != (info->sni == NULL)
+        || (sni != NULL && strcmp(sni, info->sni) != 0))
         abort();
     wc_tls_info_unref(info);
     ERR_clear_error();
@@ -319,7 +369,9 @@ mode_raw(conn_t *c, const uint8_t *data, size_t size)
 static void
 mode_inject(conn_t *c, const uint8_t *data, size_t size)
 {
-    if (size < 1 || handshake(c, data[0] & 1) != 0)
+    if (size < 1
+        || handshake(c, data[0] & 1, sni_names[(data[0] >> 1) % N_SNI_NAMES])
+               != 0)
         return;
     drain(c->fd[1]);
     write_all(c->fd[1], data + 1, size - 1);
@@ -335,7 +387,7 @@ mode_script(conn_t *c, const uint8_t *data, size_t size)
     int tls13 = data[0] & 1;
     /* The server's buffer: a record at least, as channel.c's is. */
     size_t bufsize = RECORD + (size_t)data[1] * 257;
-    if (handshake(c, tls13) != 0)
+    if (handshake(c, tls13, sni_names[(data[0] >> 1) % N_SNI_NAMES]) != 0)
         return;
     size_t sent = 0;
     char *piece = malloc(RECORD);
@@ -404,7 +456,9 @@ mode_script(conn_t *c, const uint8_t *data, size_t size)
 static void
 mode_write(conn_t *c, const uint8_t *data, size_t size)
 {
-    if (size < 1 || handshake(c, data[0] & 1) != 0)
+    if (size < 1
+        || handshake(c, data[0] & 1, sni_names[(data[0] >> 1) % N_SNI_NAMES])
+               != 0)
         return;
     data++;
     size--;
