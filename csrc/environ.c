@@ -24,6 +24,7 @@ enum {
     /* set_tls's, in wc_tls_info_t's order */
     K_SSL_PROTOCOL, K_SSL_CIPHER, K_SSL_CLIENT_VERIFY, K_SSL_CLIENT_S_DN,
     K_SSL_CLIENT_I_DN, K_SSL_CLIENT_CERT, K_SSL_TLS_SNI,
+    K_SSL_SESSION_RESUMED,
     V_HTTP10, V_HTTP11, V_HTTP2, V_EMPTY, V_GET, V_POST, V_HEAD, V_PUT, V_DELETE,
     V_OPTIONS, V_PATCH,
     NKEYS
@@ -40,6 +41,7 @@ static const char *const key_names[NKEYS] = {
     "wsgi.early_hints",
     "SSL_PROTOCOL", "SSL_CIPHER", "SSL_CLIENT_VERIFY", "SSL_CLIENT_S_DN",
     "SSL_CLIENT_I_DN", "SSL_CLIENT_CERT", "SSL_TLS_SNI",
+    "SSL_SESSION_RESUMED",
     "HTTP/1.0", "HTTP/1.1", "HTTP/2", "", "GET", "POST", "HEAD", "PUT", "DELETE",
     "OPTIONS", "PATCH",
 };
@@ -348,7 +350,7 @@ sr_template(ServerObject *so, StartResponseObject *sr, int listener)
 
 /* The connection's TLS facts, under mod_ssl's names (made from the C
  * strings the loop gathered at the handshake).  The short ones (version,
- * suite, verification, the name asked for) are nearly always the same as
+ * suite, verification, the name asked for, resumption) are nearly always the same as
  * the last request's, whatever the connection: the str made last time is
  * kept in the Server (so->tls_vals, GIL held; `slot` says where) and used
  * again when its text is the same, rather than a new one made for every
@@ -357,8 +359,8 @@ static int
 set_tls(ServerObject *so, PyObject *env, const wc_tls_info_t *t)
 {
     const char *values[] = {t->protocol, t->cipher, t->verify,
-                            t->s_dn, t->i_dn, t->cert, t->sni};
-    static const int slot[] = {0, 1, 2, -1, -1, -1, 3};
+                            t->s_dn, t->i_dn, t->cert, t->sni, t->resumed};
+    static const int slot[] = {0, 1, 2, -1, -1, -1, 3, 4};
     Py_BUILD_ASSERT(sizeof(slot) == sizeof(values) / sizeof(values[0])
                     * sizeof(int));
     for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {

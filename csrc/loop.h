@@ -752,6 +752,8 @@ struct wc_tls_info_s {
     const char *cert;           /* PEM */
     const char *sni;            /* the name the client asked for (SNI):
                                    NULL without */
+    const char *resumed;        /* "Initial", or "Resumed": a session of
+                                   the cache (mod_ssl's words) */
     char data[];
 };
 
@@ -773,6 +775,8 @@ typedef struct {
     int cert_reqs;              /* WC_TLS_VERIFY_* */
     int min_version;            /* 12 or 13 */
     int h2;                     /* offer h2 in ALPN */
+    int session_cache;          /* sessions kept for resumption; 0: none */
+    int session_timeout;        /* seconds a session may be resumed for */
     /* More certificates, each chosen for the names it has when a client
      * asks for one of them (SNI); certfile serves every other name, and
      * clients that name none.  Each key is its own file or the

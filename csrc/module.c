@@ -16,6 +16,7 @@
  */
 #include "wc.h"
 
+#include <limits.h>
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
@@ -256,6 +257,20 @@ read_tls(PyObject *adj, wc_tls_t **out)
     o.min_version = strcmp(m, "1.3") == 0 ? 13 : 12;
     if (get_bool(adj, "http2", &o.h2) < 0)
         goto done;
+    long long cache, timeout;
+    if (get_int(adj, "tls_session_cache", 0, &cache) < 0
+        || get_int(adj, "tls_session_timeout", 1, &timeout) < 0)
+        goto done;
+    if (cache > INT_MAX || timeout > 604800) {
+        /* RFC 8446: a ticket lives for a week at most. */
+        PyErr_SetString(PyExc_ValueError, cache > INT_MAX
+                        ? "tls_session_cache is too large"
+                        : "tls_session_timeout must be at most 604800 (a "
+                          "week)");
+        goto done;
+    }
+    o.session_cache = (int)cache;
+    o.session_timeout = (int)timeout;
     /* sni_certs: (certfile, keyfile) pairs; settings without it have
      * none. */
     sni = PyObject_GetAttrString(adj, "sni_certs");

@@ -27,11 +27,19 @@
  * - TLS 1.2 at least (1.3 with tls_min_version), its suites by default
  *   only ECDHE with AEAD (DEFAULT_CIPHERS); no renegotiation
  *   (SSL_OP_NO_RENEGOTIATION; TLS 1.3 has none), no compression.
- * - No session resumption: tickets off (SSL_OP_NO_TICKET, no TLS 1.3
- *   tickets) and no session cache.  A ticket key would have to be shared
- *   by the --workers processes (each has its own SSL_CTX) to be of use,
- *   and kept out of the process's memory dumps to be safe; a full
- *   handshake costs a millisecond of CPU.
+ * - Session resumption from a cache in the process (session_cache
+ *   sessions at most, each for session_timeout seconds; 0: none), never
+ *   from tickets that carry the session: SSL_OP_NO_TICKET makes TLS 1.2
+ *   resume by session ID and TLS 1.3 send stateful tickets, which only
+ *   name a session of the cache.  So there is no ticket key to keep
+ *   secret, rotate, or share between --workers processes (each has its
+ *   own cache: a client that comes back to another one makes a full
+ *   handshake), and a session is gone, with its secrets, when it leaves
+ *   the cache.  A reload's new context has a new, empty cache: nothing
+ *   verified under the old files (a client certificate under the old
+ *   ca_certs) is resumed under the new ones.  TLS 1.3 resumption is
+ *   psk_dhe_ke (OpenSSL's only mode unless told otherwise): a new key
+ *   exchange each time, so forward secrecy stays; no early data.
  * - SSL_OP_IGNORE_UNEXPECTED_EOF: a client that closes without
  *   close_notify is an ordinary end of stream; HTTP's own framing tells a
  *   cut-off request from a complete one.
@@ -43,15 +51,20 @@
  * - A plain HTTP request on a TLS port (its first byte a letter rather
  *   than 0x16, a handshake record) is reported to the channel, which
  *   answers 400 in plain text, as nginx does, rather than hanging.
- * - Several certificates (sni_certs): each is a context of its own, built
- *   with every setting of the first (verification, CAs, ciphers, ALPN:
- *   SSL_set_SSL_CTX moves a connection to all of the new context's, not
- *   only to its certificate), chosen by the name the client sends
- *   (on_servername): the name exactly, else a wildcard one label up
- *   (RFC 6125: "*" is a whole first label and stands for one label),
- *   else certfile's.  The names come from the certificates themselves
- *   (subjectAltName's DNS entries; a subject's CN is not a name, as for
- *   browsers), sorted once for a binary search per handshake.
+ * - Several certificates (sni_certs): each is a context of its own, chosen
+ *   by the name the client sends (on_servername): the name exactly, else
+ *   a wildcard one label up (RFC 6125: "*" is a whole first label and
+ *   stands for one label), else certfile's.  The names come from the
+ *   certificates themselves (subjectAltName's DNS entries; a subject's CN
+ *   is not a name, as for browsers), sorted once for a binary search per
+ *   handshake.  SSL_set_SSL_CTX does not move a connection to all of the
+ *   new context: it takes the certificate, key and chain, and what
+ *   OpenSSL reads through the connection's context later (the TLS 1.2
+ *   suites, the verification store, the client CA list, the ALPN
+ *   callback), while what SSL_new copied stays the first context's
+ *   (verify mode, options, modes, versions, TLS 1.3 suites, read-ahead).
+ *   So every context is built by the same ctx_new from the same settings,
+ *   and per-name settings would need more than a context each.
  *
  * Reload (SIGHUP in a single process): a new context is built from the
  * files by the thread that asks (wc_tls_new) and handed to the loop
@@ -66,9 +79,10 @@
  * connection, ever exists, and the other functions are never reached.
  * The rest of the core needs no #ifdef: it only sees these functions.
  *
- * GIL map: never touches Python.  wc_tls_new and wc_tls_free run on the
- * thread that creates or destroys the server (with the GIL, which does
- * not matter here); wc_tls_writev on the loop or on a worker (GIL held),
+ * GIL map: never touches Python.  wc_tls_new runs on the thread that
+ * creates the server or asks for a reload (module.c releases the GIL
+ * while it reads the files), wc_tls_free on that thread or the loop's
+ * (the last connection's reference); wc_tls_writev on the loop or on a worker (GIL held),
  * under the channel's lock; everything else on the loop thread.
  * OpenSSL's error queue is per thread: it is emptied before every call
  * that may fail (clear_errors).
@@ -304,6 +318,7 @@ ctx_new(const wc_tls_opts_t *o, const char *certfile, const char *keyfile,
         const char *cert_what, const char *key_what, char *err,
         size_t errlen)
 {
+    ERR_clear_error();  /* the key's errors are read from the whole queue */
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     STACK_OF(X509_NAME) *cas = NULL;
     if (ctx == NULL) {
@@ -316,8 +331,22 @@ ctx_new(const wc_tls_opts_t *o, const char *certfile, const char *keyfile,
                                  | SSL_OP_NO_TICKET
                                  | SSL_OP_CIPHER_SERVER_PREFERENCE
                                  | SSL_OP_IGNORE_UNEXPECTED_EOF);
-    SSL_CTX_set_num_tickets(ctx, 0);
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    if (o->session_cache > 0) {
+        /* Only the first context's cache is used (the connection's
+         * session context stays that one when SNI moves it). */
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+        SSL_CTX_sess_set_cache_size(ctx, o->session_cache);
+        SSL_CTX_set_timeout(ctx, o->session_timeout);
+        SSL_CTX_set_num_tickets(ctx, 1);
+    } else {
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+        SSL_CTX_set_num_tickets(ctx, 0);
+    }
+    /* The same in every context: OpenSSL refuses to resume a session
+     * with a verified client certificate without one, and SNI's switch
+     * of context keeps it only when both have the same. */
+    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"waitress_c",
+                                   sizeof("waitress_c") - 1);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE
                               | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER
                               | SSL_MODE_RELEASE_BUFFERS);
@@ -431,22 +460,50 @@ ascii_lower(int c)
     return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
 }
 
-/* Adds one of a certificate's DNS names for context `ctx`, in the form
- * sni_name_t keeps.  A name no client could ask for is left out: empty,
- * longer than DNS allows, with a NUL, or with a "*" anywhere but as the
- * whole first label of at least two.  Returns 0, or -1 when out of
- * memory. */
+/* Is p[0..len) a host name (its final dot taken off): labels of letters,
+ * digits, '-' and '_' (seen in real names), none empty, 253 bytes at
+ * most?  What a client sends as its server name is only looked up, and
+ * only shown to the application, when it is one. */
 static int
-names_add(wc_tls_t *t, size_t *cap, const unsigned char *p, int len, int ctx)
+host_name_ok(const char *p, size_t len)
 {
-    if (len > 0 && p[len - 1] == '.')
-        len--;
-    if (len <= 0 || len > 253 || memchr(p, '\0', (size_t)len) != NULL)
+    if (len == 0 || len > 253)
         return 0;
-    const unsigned char *star = memchr(p, '*', (size_t)len);
-    if (star != NULL && (star != p || len < 4 || p[1] != '.'
-                         || memchr(p + 1, '*', (size_t)len - 1) != NULL))
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c == '.') {
+            if (i == 0 || p[i - 1] == '.' || i == len - 1)
+                return 0;   /* an empty label */
+        } else if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+                     || (c >= '0' && c <= '9') || c == '-' || c == '_')) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The length of a sent or certified name without its final dot. */
+static size_t
+without_final_dot(const char *p, size_t len)
+{
+    return len > 0 && p[len - 1] == '.' ? len - 1 : len;
+}
+
+/* Adds one of a certificate's DNS names for context `ctx`, in the form
+ * sni_name_t keeps.  A name no client could ask for is left out: one
+ * that is not a host name, except for a wildcard, "*." and a host name
+ * of two labels at least ("*.com" would be refused by clients).
+ * Returns 1 when added, 0 when left out, -1 when out of memory. */
+static int
+names_add(wc_tls_t *t, size_t *cap, const char *p, size_t len, int ctx)
+{
+    len = without_final_dot(p, len);
+    if (len >= 2 && p[0] == '*' && p[1] == '.') {
+        if (!host_name_ok(p + 2, len - 2) || !memchr(p + 2, '.', len - 2))
+            return 0;
+    } else if (!host_name_ok(p, len)) {
         return 0;
+    }
     if (t->n_names == *cap) {
         size_t ncap = *cap ? *cap * 2 : 16;
         sni_name_t *n = realloc(t->names, ncap * sizeof(*n));
@@ -458,13 +515,13 @@ names_add(wc_tls_t *t, size_t *cap, const unsigned char *p, int len, int ctx)
     char *name = malloc((size_t)len + 1);
     if (name == NULL)
         return -1;
-    for (int i = 0; i < len; i++)
-        name[i] = (char)ascii_lower(p[i]);
+    for (size_t i = 0; i < len; i++)
+        name[i] = (char)ascii_lower((unsigned char)p[i]);
     name[len] = '\0';
     t->names[t->n_names].name = name;
     t->names[t->n_names].ctx = ctx;
     t->n_names++;
-    return 0;
+    return 1;
 }
 
 /* Adds the DNS names of ctx's certificate.  Returns how many, or -1 when
@@ -482,8 +539,10 @@ cert_names(wc_tls_t *t, size_t *cap, SSL_CTX *ctx, int index)
         const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
         if (g->type != GEN_DNS)
             continue;
-        if (names_add(t, cap, ASN1_STRING_get0_data(g->d.dNSName),
-                      ASN1_STRING_length(g->d.dNSName), index) < 0) {
+        int n = ASN1_STRING_length(g->d.dNSName);
+        if (names_add(t, cap,
+                      (const char *)ASN1_STRING_get0_data(g->d.dNSName),
+                      n > 0 ? (size_t)n : 0, index) < 0) {
             rv = -1;
             break;
         }
@@ -511,6 +570,8 @@ name_cmp(const void *a, const void *b)
 static int
 names_find(const wc_tls_t *t, char *name)
 {
+    if (t->n_names == 0)
+        return -1;      /* bsearch's array may not be NULL */
     sni_name_t key = {.name = name, .ctx = 0};
     const sni_name_t *hit = bsearch(&key, t->names, t->n_names,
                                     sizeof(*t->names), name_cmp);
@@ -523,11 +584,9 @@ static int
 sni_lookup(const wc_tls_t *t, const char *sent)
 {
     char buf[256];
-    size_t n = strlen(sent);
-    if (n > 0 && sent[n - 1] == '.')
-        n--;
-    if (n == 0 || n > 253)
-        return -1;
+    size_t n = without_final_dot(sent, strlen(sent));
+    if (!host_name_ok(sent, n))
+        return -1;      /* nor can it match a wildcard: no '*' */
     for (size_t i = 0; i < n; i++)
         buf[i] = (char)ascii_lower((unsigned char)sent[i]);
     buf[n] = '\0';
@@ -543,23 +602,24 @@ sni_lookup(const wc_tls_t *t, const char *sent)
     return names_find(t, buf);
 }
 
-/* OpenSSL's servername callback, while the ClientHello is read: moves
+/* OpenSSL's servername callback, while a ClientHello is read: moves
  * the connection to the context of the name the client asked for.  No
- * name, or one no certificate has: certfile's (what it started with),
- * and the name is not acknowledged. */
+ * name, or one no certificate has: certfile's, and the name is not
+ * acknowledged.  Always set, not only when it changes: after a TLS 1.3
+ * HelloRetryRequest it runs again for the second ClientHello, whose name
+ * may differ from the first's, and the certificate must follow the name
+ * the application will see. */
 static int
 on_servername(SSL *ssl, int *alert, void *arg)
 {
     const wc_tls_t *t = arg;
     const char *sent = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
     int i = sent ? sni_lookup(t, sent) : -1;
-    if (i < 0)
-        return SSL_TLSEXT_ERR_NOACK;
-    if (i > 0 && SSL_set_SSL_CTX(ssl, t->sni[i - 1]) == NULL) {
+    if (SSL_set_SSL_CTX(ssl, i > 0 ? t->sni[i - 1] : t->ctx) == NULL) {
         *alert = SSL_AD_INTERNAL_ERROR;
         return SSL_TLSEXT_ERR_ALERT_FATAL;
     }
-    return SSL_TLSEXT_ERR_OK;
+    return i < 0 ? SSL_TLSEXT_ERR_NOACK : SSL_TLSEXT_ERR_OK;
 }
 
 /* The names of every context, sorted, each once; a certificate of
@@ -578,7 +638,8 @@ sni_build(wc_tls_t *t, const wc_tls_opts_t *o, char *warn, size_t warnlen)
         if (had[i] < 0)
             goto done;
     }
-    qsort(t->names, t->n_names, sizeof(*t->names), name_order);
+    if (t->n_names > 0)     /* qsort's array may not be NULL */
+        qsort(t->names, t->n_names, sizeof(*t->names), name_order);
     size_t kept = 0;
     for (size_t i = 0; i < t->n_names; i++) {
         if (kept > 0
@@ -594,8 +655,9 @@ sni_build(wc_tls_t *t, const wc_tls_opts_t *o, char *warn, size_t warnlen)
         for (size_t j = 0; j < t->n_names && !chosen; j++)
             chosen = t->names[j].ctx == i;
         if (had[i] == 0)
-            add_warning(warn, warnlen, "sni_certs %s: no DNS name in its "
-                        "subjectAltName, so no client is ever served it",
+            add_warning(warn, warnlen, "sni_certs %s: no DNS name a client "
+                        "could ask for in its subjectAltName, so no client "
+                        "is ever served it",
                         o->sni_certfiles[i - 1]);
         else if (!chosen)
             add_warning(warn, warnlen, "sni_certs %s: each of its names is "
@@ -728,6 +790,14 @@ wc_tls_conn_free(wc_tls_conn_t *c)
     if (c == NULL)
         return;
     wc_tls_info_unref(c->info);
+    /* A session whose connection ends without our close_notify (the
+     * client closed first, a timeout, a stop) stays in the cache:
+     * OpenSSL would drop it at SSL_free, as it would one whose
+     * connection failed, and clients that close their idle connections
+     * (most) would never resume.  A failure with a fatal alert has
+     * dropped it already. */
+    if (c->ssl != NULL && SSL_is_init_finished(c->ssl))
+        SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     SSL_free(c->ssl);   /* the socket is the channel's: not closed here */
     wc_tls_free(c->t);
     free(c);
@@ -776,10 +846,13 @@ pem_text(X509 *cert)
 static wc_tls_info_t *
 make_info(SSL *ssl)
 {
-    const char *parts[7] = {SSL_get_version(ssl), SSL_get_cipher_name(ssl),
-                            "NONE", NULL, NULL, NULL,
-                            SSL_get_servername(ssl,
-                                               TLSEXT_NAMETYPE_host_name)};
+    const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (sni && !host_name_ok(sni, without_final_dot(sni, strlen(sni))))
+        sni = NULL;     /* the client's bytes, shown only when a name */
+    const char *parts[8] = {SSL_get_version(ssl), SSL_get_cipher_name(ssl),
+                            "NONE", NULL, NULL, NULL, sni,
+                            SSL_session_reused(ssl) ? "Resumed"
+                                                    : "Initial"};
     char *own[3] = {NULL, NULL, NULL};
     wc_tls_info_t *info = NULL;
     X509 *peer = SSL_get0_peer_certificate(ssl);
@@ -796,7 +869,7 @@ make_info(SSL *ssl)
         parts[5] = own[2];
     }
     size_t size = sizeof(*info);
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < 8; i++) {
         if (parts[i] == NULL && i < 2)
             parts[i] = "";
         if (parts[i])
@@ -806,11 +879,11 @@ make_info(SSL *ssl)
     if (info == NULL)
         goto done;
     atomic_init(&info->refs, 1);
-    const char **fields[7] = {&info->protocol, &info->cipher, &info->verify,
+    const char **fields[8] = {&info->protocol, &info->cipher, &info->verify,
                               &info->s_dn, &info->i_dn, &info->cert,
-                              &info->sni};
+                              &info->sni, &info->resumed};
     char *at = info->data;
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < 8; i++) {
         if (parts[i] == NULL)
             continue;
         size_t n = strlen(parts[i]) + 1;
@@ -855,10 +928,10 @@ wc_tls_handshake(wc_tls_conn_t *c)
     int r = SSL_do_handshake(c->ssl);
     if (r == 1) {
         /* The client's Finished is acknowledged now rather than by the
-         * delayed ACK: we send nothing after it (no session tickets), and
-         * a client with Nagle's algorithm on holds its first request until
-         * that ACK comes, 40 ms later.  Harmless where it does not apply
-         * (a unix socket). */
+         * delayed ACK: without a session ticket we send nothing after it,
+         * and a client with Nagle's algorithm on holds its first request
+         * until that ACK comes, 40 ms later.  Harmless where it does not
+         * apply (a ticket was sent, a unix socket). */
         int one = 1;
         (void)setsockopt(c->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
         c->info = make_info(c->ssl);

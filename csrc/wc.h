@@ -149,9 +149,10 @@ typedef struct {
     PyObject *log_escape;       /* access_log.escape, for error lines */
     Py_buffer mview;            /* the metrics buffer srv->m is in, if
                                    mview.obj */
-    /* The last SSL_PROTOCOL, SSL_CIPHER, SSL_CLIENT_VERIFY and
-     * SSL_TLS_SNI values made (environ.c: set_tls), or NULL. */
-#define WC_TLS_VALS 4
+    /* The last SSL_PROTOCOL, SSL_CIPHER, SSL_CLIENT_VERIFY, SSL_TLS_SNI
+     * and SSL_SESSION_RESUMED values made (environ.c: set_tls), or
+     * NULL. */
+#define WC_TLS_VALS 5
     PyObject *tls_vals[WC_TLS_VALS];
 } ServerObject;
 

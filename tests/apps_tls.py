@@ -15,6 +15,7 @@ if os.environ.get("WC_TEST_SIGPIPE_DFL") == "1":
 TLS_KEYS = (
     "wsgi.url_scheme", "HTTPS", "SSL_PROTOCOL", "SSL_CIPHER", "SSL_CLIENT_VERIFY",
     "SSL_CLIENT_S_DN", "SSL_CLIENT_I_DN", "SSL_CLIENT_CERT", "SSL_TLS_SNI",
+    "SSL_SESSION_RESUMED",
 )
 BLOCK = hashlib.sha256(b"waitress_c tls").digest() * 2048   # 64 KiB
 

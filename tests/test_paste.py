@@ -66,6 +66,8 @@ access_logfile = -
 metrics = 127.0.0.1:9100
 http2 = off
 h2_max_concurrent_streams = 32
+tls_session_cache = 0
+tls_session_timeout = 600
 h2_initial_window_size = 65535
 h2_max_frame_size = 32768
 h2_max_header_list_size = 8192
@@ -117,6 +119,8 @@ EXPECTED = {
     "metrics": "127.0.0.1:9100",
     "http2": False,
     "h2_max_concurrent_streams": 32,
+    "tls_session_cache": 0,
+    "tls_session_timeout": 600,
     "h2_initial_window_size": 65535,
     "h2_max_frame_size": 32768,
     "h2_max_header_list_size": 8192,

@@ -208,6 +208,8 @@ VALUE_FLAGS = {
     "insecure_listen": "127.0.0.1:0",
     "sni_certs": "{pki}/site-a.pem,{pki}/site-a.key",
     "h2_max_concurrent_streams": "32",
+    "tls_session_cache": "0",
+    "tls_session_timeout": "600",
     "h2_initial_window_size": "65535",
     "h2_max_frame_size": "32768",
     "h2_max_header_list_size": "8192",

@@ -68,6 +68,7 @@ def test_each_name_gets_its_certificate(server_factory, pki, version):
         ("a.test", "site a"),
         ("www.a.test", "site a"),       # WWW.A.Test in the certificate
         ("WWW.A.TEST", "site a"),
+        ("a.test.", "site a"),
         ("y.b.test", "site b"),
         ("x.b.test", "site x.b"),       # its own beats *.b.test
         ("b.test", "localhost"),        # * is a whole label
@@ -88,6 +89,63 @@ def test_sni_is_in_environ_without_sni_certs(server_factory, pki):
     srv = tls_server(server_factory, pki)
     assert served(srv.port, "anything.test", pki)[1]["SSL_TLS_SNI"] == "anything.test"
     assert served(srv.port, None, pki)[1]["SSL_TLS_SNI"] is None  # not set
+
+
+def s_client_get(port, name):
+    """GET / through openssl s_client sending `name` as SNI, whatever its
+    bytes: the request's environ."""
+    out = subprocess.run(
+        ["openssl", "s_client", "-connect", "127.0.0.1:%d" % port,
+         "-servername", name, "-quiet", "-ign_eof"],
+        input=b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        capture_output=True, timeout=60 * SLOW, env=tool_env())
+    head, _, body = out.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), out.stdout + out.stderr
+    return json.loads(body)
+
+
+def test_a_sent_name_that_is_no_host_name_is_not_looked_up_or_shown(
+        server_factory, pki):
+    """The server name is the client's bytes: one with a blank, a '*', an
+    empty label or a control character is neither matched (not even
+    against a wildcard) nor put in the environ."""
+    srv = sni_server(server_factory, pki)
+    for name in ("a b.test", "*.b.test", "x..b.test", ".a.test", "a.test\t"):
+        env = s_client_get(srv.port, name)
+        assert env["SSL_TLS_SNI"] is None, name
+    assert s_client_get(srv.port, "Under_score.b.test")["SSL_TLS_SNI"] == \
+        "Under_score.b.test"
+
+
+def test_no_certificate_with_a_dns_name(server_factory, pki):
+    """Nothing to choose from (no certificate, certfile's included, has a
+    DNS name): a warning, and certfile's for every client."""
+    kw = dict(certfile=str(pki / "no-dns.pem"), keyfile=str(pki / "no-dns.key"),
+              sni_certs=sni_certs(pki, "no-dns"))
+    with pytest.warns(UserWarning, match="no-dns.pem: no DNS name"):
+        Adjustments(listen="127.0.0.1:0", **kw)
+    srv = tls_server(server_factory, pki, **kw)
+    for name in ("a.test", "c.test", None):
+        assert served(srv.port, name, pki)[0] == "c.test"
+
+
+def test_settings_hold_after_the_switch(server_factory, pki):
+    """What SSL_new copies from certfile's context (versions) and what is
+    read from the chosen one (ALPN) agree: TLS 1.3 only and no h2, under a
+    name of sni_certs too."""
+    srv = sni_server(server_factory, pki, tls_min_version="1.3", http2=False)
+    tls12 = ssl.TLSVersion.TLSv1_2
+    for name in ("a.test", "y.b.test", None):
+        with pytest.raises(ssl.SSLError):
+            served(srv.port, name, pki, maximum_version=tls12)
+        out = subprocess.run(
+            ["curl", "-sS", "--max-time", str(30 * SLOW), "--http2",
+             "--cacert", str(pki / "ca.pem"), "-o", "/dev/null",
+             "-w", "%{http_code} %{http_version}",
+             "--resolve", "a.test:%d:127.0.0.1" % srv.port,
+             "https://a.test:%d/" % srv.port],
+            capture_output=True, text=True, timeout=60 * SLOW, env=tool_env())
+        assert out.stdout == "200 1.1", out.stderr
 
 
 def test_curl_and_s_client_verify_each_name(server_factory, pki):
@@ -243,7 +301,7 @@ def test_certificates_no_client_is_served_are_warnings(pki):
                           keyfile=str(pki / "server.key"),
                           sni_certs=sni_certs(pki, "site-a", "no-dns", "site-a2"))
     text = " ".join(str(w.message) for w in record)
-    assert "no-dns.pem: no DNS name in its subjectAltName" in text
+    assert "no-dns.pem: no DNS name a client could ask for" in text
     assert "site-a2.pem: each of its names is an earlier certificate's" in text
     assert "site-a.pem" not in text.replace("site-a2.pem", "")
     assert len(adj.sni_certs) == 3
@@ -254,8 +312,12 @@ def test_setting_forms():
         ("a.pem", "a.pem"), ("b.pem", "b.key"), ("c.pem", "c.key")]
     assert as_sni_certs([("a.pem", "a.key"), "b.pem"]) == [
         ("a.pem", "a.key"), ("b.pem", "b.pem")]
-    assert as_sni_certs("") == []
-    for bad in ("a,b,c", "a,", ",b", [("a",)], [("a", "")]):
+    assert as_sni_certs("") == [] and as_sni_certs(None) == []
+    from pathlib import Path
+
+    assert as_sni_certs([Path("a.pem"), (Path("b.pem"), Path("b.key"))]) == [
+        ("a.pem", "a.pem"), ("b.pem", "b.key")]
+    for bad in ("a,b,c", "a,", ",b", [("a",)], [("a", "")], [b"a.pem"]):
         with pytest.raises(ValueError, match="sni_certs"):
             as_sni_certs(bad)
     kw, _ = Adjustments.parse_args(["--sni-certs=a.pem,a.key", "--sni-certs=b.pem"])

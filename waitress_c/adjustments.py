@@ -156,19 +156,32 @@ def as_sni_certs(value: Any) -> list[tuple[str, str]]:
     """sni_certs: words (``aslist``'s) ``CERTFILE`` or
     ``CERTFILE,KEYFILE``, or ``(certfile, keyfile)`` pairs; a certificate
     file without a key file holds its key."""
+    if value is None:
+        return []
     if isinstance(value, str):
         value = aslist(value)
     pairs: list[tuple[str, str]] = []
     for item in value:
         if isinstance(item, (tuple, list)):
-            if len(item) != 2 or not all(isinstance(p, str) and p
-                                         for p in item):
+            paths = [os.fspath(p) if isinstance(p, os.PathLike) else p
+                     for p in item]
+            if len(paths) != 2 or not all(isinstance(p, str) and p
+                                          for p in paths):
                 raise ValueError(
                     "sni_certs: %r is not a (certfile, keyfile) pair" % (item,)
                 )
-            pairs.append((item[0], item[1]))
+            pairs.append((paths[0], paths[1]))
             continue
-        for word in aslist([str(item)]):
+        if isinstance(item, os.PathLike):
+            path = os.fspath(item)
+            if isinstance(path, str):
+                pairs.append((path, path))
+                continue
+        if not isinstance(item, str):
+            raise ValueError(
+                "sni_certs: %r is not CERTFILE or CERTFILE,KEYFILE" % (item,)
+            )
+        for word in aslist([item]):
             parts = word.split(",")
             if len(parts) > 2 or not all(parts):
                 raise ValueError(
@@ -729,6 +742,25 @@ OPTIONS: tuple[Option, ...] = (
         extra=True,
     ),
     Option(
+        "tls_session_cache", int, 4096, "INT", TUNING,
+        "TLS session resumption: how many sessions each process keeps, in "
+        "memory, for clients that come back (a resumed handshake skips the "
+        "certificate and its signature; the key exchange is new each "
+        "time).  Sessions are named by TLS 1.2 session IDs and TLS 1.3 "
+        "tickets that carry no secret, so there is no ticket key; the "
+        "oldest is dropped when full; a reload starts an empty cache.  0 "
+        "turns resumption off.",
+        "4096",
+        extra=True,
+    ),
+    Option(
+        "tls_session_timeout", int, 300, "SECONDS", TUNING,
+        "How long a TLS session may be resumed after its full handshake "
+        "(at most 604800, a week).",
+        "300 (5 minutes)",
+        extra=True,
+    ),
+    Option(
         "insecure_listen", aslist, [], "ip:port", STANDARD,
         "With certfile: more listeners, in listen's form, that speak plain "
         "HTTP beside the TLS ones (wsgi.url_scheme is url_scheme there, "
@@ -862,6 +894,8 @@ class Adjustments:
     cert_reqs: str
     ciphers: str | None
     tls_min_version: str
+    tls_session_cache: int
+    tls_session_timeout: int
     insecure_listen: list[Any]
     http2: bool
     h2_max_concurrent_streams: int
