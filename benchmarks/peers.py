@@ -275,6 +275,7 @@ class WaitressC(Server):
     how = ("waitress-c-serve --threads=4 (release build of the working "
            "tree; --certfile/--keyfile in the tls-* scenarios)")
     tls = True
+    full_handshakes = True  # --tls-session-cache=0
     h2 = True          # h2c with prior knowledge on the same port
 
     def prepare(self):
@@ -327,7 +328,19 @@ class WaitressC(Server):
         if scenario.tls:
             cert, key = self.data.tls_files()
             argv += ["--certfile=" + cert, "--keyfile=" + key]
+            if not scenario.resume and self.knows("--tls-session-cache"):
+                argv.append("--tls-session-cache=0")
         return argv + ["apps:app"]
+
+    def knows(self, flag):
+        """Whether this build's waitress-c-serve has `flag` (a base commit
+        may be older than it: one without a session cache never resumed)."""
+        known = getattr(self, "_flags", None)
+        if known is None:
+            out = subprocess.run([self.venv.bin("waitress-c-serve"), "--help"],
+                                 capture_output=True, cwd=WORK)
+            known = self._flags = out.stdout.decode(errors="replace")
+        return flag in known
 
 
 PYTHONS_SH = os.path.join(ROOT, "tools", "pythons.sh")
@@ -572,6 +585,7 @@ class Nginx(Server):
            "(TLS with the same certificate in the tls-* scenarios)")
     wsgi = False
     tls = True
+    full_handshakes = True  # ssl_session_cache off
 
     def prepare(self):
         self.reason = apt_install("nginx", "nginx")
@@ -581,7 +595,8 @@ class Nginx(Server):
             self.version = out.stderr.decode().strip().split("/")[-1]
 
     def command(self, port, scenario):
-        conf = self.data.nginx_conf(port, tls=scenario.tls)
+        conf = self.data.nginx_conf(port, tls=scenario.tls,
+                                    resume=scenario.resume)
         return [self.binary, "-p", self.data.dir, "-c", conf,
                 "-e", os.path.join(self.data.dir, "error.log")]
 
@@ -634,6 +649,7 @@ class NginxTLS(Server):
     venv_name = "waitress_c"
     tls = True
     tls_only = True
+    full_handshakes = True  # ssl_session_cache off
 
     def prepare(self):
         self.reason = apt_install("nginx", "nginx")
@@ -649,7 +665,7 @@ class NginxTLS(Server):
 
     def command(self, port, scenario):
         sock = os.path.join(self.data.dir, "backend-%d.sock" % port)
-        conf = self.data.nginx_tls_conf(port, sock)
+        conf = self.data.nginx_tls_conf(port, sock, scenario.resume)
         # 666: nginx's workers run as another user than its master.
         backend = [self.venv.bin("waitress-c-serve"), "--unix-socket=" + sock,
                    "--unix-socket-perms=666",
@@ -766,12 +782,13 @@ class DataDir:
         for name in os.listdir(self.www):
             os.chmod(os.path.join(self.www, name), 0o644)
 
-    def nginx_conf(self, port, tls=False):
+    def nginx_conf(self, port, tls=False, resume=True):
         path = os.path.join(self.dir, "nginx-%d.conf" % port)
         ssl = ""
         if tls:
             cert, key = self.tls_files()
-            ssl = NGINX_SSL % {"cert": cert, "key": key}
+            ssl = NGINX_SSL % {"cert": cert, "key": key,
+                               "cache": nginx_session_cache(resume)}
         write_text(path, NGINX_CONF % {
             "what": "one worker, static files", "pid": "nginx.pid",
             "dir": self.dir, "port": port, "www": self.www, "host": HOST,
@@ -796,14 +813,15 @@ class DataDir:
                 os.chmod(path, 0o644)  # nginx's workers, granian
         return cert, key
 
-    def nginx_tls_conf(self, port, sock):
+    def nginx_tls_conf(self, port, sock, resume=True):
         path = os.path.join(self.dir, "nginx-tls-%d.conf" % port)
         cert, key = self.tls_files()
         write_text(path, NGINX_TLS_CONF % {
             "what": "one worker terminating TLS in front of waitress_c on a "
                     "unix socket", "pid": "nginx-tls.pid",
             "dir": self.dir, "port": port, "host": HOST, "sock": sock,
-            "cert": cert, "key": key})
+            "cert": cert, "key": key,
+            "cache": nginx_session_cache(resume)})
         return path
 
     def remove(self):
@@ -853,12 +871,18 @@ NGINX_CONF = NGINX_HEAD + """\
 
 
 
+def nginx_session_cache(resume):
+    """As waitress_c: sessions resumed from a cache (no ticket key), or
+    none (tls-full-handshakes)."""
+    return "shared:SSL:1m" if resume else "off"
+
+
 # The TLS lines of NGINX_CONF in the tls-* scenarios: as nginx-tls's.
 NGINX_SSL = """\
         ssl_certificate %(cert)s;
         ssl_certificate_key %(key)s;
         ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_session_cache off;
+        ssl_session_cache %(cache)s;
         ssl_session_tickets off;
 """
 
@@ -877,8 +901,7 @@ NGINX_TLS_CONF = NGINX_HEAD + """\
         ssl_certificate %(cert)s;
         ssl_certificate_key %(key)s;
         ssl_protocols TLSv1.2 TLSv1.3;
-        # As waitress_c: every connection a full handshake.
-        ssl_session_cache off;
+        ssl_session_cache %(cache)s;
         ssl_session_tickets off;
         location / {
             proxy_pass http://waitress_c;

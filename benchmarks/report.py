@@ -681,7 +681,8 @@ def target_checks_tls(get):
         out.append(("server CPU TLS adds to a request (tls-hello-100 - "
                     "hello-100)", "%.1f us" % added["waitress_c"],
                     others or "-", None))
-    for sc in ("tls-hello-100", "tls-handshakes", "tls-1mib"):
+    for sc in ("tls-hello-100", "tls-handshakes", "tls-full-handshakes",
+               "tls-1mib"):
         mine = rps(sc, "waitress_c")
         for peer in ("granian", "nginx-tls"):
             theirs = rps(sc, peer)

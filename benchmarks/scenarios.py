@@ -24,12 +24,13 @@ class Scenario:
     ``longpoll`` are the harness's own clients.  ``threads``, when set, is
     the worker threads each threaded server gets (a server with one thread
     cannot take part).  ``tls``: over HTTPS, for the servers that speak it
-    (``Server.tls``).
+    (``Server.tls``); ``resume=False``: with session resumption off, for
+    the servers that can turn it off (``Server.full_handshakes``).
     """
 
     def __init__(self, name, path, conns, what, mode=("get",), headers=(),
                  check=None, nginx=True, kind="load", threads=None,
-                 tls=False):
+                 tls=False, resume=True):
         self.name = name
         self.path = path
         self.conns = conns
@@ -41,6 +42,7 @@ class Scenario:
         self.kind = kind
         self.threads = threads
         self.tls = tls
+        self.resume = resume
 
     def admits(self, server):
         """Whether ``server`` takes part: nginx only serves files, a
@@ -50,6 +52,8 @@ class Scenario:
         speaks_tls = getattr(server, "tls", False)
         if self.tls != getattr(server, "tls_only", False) and not (
                 self.tls and speaks_tls):
+            return False
+        if not self.resume and not getattr(server, "full_handshakes", False):
             return False
         return ((server.wsgi or self.nginx)
                 and (server.threaded or self.threads is None))
@@ -124,10 +128,11 @@ SCENARIOS = [
 ]
 # Over TLS: 13 bytes on keep-alive connections (compare with hello-100), a
 # handshake per request (wrk reconnects after each Connection: close; it
-# offers the previous connection's session again, so a server that resumes
-# sessions, as granian does, makes abbreviated handshakes, and waitress_c,
-# which never resumes, full ones), 1 MiB bodies.  Not in the default run
-# (``--scenarios`` names them).
+# offers the previous connection's session again, which every server here
+# resumes: waitress_c and nginx from a session cache, granian too), the
+# same with resumption off (a full handshake per request: granian cannot
+# turn it off, so it sits this one out), 1 MiB bodies.  Not in the default
+# run (``--scenarios`` names them).
 TLS_SCENARIOS = [
     Scenario("tls-hello-100", "/hello", 100,
              "13 bytes over TLS, 100 keep-alive connections", tls=True),
@@ -135,6 +140,10 @@ TLS_SCENARIOS = [
              "13 bytes over TLS with `Connection: close`: a handshake per "
              "request, 100 connections",
              headers=["Connection: close"], tls=True),
+    Scenario("tls-full-handshakes", "/hello", 100,
+             "13 bytes over TLS with `Connection: close` and session "
+             "resumption off: a full handshake per request, 100 connections",
+             headers=["Connection: close"], tls=True, resume=False),
     Scenario("tls-1mib", "/1mib", 100, "1 MiB body over TLS, 100 connections",
              check=has_size(MIB), tls=True),
 ]

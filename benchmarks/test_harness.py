@@ -233,9 +233,14 @@ def test_tls_scenarios_admit_the_servers_that_speak_tls():
         peers.CLASSES[n](data) for n in ("waitress_c", "granian", "nginx-tls",
                                          "nginx", "waitress"))
     for sc in tls:
-        assert sc.admits(wc) and sc.admits(granian) and sc.admits(front)
+        assert sc.admits(wc) and sc.admits(front)
+        # granian resumes sessions and cannot be told not to.
+        assert sc.admits(granian) == sc.resume
         # nginx serves the files over its own TLS: the reference.
         assert sc.admits(nginx) and not sc.admits(waitress)
+    assert [sc.name for sc in tls if not sc.resume] == ["tls-full-handshakes"]
+    assert peers.nginx_session_cache(True).startswith("shared:")
+    assert peers.nginx_session_cache(False) == "off"
     assert hello.admits(wc) and hello.admits(granian)
     assert not hello.admits(front)
     # Not in a full run: the servers and scenarios are named on purpose.
@@ -279,7 +284,7 @@ def test_nginx_tls_command_starts_the_backend_first(tmp_path):
     class Data:
         dir = str(tmp_path)
 
-        def nginx_tls_conf(self, port, sock):
+        def nginx_tls_conf(self, port, sock, resume=True):
             return os.path.join(self.dir, "conf")
 
     front = peers.NginxTLS(Data())
