@@ -39,7 +39,12 @@
  *   verified under the old files (a client certificate under the old
  *   ca_certs) is resumed under the new ones.  TLS 1.3 resumption is
  *   psk_dhe_ke (OpenSSL's only mode unless told otherwise): a new key
- *   exchange each time, so forward secrecy stays; no early data.
+ *   exchange each time; TLS 1.2's reuses the master secret.  No early
+ *   data.  Three things OpenSSL would not do by itself: the timeout
+ *   counts from the full handshake (on_servername: no new ticket for a
+ *   resumed session), a session resumes only under its own certificate
+ *   (a session ID context per context), and a cached session holds a
+ *   small client chain only (on_new_session).
  * - SSL_OP_IGNORE_UNEXPECTED_EOF: a client that closes without
  *   close_notify is an ordinary end of stream; HTTP's own framing tells a
  *   cut-off request from a complete one.
@@ -52,7 +57,7 @@
  *   than 0x16, a handshake record) is reported to the channel, which
  *   answers 400 in plain text, as nginx does, rather than hanging.
  * - Several certificates (sni_certs): each is a context of its own, chosen
- *   by the name the client sends (on_servername): the name exactly, else
+ *   by the name the client sends (on_client_hello): the name exactly, else
  *   a wildcard one label up (RFC 6125: "*" is a whole first label and
  *   stands for one label), else certfile's.  The names come from the
  *   certificates themselves (subjectAltName's DNS entries; a subject's CN
@@ -155,6 +160,10 @@ struct wc_tls_conn_s {
     unsigned sniffed : 1;       /* the first byte was looked at */
     unsigned more : 1;          /* the last read stopped with records
                                    still inside OpenSSL (read ahead) */
+    int sni_ctx;                /* the context its name chose (0:
+                                   certfile's), -1: none (on_client_hello) */
+    char sni[256];              /* the name the client sent, when a host
+                                   name; "" otherwise */
 };
 
 static int on_password(char *buf, int size, int rwflag, void *u);
@@ -311,12 +320,13 @@ add_warning(char *warn, size_t len, const char *fmt, ...)
 
 /* A context with every setting, for the certificate chain in certfile
  * and the key in keyfile, which messages call `cert_what` and `key_what`
- * ("certfile" and "keyfile", or sni_certs' words).  NULL, with a
- * one-line reason in err, when it cannot be made. */
+ * ("certfile" and "keyfile", or sni_certs' words); `index` is its place
+ * (0: certfile's, i: sni[i - 1]).  NULL, with a one-line reason in err,
+ * when it cannot be made. */
 static SSL_CTX *
-ctx_new(const wc_tls_opts_t *o, const char *certfile, const char *keyfile,
-        const char *cert_what, const char *key_what, char *err,
-        size_t errlen)
+ctx_new(const wc_tls_opts_t *o, int index, const char *certfile,
+        const char *keyfile, const char *cert_what, const char *key_what,
+        char *err, size_t errlen)
 {
     ERR_clear_error();  /* the key's errors are read from the whole queue */
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -342,11 +352,21 @@ ctx_new(const wc_tls_opts_t *o, const char *certfile, const char *keyfile,
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
         SSL_CTX_set_num_tickets(ctx, 0);
     }
-    /* The same in every context: OpenSSL refuses to resume a session
-     * with a verified client certificate without one, and SNI's switch
-     * of context keeps it only when both have the same. */
-    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"waitress_c",
-                                   sizeof("waitress_c") - 1);
+    /* Each context its own: a session is resumed only under the
+     * certificate it was made with (a client that asks for another name
+     * makes a full handshake, as RFC 6066 wants), and OpenSSL refuses to
+     * resume one with a verified client certificate without one.
+     * SSL_set_SSL_CTX carries it over, the switch being made before the
+     * session is looked up (on_client_hello). */
+    char sid[32];
+    int sid_len = snprintf(sid, sizeof(sid), "waitress_c:%d", index);
+    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)sid,
+                                   (unsigned)sid_len);
+    /* A client's certificate chain: 16 KiB at most (OpenSSL's bound is
+     * 100 KiB), more than any real one; on_new_session bounds what a
+     * session keeps of it. */
+    if (o->ca_certs)
+        SSL_CTX_set_max_cert_list(ctx, 16384);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE
                               | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER
                               | SSL_MODE_RELEASE_BUFFERS);
@@ -460,26 +480,31 @@ ascii_lower(int c)
     return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
 }
 
-/* Is p[0..len) a host name (its final dot taken off): labels of letters,
- * digits, '-' and '_' (seen in real names), none empty, 253 bytes at
- * most?  What a client sends as its server name is only looked up, and
- * only shown to the application, when it is one. */
+/* Is p[0..len) a host name (its final dot taken off): labels of 1 to 63
+ * letters, digits, '-' and '_' (seen in real names), 253 bytes at most?
+ * What a client sends as its server name is only looked up, and only
+ * shown to the application, when it is one. */
 static int
 host_name_ok(const char *p, size_t len)
 {
     if (len == 0 || len > 253)
         return 0;
+    size_t label = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)p[i];
         if (c == '.') {
-            if (i == 0 || p[i - 1] == '.' || i == len - 1)
+            if (label == 0)
                 return 0;   /* an empty label */
-        } else if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-                     || (c >= '0' && c <= '9') || c == '-' || c == '_')) {
+            label = 0;
+        } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+                   || (c >= '0' && c <= '9') || c == '-' || c == '_') {
+            if (++label > 63)
+                return 0;
+        } else {
             return 0;
         }
     }
-    return 1;
+    return label > 0;
 }
 
 /* The length of a sent or certified name without its final dot. */
@@ -602,24 +627,111 @@ sni_lookup(const wc_tls_t *t, const char *sent)
     return names_find(t, buf);
 }
 
-/* OpenSSL's servername callback, while a ClientHello is read: moves
- * the connection to the context of the name the client asked for.  No
- * name, or one no certificate has: certfile's, and the name is not
- * acknowledged.  Always set, not only when it changes: after a TLS 1.3
- * HelloRetryRequest it runs again for the second ClientHello, whose name
- * may differ from the first's, and the certificate must follow the name
- * the application will see. */
+/* The host name in a ClientHello's server_name extension (RFC 6066: a
+ * list of (type, name), host_name being type 0), copied to out (256
+ * bytes) when it is one (host_name_ok); "" otherwise. */
+static void
+sent_name(const unsigned char *p, size_t len, char *out)
+{
+    out[0] = '\0';
+    if (len < 2 || (size_t)((p[0] << 8) | p[1]) != len - 2)
+        return;
+    for (size_t at = 2; at + 3 <= len;) {
+        size_t n = (size_t)((p[at + 1] << 8) | p[at + 2]);
+        if (at + 3 + n > len)
+            return;
+        if (p[at] == 0) {
+            const char *name = (const char *)p + at + 3;
+            if (n < 256 && host_name_ok(name, without_final_dot(name, n))) {
+                memcpy(out, name, n);
+                out[n] = '\0';
+            }
+            return;
+        }
+        at += 3 + n;
+    }
+}
+
+/* OpenSSL's ClientHello callback, before anything else of the
+ * ClientHello is acted on (the session to resume is looked up after
+ * it): notes the name the client sent and moves the connection to the
+ * context of that name, certfile's when no certificate has it (always
+ * set: after a TLS 1.3 HelloRetryRequest it runs again, for a second
+ * ClientHello whose name may differ).  The name is taken from the
+ * ClientHello itself because OpenSSL's SSL_get_servername gives, on a
+ * TLS 1.2 resumption, the name of the session's first handshake. */
+static int
+on_client_hello(SSL *ssl, int *alert, void *arg)
+{
+    const wc_tls_t *t = arg;
+    wc_tls_conn_t *c = SSL_get_app_data(ssl);
+    const unsigned char *p;
+    size_t len;
+    c->sni[0] = '\0';
+    if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &len))
+        sent_name(p, len, c->sni);
+    c->sni_ctx = c->sni[0] ? sni_lookup(t, c->sni) : -1;
+    int i = c->sni_ctx;
+    if (SSL_set_SSL_CTX(ssl, i > 0 ? t->sni[i - 1] : t->ctx) == NULL) {
+        *alert = SSL_AD_INTERNAL_ERROR;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+/* OpenSSL's servername callback, once the ClientHello's extensions are
+ * read (the session to resume is known): acknowledges a name that chose
+ * a certificate.  A resumed session gets no new TLS 1.3 ticket: OpenSSL
+ * would cache a copy of it with its time set to now, so a client that
+ * kept coming back would keep its session (and a client certificate
+ * verified in it, expired since) past session_timeout.  It comes back
+ * with the ticket it has until the session expires. */
 static int
 on_servername(SSL *ssl, int *alert, void *arg)
 {
-    const wc_tls_t *t = arg;
-    const char *sent = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    int i = sent ? sni_lookup(t, sent) : -1;
-    if (SSL_set_SSL_CTX(ssl, i > 0 ? t->sni[i - 1] : t->ctx) == NULL) {
-        *alert = SSL_AD_INTERNAL_ERROR;
-        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    (void)alert;
+    (void)arg;
+    const wc_tls_conn_t *c = SSL_get_app_data(ssl);
+    if (SSL_session_reused(ssl))
+        SSL_set_num_tickets(ssl, 0);
+    return c->sni_ctx >= 0 ? SSL_TLSEXT_ERR_OK : SSL_TLSEXT_ERR_NOACK;
+}
+
+/* What a cached session may hold of a client's certificate chain: the
+ * session keeps every certificate the client sent, each parsed (about
+ * 5 KiB of memory a certificate, more for large ones: 177 KiB for a chain
+ * of 16 KiB), so a holder of a valid client certificate who padded its
+ * chain could fill the cache with heavy sessions.  Real chains (the
+ * client's certificate and an intermediate or two) fit. */
+#define SESSION_CHAIN_CERTS 4
+#define SESSION_CHAIN_BYTES 8192
+
+/* OpenSSL's new-session callback, just after a session went into the
+ * cache: one whose client sent a longer chain than the bounds above is
+ * taken out again (the connection goes on; the client will make a full
+ * handshake next time), so that a cached session stays small. */
+static int
+on_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    const wc_tls_conn_t *c = SSL_get_app_data(ssl);
+    X509 *leaf = SSL_get0_peer_certificate(ssl);
+    STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
+    int n = chain ? sk_X509_num(chain) : 0, certs = n;
+    size_t bytes = 0;
+    for (int i = 0; i < n && bytes <= SESSION_CHAIN_BYTES; i++) {
+        int len = i2d_X509(sk_X509_value(chain, i), NULL);
+        bytes += len > 0 ? (size_t)len : 0;
     }
-    return i < 0 ? SSL_TLSEXT_ERR_NOACK : SSL_TLSEXT_ERR_OK;
+    /* A server's view of the chain leaves the client's own certificate
+     * out (OpenSSL's documentation); counted either way. */
+    if (leaf && (n == 0 || X509_cmp(sk_X509_value(chain, 0), leaf) != 0)) {
+        int len = i2d_X509(leaf, NULL);
+        bytes += len > 0 ? (size_t)len : 0;
+        certs++;
+    }
+    if (certs > SESSION_CHAIN_CERTS || bytes > SESSION_CHAIN_BYTES)
+        SSL_CTX_remove_session(c->t->ctx, sess);
+    return 0;   /* no reference kept */
 }
 
 /* The names of every context, sorted, each once; a certificate of
@@ -687,8 +799,8 @@ wc_tls_new(wc_tls_t **out, const wc_tls_opts_t *o, char *err, size_t errlen,
         goto done;
     }
     atomic_init(&t->refs, 1);
-    t->ctx = ctx_new(o, o->certfile, o->keyfile, "certfile", "keyfile", err,
-                     errlen);
+    t->ctx = ctx_new(o, 0, o->certfile, o->keyfile, "certfile", "keyfile",
+                     err, errlen);
     if (t->ctx == NULL)
         goto done;
     check_dates(t->ctx, "certfile", o->certfile, warn, warnlen);
@@ -700,8 +812,9 @@ wc_tls_new(wc_tls_t **out, const wc_tls_opts_t *o, char *err, size_t errlen,
             goto done;
         }
         for (int i = 0; i < o->n_sni; i++) {
-            t->sni[i] = ctx_new(o, o->sni_certfiles[i], o->sni_keyfiles[i],
-                                "sni_certs", "sni_certs key", err, errlen);
+            t->sni[i] = ctx_new(o, i + 1, o->sni_certfiles[i],
+                                o->sni_keyfiles[i], "sni_certs",
+                                "sni_certs key", err, errlen);
             if (t->sni[i] == NULL)
                 goto done;
             t->n_sni++;
@@ -713,9 +826,14 @@ wc_tls_new(wc_tls_t **out, const wc_tls_opts_t *o, char *err, size_t errlen,
                      "memory");
             goto done;
         }
-        SSL_CTX_set_tlsext_servername_callback(t->ctx, on_servername);
-        SSL_CTX_set_tlsext_servername_arg(t->ctx, t);
     }
+    /* Always: they also keep the name for the environ and a resumed
+     * session from being renewed. */
+    SSL_CTX_set_client_hello_cb(t->ctx, on_client_hello, t);
+    SSL_CTX_sess_set_new_cb(t->ctx, on_new_session);
+    for (int i = 0; i <= t->n_sni; i++)
+        SSL_CTX_set_tlsext_servername_callback(i ? t->sni[i - 1] : t->ctx,
+                                               on_servername);
     /* A plain source/sink type, not BIO_get_new_index(): that allots one
      * of about a hundred numbers a process has, and every reload makes a
      * context. */
@@ -775,6 +893,8 @@ wc_tls_conn_new(wc_tls_t *t, int fd)
         return NULL;
     }
     c->fd = fd;
+    c->sni_ctx = -1;
+    SSL_set_app_data(c->ssl, c);    /* for on_client_hello, on_servername */
     BIO_set_data(wb, c);
     BIO_set_init(wb, 1);
     SSL_set_bio(c->ssl, rb, wb);    /* the SSL object owns both now */
@@ -844,13 +964,12 @@ pem_text(X509 *cert)
 
 /* The facts of a finished handshake, in one allocation. */
 static wc_tls_info_t *
-make_info(SSL *ssl)
+make_info(wc_tls_conn_t *c)
 {
-    const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    if (sni && !host_name_ok(sni, without_final_dot(sni, strlen(sni))))
-        sni = NULL;     /* the client's bytes, shown only when a name */
+    SSL *ssl = c->ssl;
     const char *parts[8] = {SSL_get_version(ssl), SSL_get_cipher_name(ssl),
-                            "NONE", NULL, NULL, NULL, sni,
+                            "NONE", NULL, NULL, NULL,
+                            c->sni[0] ? c->sni : NULL,
                             SSL_session_reused(ssl) ? "Resumed"
                                                     : "Initial"};
     char *own[3] = {NULL, NULL, NULL};
@@ -934,7 +1053,7 @@ wc_tls_handshake(wc_tls_conn_t *c)
          * apply (a ticket was sent, a unix socket). */
         int one = 1;
         (void)setsockopt(c->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
-        c->info = make_info(c->ssl);
+        c->info = make_info(c);
         /* The client's first records may have come with its Finished. */
         c->more = SSL_has_pending(c->ssl) != 0;
         return c->info ? WC_TLS_DONE : UV_ENOMEM;

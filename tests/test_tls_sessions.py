@@ -92,13 +92,35 @@ def test_cache_0_turns_resumption_off(server_factory, pki, version):
     assert (env["SSL_SESSION_RESUMED"], reused) == ("Initial", False)
 
 
-def test_a_session_expires_after_the_timeout(server_factory, pki):
-    srv = tls_server(server_factory, pki, tls_session_timeout=1)
-    ctx = ctx_for(pki, ssl.TLSVersion.TLSv1_2)
+@pytest.mark.parametrize("version", VERSIONS, ids=["1.2", "1.3"])
+def test_a_session_expires_after_the_timeout_however_often_it_is_resumed(
+        server_factory, pki, version):
+    """tls_session_timeout counts from the full handshake: a client that
+    keeps coming back, with the newest session it was given, makes a
+    full handshake once it has passed (OpenSSL keeps a session's time in
+    whole seconds, so it ends between 2 and 3 s after the handshake).  A
+    TLS 1.3 resumption that got a new ticket would start the time again,
+    and keep a client certificate verified in the session for ever."""
+    srv = tls_server(server_factory, pki, tls_session_timeout=2)
+    ctx = ctx_for(pki, version)
+    start = time.monotonic()
     _, session, _ = visit(srv.port, ctx)
-    time.sleep(2.5)     # past the timeout however slow the machine
-    env, _, reused = visit(srv.port, ctx, session)
-    assert (env["SSL_SESSION_RESUMED"], reused) == ("Initial", False)
+    end = time.monotonic()
+    resumed = 0
+    while True:
+        at = time.monotonic()
+        env, got, reused = visit(srv.port, ctx, session)
+        assert env["SSL_SESSION_RESUMED"] == ("Resumed" if reused else "Initial")
+        if at - end > 3.5:
+            assert not reused       # past the timeout and the clock's second
+            break
+        if not reused:
+            assert at - start >= 2  # not before the timeout
+            break
+        resumed += 1
+        session = got
+        time.sleep(0.25)
+    assert resumed >= 1
 
 
 def test_the_cache_keeps_the_newest_sessions(server_factory, pki):
@@ -112,18 +134,82 @@ def test_the_cache_keeps_the_newest_sessions(server_factory, pki):
 
 
 @pytest.mark.parametrize("version", VERSIONS, ids=["1.2", "1.3"])
-def test_a_name_s_certificate_resumes_with_its_name(server_factory, pki, version):
+def test_a_session_resumes_under_its_own_certificate_only(server_factory, pki,
+                                                          version):
+    """A session made under one certificate (sni_certs) resumes for any
+    of that certificate's names, never under another certificate (RFC
+    6066: a full handshake instead); SSL_TLS_SNI is the name sent this
+    time, also on a TLS 1.2 resumption (whose session knows the first)."""
     srv = tls_server(server_factory, pki, sni_certs=[
-        [str(pki / "site-a.pem"), str(pki / "site-a.key")]])
+        [str(pki / "site-a.pem"), str(pki / "site-a.key")],
+        [str(pki / "site-b.pem"), str(pki / "site-b.key")]])
     ctx = ctx_for(pki, version)
-    _, session, _ = visit(srv.port, ctx, name="a.test")
-    env, _, reused = visit(srv.port, ctx, session, name="a.test")
-    assert reused and env["SSL_TLS_SNI"] == "a.test"
+    ctx.check_hostname = False
+    _, first, _ = visit(srv.port, ctx, name="a.test")
+    for name, resumes in [("a.test", True), ("www.a.test", True),
+                          ("y.b.test", False), ("localhost", False),
+                          ("unknown.test", False), (None, False)]:
+        env, _, reused = visit(srv.port, ctx, first, name=name)
+        assert (name, reused) == (name, resumes)
+        assert env["SSL_TLS_SNI"] == name
+
+
+@pytest.mark.parametrize("version", VERSIONS, ids=["1.2", "1.3"])
+def test_the_name_sent_is_in_environ_after_a_resumption(server_factory, pki,
+                                                        version):
+    srv = tls_server(server_factory, pki)
+    ctx = ctx_for(pki, version)
+    ctx.check_hostname = False
+    _, session, _ = visit(srv.port, ctx, name="localhost")
+    for name in ("other.test", "localhost", None):
+        env, session, reused = visit(srv.port, ctx, session, name=name)
+        assert reused and env["SSL_TLS_SNI"] == name
+
+
+@pytest.mark.parametrize("version", VERSIONS, ids=["1.2", "1.3"])
+def test_a_session_with_a_long_client_chain_is_not_kept(server_factory, pki,
+                                                        tmp_path, version):
+    """A cached session holds the client's whole chain: one of more than
+    four certificates is served but not kept for resumption, so that a
+    client cannot fill the cache with heavy sessions."""
+    srv = tls_server(server_factory, pki, ca_certs=str(pki / "ca.pem"),
+                     cert_reqs="required")
+    client, ca = (pki / "client.pem").read_text(), (pki / "ca.pem").read_text()
+    for copies, kept in [(3, True), (4, False)]:
+        chain = tmp_path / ("chain-%d.pem" % copies)
+        chain.write_text(client + ca * copies)
+        ctx = ctx_for(pki, version)
+        ctx.load_cert_chain(str(chain), str(pki / "client.key"))
+        env, session, _ = visit(srv.port, ctx)
+        assert env["SSL_CLIENT_VERIFY"] == "SUCCESS"
+        assert visit(srv.port, ctx, session)[2] is kept
+
+
+def test_a_client_chain_is_16_kib_at_most(server_factory, pki, tmp_path):
+    """The chain a client sends is kept with its session: one padded past
+    16 KiB (with copies of a CA certificate) is refused; a real one is
+    served."""
+    srv = tls_server(server_factory, pki, ca_certs=str(pki / "ca.pem"),
+                     cert_reqs="required")
+    client, ca = (pki / "client.pem").read_text(), (pki / "ca.pem").read_text()
+    der = len(ssl.PEM_cert_to_DER_cert(ca))
+    for copies, served in [(2, True), (16384 // der + 2, False)]:
+        chain = tmp_path / ("chain-%d.pem" % copies)
+        chain.write_text(client + ca * copies)
+        ctx = ctx_for(pki, ssl.TLSVersion.TLSv1_3)
+        ctx.load_cert_chain(str(chain), str(pki / "client.key"))
+        if served:
+            assert visit(srv.port, ctx)[0]["SSL_CLIENT_VERIFY"] == "SUCCESS"
+        else:
+            with pytest.raises((ssl.SSLError, ConnectionResetError,
+                                BrokenPipeError)):
+                visit(srv.port, ctx)
 
 
 def test_a_reload_starts_an_empty_cache(pki, tmp_path):
-    """Sessions verified under the old files are not resumed under the
-    new ones (new CAs, a revoked client, a new certificate)."""
+    """No session from before a reload is resumed after it: the new
+    context's cache is empty, so nothing verified under the old files is
+    taken for verified under the new ones."""
     with Server([script("waitress-c-serve"), "--listen=127.0.0.1:0",
                  "--certfile=%s" % (pki / "server.pem"),
                  "--keyfile=%s" % (pki / "server.key"), APP], cwd=HERE) as srv:

@@ -745,18 +745,18 @@ OPTIONS: tuple[Option, ...] = (
         "tls_session_cache", int, 4096, "INT", TUNING,
         "TLS session resumption: how many sessions each process keeps, in "
         "memory, for clients that come back (a resumed handshake skips the "
-        "certificate and its signature; the key exchange is new each "
-        "time).  Sessions are named by TLS 1.2 session IDs and TLS 1.3 "
-        "tickets that carry no secret, so there is no ticket key; the "
-        "oldest is dropped when full; a reload starts an empty cache.  0 "
-        "turns resumption off.",
+        "certificate and its signature).  Sessions are named by TLS 1.2 "
+        "session IDs and TLS 1.3 tickets that carry no secret, so there is "
+        "no ticket key; the oldest is dropped when full; a session resumes "
+        "only under the certificate it was made with; a reload starts an "
+        "empty cache.  0 turns resumption off.",
         "4096",
         extra=True,
     ),
     Option(
         "tls_session_timeout", int, 300, "SECONDS", TUNING,
-        "How long a TLS session may be resumed after its full handshake "
-        "(at most 604800, a week).",
+        "How long a TLS session may be resumed after its full handshake, "
+        "however often it is (at most 604800, a week).",
         "300 (5 minutes)",
         extra=True,
     ),
