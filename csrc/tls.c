@@ -87,8 +87,9 @@
  * GIL map: never touches Python.  wc_tls_new runs on the thread that
  * creates the server or asks for a reload (module.c releases the GIL
  * while it reads the files), wc_tls_free on that thread or the loop's
- * (the last connection's reference); wc_tls_writev on the loop or on a worker (GIL held),
- * under the channel's lock; everything else on the loop thread.
+ * (the last connection's reference); wc_tls_writev on the loop or on a
+ * worker (GIL held), under the channel's lock; everything else on the
+ * loop thread.
  * OpenSSL's error queue is per thread: it is emptied before every call
  * that may fail (clear_errors).
  */
@@ -657,7 +658,8 @@ sent_name(const unsigned char *p, size_t len, char *out)
  * it): notes the name the client sent and moves the connection to the
  * context of that name, certfile's when no certificate has it (always
  * set: after a TLS 1.3 HelloRetryRequest it runs again, for a second
- * ClientHello whose name may differ).  The name is taken from the
+ * ClientHello whose name may differ, from the context the first one
+ * chose).  The name is taken from the
  * ClientHello itself because OpenSSL's SSL_get_servername gives, on a
  * TLS 1.2 resumption, the name of the session's first handshake. */
 static int
@@ -827,13 +829,17 @@ wc_tls_new(wc_tls_t **out, const wc_tls_opts_t *o, char *err, size_t errlen,
             goto done;
         }
     }
-    /* Always: they also keep the name for the environ and a resumed
-     * session from being renewed. */
-    SSL_CTX_set_client_hello_cb(t->ctx, on_client_hello, t);
+    /* Always, sni_certs or not: they also keep the name for the environ
+     * and a resumed session from being renewed.  On every context: OpenSSL
+     * asks the connection's current one, which after a HelloRetryRequest
+     * may be the one the first ClientHello chose.  Sessions are the first
+     * context's (the session context stays that one). */
+    for (int i = 0; i <= t->n_sni; i++) {
+        SSL_CTX *ctx = i ? t->sni[i - 1] : t->ctx;
+        SSL_CTX_set_client_hello_cb(ctx, on_client_hello, t);
+        SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
+    }
     SSL_CTX_sess_set_new_cb(t->ctx, on_new_session);
-    for (int i = 0; i <= t->n_sni; i++)
-        SSL_CTX_set_tlsext_servername_callback(i ? t->sni[i - 1] : t->ctx,
-                                               on_servername);
     /* A plain source/sink type, not BIO_get_new_index(): that allots one
      * of about a hundred numbers a process has, and every reload makes a
      * context. */
