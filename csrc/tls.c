@@ -41,8 +41,8 @@
  *   psk_dhe_ke (OpenSSL's only mode unless told otherwise): a new key
  *   exchange each time; TLS 1.2's reuses the master secret.  No early
  *   data.  Three things OpenSSL would not do by itself: the timeout
- *   counts from the full handshake (on_servername: no new ticket for a
- *   resumed session), a session resumes only under its own certificate
+ *   counts from the full handshake (on_ticket: a resumed session's new
+ *   ticket keeps the first time), a session resumes only under its own certificate
  *   (a session ID context per context), and a cached session holds a
  *   small client chain only (on_new_session).
  * - SSL_OP_IGNORE_UNEXPECTED_EOF: a client that closes without
@@ -682,21 +682,41 @@ on_client_hello(SSL *ssl, int *alert, void *arg)
 }
 
 /* OpenSSL's servername callback, once the ClientHello's extensions are
- * read (the session to resume is known): acknowledges a name that chose
- * a certificate.  A resumed session gets no new TLS 1.3 ticket: OpenSSL
- * would cache a copy of it with its time set to now, so a client that
- * kept coming back would keep its session (and a client certificate
- * verified in it, expired since) past session_timeout.  It comes back
- * with the ticket it has until the session expires. */
+ * read: acknowledges a name that chose a certificate. */
 static int
 on_servername(SSL *ssl, int *alert, void *arg)
 {
     (void)alert;
     (void)arg;
     const wc_tls_conn_t *c = SSL_get_app_data(ssl);
-    if (SSL_session_reused(ssl))
-        SSL_set_num_tickets(ssl, 0);
     return c->sni_ctx >= 0 ? SSL_TLSEXT_ERR_OK : SSL_TLSEXT_ERR_NOACK;
+}
+
+/* OpenSSL's callback as it makes a TLS 1.3 ticket, for a full handshake
+ * or a resumption (clients use a ticket once, as RFC 8446 asks, so each
+ * resumption needs a new one).  For a resumption OpenSSL caches a copy
+ * of the session with its time set to now: a client that kept coming
+ * back would keep its session, and a client certificate verified in it
+ * (expired since), for ever.  So the full handshake's time goes with the
+ * session (its ticket appdata, which the copy keeps) and is put back:
+ * session_timeout counts from the full handshake. */
+static int
+on_ticket(SSL *ssl, void *arg)
+{
+    (void)arg;
+    SSL_SESSION *sess = SSL_get_session(ssl);
+    void *data;
+    size_t len;
+    time_t first;
+    if (sess == NULL)
+        return 0;
+    if (SSL_SESSION_get0_ticket_appdata(sess, &data, &len) == 1
+        && len == sizeof(first)) {
+        memcpy(&first, data, sizeof(first));
+        return SSL_SESSION_set_time(sess, (long)first) != 0;
+    }
+    first = (time_t)SSL_SESSION_get_time(sess);
+    return SSL_SESSION_set1_ticket_appdata(sess, &first, sizeof(first));
 }
 
 /* What a cached session may hold of a client's certificate chain: the
@@ -829,8 +849,8 @@ wc_tls_new(wc_tls_t **out, const wc_tls_opts_t *o, char *err, size_t errlen,
             goto done;
         }
     }
-    /* Always, sni_certs or not: they also keep the name for the environ
-     * and a resumed session from being renewed.  On every context: OpenSSL
+    /* Always, sni_certs or not: they also keep the name for the
+     * environ.  On every context: OpenSSL
      * asks the connection's current one, which after a HelloRetryRequest
      * may be the one the first ClientHello chose.  Sessions are the first
      * context's (the session context stays that one). */
@@ -840,6 +860,7 @@ wc_tls_new(wc_tls_t **out, const wc_tls_opts_t *o, char *err, size_t errlen,
         SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
     }
     SSL_CTX_sess_set_new_cb(t->ctx, on_new_session);
+    SSL_CTX_set_session_ticket_cb(t->ctx, on_ticket, NULL, NULL);
     /* A plain source/sink type, not BIO_get_new_index(): that allots one
      * of about a hundred numbers a process has, and every reload makes a
      * context. */

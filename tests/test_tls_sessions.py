@@ -98,9 +98,10 @@ def test_a_session_expires_after_the_timeout_however_often_it_is_resumed(
     """tls_session_timeout counts from the full handshake: a client that
     keeps coming back, with the newest session it was given, makes a
     full handshake once it has passed (OpenSSL keeps a session's time in
-    whole seconds, so it ends between 2 and 3 s after the handshake).  A
-    TLS 1.3 resumption that got a new ticket would start the time again,
-    and keep a client certificate verified in the session for ever."""
+    whole seconds, so it ends between 2 and 3 s after the handshake).
+    Each TLS 1.3 resumption gets a new ticket, for a copy of the session
+    that OpenSSL would time from now: a client that kept coming back would
+    keep its session, and a client certificate verified in it, for ever."""
     srv = tls_server(server_factory, pki, tls_session_timeout=2)
     ctx = ctx_for(pki, version)
     start = time.monotonic()
