@@ -692,6 +692,16 @@ on_servername(SSL *ssl, int *alert, void *arg)
     return c->sni_ctx >= 0 ? SSL_TLSEXT_ERR_OK : SSL_TLSEXT_ERR_NOACK;
 }
 
+/* A session's time: OpenSSL 3.3 has time_t versions (the long ones are
+ * deprecated from 3.4: not Y2038-safe); 3.0 has only the long ones. */
+#if OPENSSL_VERSION_NUMBER >= 0x30300000L
+#define session_get_time(s) SSL_SESSION_get_time_ex(s)
+#define session_set_time(s, t) SSL_SESSION_set_time_ex((s), (t))
+#else
+#define session_get_time(s) ((time_t)SSL_SESSION_get_time(s))
+#define session_set_time(s, t) SSL_SESSION_set_time((s), (long)(t))
+#endif
+
 /* OpenSSL's callback as it makes a TLS 1.3 ticket, for a full handshake
  * or a resumption (clients use a ticket once, as RFC 8446 asks, so each
  * resumption needs a new one).  For a resumption OpenSSL caches a copy
@@ -713,9 +723,9 @@ on_ticket(SSL *ssl, void *arg)
     if (SSL_SESSION_get0_ticket_appdata(sess, &data, &len) == 1
         && len == sizeof(first)) {
         memcpy(&first, data, sizeof(first));
-        return SSL_SESSION_set_time(sess, (long)first) != 0;
+        return session_set_time(sess, first) != 0;
     }
-    first = (time_t)SSL_SESSION_get_time(sess);
+    first = session_get_time(sess);
     return SSL_SESSION_set1_ticket_appdata(sess, &first, sizeof(first));
 }
 
