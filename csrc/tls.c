@@ -709,7 +709,8 @@ on_servername(SSL *ssl, int *alert, void *arg)
  * back would keep its session, and a client certificate verified in it
  * (expired since), for ever.  So the full handshake's time goes with the
  * session (its ticket appdata, which the copy keeps) and is put back:
- * session_timeout counts from the full handshake. */
+ * session_timeout counts from the full handshake (to the second: a
+ * renewed session may end up to a second early, never late). */
 static int
 on_ticket(SSL *ssl, void *arg)
 {

@@ -6,6 +6,7 @@ a.test and www.a.test, site-b *.b.test, site-xb x.b.test.  Traffic goes to
 127.0.0.1 only; every wait is bounded."""
 
 import json
+import re
 import shutil
 import signal
 import socket
@@ -170,7 +171,8 @@ def test_curl_and_s_client_verify_each_name(server_factory, pki):
          "-CAfile", str(pki / "ca.pem"), "-verify_return_error", "-brief"],
         input="", capture_output=True, text=True, timeout=60 * SLOW, env=tool_env())
     assert "Verification: OK" in out.stderr, out.stderr
-    assert "Peer certificate: CN = site a" in out.stderr, out.stderr
+    # "CN = site a" (OpenSSL 3.0) or "CN=site a" (3.6)
+    assert re.search(r"Peer certificate: CN ?= ?site a", out.stderr), out.stderr
 
 
 def test_client_certificates_are_required_under_every_name(server_factory, pki):
