@@ -74,6 +74,41 @@ def get_env(srv, ctx, port=None):
         conn.close()
 
 
+def get_to_the_end(s):
+    """GET / with Connection: close over the TLS socket `s`, read to the
+    end (a TLS 1.3 ticket comes after the handshake): the TLS keys of the
+    request's environ."""
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    return json.loads(body)
+
+
+def paste_server(ini):
+    """A Server (servers.py) for the PasteDeploy file `ini`, its
+    waitress_c logger at INFO (for "Serving on")."""
+    import sys
+
+    from servers import Server
+
+    script_ = (
+        "import logging, sys\n"
+        "sys.path.insert(0, %r)\n"
+        "from paste.deploy import loadapp, loadserver\n"
+        "logging.getLogger('waitress_c').setLevel(logging.INFO)\n"
+        "uri = sys.argv[1]\n"
+        "sys.exit(loadserver(uri)(loadapp(uri)))\n" % HERE
+    )
+    return Server([sys.executable, "-c", script_, "config:%s" % ini],
+                  cwd=os.path.dirname(str(ini)))
+
+
 def client_hello(pki):
     """The bytes of a real ClientHello (python's ssl over memory BIOs)."""
     inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -501,10 +536,6 @@ def test_encrypted_key_with_password_file_on_the_cli(pki):
 def test_every_tls_setting_from_an_ini(pki, tmp_path, monkeypatch):
     """PasteDeploy: the TLS settings as strings, an encrypted key whose
     password is in an environment variable, client certificates asked for."""
-    import sys
-
-    from servers import Server
-
     monkeypatch.setenv("WC_TEST_KEY_PASSWORD", PASSWORD)
     (tmp_path / "tls.ini").write_text(
         "[app:main]\nuse = call:apps_tls:make_app\n\n"
@@ -514,16 +545,7 @@ def test_every_tls_setting_from_an_ini(pki, tmp_path, monkeypatch):
         "ca_certs = %(d)s/ca.pem\ncert_reqs = optional\n"
         "ciphers = ECDHE-ECDSA-AES256-GCM-SHA384\ntls_min_version = TLSv1.2\n" % {"d": pki}
     )
-    script_ = (
-        "import logging, sys\n"
-        "sys.path.insert(0, %r)\n"
-        "from paste.deploy import loadapp, loadserver\n"
-        "logging.getLogger('waitress_c').setLevel(logging.INFO)\n"
-        "uri = sys.argv[1]\n"
-        "sys.exit(loadserver(uri)(loadapp(uri)))\n" % HERE
-    )
-    with Server([sys.executable, "-c", script_, "config:%s" % (tmp_path / "tls.ini")],
-                cwd=tmp_path) as srv:
+    with paste_server(tmp_path / "tls.ini") as srv:
         env = get_env(srv, client_ctx(pki, "client", maximum_version=ssl.TLSVersion.TLSv1_2))
         assert env["SSL_CIPHER"] == "ECDHE-ECDSA-AES256-GCM-SHA384"
         assert env["SSL_CLIENT_VERIFY"] == "SUCCESS"

@@ -4,9 +4,7 @@ cache in the server process; real handshakes with python's ssl and
 openssl s_client against a server in a subprocess.  Traffic goes to
 127.0.0.1 only; every wait is bounded."""
 
-import json
 import re
-import shutil
 import signal
 import socket
 import ssl
@@ -16,7 +14,7 @@ import time
 import pytest
 
 from servers import HERE, SLOW, Server, script
-from test_tls import APP, client_ctx, tls_server, tool_env
+from test_tls import APP, client_ctx, get_to_the_end, tls_server, tool_env
 
 from waitress_c import _core
 from waitress_c.adjustments import Adjustments
@@ -34,16 +32,7 @@ def visit(port, ctx, session=None, name="localhost"):
     client saw its session resumed)."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=30 * SLOW)
     with ctx.wrap_socket(raw, server_hostname=name, session=session) as s:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:     # to the end: a TLS 1.3 ticket comes after the handshake
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200 "), head
-        return json.loads(body), s.session, s.session_reused
+        return get_to_the_end(s), s.session, s.session_reused
 
 
 def ctx_for(pki, version, cert=None):

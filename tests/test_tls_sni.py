@@ -16,7 +16,8 @@ import subprocess
 import pytest
 
 from servers import HERE, SLOW, Server, script
-from test_tls import APP, client_ctx, tls_server, tool_env
+from test_tls import (APP, client_ctx, get_to_the_end, paste_server, tls_server,
+                      tool_env)
 
 from waitress_c import _core
 from waitress_c.adjustments import Adjustments, as_sni_certs
@@ -46,16 +47,7 @@ def served(port, name, pki, cert=None, **versions):
     raw = socket.create_connection(("127.0.0.1", port), timeout=30 * SLOW)
     with ctx.wrap_socket(raw, server_hostname=name) as s:
         subject = dict(x[0] for x in s.getpeercert()["subject"])
-        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200 "), head
-    return subject["commonName"], json.loads(body)
+        return subject["commonName"], get_to_the_end(s)
 
 
 @pytest.mark.parametrize("version", ["TLSv1_2", "TLSv1_3"])
@@ -221,8 +213,6 @@ def test_the_flag_repeats_and_worker_processes_choose_too(pki):
 
 def test_sni_certs_from_an_ini(pki, tmp_path):
     """PasteDeploy: one certificate a line, with or without its key."""
-    import sys
-
     (tmp_path / "sni.ini").write_text(
         "[app:main]\nuse = call:apps_tls:make_app\n\n"
         "[server:main]\nuse = egg:waitress_c#main\nlisten = 127.0.0.1:0\n"
@@ -230,16 +220,7 @@ def test_sni_certs_from_an_ini(pki, tmp_path):
         "sni_certs =\n    %(d)s/site-a-bundle.pem\n"
         "    %(d)s/site-b.pem,%(d)s/site-b.key\n" % {"d": pki}
     )
-    script_ = (
-        "import logging, sys\n"
-        "sys.path.insert(0, %r)\n"
-        "from paste.deploy import loadapp, loadserver\n"
-        "logging.getLogger('waitress_c').setLevel(logging.INFO)\n"
-        "uri = sys.argv[1]\n"
-        "sys.exit(loadserver(uri)(loadapp(uri)))\n" % HERE
-    )
-    with Server([sys.executable, "-c", script_, "config:%s" % (tmp_path / "sni.ini")],
-                cwd=tmp_path) as srv:
+    with paste_server(tmp_path / "sni.ini") as srv:
         assert served(srv.port, "www.a.test", pki)[0] == "site a"
         assert served(srv.port, "y.b.test", pki)[0] == "site b"
         assert served(srv.port, "a.b.c.test", pki)[0] == "localhost"
