@@ -604,15 +604,18 @@ names_find(const wc_tls_t *t, char *name)
     return hit ? hit->ctx : -1;
 }
 
-/* The context for the name a client sent: the name itself, else the
- * wildcard one label up, else -1 (certfile's, as for no name). */
+/* The context for the name a client sent, a host name (sent_name
+ * checked it: so no '*', which could match a wildcard entry itself):
+ * the name itself, else the wildcard one label up, else -1 (certfile's,
+ * as for no name). */
 static int
 sni_lookup(const wc_tls_t *t, const char *sent)
 {
+    if (t->n_names == 0)
+        return -1;      /* no sni_certs: nothing to choose from */
     char buf[256];
     size_t n = without_final_dot(sent, strlen(sent));
-    if (!host_name_ok(sent, n))
-        return -1;      /* nor can it match a wildcard: no '*' */
+    WC_ASSERT(host_name_ok(sent, n));
     for (size_t i = 0; i < n; i++)
         buf[i] = (char)ascii_lower((unsigned char)sent[i]);
     buf[n] = '\0';
